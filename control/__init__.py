@@ -1,0 +1,1 @@
+"""The procedure: state machine, temperature/impedance loop, procedure record, reports and the CLI."""

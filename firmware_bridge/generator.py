@@ -1,0 +1,200 @@
+"""The RF generator driver: commands out with sequence numbers, messages in with their arrival time.
+
+The driver holds no policy. It does hold one lock: commands that *enable* energy (``SET_OUTPUT``, and
+``STIM`` with a non-zero amplitude) take an :class:`OutputCapability`, and each driver mints exactly one,
+handed to the first caller of :meth:`RfGenerator.claim_output_capability`. The composition root gives it
+to ``safety``'s output gate before anything else sees the driver, so no other code can enable output
+(ARCHITECTURE.md section 7). Turning output off needs no capability: anyone may make the cart safer.
+
+No threads and no sleeps: the owner calls :meth:`RfGenerator.service` from its loop, which reads and
+parses what has arrived and sends the host heartbeat when it is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+from firmware_bridge.clock import Clock
+from firmware_bridge.errors import CapabilityError
+from firmware_bridge.framing import Frame, FrameEncoder, FrameParser, ParserStats
+from firmware_bridge.messages import (
+    ALL_CHANNELS,
+    Ack,
+    ElectrodeInfo,
+    Heartbeat,
+    Message,
+    OutputOff,
+    Pump,
+    SelfTest,
+    SetOutput,
+    Status,
+    Stim,
+    Telemetry,
+)
+from firmware_bridge.transport import Transport
+
+HEARTBEAT_PERIOD_S: Final = 0.1
+HOST_STATE_ACTIVE: Final = 1
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Received(Generic[M]):
+    """A message with its sequence number and the host's clock reading when it arrived."""
+
+    msg: M
+    seq: int
+    arrived_at: float
+
+
+class OutputCapability:
+    """Proof of the authority to enable output, minted once per driver (see module docstring)."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: object) -> None:
+        self._owner = owner
+
+
+SentListener = Callable[[int, Message, float], None]
+ReceivedListener = Callable[[Frame, float], None]
+
+
+class RfGenerator:
+    """Host side of the generator link (ARCHITECTURE.md section 4)."""
+
+    def __init__(self, transport: Transport, clock: Clock, *, uptime_origin: float | None = None) -> None:
+        self.transport = transport
+        self.clock = clock
+        self._encoder = FrameEncoder()
+        self._parser = FrameParser()
+        self._capability: OutputCapability | None = None
+        self._origin = clock.now() if uptime_origin is None else uptime_origin
+        self._next_heartbeat = self._origin
+        self._acks: dict[tuple[int, int], Received[Ack]] = {}
+        self._sent_listeners: list[SentListener] = []
+        self._received_listeners: list[ReceivedListener] = []
+        self.telemetry: Received[Telemetry] | None = None
+        self.status: Received[Status] | None = None
+        self.heartbeat: Received[Heartbeat] | None = None
+        self.electrodes: Received[ElectrodeInfo] | None = None
+        self.self_test_result: Received[SelfTest] | None = None
+        self.last_rx_at: float | None = None
+        self.frames_sent = 0
+
+    # -- observation ---------------------------------------------------------------------------------
+    def on_sent(self, listener: SentListener) -> None:
+        """Call ``listener(seq, msg, t)`` per command: before the wire, except OUTPUT_OFF (after)."""
+        self._sent_listeners.append(listener)
+
+    def on_received(self, listener: ReceivedListener) -> None:
+        """Call ``listener(frame, t)`` for every frame, as soon as it is parsed."""
+        self._received_listeners.append(listener)
+
+    @property
+    def stats(self) -> ParserStats:
+        """The parser's counters for the generator → host direction."""
+        return self._parser.stats
+
+    # -- the capability ------------------------------------------------------------------------------
+    def claim_output_capability(self) -> OutputCapability:
+        """Hand out the one capability this driver will ever mint; a second claim is refused."""
+        if self._capability is not None:
+            raise CapabilityError("the output capability of this generator has already been claimed")
+        self._capability = OutputCapability(self)
+        return self._capability
+
+    def _require(self, capability: object) -> None:
+        if self._capability is None or capability is not self._capability:
+            raise CapabilityError("enabling output needs the capability held by the safety gate")
+
+    # -- commands ------------------------------------------------------------------------------------
+    def _send(self, msg: Message, *, notify_first: bool = True) -> int:
+        seq, frame = self._encoder.encode(msg)
+        now = self.clock.now()
+        if notify_first:
+            for listener in self._sent_listeners:
+                listener(seq, msg, now)
+        self.transport.write(frame)
+        self.frames_sent += 1
+        if not notify_first:
+            for listener in self._sent_listeners:
+                listener(seq, msg, now)
+        return seq
+
+    def output_off(self, channel_mask: int = ALL_CHANNELS) -> int:
+        """Turn output off: on the wire first, then told to the listeners (the record)."""
+        return self._send(OutputOff(channel_mask), notify_first=False)
+
+    def set_output(self, capability: OutputCapability, msg: SetOutput) -> int:
+        self._require(capability)
+        return self._send(msg)
+
+    def stim(self, capability: OutputCapability | None, msg: Stim) -> int:
+        """Start (needs the capability) or stop (amplitude 0, needs nothing) stimulation."""
+        if msg.amplitude_mv != 0:
+            self._require(capability)
+        return self._send(msg)
+
+    def pump(self, on: bool, flow_deci_ml_min: int) -> int:
+        return self._send(Pump(int(on), flow_deci_ml_min))
+
+    def request_self_test(self) -> int:
+        self.self_test_result = None
+        return self._send(SelfTest(0, 0))
+
+    def send_heartbeat(self, state: int = HOST_STATE_ACTIVE) -> int:
+        uptime_ms = int((self.clock.now() - self._origin) * 1000) & 0xFFFFFFFF
+        return self._send(Heartbeat(state, uptime_ms))
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def service(self, host_state: int = HOST_STATE_ACTIVE) -> list[Frame]:
+        """Read what has arrived and send the heartbeat if it is due; returns the new frames."""
+        frames = self.poll()
+        now = self.clock.now()
+        if now >= self._next_heartbeat:
+            self.send_heartbeat(host_state)
+            self._next_heartbeat = max(self._next_heartbeat + HEARTBEAT_PERIOD_S, now)
+        return frames
+
+    def poll(self) -> list[Frame]:
+        """Parse every byte that has arrived and update the latest messages."""
+        data = self.transport.read()
+        if not data:
+            return []
+        now = self.clock.now()
+        frames = self._parser.feed(data)
+        for frame in frames:
+            self._dispatch(frame, now)
+        return frames
+
+    def _dispatch(self, frame: Frame, now: float) -> None:
+        self.last_rx_at = now
+        for listener in self._received_listeners:
+            listener(frame, now)
+        msg = frame.msg
+        if isinstance(msg, Telemetry):
+            self.telemetry = Received(msg, frame.seq, now)
+        elif isinstance(msg, Status):
+            self.status = Received(msg, frame.seq, now)
+        elif isinstance(msg, Heartbeat):
+            self.heartbeat = Received(msg, frame.seq, now)
+        elif isinstance(msg, ElectrodeInfo):
+            self.electrodes = Received(msg, frame.seq, now)
+        elif isinstance(msg, Ack):
+            self._acks[(msg.acked_msg_id, msg.acked_seq)] = Received(msg, frame.seq, now)
+            if len(self._acks) > 512:  # keep the last few hundred; old ones nobody will ask for
+                for key in list(self._acks)[:256]:
+                    del self._acks[key]
+        elif isinstance(msg, SelfTest) and msg.phase == 1:
+            self.self_test_result = Received(msg, frame.seq, now)
+
+    def ack_for(self, msg_id: int, seq: int) -> Received[Ack] | None:
+        """The generator's answer to the command ``(msg_id, seq)``, if it has arrived."""
+        return self._acks.get((msg_id, seq))
+
+    def close(self) -> None:
+        self.transport.close()
