@@ -1,0 +1,311 @@
+"""The procedure record: an append-only, hash-chained SQLite log of everything (ARCHITECTURE.md section 9).
+
+Why it is built this way:
+
+- The 10 ms tick must never wait for the disk, so :meth:`ProcedureRecord.append` only puts a row on an
+  in-memory queue (ordered, cheap) and a writer thread does the SQL, the hashing and the commits.
+- State changes and alarms must survive any crash, so :meth:`ProcedureRecord.append_durable` queues the
+  row *and waits* until the writer has committed it; the procedure calls it before a transition
+  completes. These are rare (a few per lesion), so the wait never lands on the telemetry path.
+- Telemetry is committed at least every 100 ms: the writer commits every 50 ms of wall time, and also as
+  soon as the queued telemetry spans 100 ms of the record's own clock, so a run in simulated time
+  (faster than real time) keeps the same bound in simulated seconds.
+- Every row carries ``hash = sha256(prev_hash | id | mono | wall | kind | payload)``, so editing,
+  deleting or reordering a row breaks the chain at that row; ``verify`` names the first broken row.
+- WAL journal with ``synchronous=FULL``: a reader (``rfa record show``) never blocks the writer, and a
+  committed row is on disk, not only in the page cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from firmware_bridge.clock import Clock
+from firmware_bridge.errors import CartError
+
+SCHEMA_VERSION: Final = 1
+GENESIS_HASH: Final = "0" * 64
+COMMIT_INTERVAL_S: Final = 0.05
+TELEMETRY_SPAN_S: Final = 0.1
+DURABLE_TIMEOUT_S: Final = 5.0
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    mono REAL NOT NULL,
+    wall REAL NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+"""
+
+
+class RecordError(CartError):
+    """The record cannot be written or read; the procedure must go to the safe state."""
+
+
+def row_hash(prev_hash: str, row_id: int, mono: float, wall: float, kind: str, payload: str) -> str:
+    """The chain link of one row: any change to it, or to any earlier row, changes this value."""
+    text = f"{prev_hash}|{row_id}|{mono!r}|{wall!r}|{kind}|{payload}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RecordStats:
+    rows_committed: int
+    rows_queued: int
+    commits: int
+
+
+class ProcedureRecord:
+    """Writes one procedure's record. ``append`` never blocks; ``append_durable`` returns once on disk."""
+
+    def __init__(self, path: Path, clock: Clock, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._wall = wall_clock
+        self._queue: deque[tuple[int, float, float, str, str]] = deque()
+        self._cond = threading.Condition()
+        self._next_seq = 1
+        self._committed_seq = 0
+        self._oldest_telemetry_mono: float | None = None
+        self._commits = 0
+        self._closing = False
+        self._failure: BaseException | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            raise RecordError(f"refusing to overwrite an existing record: {self.path}")
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._writer, args=(ready,), name="record-writer", daemon=True)
+        self._thread.start()
+        ready.wait(DURABLE_TIMEOUT_S)
+        self._raise_if_failed()
+
+    # -- producer side (the control tick) -----------------------------------------------------------
+    def append(self, kind: str, payload: dict[str, Any], mono: float | None = None) -> int:
+        """Queue a row; returns its sequence number. Never touches the disk."""
+        self._raise_if_failed()
+        t = self._clock.now() if mono is None else mono
+        text = _canonical(payload)
+        with self._cond:
+            seq = self._next_seq
+            self._next_seq += 1
+            self._queue.append((seq, t, self._wall(), kind, text))
+            if kind == "telemetry":
+                if self._oldest_telemetry_mono is None:
+                    self._oldest_telemetry_mono = t
+                elif t - self._oldest_telemetry_mono >= TELEMETRY_SPAN_S:
+                    self._cond.notify_all()
+            return seq
+
+    def append_durable(self, kind: str, payload: dict[str, Any], mono: float | None = None) -> int:
+        """Queue a row and wait until it (and everything before it) is committed to disk."""
+        seq = self.append(kind, payload, mono)
+        self.wait_committed(seq)
+        return seq
+
+    def wait_committed(self, seq: int, timeout_s: float = DURABLE_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._cond.notify_all()
+            while self._committed_seq < seq:
+                if self._failure is not None:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RecordError(f"record {self.path} did not commit row {seq} within {timeout_s} s")
+                self._cond.wait(remaining)
+        self._raise_if_failed()
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        with self._cond:
+            last = self._next_seq - 1
+        self.wait_committed(last)
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer; safe to call twice."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(DURABLE_TIMEOUT_S)
+        self._raise_if_failed()
+
+    @property
+    def stats(self) -> RecordStats:
+        with self._cond:
+            return RecordStats(self._committed_seq, len(self._queue), self._commits)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise RecordError(f"record {self.path} failed: {self._failure}") from self._failure
+
+    # -- the writer thread --------------------------------------------------------------------------
+    def _writer(self, ready: threading.Event) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("schema_version", str(SCHEMA_VERSION)),
+                ("created_wall", repr(self._wall())),
+            ])
+            db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            ready.set()
+            return
+        ready.set()
+        prev_hash, row_id = GENESIS_HASH, 0
+        while True:
+            with self._cond:
+                if not self._queue and not self._closing:
+                    self._cond.wait(COMMIT_INTERVAL_S)
+                batch = list(self._queue)
+                self._queue.clear()
+                self._oldest_telemetry_mono = None
+                closing = self._closing
+            if batch:
+                rows = []
+                for _seq, mono, wall, kind, payload in batch:
+                    row_id += 1
+                    prev_hash = row_hash(prev_hash, row_id, mono, wall, kind, payload)
+                    rows.append((row_id, mono, wall, kind, payload, prev_hash))
+                try:
+                    db.execute("BEGIN")
+                    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._fail(exc)
+                    return
+                with self._cond:
+                    self._committed_seq = batch[-1][0]
+                    self._commits += 1
+                    self._cond.notify_all()
+            if closing and not batch:
+                db.close()
+                return
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self._failure = exc
+            self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    id: int
+    mono: float
+    wall: float
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    rows: int
+    first_broken_id: int | None = None
+    reason: str = ""
+
+
+class RecordReader:
+    """Reads a record, read-only; safe while the writer is still appending (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise RecordError(f"no record at {self.path}")
+        try:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            self._db.execute("SELECT count(*) FROM events").fetchone()
+        except sqlite3.Error as exc:
+            raise RecordError(f"{self.path} is not a procedure record: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def rows(self, kind: str | None = None) -> Iterator[RecordRow]:
+        query = "SELECT id, mono, wall, kind, payload FROM events"
+        args: tuple[str, ...] = ()
+        if kind is not None:
+            query += " WHERE kind = ?"
+            args = (kind,)
+        for row_id, mono, wall, k, payload in self._db.execute(query + " ORDER BY id", args):
+            yield RecordRow(row_id, mono, wall, k, json.loads(payload))
+
+    def count(self, kind: str | None = None) -> int:
+        if kind is None:
+            (n,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+        else:
+            (n,) = self._db.execute("SELECT count(*) FROM events WHERE kind = ?", (kind,)).fetchone()
+        return int(n)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta"))
+
+    def verify(self) -> VerifyResult:
+        """Walk the hash chain; report the first row whose id, content or link is wrong."""
+        prev_hash, expected_id, n = GENESIS_HASH, 1, 0
+        query = "SELECT id, mono, wall, kind, payload, hash FROM events ORDER BY id"
+        for row_id, mono, wall, kind, payload, stored in self._db.execute(query):
+            n += 1
+            if row_id != expected_id:
+                return VerifyResult(False, n, row_id, f"row {expected_id} is missing (next id is {row_id})")
+            computed = row_hash(prev_hash, row_id, mono, wall, kind, payload)
+            if computed != stored:
+                return VerifyResult(False, n, row_id, f"row {row_id} ({kind}) does not match its hash")
+            prev_hash, expected_id = stored, expected_id + 1
+        return VerifyResult(True, n)
+
+    def export_json(self, out: TextIO, kind: str | None = None) -> int:
+        n = 0
+        out.write("[\n")
+        for row in self.rows(kind):
+            if n:
+                out.write(",\n")
+            out.write(json.dumps({"id": row.id, "mono": row.mono, "wall": row.wall, "kind": row.kind,
+                                  "payload": row.payload}, sort_keys=True))
+            n += 1
+        out.write("\n]\n")
+        return n
+
+    def export_csv(self, out: TextIO, kind: str | None = None) -> int:
+        """One CSV row per record row; payload fields become columns (union over the rows exported)."""
+        rows = list(self.rows(kind))
+        keys = sorted({k for r in rows for k in r.payload})
+        writer = csv.writer(out)
+        writer.writerow(["id", "mono", "wall", "kind", *keys])
+        for r in rows:
+            writer.writerow([r.id, r.mono, r.wall, r.kind, *(_cell(r.payload.get(k)) for k in keys)])
+        return len(rows)
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, dict | list):
+        buf = io.StringIO()
+        json.dump(value, buf, sort_keys=True)
+        return buf.getvalue()
+    return "" if value is None else value

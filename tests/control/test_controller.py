@@ -1,0 +1,95 @@
+"""The numba control step: limits that must hold for any input, and tracking on a tissue model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from control.controller import (
+    BACKOFF_CUT,
+    CONTINUOUS_GAINS,
+    ChannelControllers,
+    Gains,
+)
+from sim.tissue import LumpedTissue
+
+temps = st.floats(-20.0, 150.0, allow_nan=False)
+impedances = st.floats(1.0, 5000.0, allow_nan=False)
+
+
+@given(
+    cap=st.floats(0.0, 50.0),
+    set_c=st.floats(40.0, 95.0),
+    ramp=st.floats(0.1, 10.0),
+    samples=st.lists(st.tuples(temps, impedances), min_size=1, max_size=300),
+)
+def test_drive_stays_within_zero_and_the_cap_for_any_measurements(
+    cap: float, set_c: float, ramp: float, samples: list[tuple[float, float]]
+) -> None:
+    c = ChannelControllers(2)
+    c.configure(0, set_c=set_c, ramp_c_per_s=ramp, cap=cap, gains=CONTINUOUS_GAINS)
+    c.start(0, tip_c=samples[0][0], impedance_ohm=samples[0][1])
+    for tip, z in samples:
+        drive = c.step(0.01, np.array([tip, tip]), np.array([z, z]))
+        assert 0.0 <= drive[0] <= cap
+        assert drive[1] == 0.0, "an inactive channel must get no drive"
+
+
+@given(set_c=st.floats(45.0, 95.0), ramp=st.floats(0.2, 5.0), start=st.floats(20.0, 44.0),
+       ticks=st.integers(1, 3000))
+def test_the_reference_never_outruns_the_ramp_rate_or_the_set_temperature(
+    set_c: float, ramp: float, start: float, ticks: int
+) -> None:
+    c = ChannelControllers(1)
+    c.configure(0, set_c=set_c, ramp_c_per_s=ramp, cap=20.0, gains=CONTINUOUS_GAINS)
+    c.start(0, tip_c=start, impedance_ohm=200.0)
+    for _ in range(ticks):
+        c.step(0.01, np.array([start]), np.array([200.0]))
+    expected = min(set_c, start + ramp * 0.01 * ticks)
+    assert c.reference_c(0) == pytest.approx(expected, abs=1e-6)
+
+
+def test_integral_does_not_wind_up_while_the_cap_holds_the_output() -> None:
+    c = ChannelControllers(1)
+    c.configure(0, set_c=80.0, ramp_c_per_s=100.0, cap=5.0, gains=CONTINUOUS_GAINS)
+    c.start(0, tip_c=37.0, impedance_ohm=200.0)
+    for _ in range(6000):  # a minute stuck far below the set temperature, pinned at the cap
+        c.step(0.01, np.array([40.0]), np.array([200.0]))
+    # The tip then reaches the set temperature: with no wind-up, the drive drops at once.
+    drive = c.step(0.01, np.array([80.5]), np.array([200.0]))[0]
+    assert drive < 5.0 * 0.5
+
+
+def test_impedance_roll_off_cuts_the_cap_and_it_recovers_slowly() -> None:
+    c = ChannelControllers(1)
+    c.configure(0, set_c=90.0, ramp_c_per_s=100.0, cap=20.0, gains=Gains(kp=50, ki=0, kd=0, kff=0))
+    c.start(0, tip_c=37.0, impedance_ohm=200.0)
+    assert c.step(0.01, np.array([37.0]), np.array([200.0]))[0] == 20.0
+    rolled = c.step(0.01, np.array([37.0]), np.array([200.0 * 1.31]))[0]
+    assert rolled == pytest.approx(20.0 * BACKOFF_CUT)
+    recovered = [c.step(0.01, np.array([37.0]), np.array([200.0]))[0] for _ in range(100)]
+    assert recovered[-1] == pytest.approx(20.0 * (BACKOFF_CUT + 0.05), rel=1e-3)
+
+
+@pytest.mark.parametrize("set_c", [60.0, 70.0, 80.0, 90.0])
+def test_tracks_a_lumped_tissue_without_overshoot(set_c: float) -> None:
+    tissue = LumpedTissue()
+    c = ChannelControllers(1)
+    ramp = 2.0
+    c.configure(0, set_c=set_c, ramp_c_per_s=ramp, cap=20.0, gains=CONTINUOUS_GAINS)
+    tip, z = 37.0, tissue.impedance_ohm
+    c.start(0, tip_c=tip, impedance_ohm=z)
+    trace = []
+    for _ in range(6000):
+        power = c.step(0.01, np.array([tip]), np.array([z]))[0]
+        reading = tissue.step(0.01, power)
+        tip, z = reading.tip_temp_c, reading.impedance_ohm
+        trace.append(tip)
+    temps_c = np.array(trace)
+    ramp_time_s = (set_c - 37.0) / ramp
+    assert np.argmax(temps_c >= set_c - 1.0) * 0.01 <= ramp_time_s + 2.0
+    assert temps_c.max() - set_c <= 2.0
+    hold = temps_c[int((ramp_time_s + 5.0) / 0.01):]
+    assert np.sqrt(np.mean((hold - set_c) ** 2)) <= 1.0
