@@ -78,8 +78,10 @@ class RecordStats:
 class ProcedureRecord:
     """Writes one procedure's record. ``append`` never blocks; ``append_durable`` returns once on disk."""
 
-    def __init__(self, path: Path, clock: Clock, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, clock: Clock, *, wall_clock: Callable[[], float] = time.time,
+                 meta: dict[str, str] | None = None) -> None:
         self.path = Path(path)
+        self._meta = dict(meta or {})
         self._clock = clock
         self._wall = wall_clock
         self._queue: deque[tuple[int, float, float, str, str]] = deque()
@@ -171,6 +173,7 @@ class ProcedureRecord:
             db.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("schema_version", str(SCHEMA_VERSION)),
                 ("created_wall", repr(self._wall())),
+                *self._meta.items(),
             ])
             db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:

@@ -1,0 +1,125 @@
+"""``rfa record list|show|export|verify``: read procedure records without being able to change them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from control.record import RecordError, RecordReader
+
+DEFAULT_RECORD_DIR = Path("records")
+RECORD_SUFFIX = ".rfa.db"
+EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="record_command", required=True, metavar="ACTION")
+    p = sub.add_parser("list", help="list the records in a directory")
+    p.add_argument("--dir", type=Path, default=DEFAULT_RECORD_DIR, help="record directory (default: records)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(record_handler=_list)
+
+    p = sub.add_parser("show", help="print a record's rows")
+    p.add_argument("file", type=Path)
+    p.add_argument("--kind", help="only rows of this kind (state, command, ack, alarm, telemetry, ...)")
+    p.add_argument("--limit", type=int, default=200, help="at most this many rows (0: all)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(record_handler=_show)
+
+    p = sub.add_parser("export", help="export a record as CSV or JSON")
+    p.add_argument("file", type=Path)
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--kind", help="only rows of this kind")
+    p.add_argument("-o", "--output", type=Path, help="output file (default: standard output)")
+    p.set_defaults(record_handler=_export)
+
+    p = sub.add_parser("verify", help="walk the hash chain; exit 1 and name the first broken row if any")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(record_handler=_verify)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result: int = args.record_handler(args)
+        return result
+    except RecordError as exc:
+        print(f"rfa record: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _list(args: argparse.Namespace) -> int:
+    paths = sorted(args.dir.glob(f"*{RECORD_SUFFIX}")) if args.dir.is_dir() else []
+    entries = []
+    for path in paths:
+        reader = RecordReader(path)
+        try:
+            meta = reader.meta()
+            states = [r.payload.get("dest", "") for r in reader.rows("state")]
+            entries.append({
+                "file": str(path), "plan": meta.get("plan_name", ""), "started": meta.get("started", ""),
+                "rows": reader.count(), "final_state": states[-1] if states else "",
+            })
+        finally:
+            reader.close()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    elif not entries:
+        print(f"no records in {args.dir}")
+    else:
+        print(f"{'started':20} {'plan':24} {'final state':12} {'rows':>8}  file")
+        for e in entries:
+            print(f"{e['started']:20} {e['plan']:24} {e['final_state']:12} {e['rows']:>8}  {e['file']}")
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    reader = RecordReader(args.file)
+    try:
+        for n, row in enumerate(reader.rows(args.kind)):
+            if args.limit and n >= args.limit:
+                print(f"... (more rows; --limit 0 shows all {reader.count(args.kind)})")
+                break
+            if args.json:
+                print(json.dumps({"id": row.id, "mono": row.mono, "kind": row.kind, "payload": row.payload}))
+            else:
+                fields = " ".join(f"{k}={v}" for k, v in row.payload.items())
+                print(f"{row.id:>7} {row.mono:10.3f}s {row.kind:10} {fields}")
+    finally:
+        reader.close()
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    reader = RecordReader(args.file)
+    try:
+        out = sys.stdout if args.output is None else args.output.open("w", newline="")
+        try:
+            export = reader.export_csv if args.format == "csv" else reader.export_json
+            n = export(out, args.kind)
+        finally:
+            if args.output is not None:
+                out.close()
+    finally:
+        reader.close()
+    if args.output is not None:
+        print(f"exported {n} rows to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    reader = RecordReader(args.file)
+    try:
+        result = reader.verify()
+    finally:
+        reader.close()
+    if args.json:
+        print(json.dumps({"ok": result.ok, "rows": result.rows, "first_broken_id": result.first_broken_id,
+                          "reason": result.reason}))
+    elif result.ok:
+        print(f"{args.file}: intact, {result.rows} rows, hash chain verified")
+    else:
+        print(f"{args.file}: BROKEN at row {result.first_broken_id}: {result.reason}")
+    return EXIT_OK if result.ok else EXIT_BROKEN
