@@ -9,29 +9,308 @@ Exit codes: 0 success, 1 the procedure ended in a fault or stop, 2 usage or conf
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
 
-EXIT_OK = 0
-EXIT_FAULT = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+import sim.cli
+import sim.tissue.cli
+from benchmarks import runner as bench_runner
+from control import probe_cli, record_cli
+from control.display import ProgressDisplay
+from control.guidance import ProbeGuidance
+from control.operator import ConsoleOperator, Operator, ScriptedOperator
+from control.record import ProcedureRecord, RecordError
+from control.record_cli import DEFAULT_RECORD_DIR, RECORD_SUFFIX
+from control.session import Guidance, Pacer, ProcedureSession, render_result
+from firmware_bridge.clock import Clock, RealClock, SimClock
+from firmware_bridge.errors import LinkError, ProbeError
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.messages import ElectrodeFlag, ElectrodeSlot, GeneratorState
+from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
+from firmware_bridge.transport import Transport, memory_pair, open_transport
+from safety.config import CartConfig, load_config
+from safety.errors import RefusedInput
+from safety.plan import LesionPlan, check_plan, default_genicular_plan, load_plan
+from sim.generator import Fault, SimGenerator
+from sim.lockstep import Lockstep, Realtime
+from sim.probe import NeedlePose, SimProbe, SimProbeBackend, SimProbeConfig
+from sim.tissue import LumpedTissue, RfLesionModel, TissueModel, warm_up_kernels
+
+EXIT_OK: Final = 0
+EXIT_FAULT: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 3
+GENERATOR_ANSWER_TIMEOUT_S: Final = 3.0
+SIM_ELECTRODE_MODEL_ID: Final = 1
+SIM_NEEDLE: Final = NeedlePose(tip_lateral_mm=0.0, tip_depth_mm=30.0, angle_deg=35.0)
 
 
+# -- the simulated cart ---------------------------------------------------------------------------------
+def electrodes_for(plan: LesionPlan) -> list[ElectrodeSlot]:
+    """The electrodes the plan expects, as the simulated generator reports them plugged in."""
+    slots = [ElectrodeSlot(0, 0, 0, 0)] * 4
+    for lesion in plan.lesions:
+        electrode = lesion.electrode
+        flags = ElectrodeFlag.THERMOCOUPLE_FITTED | (ElectrodeFlag.COOLED if electrode.cooled else 0)
+        slot = ElectrodeSlot(SIM_ELECTRODE_MODEL_ID, electrode.gauge, round(electrode.active_tip_mm * 10), int(flags))
+        for ch in lesion.channels:
+            slots[ch - 1] = slot
+    return slots
+
+
+def physical_tissue(electrode: ElectrodeSlot) -> TissueModel:
+    """The finite-difference tissue model around a plugged-in electrode; a lumped one on empty channels."""
+    if not electrode.connected:
+        return LumpedTissue()
+    return RfLesionModel.for_electrode(electrode.gauge, electrode.tip_length_mm, electrode.cooled)
+
+
+@dataclass
+class SimulatedCart:
+    """The in-process simulator: a generator on a memory link, optionally a probe on a pyusb backend."""
+
+    generator_sim: SimGenerator
+    host_transport: Transport
+    probe_sim: SimProbe | None
+    devices: list[Callable[[], None]] = field(default_factory=list)
+    """What the pacer steps each tick: the generator, and the link from tissue boiling to the probe image."""
+
+
+def simulated_cart(
+    plan: LesionPlan,
+    clock: Clock,
+    *,
+    seed: int = 0,
+    faults: Sequence[Fault] = (),
+    physical: bool = True,
+    probe: bool = True,
+    tissue_factory: Callable[[ElectrodeSlot], TissueModel] | None = None,
+) -> SimulatedCart:
+    host, device = memory_pair("cart")
+    if tissue_factory is None:
+        if physical:
+            warm_up_kernels()
+            tissue_factory = physical_tissue
+        else:
+            tissue_factory = lambda electrode: LumpedTissue()  # noqa: E731
+    generator_sim = SimGenerator(device, clock, seed=seed, electrodes=electrodes_for(plan), faults=faults,
+                                 tissue_factory=tissue_factory)
+    cart = SimulatedCart(generator_sim, host, None, [generator_sim.step])
+    if probe:
+        probe_sim = SimProbe(clock, SimProbeConfig(seed=seed))
+        probe_sim.set_needle(SIM_NEEDLE)
+        guided = generator_sim.channels[plan.lesions[0].channel - 1]
+        cart.probe_sim = probe_sim
+        cart.devices.append(lambda: probe_sim.set_boiling(guided.reading.boiling))
+    return cart
+
+
+# -- rfa run ------------------------------------------------------------------------------------------
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", type=Path, help="lesion plan TOML (default: three genicular lesions at 80 °C)")
+    p.add_argument("--config", type=Path, help="cart configuration TOML (device settings, tighter limits)")
+    p.add_argument("--generator", metavar="URL",
+                   help="pyserial URL of the generator (/dev/ttyUSB0, socket://127.0.0.1:5760, a pty path); "
+                   "runs in real time. Default: the in-process simulator")
+    p.add_argument("--probe", help="sim (default), none, or usb:VID:PID in hex")
+    p.add_argument("--record", type=Path, metavar="DIR", help=f"record directory (default: {DEFAULT_RECORD_DIR})")
+    p.add_argument("--yes", action="store_true",
+                   help="answer the operator's confirmations from the plan (scripts, HIL); a fault ends the run")
+    p.add_argument("--realtime", action="store_true", help="run the in-process simulator in real time")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed (in-process simulator only)")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout instead of the live display")
+
+
+def _load_inputs(args: argparse.Namespace) -> tuple[CartConfig, LesionPlan]:
+    config = load_config(args.config) if args.config else CartConfig()
+    limits = config.effective_limits
+    plan = load_plan(args.plan, limits) if args.plan else check_plan(default_genicular_plan(), limits)
+    return config, plan
+
+
+def _record_path(directory: Path, plan: LesionPlan) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in plan.name)
+    path = directory / f"{stamp}-{safe_name}{RECORD_SUFFIX}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{stamp}-{safe_name}-{n}{RECORD_SUFFIX}"
+    return path
+
+
+def _await_generator(generator: RfGenerator, clock: Clock, url: str) -> str | None:
+    """Wait for the generator's first STATUS past boot; the reason it is unreachable, or None."""
+    deadline = clock.now() + GENERATOR_ANSWER_TIMEOUT_S
+    while clock.now() < deadline:
+        generator.service()
+        status = generator.status
+        if status is not None and status.msg.state != GeneratorState.BOOT:
+            return None
+        clock.sleep_until(clock.now() + 0.01)
+    return f"no answer from the generator at {url} within {GENERATOR_ANSWER_TIMEOUT_S:.0f} s"
+
+
+def _run(args: argparse.Namespace) -> int:
+    err = sys.stderr
+    try:
+        config, plan = _load_inputs(args)
+    except RefusedInput as exc:
+        print(f"rfa run: {exc}", file=err)
+        return EXIT_USAGE
+    probe_choice = args.probe or config.probe
+    if probe_choice == "none" and plan.imaging_required:
+        print(f"rfa run: plan {plan.name!r} requires imaging (imaging_required = true); --probe none is "
+              "refused", file=err)
+        return EXIT_USAGE
+    try:
+        probe_address = None if probe_choice in ("sim", "none") else probe_cli.parse_probe_target(probe_choice)
+    except argparse.ArgumentTypeError as exc:
+        print(f"rfa run: {exc}", file=err)
+        return EXIT_USAGE
+    url = args.generator or config.generator_url
+    realtime = args.realtime or url is not None
+    clock: Clock = RealClock() if realtime else SimClock()
+
+    cart: SimulatedCart | None = None
+    if url is None:
+        if not args.json:
+            print("Starting the in-process simulator (generator, tissue model, probe)...", file=err)
+        cart = simulated_cart(plan, clock, seed=args.seed, probe=probe_choice == "sim")
+        transport = cart.host_transport
+    else:
+        try:
+            transport = open_transport(url)
+        except LinkError as exc:
+            print(f"rfa run: generator not reachable: {exc}", file=err)
+            return EXIT_UNREACHABLE
+    generator = RfGenerator(transport, clock)
+    pacer: Pacer
+    if cart is None:
+        pacer = Realtime(clock, [])
+        reason = _await_generator(generator, clock, url or "")
+        if reason is not None:
+            print(f"rfa run: {reason}", file=err)
+            return EXIT_UNREACHABLE
+    elif isinstance(clock, SimClock):
+        pacer = Lockstep(clock, cart.devices)
+    else:
+        pacer = Realtime(clock, cart.devices)
+
+    probe: UltrasoundProbe | None = None
+    try:
+        if cart is not None and cart.probe_sim is not None:
+            probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
+        elif isinstance(probe_address, ProbeAddress):
+            probe = UltrasoundProbe.open(clock, address=probe_address)
+    except ProbeError as exc:
+        print(f"rfa run: ultrasound probe not reachable: {exc}", file=err)
+        return EXIT_UNREACHABLE
+
+    record_dir = args.record or config.record_dir
+    try:
+        record = ProcedureRecord(_record_path(record_dir, plan), clock, meta={
+            "plan_name": plan.name,
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "generator": url or "in-process simulator",
+            "probe": probe_choice,
+            "seed": str(args.seed),
+        })
+    except RecordError as exc:
+        print(f"rfa run: cannot open the procedure record: {exc}", file=err)
+        return EXIT_USAGE
+    guidance: Guidance | None = None
+    if probe is not None:
+        guidance = ProbeGuidance(probe, clock, record, guided_channel=plan.lesions[0].channel)
+    operator: Operator = ScriptedOperator(plan) if args.yes else ConsoleOperator()
+    session = ProcedureSession(
+        plan=plan, generator=generator, clock=clock, pacer=pacer, record=record, operator=operator,
+        guidance=guidance, limits=config.effective_limits, realtime=realtime,
+        display=None if args.json else ProgressDisplay(sys.stdout),
+        events=sys.stdout if args.json else None,
+    )
+    try:
+        result = session.run()
+    finally:
+        record.close()
+        generator.close()
+        if probe is not None:
+            probe.close()
+    if args.json:
+        print(json.dumps({"event": "result", **result.as_dict(), "link": generator.stats.as_dict()}))
+    else:
+        print(render_result(result))
+        counters = generator.stats.as_dict()
+        print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    return result.exit_code
+
+
+# -- rfa probe ------------------------------------------------------------------------------------------
+def _probe_factory(args: argparse.Namespace) -> probe_cli.ProbeFactory:
+    address = probe_cli.parse_probe_target(args.probe)
+    if address is None:
+        def open_simulated(clock: Clock) -> UltrasoundProbe:
+            probe_sim = SimProbe(clock)
+            probe_sim.set_needle(SIM_NEEDLE)
+            return UltrasoundProbe.open(clock, backend=SimProbeBackend(probe_sim))
+
+        return open_simulated
+    return lambda clock: UltrasoundProbe.open(clock, address=address)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    try:
+        factory = _probe_factory(args)
+    except argparse.ArgumentTypeError as exc:
+        print(f"rfa probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return probe_cli.run(args, factory)
+
+
+# -- the parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rfa", description="Ultrasound-guided RF ablation cart.")
-    parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run_cmd = commands.add_parser("run", help="run a procedure (default: a full simulated procedure)",
+                                  description="Run a lesion plan: self-test, stimulation, lesions. With no "
+                                  "options, the default plan on the in-process simulator in simulated time.")
+    _add_run_arguments(run_cmd)
+    run_cmd.set_defaults(handler=_run)
+
+    sim_cmd = commands.add_parser("sim", help="run the simulated generator as its own process",
+                                  description="Serve the simulated RF generator in real time; the first "
+                                  "line printed is the URL to pass to --generator.")
+    sim.cli.add_arguments(sim_cmd)
+    sim_cmd.set_defaults(handler=sim.cli.run)
+
+    record_cmd = commands.add_parser("record", help="list, show, export, verify or report procedure records")
+    record_cli.add_arguments(record_cmd)
+    record_cmd.set_defaults(handler=record_cli.run)
+
+    lesion_cmd = commands.add_parser("lesion", help="estimate a lesion's size with the tissue model")
+    sim.tissue.cli.add_arguments(lesion_cmd)
+    lesion_cmd.set_defaults(handler=sim.tissue.cli.run)
+
+    probe_cmd = commands.add_parser("probe", help="the ultrasound probe at the bench: info, stream, snapshot")
+    probe_cli.add_arguments(probe_cmd)
+    probe_cmd.set_defaults(handler=_probe)
+
+    bench_cmd = commands.add_parser("bench", help="run the benchmarks against their targets")
+    bench_runner.add_arguments(bench_cmd)
+    bench_cmd.set_defaults(handler=bench_runner.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return EXIT_USAGE
-    result: int = handler(args)
+    result: int = args.handler(args)
     return result
 
 

@@ -55,8 +55,12 @@ _STOPPABLE: Final = [s for s in State if s not in (State.OFF, State.FAULT, State
 TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "begin_self_test", "source": State.OFF, "dest": State.SELF_TEST},
     {"trigger": "self_test_passed", "source": State.SELF_TEST, "dest": State.STANDBY},
-    {"trigger": "start_stimulation", "source": State.STANDBY, "dest": State.STIMULATING,
-     "conditions": "_guard_stimulate"},
+    {
+        "trigger": "start_stimulation",
+        "source": State.STANDBY,
+        "dest": State.STIMULATING,
+        "conditions": "_guard_stimulate",
+    },
     {"trigger": "stimulation_done", "source": State.STIMULATING, "dest": State.STANDBY},
     {"trigger": "arm", "source": State.STANDBY, "dest": State.ARMED, "conditions": "_guard_arm"},
     {"trigger": "disarm", "source": State.ARMED, "dest": State.STANDBY},
@@ -65,8 +69,12 @@ TRANSITIONS: Final[list[dict[str, Any]]] = [
     {"trigger": "lesion_complete", "source": State.LESIONING, "dest": State.COOLDOWN},
     {"trigger": "cooled", "source": State.COOLDOWN, "dest": State.STANDBY},
     {"trigger": "fault", "source": _ALL_BUT_FAULT, "dest": State.FAULT},
-    {"trigger": "acknowledge", "source": State.FAULT, "dest": State.STANDBY,
-     "conditions": "_guard_acknowledge"},
+    {
+        "trigger": "acknowledge",
+        "source": State.FAULT,
+        "dest": State.STANDBY,
+        "conditions": "_guard_acknowledge",
+    },
     {"trigger": "operator_stop", "source": _STOPPABLE, "dest": State.STOPPED},
     {"trigger": "resume", "source": State.STOPPED, "dest": State.STANDBY},
 ]
@@ -93,10 +101,17 @@ class Procedure:
     trigger: Callable[..., bool]
     """Fire a trigger by name; added by ``transitions.Machine``."""
 
-    def __init__(self, record: ProcedureRecord, guards: Guards, outputs_off: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        record: ProcedureRecord,
+        guards: Guards,
+        outputs_off: Callable[[str], None],
+        on_transition: Callable[[State, State], None] | None = None,
+    ) -> None:
         self._record = record
         self._guards = guards
         self._outputs_off = outputs_off
+        self._on_transition = on_transition
         self.refusals: list[str] = []
         self.fault_reason = ""
         self.machine = Machine(
@@ -136,8 +151,9 @@ class Procedure:
     def _check(self, event: EventData, refusal: list[str]) -> bool:
         self.refusals = refusal
         if refusal:
-            self._record.append_durable("refused", {"trigger": event.event.name, "state": self.state.value,
-                                                    "reasons": refusal})
+            self._record.append_durable(
+                "refused", {"trigger": event.event.name, "state": self.state.value, "reasons": refusal}
+            )
         return not refusal
 
     def _guard_stimulate(self, event: EventData) -> bool:
@@ -169,3 +185,5 @@ class Procedure:
         source, _ = self._endpoints(event)
         if source in OUTPUT_STATES and self.state not in OUTPUT_STATES:
             self._outputs_off(f"left {source.value}")
+        if self._on_transition is not None:
+            self._on_transition(source, self.state)

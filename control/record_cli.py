@@ -1,4 +1,4 @@
-"""``rfa record list|show|export|verify``: read procedure records without being able to change them."""
+"""``rfa record list|show|export|report|verify``: read procedure records without being able to change them."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", help="only rows of this kind")
     p.add_argument("-o", "--output", type=Path, help="output file (default: standard output)")
     p.set_defaults(record_handler=_export)
+
+    p = sub.add_parser("report", help="write an HTML report with plots; exit 1 if the hash chain is broken")
+    p.add_argument("file", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="output file (default: FILE with .html)")
+    p.set_defaults(record_handler=_report)
 
     p = sub.add_parser("verify", help="walk the hash chain; exit 1 and name the first broken row if any")
     p.add_argument("file", type=Path)
@@ -107,6 +112,31 @@ def _export(args: argparse.Namespace) -> int:
     if args.output is not None:
         print(f"exported {n} rows to {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    """The report is written even from a broken record (it says so at the top), but scripts get exit 1."""
+    from control.report import write_report  # numpy and the report code only when asked for
+
+    output = args.output or _default_report_path(args.file)
+    try:
+        outcome = write_report(args.file, output, progress=sys.stderr)
+    except ModuleNotFoundError as exc:
+        print(f"rfa record report: {exc}; the plots need the 'plot' extra (matplotlib)", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"rfa record report: cannot write {output}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    broken_at = outcome.chain.first_broken_id
+    chain = "hash chain intact" if outcome.chain.ok else f"hash chain BROKEN at row {broken_at}"
+    print(f"wrote {output} ({outcome.lesion_plots} lesion plots, {chain})", file=sys.stderr)
+    return EXIT_OK if outcome.chain.ok else EXIT_BROKEN
+
+
+def _default_report_path(record: Path) -> Path:
+    """``records/x.rfa.db`` reports to ``records/x.html``, beside its record."""
+    name = record.name.removesuffix(RECORD_SUFFIX)
+    return record.with_name(f"{name if name != record.name else record.stem}.html")
 
 
 def _verify(args: argparse.Namespace) -> int:

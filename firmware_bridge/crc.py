@@ -3,8 +3,9 @@
 Poly 0x1021 reflected (0x8408), init 0xFFFF, no final xor. The fast path runs in C: a reflected CRC
 equals the bit-reversal of the non-reflected CRC (``binascii.crc_hqx``, poly 0x1021) over bit-reversed
 bytes, and ``bytes.translate`` reverses the bytes at C speed. This one identity is what lets a
-pure-Python parser beat pymavlink by an order of magnitude; :func:`crc16_bitwise` is the definition, kept
-as the reference the tests compare against.
+pure-Python parser keep up with a tick's worth of bytes cheaply. The compiled bulk scanner
+(``_scan.py``) cannot call into C, so it uses the classic byte-at-a-time table, :data:`CRC_TABLE`.
+:func:`crc16_bitwise` is the definition, kept as the reference the tests compare both against.
 """
 
 from __future__ import annotations
@@ -42,3 +43,7 @@ def crc16_bitwise(data: bytes | bytearray, crc: int = CRC_INIT) -> int:
         for _ in range(8):
             crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
     return crc & 0xFFFF
+
+
+CRC_TABLE: Final[tuple[int, ...]] = tuple(crc16_bitwise(bytes([b]), 0) for b in range(256))
+"""Byte-at-a-time table: ``crc = (crc >> 8) ^ CRC_TABLE[(crc ^ byte) & 0xFF]`` is one byte of the CRC."""

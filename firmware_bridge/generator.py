@@ -7,11 +7,14 @@ to ``safety``'s output gate before anything else sees the driver, so no other co
 (ARCHITECTURE.md section 7). Turning output off needs no capability: anyone may make the cart safer.
 
 No threads and no sleeps: the owner calls :meth:`RfGenerator.service` from its loop, which reads and
-parses what has arrived and sends the host heartbeat when it is due.
+parses what has arrived and sends the host heartbeat when it is due. Sending is serialised by a lock, so
+the safety watchdog's thread may put ``OUTPUT_OFF`` on the wire while the loop sends a heartbeat: frames
+never interleave and sequence numbers never repeat.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
@@ -70,6 +73,7 @@ class RfGenerator:
         self.transport = transport
         self.clock = clock
         self._encoder = FrameEncoder()
+        self._send_lock = threading.Lock()
         self._parser = FrameParser()
         self._capability: OutputCapability | None = None
         self._origin = clock.now() if uptime_origin is None else uptime_origin
@@ -113,17 +117,18 @@ class RfGenerator:
 
     # -- commands ------------------------------------------------------------------------------------
     def _send(self, msg: Message, *, notify_first: bool = True) -> int:
-        seq, frame = self._encoder.encode(msg)
-        now = self.clock.now()
-        if notify_first:
-            for listener in self._sent_listeners:
-                listener(seq, msg, now)
-        self.transport.write(frame)
-        self.frames_sent += 1
-        if not notify_first:
-            for listener in self._sent_listeners:
-                listener(seq, msg, now)
-        return seq
+        with self._send_lock:
+            seq, frame = self._encoder.encode(msg)
+            now = self.clock.now()
+            if notify_first:
+                for listener in self._sent_listeners:
+                    listener(seq, msg, now)
+            self.transport.write(frame)
+            self.frames_sent += 1
+            if not notify_first:
+                for listener in self._sent_listeners:
+                    listener(seq, msg, now)
+            return seq
 
     def output_off(self, channel_mask: int = ALL_CHANNELS) -> int:
         """Turn output off: on the wire first, then told to the listeners (the record)."""

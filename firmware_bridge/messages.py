@@ -44,6 +44,27 @@ class TelemetryFlag(enum.IntFlag):
     ELECTRODE_CONNECTED = 0x08
 
 
+class SelfTestCheck(enum.IntFlag):
+    """Bits of the ``SELF_TEST`` result bitmap. The contract leaves the bits to the device; both ends of
+    this project share this definition (docs/protocol.md), so the host can say *which* check failed."""
+
+    POWER_STAGE = 0x01
+    MEASUREMENT = 0x02
+    WATCHDOG = 0x04
+    CHANNEL_1 = 0x10
+    CHANNEL_2 = 0x20
+    CHANNEL_3 = 0x40
+    CHANNEL_4 = 0x80
+
+    @classmethod
+    def required(cls, channels: tuple[int, ...] | list[int]) -> SelfTestCheck:
+        """The checks a procedure on ``channels`` (1..4) needs to pass."""
+        needed = cls.POWER_STAGE | cls.MEASUREMENT | cls.WATCHDOG
+        for ch in channels:
+            needed |= cls(cls.CHANNEL_1 << (ch - 1))
+        return needed
+
+
 class ElectrodeFlag(enum.IntFlag):
     COOLED = 0x01
     THERMOCOUPLE_FITTED = 0x02

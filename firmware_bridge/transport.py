@@ -63,8 +63,9 @@ class SerialTransport:
 
     def read(self, max_bytes: int = 65536) -> bytes:
         try:
-            waiting = self._port.in_waiting
-            return bytes(self._port.read(min(max(waiting, 1), max_bytes)))
+            # With timeout 0 pyserial returns what has arrived, up to max_bytes. Do not size the read by
+            # ``in_waiting``: for ``socket://`` it is only 0 or 1 (a select), one byte per call.
+            return bytes(self._port.read(max_bytes))
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
             raise LinkError(f"generator link {self.url!r} lost while reading: {exc}") from exc
 

@@ -1,0 +1,83 @@
+"""The live progress display of ``rfa run``: one line per refresh, what a physician glances at.
+
+On a terminal the line is redrawn in place; into a pipe or a log, a line is printed every few seconds so
+the output stays readable. With ``--json`` the caller emits machine events instead and this stays silent.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    channel: int
+    tip_temp_c: float
+    impedance_ohm: float
+    power_w: float
+    time_left_s: float | None
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class GuidanceView:
+    """Imaging as the physician needs it: is it live, and where is the needle tip."""
+
+    live: bool
+    tip_lateral_mm: float | None = None
+    tip_depth_mm: float | None = None
+    confidence: float = 0.0
+
+
+def format_line(t_s: float, state: str, channels: list[ChannelView], guidance: GuidanceView | None) -> str:
+    parts = [f"t={t_s:6.1f}s {state:11}"]
+    for ch in channels:
+        left = "" if ch.time_left_s is None else f" {ch.time_left_s:4.0f}s left"
+        flag = f" {ch.status}" if ch.status else ""
+        parts.append(
+            f"ch{ch.channel} {ch.tip_temp_c:5.1f}°C {ch.impedance_ohm:4.0f}Ω {ch.power_w:4.1f}W{left}{flag}"
+        )
+    if guidance is not None:
+        if not guidance.live:
+            parts.append("US: no image")
+        elif guidance.tip_depth_mm is None or guidance.confidence < 0.5:
+            parts.append("US: live, tip not found")
+        else:
+            parts.append(f"US: tip {guidance.tip_lateral_mm:+.1f}/{guidance.tip_depth_mm:.1f} mm")
+    return " | ".join(parts)
+
+
+class ProgressDisplay:
+    """Throttled progress output: redraw in place on a TTY, a line per ``log_period_s`` otherwise."""
+
+    def __init__(
+        self, out: TextIO = sys.stdout, *, refresh_s: float = 0.2, log_period_s: float = 5.0
+    ) -> None:
+        self._out = out
+        self._tty = out.isatty()
+        self._period = refresh_s if self._tty else log_period_s
+        self._last_wall: float | None = None
+        self._last_len = 0
+
+    def update(self, wall_s: float, line: str, *, force: bool = False) -> None:
+        """Show ``line`` if a refresh is due (``wall_s`` is wall time, so simulated runs stay readable)."""
+        if not force and self._last_wall is not None and wall_s - self._last_wall < self._period:
+            return
+        self._last_wall = wall_s
+        if self._tty:
+            pad = max(0, self._last_len - len(line))
+            self._out.write("\r" + line + " " * pad)
+            self._last_len = len(line)
+        else:
+            self._out.write(line + "\n")
+        self._out.flush()
+
+    def message(self, text: str) -> None:
+        """A line that stays (a state change, an alarm), printed above the live line."""
+        if self._tty and self._last_len:
+            self._out.write("\r" + " " * self._last_len + "\r")
+            self._last_len = 0
+        self._out.write(text + "\n")
+        self._out.flush()

@@ -1,0 +1,149 @@
+"""Ultrasound guidance for the procedure: probe frames → B-mode → needle tip → boiling → ImagingStatus.
+
+Called once per control tick (:meth:`ProbeGuidance.poll`); it never blocks: the driver returns only the
+frames that have arrived, and only the newest one is processed (the probe streams at ~20 fps, the loop
+ticks at 100 Hz, so most ticks see no frame).
+
+The probe images one electrode at a time. The boiling monitor (``safety.boiling``) watches the *guided*
+channel, the one whose tip is in the image (by default the plan's first lesion); the other channels rely on
+their thermocouple and impedance roll-off interlocks. A probe that disconnects is reconnected on later
+ticks; meanwhile ``last_frame_at`` ages and the gate's imaging-lost interlock acts.
+
+Frames go to the procedure record once per second while RF is on and at every state change, with the
+detected tip, as a zlib-compressed 8-bit image, so a reviewer can see what the physician saw.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import zlib
+from typing import Any, Final
+
+from control.display import GuidanceView
+from control.imaging.bmode import BModePipeline, DisplayImage
+from control.imaging.geometry import ScanGeometry
+from control.imaging.needle import NO_NEEDLE, TipDetector, TipEstimate
+from control.record import ProcedureRecord
+from firmware_bridge.clock import Clock
+from firmware_bridge.errors import ProbeError
+from firmware_bridge.probe import ProbeFrame, UltrasoundProbe
+from safety.boiling import BoilingDetector
+from safety.inputs import ImagingStatus
+
+STATUS_PERIOD_S: Final = 1.0
+RECONNECT_PERIOD_S: Final = 1.0
+FRAME_RECORD_PERIOD_S: Final = 1.0
+TIP_CONFIDENCE_MIN: Final = 0.5
+
+
+class ProbeGuidance:
+    def __init__(
+        self,
+        probe: UltrasoundProbe,
+        clock: Clock,
+        record: ProcedureRecord,
+        *,
+        guided_channel: int,
+        frame_record_period_s: float = FRAME_RECORD_PERIOD_S,
+    ) -> None:
+        self.probe = probe
+        self.clock = clock
+        self.record = record
+        self.guided_channel = guided_channel
+        self.frame_record_period_s = frame_record_period_s
+        self.pipeline = BModePipeline()
+        self.tips = TipDetector()
+        self.boiling = BoilingDetector()
+        self.pipeline.warm_up()
+        self.tips.warm_up()
+        self.tip: TipEstimate = NO_NEEDLE
+        self.image: DisplayImage | None = None
+        self.frame_number = -1
+        self.face_temp_c: float | None = None
+        self.errors = 0
+        self._next_status = clock.now()
+        self._next_reconnect = clock.now()
+        self._next_frame_record: float | None = None
+        probe.unfreeze()
+
+    # -- the tick ------------------------------------------------------------------------------------
+    def poll(self) -> ImagingStatus:
+        now = self.clock.now()
+        try:
+            if not self.probe.connected:
+                if now >= self._next_reconnect:
+                    self._next_reconnect = now + RECONNECT_PERIOD_S
+                    self.probe.reconnect()
+            else:
+                frames = self.probe.poll()
+                if frames:
+                    self._process(frames[-1], now)
+                if now >= self._next_status:
+                    self._next_status = now + STATUS_PERIOD_S
+                    self.face_temp_c = self.probe.read_status().face_temp_c
+        except ProbeError as exc:  # a disconnect too: reconnect on a later tick
+            self._note_error(exc, now)
+        return ImagingStatus(self.probe.last_frame_at_s, self.face_temp_c, self.boiling.boiling_channels)
+
+    def _process(self, frame: ProbeFrame, now: float) -> None:
+        geometry = ScanGeometry.from_info(
+            self.probe.info, frame.lines, frame.samples_per_line, frame.depth_mm
+        )
+        transmit_khz = self.probe.frequency_khz or self.probe.info.centre_frequency_khz
+        beam = self.pipeline.beam_image(frame.samples, frame.format, geometry, transmit_khz)
+        self.tip = self.tips.detect(beam)
+        self.image = self.pipeline.display(beam)
+        self.frame_number = frame.frame_number
+        self.boiling.update(self.image, now)
+        if self._next_frame_record is not None and now >= self._next_frame_record:
+            self._next_frame_record = now + self.frame_record_period_s
+            self.record_frame("rf")
+
+    def _note_error(self, exc: ProbeError, now: float) -> None:
+        self.errors += 1
+        self.record.append("probe_error", {"error": type(exc).__name__, "detail": str(exc)}, mono=now)
+
+    # -- lesion hooks --------------------------------------------------------------------------------
+    def rf_started(self, channels: list[int]) -> None:
+        """RF is on: watch the guided channel for boiling and record a frame each second."""
+        if self.guided_channel in channels and self.tip_found:
+            self.boiling.start(self.guided_channel, self.tip.lateral_mm, self.tip.depth_mm, self.clock.now())
+        self._next_frame_record = self.clock.now()
+
+    def rf_stopped(self) -> None:
+        self.boiling.stop(self.guided_channel)
+        self._next_frame_record = None
+
+    @property
+    def tip_found(self) -> bool:
+        return self.tip.confidence >= TIP_CONFIDENCE_MIN and not math.isnan(self.tip.depth_mm)
+
+    def view(self) -> GuidanceView:
+        live = self.probe.last_frame_at_s is not None and self.clock.now() - self.probe.last_frame_at_s < 0.5
+        if not self.tip_found:
+            return GuidanceView(live, None, None, self.tip.confidence)
+        return GuidanceView(live, self.tip.lateral_mm, self.tip.depth_mm, self.tip.confidence)
+
+    def record_frame(self, reason: str) -> None:
+        """Put the latest display frame, with the detected tip, on the procedure record."""
+        image = self.image
+        payload: dict[str, Any] = {
+            "reason": reason,
+            "frame": self.frame_number,
+            "guided_channel": self.guided_channel,
+            "tip_lateral_mm": None if not self.tip_found else round(self.tip.lateral_mm, 2),
+            "tip_depth_mm": None if not self.tip_found else round(self.tip.depth_mm, 2),
+            "tip_confidence": round(self.tip.confidence, 3),
+        }
+        if image is not None:
+            pixels = image.pixels
+            payload["shape"] = list(pixels.shape)
+            payload["mm_per_pixel"] = image.mm_per_pixel
+            payload["lateral_origin_mm"] = image.lateral_origin_mm
+            payload["depth_origin_mm"] = image.depth_origin_mm
+            payload["zlib_b64"] = base64.b64encode(zlib.compress(pixels.tobytes(), 6)).decode("ascii")
+        self.record.append("frame", payload)
+
+    def close(self) -> None:
+        self.probe.close()

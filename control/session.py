@@ -1,0 +1,674 @@
+"""One procedure, end to end: self-test, stimulation, arming, lesions, cooldown (ARCHITECTURE.md 6, 8, 9).
+
+The session owns the 100 Hz tick. Each tick, in this order (section 8):
+
+1. wait for the tick (the :class:`Pacer`: a real sleep on the cart, a lockstep step of the simulator in
+   simulated time);
+2. read what the generator sent; every frame is put on the record as it is parsed (a listener);
+3. evaluate every interlock in the gate; a trip has put ``OUTPUT_OFF`` on the wire before we hear of it;
+4. kick the watchdog;
+5. run the numba control step and ask the gate for the new output.
+
+The state machine (:mod:`control.procedure`) hears only edges: "self-test passed", "set temperature
+reached", "fault". Nothing here can enable output except by asking the gate, which holds the driver's
+only output capability.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, NoReturn, Protocol, TextIO
+
+import numpy as np
+
+from control.controller import CONTINUOUS_GAINS, PULSED_GAINS, ChannelControllers, warm_up
+from control.display import ChannelView, GuidanceView, ProgressDisplay, format_line
+from control.operator import Operator
+from control.procedure import Procedure, State
+from control.record import ProcedureRecord
+from control.summary import ChannelTrace, LesionSummary, summarise, summary_table
+from firmware_bridge.clock import Clock
+from firmware_bridge.framing import Frame
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.messages import (
+    ElectrodeInfo,
+    Heartbeat,
+    Message,
+    SelfTest,
+    SelfTestCheck,
+    Status,
+    Telemetry,
+)
+from safety import limits as hard
+from safety.config import HARD_LIMITS, SafetyLimits
+from safety.gate import EventKind, OutputGate, SafetyEvent, StimKind
+from safety.inputs import ImagingStatus
+from safety.interlocks import Trip
+from safety.plan import Lesion, LesionMode, LesionPlan
+from safety.watchdog import Watchdog
+
+PERIOD_S: Final = hard.LOOP_PERIOD_S
+SELF_TEST_TIMEOUT_S: Final = 3.0
+STIM_STEP_MV: Final = 100
+STIM_STEP_S: Final = 0.5
+"""Stimulation amplitude climbs 0.1 V every 0.5 s until the patient responds or the plan's maximum."""
+SET_TEMP_BAND_C: Final = 1.0
+"""A channel has reached its set temperature within this band; its hold starts then."""
+COOLDOWN_TARGET_C: Final = 45.0
+COOLDOWN_MAX_S: Final = 30.0
+SETTLE_S: Final = 0.3
+"""Fresh telemetry after each phase before the next guard is asked."""
+
+EXIT_OK: Final = 0
+EXIT_FAULT: Final = 1
+
+
+class Pacer(Protocol):
+    """Waits for the next tick: ``sleep_until`` on the cart, a lockstep simulator step in tests."""
+
+    def sleep_until(self, t: float) -> None: ...
+
+
+class Guidance(Protocol):
+    """The ultrasound side as the procedure needs it."""
+
+    def poll(self) -> ImagingStatus:
+        """Read new frames (never blocking) and report imaging health, probe face and boiling."""
+        ...
+
+    def view(self) -> GuidanceView: ...
+
+    def rf_started(self, channels: list[int]) -> None:
+        """RF is on: begin watching for boiling and recording frames."""
+        ...
+
+    def rf_stopped(self) -> None: ...
+
+    def record_frame(self, reason: str) -> None:
+        """Put the current frame, with its detected tip, on the record."""
+        ...
+
+
+class Faulted(Exception):
+    """The procedure entered ``fault``: unwinds the phase that was running."""
+
+
+class Stopped(Exception):
+    """The procedure ended early without a fault (operator stop, refused arming)."""
+
+
+@dataclass
+class SessionResult:
+    exit_code: int
+    final_state: str
+    record_path: Path
+    summaries: list[LesionSummary] = field(default_factory=list)
+    stimulation: list[dict[str, Any]] = field(default_factory=list)
+    first_trip: str = ""
+    first_trip_row: int | None = None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["record_path"] = str(self.record_path)
+        return d
+
+
+@dataclass
+class _Active:
+    """One lesion being delivered: its plan, controller row, trace and progress."""
+
+    lesion: Lesion
+    index: int
+    trace: ChannelTrace
+    rf_started_at: float
+    done: bool = False
+
+
+class ProcedureSession:
+    """Runs one lesion plan on one cart (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        plan: LesionPlan,
+        generator: RfGenerator,
+        clock: Clock,
+        pacer: Pacer,
+        record: ProcedureRecord,
+        operator: Operator,
+        guidance: Guidance | None = None,
+        limits: SafetyLimits = HARD_LIMITS,
+        realtime: bool = False,
+        display: ProgressDisplay | None = None,
+        events: TextIO | None = None,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan
+        self.generator = generator
+        self.clock = clock
+        self.pacer = pacer
+        self.record = record
+        self.operator = operator
+        self.guidance = guidance
+        self.realtime = realtime
+        self.display = display
+        self.events = events
+        self._wall = wall_clock
+        self._last_status: Status | None = None
+        self._last_electrodes: ElectrodeInfo | None = None
+        self._trip_rows: dict[tuple[str, int | None], int] = {}
+        self._confirmed = False
+        self._imaging: ImagingStatus | None = None
+        self.first_trip = ""
+        self.first_trip_row: int | None = None
+        self.stimulation: list[dict[str, Any]] = []
+        self.traces: list[ChannelTrace] = []
+        generator.on_sent(self._record_command)
+        generator.on_received(self._record_frame)
+        record.append("plan", plan.model_dump(mode="json"))
+        self.gate = OutputGate(generator, plan, limits, clock, self._record_safety_event)
+        self.watchdog = Watchdog(self.gate, clock)
+        self.procedure = Procedure(record, self, self._outputs_off, self._on_transition)
+        self._t_next = clock.now()
+        self._stop_requested = ""
+        self.result: SessionResult | None = None
+
+    # -- public --------------------------------------------------------------------------------------
+    def run(self) -> SessionResult:
+        """Run the whole plan; returns how it ended. Output is off whenever this returns."""
+        for _ in self.steps():
+            pass
+        assert self.result is not None
+        return self.result
+
+    def request_stop(self, reason: str = "operator stop") -> None:
+        """The operator's stop button: acted on at the start of the next tick."""
+        self._stop_requested = reason
+
+    def steps(self) -> Iterator[None]:
+        """The procedure as a generator that yields after every tick, so tests can act between ticks."""
+        message = ""
+        if self.realtime:
+            self.watchdog.start()
+        try:
+            yield from self._self_test()
+            yield from self._stimulation()
+            yield from self._lesions()
+        except Faulted as exc:
+            message = str(exc)
+            yield from self._await_acknowledge()
+        except Stopped as exc:
+            message = str(exc)
+        except KeyboardInterrupt:
+            message = self._operator_stop("operator stop (interrupt)")
+        finally:
+            self.gate.all_off("end of procedure")
+            self.watchdog.disarm()
+            if self.realtime:
+                self.watchdog.stop()
+        state = self.procedure.state
+        summaries = [summarise(t) for t in self.traces]
+        ok = state is State.STANDBY and not message and not any(s.tripped for s in summaries)
+        result = SessionResult(
+            exit_code=EXIT_OK if ok else EXIT_FAULT,
+            final_state=state.value,
+            record_path=self.record.path,
+            summaries=summaries,
+            stimulation=self.stimulation,
+            first_trip=self.first_trip,
+            first_trip_row=self.first_trip_row,
+            message=message,
+        )
+        self.record.append_durable("summary", result.as_dict())
+        self.result = result
+
+    # -- the tick ------------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.clock.now()
+        self._t_next += PERIOD_S
+        if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst
+            self._t_next = now
+        self.pacer.sleep_until(self._t_next)
+        if not self.realtime:
+            self.watchdog.tick()
+        self.generator.service()
+        self._imaging = self.guidance.poll() if self.guidance is not None else None
+        trips = self.gate.evaluate(self._imaging)
+        self.watchdog.kick()
+        if self._stop_requested:
+            raise Stopped(self._operator_stop(self._stop_requested))
+        for trip in trips:
+            self._handle_trip(trip)
+
+    def _ticks(self, seconds: float) -> Iterator[None]:
+        end = self.clock.now() + seconds
+        while self.clock.now() < end - 1e-9:
+            self._tick()
+            yield
+
+    def _operator_stop(self, reason: str) -> str:
+        """Stop button: the gate turns everything off and latches the stop; the machine goes to stopped."""
+        self.gate.operator_stop()
+        if self.procedure.state not in (State.FAULT, State.STOPPED, State.OFF):
+            self.procedure.trigger("operator_stop", reason=reason)
+        return reason
+
+    def _handle_trip(self, trip: Trip) -> None:
+        where = f" ch{trip.channel}" if trip.channel is not None else ""
+        text = f"{trip.interlock.value}{where}: {trip.reason}"
+        row = self._trip_rows.get((trip.interlock.value, trip.channel))
+        if not self.first_trip:
+            self.first_trip, self.first_trip_row = text, row
+        self._say(f"ALARM ({trip.priority.name.lower()}) {text}", event="alarm", detail=text, row=row)
+        lesioning = self.procedure.state in (State.RAMPING, State.LESIONING)
+        if trip.channel is not None and lesioning:
+            self._stop_lesion_on(trip.channel, text)
+            return
+        self.procedure.raise_fault(text)
+        raise Faulted(text)
+
+    # -- phases --------------------------------------------------------------------------------------
+    def _self_test(self) -> Iterator[None]:
+        self.procedure.trigger("begin_self_test")
+        self._say("self-test: generator checks, control kernel warm-up", event="phase", phase="self_test")
+        warm_up()  # compile or load the numba kernel now, never on the first lesion tick
+        self.generator.request_self_test()
+        deadline = self.clock.now() + SELF_TEST_TIMEOUT_S
+        while self.generator.self_test_result is None or self.generator.telemetry is None:
+            if self.clock.now() > deadline:
+                self._fault(f"self-test: the generator did not answer within {SELF_TEST_TIMEOUT_S:.0f} s")
+            self._tick()
+            yield
+        passed = SelfTestCheck(self.generator.self_test_result.msg.checks_passed)
+        planned = [ch for lesion in self.plan.lesions for ch in lesion.channels]
+        missing = SelfTestCheck.required(planned) & ~passed
+        if missing:
+            names = ", ".join(flag.name or str(int(flag)) for flag in SelfTestCheck if flag & missing)
+            self._fault(f"self-test failed: {names}")
+        yield from self._ticks(SETTLE_S)
+        self.procedure.trigger("self_test_passed")
+
+    def _stimulation(self) -> Iterator[None]:
+        settings = self.plan.stimulation
+        for lesion in self.plan.lesions:
+            ch = lesion.channel
+            result: dict[str, Any] = {"channel": ch}
+            for kind in (StimKind.SENSORY, StimKind.MOTOR):
+                result[f"{kind.value}_threshold_mv"] = yield from self._stimulate(
+                    ch, kind, settings.max_amplitude_mv
+                )
+            self.stimulation.append(result)
+            self.record.append_durable("stimulation", result)
+            if result["sensory_threshold_mv"] is None:
+                self._say(
+                    f"ch{ch}: no sensory response up to {settings.max_amplitude_mv / 1000:.1f} V: the "
+                    "electrode may be far from the nerve",
+                    event="warning",
+                    channel=ch,
+                )
+            if result["motor_threshold_mv"] is not None:
+                raise Stopped(
+                    f"ch{ch}: motor response at {result['motor_threshold_mv'] / 1000:.2f} V: the "
+                    "electrode is too close to a motor nerve; reposition before lesioning"
+                )
+
+    def _stimulate(self, channel: int, kind: StimKind, max_mv: int) -> Generator[None, None, int | None]:
+        if not self.procedure.trigger("start_stimulation", channel=channel, test=kind.value):
+            raise Stopped(f"stimulation refused: {'; '.join(self.procedure.refusals)}")
+        threshold: int | None = None
+        for amplitude_mv in range(STIM_STEP_MV, max_mv + 1, STIM_STEP_MV):
+            decision = self.gate.request_stim(channel, kind, amplitude_mv, self._imaging)
+            if not decision:
+                self._fault(f"stimulation refused by the gate: {'; '.join(decision.reasons)}")
+            self._show(f"{kind.value} ch{channel} {amplitude_mv / 1000:.1f} V")
+            yield from self._ticks(STIM_STEP_S)
+            if self.operator.responded(kind, channel, amplitude_mv):
+                threshold = amplitude_mv
+                break
+        self.gate.stop_stim()
+        self.procedure.trigger(
+            "stimulation_done",
+            channel=channel,
+            test=kind.value,
+            threshold_mv=threshold if threshold is not None else -1,
+        )
+        verdict = "no response" if threshold is None else f"response at {threshold / 1000:.2f} V"
+        self._say(
+            f"ch{channel} {kind.value} test: {verdict}",
+            event="stimulation",
+            channel=channel,
+            test=kind.value,
+            threshold_mv=threshold,
+        )
+        yield from self._ticks(SETTLE_S)
+        return threshold
+
+    def _lesions(self) -> Iterator[None]:
+        lesions = ", ".join(
+            f"ch{les.channel} {les.set_temp_c:.0f} °C {les.lesion_time_s:.0f} s" for les in self.plan.lesions
+        )
+        self._confirmed = self.operator.confirm(f"Arm {len(self.plan.lesions)} lesion(s): {lesions}?")
+        self.record.append_durable("operator", {"confirm_arm": self._confirmed, "by": self.operator.name})
+        if not self._confirmed:
+            raise Stopped("the operator did not confirm arming")
+        if not self.procedure.trigger("arm"):
+            raise Stopped(f"arming refused: {'; '.join(self.procedure.refusals)}")
+        if not self.procedure.trigger("start_rf"):
+            self.procedure.trigger("disarm")
+            raise Stopped(f"RF start refused: {'; '.join(self.procedure.refusals)}")
+        yield from self._deliver()
+
+    def _deliver(self) -> Iterator[None]:
+        plan_lesions = self.plan.lesions
+        controllers = ChannelControllers(len(plan_lesions))
+        telemetry = self._telemetry()
+        now = self.clock.now()
+        active: list[_Active] = []
+        for index, lesion in enumerate(plan_lesions):
+            sample = telemetry.channels[lesion.channel - 1]
+            pulsed = lesion.mode is LesionMode.PULSED
+            cap = lesion.pulsed.max_voltage_v if pulsed and lesion.pulsed else lesion.power_cap_w
+            controllers.configure(
+                index,
+                set_c=lesion.set_temp_c,
+                ramp_c_per_s=lesion.ramp_rate_c_per_s,
+                cap=cap,
+                gains=PULSED_GAINS if pulsed else CONTINUOUS_GAINS,
+            )
+            controllers.start(index, tip_c=sample.tip_temp_c, impedance_ohm=sample.impedance_ohm)
+            trace = ChannelTrace(lesion.channel, lesion.set_temp_c, rf_started_s=now)
+            self.traces.append(trace)
+            active.append(_Active(lesion, index, trace, now))
+        self._active = active
+        self._controllers = controllers
+        tips = np.zeros(len(active))
+        impedances = np.zeros(len(active))
+        while any(not a.done for a in active):
+            self._tick()
+            telemetry = self._telemetry()
+            now = self.clock.now()
+            for a in active:
+                sample = telemetry.channels[a.lesion.channel - 1]
+                tips[a.index], impedances[a.index] = sample.tip_temp_c, sample.impedance_ohm
+                if a.done:
+                    continue
+                a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, sample.power_w)
+                if (
+                    a.trace.hold_started_s is None
+                    and sample.tip_temp_c >= a.lesion.set_temp_c - SET_TEMP_BAND_C
+                ):
+                    a.trace.hold_started_s = now
+                if now - a.rf_started_at >= a.lesion.lesion_time_s - 1e-9:
+                    self._finish(a, "")
+            if self.procedure.state is State.RAMPING and all(
+                a.done or a.trace.hold_started_s is not None for a in active
+            ):
+                self.procedure.trigger("set_temperature_reached")
+            drive = controllers.step(PERIOD_S, tips, impedances)
+            self._request_output(active, drive)
+            self._show_lesions(active, telemetry)
+            yield
+        if self.procedure.state is State.RAMPING:  # every channel stopped before reaching temperature
+            self.procedure.trigger("set_temperature_reached")
+        self.procedure.trigger("lesion_complete")
+        yield from self._cooldown()
+        tripped = [a.trace for a in active if a.trace.tripped]
+        if tripped:
+            self._fault("; ".join(f"ch{t.channel}: {t.tripped}" for t in tripped))
+
+    def _request_output(self, active: list[_Active], drive: np.ndarray) -> None:
+        groups: dict[LesionMode, dict[int, float]] = {}
+        for a in active:
+            if not a.done:
+                groups.setdefault(a.lesion.mode, {})[a.lesion.channel] = float(drive[a.index])
+        for setpoints in groups.values():
+            decision = self.gate.request_output(setpoints, self._imaging)
+            if not decision:
+                for ch in setpoints:
+                    self._stop_lesion_on(ch, "output refused: " + "; ".join(decision.reasons))
+
+    def _stop_lesion_on(self, channel: int, reason: str) -> None:
+        for a in getattr(self, "_active", []):
+            if channel in a.lesion.channels and not a.done:
+                self._finish(a, reason)
+
+    def _finish(self, a: _Active, tripped: str) -> None:
+        a.done = True
+        a.trace.tripped = tripped
+        self._controllers.stop(a.index)
+        self.gate.channel_off(a.lesion.channel)
+        verdict = f"stopped: {tripped}" if tripped else f"lesion complete ({a.lesion.lesion_time_s:.0f} s)"
+        self._say(
+            f"ch{a.lesion.channel} {verdict}", event="lesion_end", channel=a.lesion.channel, tripped=tripped
+        )
+
+    def _cooldown(self) -> Iterator[None]:
+        end = self.clock.now() + COOLDOWN_MAX_S
+        lead = [lesion.channel for lesion in self.plan.lesions]
+        while self.clock.now() < end:
+            self._tick()
+            tips = [self._telemetry().channels[ch - 1].tip_temp_c for ch in lead]
+            self._show(f"cooldown: max tip {max(tips):.1f} °C")
+            if max(tips) < COOLDOWN_TARGET_C:
+                break
+            yield
+        self.procedure.trigger("cooled")
+
+    def _await_acknowledge(self) -> Iterator[None]:
+        """Wait in ``fault`` until the operator acknowledges and every cause has cleared."""
+        while self.procedure.state is State.FAULT:
+            alarms = [
+                f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + f": {t.reason}"
+                for t in self.gate.active_alarms
+            ]
+            if not self.operator.acknowledge(alarms):
+                return
+            try:
+                yield from self._ticks(SETTLE_S)
+            except Faulted:
+                continue
+            if not self.procedure.trigger("acknowledge"):
+                self._say("acknowledge refused: " + "; ".join(self.procedure.refusals), event="warning")
+
+    # -- guards (control.procedure.Guards) -----------------------------------------------------------
+    def refuse_stimulation(self) -> list[str]:
+        return self._alarm_reasons() + self._link_reasons()
+
+    def refuse_arming(self) -> list[str]:
+        reasons = self._alarm_reasons() + self._link_reasons()
+        if not self._confirmed:
+            reasons.append("the operator has not confirmed")
+        telemetry = self.generator.telemetry
+        for lesion in self.plan.lesions:
+            if telemetry is None:
+                break
+            sample = telemetry.msg.channels[lesion.channel - 1]
+            if not sample.electrode_connected:
+                reasons.append(f"ch{lesion.channel}: no electrode connected")
+            if not lesion.impedance_min_ohm <= sample.impedance_ohm <= lesion.impedance_max_ohm:
+                reasons.append(
+                    f"ch{lesion.channel}: impedance {sample.impedance_ohm:.0f} Ω outside "
+                    f"{lesion.impedance_min_ohm:.0f}..{lesion.impedance_max_ohm:.0f} Ω"
+                )
+        if self.plan.imaging_required:
+            imaging = self._imaging
+            now = self.clock.now()
+            if imaging is None or imaging.last_frame_at is None:
+                reasons.append("imaging required by the plan but no image")
+            elif now - imaging.last_frame_at > self.plan.imaging_frame_max_age_s:
+                reasons.append(
+                    f"imaging required by the plan but the last frame is "
+                    f"{now - imaging.last_frame_at:.2f} s old"
+                )
+        return reasons
+
+    def refuse_rf_start(self) -> list[str]:
+        reasons = self.refuse_arming()
+        for lesion in self.plan.lesions:
+            if not self.gate.output_permitted(lesion.channel):
+                reasons.append(f"ch{lesion.channel}: the gate does not permit output")
+        return reasons
+
+    def refuse_acknowledge(self) -> list[str]:
+        self.gate.acknowledge(self._imaging)
+        return [
+            f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + ": cause still present"
+            for t in self.gate.latched
+        ]
+
+    def _alarm_reasons(self) -> list[str]:
+        return [
+            f"alarm {t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + f": {t.reason}"
+            for t in self.gate.active_alarms
+        ]
+
+    def _link_reasons(self) -> list[str]:
+        rx = self.generator.telemetry
+        if rx is None:
+            return ["no telemetry from the generator"]
+        age = self.clock.now() - rx.arrived_at
+        if age > hard.TELEMETRY_STALE_S:
+            return [f"telemetry is {age * 1000:.0f} ms old"]
+        return []
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _telemetry(self) -> Telemetry:
+        rx = self.generator.telemetry
+        if rx is None:
+            self._fault("no telemetry from the generator")
+        return rx.msg
+
+    def _fault(self, reason: str) -> NoReturn:
+        """Enter ``fault`` for a reason the session found itself (not an interlock): output off first."""
+        self.gate.all_off(reason)
+        if not self.first_trip:
+            self.first_trip = reason
+        self._say(f"FAULT {reason}", event="fault", detail=reason)
+        self.procedure.raise_fault(reason)
+        raise Faulted(reason)
+
+    def _outputs_off(self, why: str) -> None:
+        self.gate.all_off(why)
+
+    def _on_transition(self, source: State, dest: State) -> None:
+        self._say(f"state {source.value} → {dest.value}", event="state", source=source.value, dest=dest.value)
+        if self.guidance is None:
+            return
+        if dest is State.RAMPING:
+            self.guidance.rf_started([ch for lesion in self.plan.lesions for ch in lesion.channels])
+        elif source in (State.RAMPING, State.LESIONING) and dest is not State.LESIONING:
+            self.guidance.rf_stopped()
+        self.guidance.record_frame(f"state {dest.value}")
+
+    def _record_safety_event(self, event: SafetyEvent) -> None:
+        payload: dict[str, Any] = {"event": event.kind.value, "detail": event.detail}
+        if event.interlock is not None:
+            payload.update(
+                interlock=event.interlock.value,
+                channel=event.channel,
+                priority=event.priority.name.lower() if event.priority else None,
+            )
+        if event.seq is not None:
+            payload["seq"] = event.seq
+        if event.kind in (EventKind.TRIP, EventKind.ACKNOWLEDGED, EventKind.ACK_REFUSED, EventKind.INHIBIT):
+            row = self.record.append_durable("alarm", payload, mono=event.at)
+            if event.kind is EventKind.TRIP and event.interlock is not None:
+                self._trip_rows[(event.interlock.value, event.channel)] = row
+        else:
+            self.record.append("safety", payload, mono=event.at)
+
+    def _record_command(self, seq: int, msg: Message, t: float) -> None:
+        if isinstance(msg, Heartbeat):
+            return
+        self.record.append("command", {"seq": seq, "msg": type(msg).__name__, **asdict(msg)}, mono=t)
+
+    def _record_frame(self, frame: Frame, t: float) -> None:
+        msg = frame.msg
+        if isinstance(msg, Telemetry):
+            for ch, s in enumerate(msg.channels, start=1):
+                self.record.append(
+                    "telemetry",
+                    {
+                        "ch": ch,
+                        "gen_us": msg.gen_time_us,
+                        "tip_c": s.tip_temp_c,
+                        "z_ohm": s.impedance_ohm,
+                        "v": s.voltage_v,
+                        "ma": s.current_ma,
+                        "w": s.power_w,
+                        "flags": s.flags,
+                    },
+                    mono=t,
+                )
+        elif isinstance(msg, Status):
+            if msg != self._last_status:
+                self._last_status = msg
+                self.record.append("status", asdict(msg), mono=t)
+        elif isinstance(msg, ElectrodeInfo):
+            if msg != self._last_electrodes:
+                self._last_electrodes = msg
+                self.record.append("electrodes", asdict(msg), mono=t)
+        elif isinstance(msg, Heartbeat):
+            return
+        else:
+            kind = "self_test" if isinstance(msg, SelfTest) else "ack"
+            self.record.append(kind, {"seq": frame.seq, **asdict(msg)}, mono=t)
+
+    def _say(self, text: str, *, event: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.write(
+                json.dumps({"event": event, "t": round(self.clock.now(), 3), "text": text, **fields}) + "\n"
+            )
+            self.events.flush()
+        elif self.display is not None:
+            self.display.message(f"[{self.clock.now():7.2f}s] {text}")
+
+    def _show(self, status: str) -> None:
+        if self.display is None:
+            return
+        view = self.guidance.view() if self.guidance is not None else None
+        line = format_line(self.clock.now(), self.procedure.state.value, [], view) + " | " + status
+        self.display.update(self._wall(), line)
+
+    def _show_lesions(self, active: list[_Active], telemetry: Telemetry) -> None:
+        if self.display is None:
+            return
+        now = self.clock.now()
+        views = []
+        for a in active:
+            s = telemetry.channels[a.lesion.channel - 1]
+            left = None if a.done else max(0.0, a.lesion.lesion_time_s - (now - a.rf_started_at))
+            views.append(
+                ChannelView(
+                    a.lesion.channel,
+                    s.tip_temp_c,
+                    s.impedance_ohm,
+                    s.power_w,
+                    left,
+                    "stopped" if a.trace.tripped else ("done" if a.done else ""),
+                )
+            )
+        view = self.guidance.view() if self.guidance is not None else None
+        self.display.update(self._wall(), format_line(now, self.procedure.state.value, views, view))
+
+
+def render_result(result: SessionResult) -> str:
+    """The human summary printed at the end of ``rfa run``."""
+    lines = []
+    if result.summaries:
+        lines += ["", summary_table(result.summaries)]
+    lines.append("")
+    if result.exit_code == EXIT_OK:
+        lines.append(f"Procedure complete: final state {result.final_state}.")
+    else:
+        lines.append(f"Procedure ended in {result.final_state}: {result.message or result.first_trip}")
+        if result.first_trip:
+            where = f" (record row {result.first_trip_row})" if result.first_trip_row else ""
+            lines.append(f"First interlock trip: {result.first_trip}{where}")
+    lines.append(f"Record: {result.record_path}  (verify: rfa record verify {result.record_path})")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""What a physician reads after a lesion: per-channel figures computed from the channel's trace.
+
+Kept apart from the loop so the same numbers come out of a live run and of a record read back later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ChannelTrace:
+    """Samples of one channel during one lesion, appended by the loop (cheap list appends)."""
+
+    channel: int
+    set_temp_c: float
+    t_s: list[float] = field(default_factory=list)
+    tip_temp_c: list[float] = field(default_factory=list)
+    impedance_ohm: list[float] = field(default_factory=list)
+    power_w: list[float] = field(default_factory=list)
+    hold_started_s: float | None = None
+    """When the lesion timer started (the channel reached its set temperature)."""
+    rf_started_s: float | None = None
+    tripped: str = ""
+
+    def add(self, t_s: float, tip_temp_c: float, impedance_ohm: float, power_w: float) -> None:
+        self.t_s.append(t_s)
+        self.tip_temp_c.append(tip_temp_c)
+        self.impedance_ohm.append(impedance_ohm)
+        self.power_w.append(power_w)
+
+
+@dataclass(frozen=True)
+class LesionSummary:
+    channel: int
+    set_temp_c: float
+    time_to_set_s: float | None
+    overshoot_c: float
+    hold_mean_c: float | None
+    hold_max_c: float | None
+    hold_rms_error_c: float | None
+    impedance_start_ohm: float | None
+    impedance_end_ohm: float | None
+    energy_j: float
+    tripped: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def summarise(trace: ChannelTrace) -> LesionSummary:
+    """Figures of merit of one channel's lesion; ``None`` where the lesion never got that far."""
+    t = np.asarray(trace.t_s)
+    temp = np.asarray(trace.tip_temp_c)
+    z = np.asarray(trace.impedance_ohm)
+    p = np.asarray(trace.power_w)
+    if t.size == 0:
+        return LesionSummary(
+            trace.channel, trace.set_temp_c, None, 0.0, None, None, None, None, None, 0.0, trace.tripped
+        )
+    energy_j = float(np.sum(0.5 * (p[1:] + p[:-1]) * np.diff(t))) if t.size > 1 else 0.0
+    start = trace.rf_started_s if trace.rf_started_s is not None else float(t[0])
+    hold = temp[t >= trace.hold_started_s] if trace.hold_started_s is not None else temp[:0]
+    return LesionSummary(
+        channel=trace.channel,
+        set_temp_c=trace.set_temp_c,
+        time_to_set_s=None if trace.hold_started_s is None else trace.hold_started_s - start,
+        overshoot_c=max(0.0, float(temp.max()) - trace.set_temp_c),
+        hold_mean_c=float(hold.mean()) if hold.size else None,
+        hold_max_c=float(hold.max()) if hold.size else None,
+        hold_rms_error_c=float(np.sqrt(np.mean((hold - trace.set_temp_c) ** 2))) if hold.size else None,
+        impedance_start_ohm=float(z[0]),
+        impedance_end_ohm=float(z[-1]),
+        energy_j=energy_j,
+        tripped=trace.tripped,
+    )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_table(summaries: list[LesionSummary]) -> str:
+    """The end-of-procedure table, one row per lesion channel."""
+    header = (
+        f"{'ch':>2} {'set °C':>6} {'t→set s':>7} {'over °C':>7} {'mean °C':>7} {'max °C':>6} "
+        f"{'rms °C':>6} {'Z0 Ω':>6} {'Zend Ω':>6} {'energy J':>8}  result"
+    )
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        lines.append(
+            f"{s.channel:>2} {s.set_temp_c:>6.1f} {_fmt(s.time_to_set_s, '7.1f')} {s.overshoot_c:>7.2f} "
+            f"{_fmt(s.hold_mean_c, '7.2f')} {_fmt(s.hold_max_c, '6.2f')} {_fmt(s.hold_rms_error_c, '6.2f')} "
+            f"{_fmt(s.impedance_start_ohm, '6.0f')} {_fmt(s.impedance_end_ohm, '6.0f')} {s.energy_j:>8.0f}  "
+            f"{s.tripped or 'complete'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,630 @@
+"""The output gate: the only code that can enable RF or stimulation (ARCHITECTURE.md section 7).
+
+The gate claims the generator's one output capability when it is built, so nothing else can send
+``SET_OUTPUT`` or a non-zero ``STIM``. It builds the interlocks' snapshot itself from sources it trusts
+(the driver's received messages, its own commands, its own clock); ``control`` supplies only the imaging
+status. Each tick the control loop calls :meth:`OutputGate.evaluate`:
+
+* a condition that holds while energy flows in its scope is a **trip**: ``OUTPUT_OFF`` for the union of
+  the new trips' channels goes on the wire first (one frame per tick however many trips), then the gate
+  stops any stimulation there, latches the latching trips, and only then calls ``record``;
+* a condition that holds while its scope is idle is an **inhibit**: requests are refused, nothing latches;
+* while output the gate did not command persists, ``OUTPUT_OFF`` (all channels) is re-sent every tick,
+  in case a frame was lost.
+
+:meth:`OutputGate.request_output` and :meth:`OutputGate.request_stim` re-check every interlock, every
+latch and the setpoint against the plan and the limits before sending anything, and return a
+:class:`Decision` that says why when they refuse. :meth:`OutputGate.acknowledge` clears a latch only when
+its condition no longer holds. All public methods are serialised by one lock, so the watchdog thread may
+call :meth:`OutputGate.trip_from_watchdog` at any time.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Final
+
+from firmware_bridge.clock import Clock
+from firmware_bridge.generator import Received, RfGenerator
+from firmware_bridge.messages import ALL_CHANNELS, N_CHANNELS, OutputMode, SetOutput, Stim, Telemetry
+from safety import limits as hard
+from safety.config import SafetyLimits
+from safety.inputs import (
+    EMPTY_TREND,
+    ChannelTrend,
+    CommandedChannel,
+    ImagingStatus,
+    SafetyInputs,
+    advance_trend,
+)
+from safety.interlocks import (
+    SPECS,
+    InterlockId,
+    Priority,
+    SafetyRules,
+    Trip,
+    channel_bit,
+    evaluate_interlocks,
+    over_power,
+)
+from safety.plan import LesionPlan, check_plan
+
+_TripKey = tuple[InterlockId, int | None]
+# The last evaluation: (now, telemetry, status, heartbeat, electrodes, imaging, version, conditions).
+_Evaluation = tuple[float, object, object, object, object, ImagingStatus | None, int, list[Trip]]
+
+
+class EventKind(enum.StrEnum):
+    TRIP = "trip"
+    """A condition held while energy flowed in its scope: OUTPUT_OFF sent (``seq``), latched if latching."""
+    INHIBIT = "inhibit"
+    """A condition began to hold while its scope was idle: output is refused, nothing latched."""
+    CLEARED = "cleared"
+    """A condition stopped holding (a latch stays until acknowledged)."""
+    ACKNOWLEDGED = "acknowledged"
+    """A latch was cleared by the operator's acknowledgement."""
+    ACK_REFUSED = "ack_refused"
+    """A latch was kept at acknowledgement: its condition still holds."""
+    GRANTED = "granted"
+    REFUSED = "refused"
+    OFF = "off"
+    """Output or stimulation turned off on request (not a trip)."""
+    PLAN_LOADED = "plan_loaded"
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyEvent:
+    """One entry for the procedure record."""
+
+    kind: EventKind
+    at: float
+    detail: str
+    interlock: InterlockId | None = None
+    channel: int | None = None
+    priority: Priority | None = None
+    seq: int | None = None
+    """The SEQ of the command sent for this event (OUTPUT_OFF, SET_OUTPUT, STIM), if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to a request: allowed and sent (``seq``), or refused with every reason."""
+
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+    seq: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+class StimKind(enum.StrEnum):
+    SENSORY = "sensory"
+    MOTOR = "motor"
+
+
+RecordCallback = Callable[[SafetyEvent], None]
+_CHANNELS_OF_MASK: Final = tuple(
+    tuple(c for c in range(1, N_CHANNELS + 1) if mask & channel_bit(c)) for mask in range(ALL_CHANNELS + 1)
+)
+_OFF: Final = CommandedChannel(on=False, since=0.0)
+
+
+class OutputGate:
+    """Decides whether RF may flow, and is the only holder of the generator's output capability."""
+
+    def __init__(
+        self,
+        generator: RfGenerator,
+        plan: LesionPlan,
+        limits: SafetyLimits,
+        clock: Clock,
+        record: RecordCallback,
+    ) -> None:
+        """Claim the capability (refused if anyone has it), validate the plan, and send OUTPUT_OFF (all)."""
+        self._capability = generator.claim_output_capability()
+        self._generator = generator
+        self._clock = clock
+        self._record = record
+        self._limits = limits
+        self._rules = SafetyRules.compile(check_plan(plan, limits), limits)
+        self._lock = threading.RLock()
+        now = clock.now()
+        self._commanded: list[CommandedChannel] = [replace(_OFF, since=now)] * N_CHANNELS
+        self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
+        self._trend_source: Received[Telemetry] | None = None
+        self._rf_on_s = [0.0] * N_CHANNELS
+        self._accounted_at = now
+        self._last_tick_at: float | None = None
+        self._operator_stop = False
+        self._active: dict[_TripKey, Trip] = {}
+        self._tripped: set[_TripKey] = set()
+        self._latched: dict[_TripKey, Trip] = {}
+        self._version = 0
+        """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
+        self._evaluated: _Evaluation | None = None
+        seq = generator.output_off(ALL_CHANNELS)
+        self._emit([SafetyEvent(EventKind.OFF, now, "gate started: output off on all channels", seq=seq)])
+
+    # -- state, read-only ----------------------------------------------------------------------------------
+    @property
+    def rules(self) -> SafetyRules:
+        return self._rules
+
+    @property
+    def active_alarms(self) -> tuple[Trip, ...]:
+        """Conditions holding at the last evaluation and unacknowledged latches; highest priority first."""
+        with self._lock:
+            merged = {**self._latched, **self._active}
+        return tuple(sorted(merged.values(), key=lambda t: (-t.priority, t.channel or 0, t.interlock.value)))
+
+    @property
+    def latched(self) -> tuple[Trip, ...]:
+        with self._lock:
+            return tuple(self._latched.values())
+
+    @property
+    def commanded(self) -> tuple[CommandedChannel, ...]:
+        """What the gate last commanded per channel 1..4."""
+        with self._lock:
+            return tuple(self._commanded)
+
+    def output_permitted(self, channel: int) -> bool:
+        """Whether a request for ``channel`` could pass the last evaluation's conditions and the latches."""
+        with self._lock:
+            rules = self._rules.by_channel.get(channel)
+            if rules is None or rules.lead_channel != channel:
+                return False
+            return not any(t.mask & rules.mask for t in (*self._latched.values(), *self._active.values()))
+
+    def snapshot(self, imaging: ImagingStatus | None = None) -> SafetyInputs:
+        """The interlocks' inputs as of now (for display and tests; evaluation builds its own)."""
+        with self._lock:
+            return self._refresh(imaging, self._clock.now())
+
+    # -- the tick ------------------------------------------------------------------------------------------
+    def evaluate(self, imaging: ImagingStatus | None = None) -> list[Trip]:
+        """Run every interlock; on new trips send one OUTPUT_OFF first, then latch and record. Every tick."""
+        with self._lock:
+            now = self._clock.now()
+            inputs = self._refresh(imaging, now)
+            self._last_tick_at = now
+            conditions = evaluate_interlocks(inputs, self._rules, now)
+            self._evaluated = (
+                now,
+                inputs.telemetry,
+                inputs.status,
+                self._generator.heartbeat,
+                inputs.electrodes,
+                imaging,
+                self._version,
+                conditions,
+            )
+            return self._apply(conditions, now)
+
+    def _apply(self, conditions: list[Trip], now: float) -> list[Trip]:
+        active = {t.key: t for t in conditions}
+        new_trips = [
+            t
+            for t in conditions
+            if t.key not in self._tripped and (SPECS[t.interlock].trips_when_idle or self._energised(t.mask))
+        ]
+        events: list[SafetyEvent] = []
+        if new_trips:
+            mask = 0
+            for trip in new_trips:
+                mask |= trip.mask
+            seq = self._off(mask, now)
+            for trip in new_trips:
+                self._tripped.add(trip.key)
+                if SPECS[trip.interlock].latching:
+                    self._latched[trip.key] = trip
+                events.append(self._event(EventKind.TRIP, now, trip, seq))
+        elif (InterlockId.UNCOMMANDED_OUTPUT, None) in active:
+            self._generator.output_off(ALL_CHANNELS)
+        tripped_now = {t.key for t in new_trips}
+        for key, trip in active.items():
+            if key not in self._active and key not in tripped_now:
+                events.append(self._event(EventKind.INHIBIT, now, trip))
+        for key, trip in self._active.items():
+            if key not in active:
+                self._tripped.discard(key)
+                events.append(self._event(EventKind.CLEARED, now, trip))
+        self._active = active
+        self._emit(events)
+        return new_trips
+
+    # -- requests ------------------------------------------------------------------------------------------
+    def request_output(
+        self, setpoints: Mapping[int, float], imaging: ImagingStatus | None = None
+    ) -> Decision:
+        """Enable or change RF: ``{channel: W}`` (continuous, bipolar) or ``{channel: V}`` (pulsed).
+
+        The mode, the waveform and the channel pairing come from the plan, never from the caller. One call
+        sends one SET_OUTPUT, so all channels of a call must share a mode (and a pulsed waveform).
+        """
+        with self._lock:
+            now = self._clock.now()
+            reasons, mask = self._output_problems(setpoints, imaging, now)
+            if reasons:
+                self._emit(
+                    [SafetyEvent(EventKind.REFUSED, now, f"output {dict(setpoints)}: " + "; ".join(reasons))]
+                )
+                return Decision(False, tuple(reasons))
+            wire = [0] * N_CHANNELS
+            first = self._rules.by_channel[next(iter(setpoints))]
+            for channel, value in setpoints.items():
+                wire[channel - 1] = math.floor(value * 100)  # 0.01 W or 0.01 V; floor never passes a cap
+            msg = SetOutput(
+                mask,
+                int(first.output_mode),
+                (wire[0], wire[1], wire[2], wire[3]),
+                first.pulse_width_us,
+                first.pulse_rate_deci_hz,
+            )
+            seq = self._generator.set_output(self._capability, msg)
+            self._version += 1
+            for channel in setpoints:
+                for driven in self._channels_of(self._rules.by_channel[channel].mask):
+                    self._commanded[driven - 1] = self._turned_on(
+                        self._commanded[driven - 1], first.output_mode, wire[channel - 1] / 100, now
+                    )
+            self._emit(
+                [
+                    SafetyEvent(
+                        EventKind.GRANTED,
+                        now,
+                        f"output {dict(setpoints)} mode {first.output_mode.name}",
+                        seq=seq,
+                    )
+                ]
+            )
+            return Decision(True, (), seq)
+
+    def _output_problems(
+        self, setpoints: Mapping[int, float], imaging: ImagingStatus | None, now: float
+    ) -> tuple[list[str], int]:
+        reasons: list[str] = []
+        mask = 0
+        waveforms = set()
+        if not setpoints:
+            reasons.append("no channel requested")
+        for channel, value in setpoints.items():
+            rules = self._rules.by_channel.get(channel)
+            if rules is None:
+                reasons.append(f"channel {channel} is not in the plan")
+                continue
+            if rules.lead_channel != channel:
+                reasons.append(f"channel {channel} is the bipolar partner of channel {rules.lead_channel}")
+                continue
+            mask |= rules.mask
+            waveforms.add((rules.output_mode, rules.pulse_width_us, rules.pulse_rate_deci_hz))
+            pulsed = rules.output_mode == OutputMode.RF_PULSED
+            cap, unit = (rules.voltage_max_v, "V") if pulsed else (rules.power_max_w, "W")
+            if isinstance(value, bool) or not (
+                isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= cap
+            ):
+                reasons.append(f"channel {channel}: setpoint {value!r} {unit} outside 0..{cap} {unit}")
+            if self._rf_on_s[channel - 1] >= rules.rf_time_budget_s:
+                reasons.append(
+                    f"channel {channel}: no RF time left ({self._rf_on_s[channel - 1]:.1f} s used)"
+                )
+        if len(waveforms) > 1:
+            reasons.append("channels of one request must share a mode and waveform")
+        reasons += self._blocking(mask, imaging, now)
+        if not reasons:
+            reasons += self._prospective_over_power(setpoints, now)
+        stimulating = [c for c in range(1, N_CHANNELS + 1) if self._commanded[c - 1].stim_amplitude_mv]
+        if stimulating:
+            reasons.append(f"stimulation is on (channel {stimulating[0]}); stop it first")
+        starting = any(not self._commanded[c - 1].on for c in self._channels_of(mask))
+        if starting and self._rules.imaging_required:
+            last = None if imaging is None else imaging.last_frame_at
+            if last is None or not now - last <= self._rules.imaging_max_age_s:
+                reasons.append("starting RF needs live imaging (the loss grace applies only once RF is on)")
+        return reasons, mask
+
+    def _prospective_over_power(self, setpoints: Mapping[int, float], now: float) -> list[str]:
+        """Would the measurement trip over-power under the command about to be sent? Then refuse it."""
+        rx = self._generator.telemetry
+        if rx is None:
+            return []
+        reasons = []
+        for channel, value in setpoints.items():
+            rules = self._rules.by_channel[channel]
+            for driven in self._channels_of(rules.mask):
+                prospective = self._turned_on(
+                    self._commanded[driven - 1], rules.output_mode, math.floor(value * 100) / 100, now
+                )
+                reason = over_power(
+                    rx.msg.channels[driven - 1], prospective, self._rules.by_channel[driven], now
+                )
+                if reason is not None:
+                    reasons.append(
+                        f"{InterlockId.OVER_POWER.value}: channel {driven}: {reason} (as requested)"
+                    )
+        return reasons
+
+    def _blocking(self, mask: int, imaging: ImagingStatus | None, now: float) -> list[str]:
+        """Every condition holding now, and every latch, that covers a channel of ``mask``."""
+        reasons = [
+            f"{t.interlock.value}: {t.reason}" for t in self._conditions(imaging, now) if t.mask & mask
+        ]
+        reasons += [
+            f"latched {t.interlock.value}: {t.reason}" for t in self._latched.values() if t.mask & mask
+        ]
+        return reasons
+
+    def request_stim(
+        self, channel: int, kind: StimKind, amplitude_mv: int, imaging: ImagingStatus | None = None
+    ) -> Decision:
+        """Start (or change) sensory or motor stimulation on one planned channel, with the plan's settings."""
+        with self._lock:
+            now = self._clock.now()
+            settings = self._rules.plan.stimulation
+            limit_mv = min(settings.max_amplitude_mv, self._limits.stim_amplitude_max_mv)
+            rules = self._rules.by_channel.get(channel)
+            reasons: list[str] = []
+            if rules is None or rules.lead_channel != channel:
+                reasons.append(f"channel {channel} is not a planned lesion channel")
+            if not (isinstance(amplitude_mv, int) and 0 < amplitude_mv <= limit_mv):
+                reasons.append(f"amplitude {amplitude_mv!r} mV outside 1..{limit_mv} mV")
+            if rules is not None:
+                reasons += self._blocking(rules.mask, imaging, now)
+            if any(c.on for c in self._commanded):
+                reasons.append("RF output is on; stimulation waits until it is off")
+            others = [
+                c
+                for c in range(1, N_CHANNELS + 1)
+                if c != channel and self._commanded[c - 1].stim_amplitude_mv
+            ]
+            if others:
+                reasons.append(f"stimulation is on channel {others[0]}; one channel at a time")
+            if reasons:
+                self._emit(
+                    [
+                        SafetyEvent(
+                            EventKind.REFUSED,
+                            now,
+                            f"stim {kind.value} channel {channel} {amplitude_mv!r} mV: " + "; ".join(reasons),
+                        )
+                    ]
+                )
+                return Decision(False, tuple(reasons))
+            frequency_hz = (
+                settings.sensory_frequency_hz if kind is StimKind.SENSORY else settings.motor_frequency_hz
+            )
+            msg = Stim(channel_bit(channel), round(frequency_hz * 10), settings.pulse_width_us, amplitude_mv)
+            seq = self._generator.stim(self._capability, msg)
+            self._version += 1
+            previous = self._commanded[channel - 1]
+            self._commanded[channel - 1] = replace(
+                previous, stim_amplitude_mv=amplitude_mv, since=previous.since if previous.energised else now
+            )
+            self._emit(
+                [
+                    SafetyEvent(
+                        EventKind.GRANTED,
+                        now,
+                        f"stim {kind.value} {frequency_hz} Hz {amplitude_mv} mV",
+                        channel=channel,
+                        seq=seq,
+                    )
+                ]
+            )
+            return Decision(True, (), seq)
+
+    # -- turning things off (needs no justification) ------------------------------------------------------
+    def stop_stim(self) -> int:
+        """Stop stimulation on every channel; returns the STIM command's SEQ."""
+        with self._lock:
+            now = self._clock.now()
+            seq = self._generator.stim(None, Stim(ALL_CHANNELS, 0, 0, 0))
+            self._version += 1
+            for index, commanded in enumerate(self._commanded):
+                if commanded.stim_amplitude_mv:
+                    self._commanded[index] = replace(
+                        commanded, stim_amplitude_mv=0, since=now if not commanded.on else commanded.since
+                    )
+            self._emit([SafetyEvent(EventKind.OFF, now, "stimulation stopped", seq=seq)])
+            return seq
+
+    def channel_off(self, channel: int) -> int:
+        """End RF on one channel (its bipolar pair with it), e.g. at the end of its lesion."""
+        with self._lock:
+            rules = self._rules.by_channel.get(channel)
+            mask = rules.mask if rules is not None else channel_bit(channel)
+            now = self._clock.now()
+            self._account(now)
+            seq = self._off(mask, now)
+            self._emit(
+                [SafetyEvent(EventKind.OFF, now, f"output off, mask 0x{mask:02X}", channel=channel, seq=seq)]
+            )
+            return seq
+
+    def all_off(self, reason: str = "requested") -> int:
+        """Turn output and stimulation off on every channel."""
+        with self._lock:
+            now = self._clock.now()
+            self._account(now)
+            seq = self._off(ALL_CHANNELS, now)
+            self._emit([SafetyEvent(EventKind.OFF, now, f"all output off: {reason}", seq=seq)])
+            return seq
+
+    def operator_stop(self) -> Trip:
+        """The operator's stop: all output off at once, latched until acknowledged."""
+        with self._lock:
+            now = self._clock.now()
+            self._account(now)
+            self._operator_stop = True
+            self._version += 1
+            return self._force_trip(InterlockId.OPERATOR_STOP, "operator stop", now)
+
+    def trip_from_watchdog(self, detail: str, lock_timeout_s: float = hard.LOOP_PERIOD_S) -> bool:
+        """Called by the watchdog thread: all output off and latch CONTROL_LOOP_OVERRUN.
+
+        If the gate's lock cannot be had within ``lock_timeout_s`` (a caller stuck inside the gate),
+        OUTPUT_OFF is still written, unlatched, and False is returned so the watchdog tries again.
+        """
+        if not self._lock.acquire(timeout=lock_timeout_s):
+            self._generator.output_off(ALL_CHANNELS)
+            return False
+        try:
+            now = self._clock.now()
+            self._account(now)
+            self._force_trip(InterlockId.CONTROL_LOOP_OVERRUN, detail, now)
+            return True
+        finally:
+            self._lock.release()
+
+    def _force_trip(self, interlock: InterlockId, reason: str, now: float) -> Trip:
+        trip = Trip(interlock, None, reason, ALL_CHANNELS)
+        seq = self._off(ALL_CHANNELS, now)
+        self._tripped.add(trip.key)
+        self._latched[trip.key] = trip
+        self._active[trip.key] = trip
+        self._emit([self._event(EventKind.TRIP, now, trip, seq)])
+        return trip
+
+    # -- acknowledgement and plans -------------------------------------------------------------------------
+    def acknowledge(self, imaging: ImagingStatus | None = None) -> list[Trip]:
+        """The operator's acknowledgement: clear each latch whose condition no longer holds; return those.
+
+        Acknowledging also ends an operator stop (its cause is the stop itself). A latch whose condition
+        still holds is kept and recorded as refused.
+        """
+        with self._lock:
+            now = self._clock.now()
+            self._operator_stop = False
+            self._version += 1
+            holding = {t.key for t in self._conditions(imaging, now)}
+            cleared: list[Trip] = []
+            events: list[SafetyEvent] = []
+            for key, trip in list(self._latched.items()):
+                if key in holding:
+                    events.append(self._event(EventKind.ACK_REFUSED, now, trip))
+                else:
+                    del self._latched[key]
+                    cleared.append(trip)
+                    events.append(self._event(EventKind.ACKNOWLEDGED, now, trip))
+            self._emit(events)
+            return cleared
+
+    def load_plan(self, plan: LesionPlan) -> Decision:
+        """Replace the plan (to repeat or add lesions): only with every channel off; RF time restarts."""
+        with self._lock:
+            now = self._clock.now()
+            if any(c.energised for c in self._commanded):
+                return Decision(False, ("output or stimulation is on",))
+            self._rules = SafetyRules.compile(check_plan(plan, self._limits), self._limits)
+            self._rf_on_s = [0.0] * N_CHANNELS
+            self._version += 1
+            self._emit([SafetyEvent(EventKind.PLAN_LOADED, now, f"plan {plan.name!r} loaded")])
+            return Decision(True)
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _conditions(self, imaging: ImagingStatus | None, now: float) -> list[Trip]:
+        """The conditions holding now; the tick's own evaluation when nothing has changed since it.
+
+        A request in the same tick as the evaluation (same moment, same received messages, same imaging,
+        no command or stop since) gets that evaluation's conditions instead of running every interlock
+        again; anything else is evaluated afresh.
+        """
+        cached = self._evaluated
+        gen = self._generator
+        if (
+            cached is not None
+            and cached[0] == now
+            and cached[1] is gen.telemetry
+            and cached[2] is gen.status
+            and cached[3] is gen.heartbeat
+            and cached[4] is gen.electrodes
+            and cached[5] == imaging
+            and cached[6] == self._version
+        ):
+            self._account(now)
+            return cached[7]
+        return evaluate_interlocks(self._refresh(imaging, now), self._rules, now)
+
+    def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:
+        """Account RF time, fold a new telemetry frame into the trends, and build the snapshot."""
+        self._account(now)
+        gen = self._generator
+        rx = gen.telemetry
+        if rx is not None and rx is not self._trend_source:
+            self._trend_source = rx
+            gen_time_s = rx.msg.gen_time_us / 1e6
+            for index in range(N_CHANNELS):
+                self._trends[index] = advance_trend(
+                    self._trends[index], rx.msg.channels[index], gen_time_s, self._commanded[index].on
+                )
+        heartbeat = gen.heartbeat
+        return SafetyInputs(
+            telemetry=rx,
+            status=gen.status,
+            generator_heartbeat_at=None if heartbeat is None else heartbeat.arrived_at,
+            electrodes=gen.electrodes,
+            commanded=tuple(self._commanded),
+            rf_on_s=tuple(self._rf_on_s),
+            trends=tuple(self._trends),
+            loop_tick_at=self._last_tick_at,
+            operator_stop=self._operator_stop,
+            imaging=imaging,
+        )
+
+    def _account(self, now: float) -> None:
+        elapsed = now - self._accounted_at
+        if elapsed > 0:
+            for index, commanded in enumerate(self._commanded):
+                if commanded.on:
+                    self._rf_on_s[index] += elapsed
+            self._accounted_at = now
+
+    def _energised(self, mask: int) -> bool:
+        return any(self._commanded[c - 1].energised for c in self._channels_of(mask))
+
+    @staticmethod
+    def _channels_of(mask: int) -> tuple[int, ...]:
+        return _CHANNELS_OF_MASK[mask & ALL_CHANNELS]
+
+    def _off(self, mask: int, now: float) -> int:
+        """OUTPUT_OFF on the wire first, then stop stimulation there, then update the commanded state."""
+        seq = self._generator.output_off(mask)
+        self._version += 1
+        channels = self._channels_of(mask)
+        stim_mask = 0
+        for channel in channels:
+            if self._commanded[channel - 1].stim_amplitude_mv:
+                stim_mask |= channel_bit(channel)
+        if stim_mask:
+            self._generator.stim(None, Stim(stim_mask, 0, 0, 0))
+        for channel in channels:
+            if self._commanded[channel - 1].energised:
+                self._commanded[channel - 1] = replace(_OFF, since=now)
+        return seq
+
+    @staticmethod
+    def _turned_on(
+        previous: CommandedChannel, mode: OutputMode, setpoint: float, now: float
+    ) -> CommandedChannel:
+        if not previous.on:
+            return CommandedChannel(on=True, since=now, mode=mode, setpoint=setpoint)
+        allowed = previous.allowed_setpoint(now)
+        ceiling, until = previous.ceiling, previous.ceiling_until
+        if setpoint < allowed:  # the measurement may show the higher setpoint for a while
+            ceiling, until = allowed, now + hard.SETPOINT_SETTLE_S
+        return CommandedChannel(
+            True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv
+        )
+
+    @staticmethod
+    def _event(kind: EventKind, now: float, trip: Trip, seq: int | None = None) -> SafetyEvent:
+        return SafetyEvent(kind, now, trip.reason, trip.interlock, trip.channel, trip.priority, seq)
+
+    def _emit(self, events: list[SafetyEvent]) -> None:
+        for event in events:
+            self._record(event)

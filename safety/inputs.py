@@ -1,0 +1,175 @@
+"""What the interlocks look at: one immutable snapshot per tick, plus the short per-channel history.
+
+:class:`SafetyInputs` is everything an interlock may depend on, frozen, so every interlock is a pure
+function of ``(inputs, rules, now)`` and can be tested by building a snapshot by hand. The gate builds it
+from sources it trusts: the driver's received messages (with their arrival times), the commands the gate
+itself sent, its own RF-time accounting and tick times. The only outside input is :class:`ImagingStatus`,
+filled by the imaging code.
+
+Trends (impedance rise, frozen or non-tracking thermocouple, slew) need a little history. Rather than hide
+state inside an interlock, :func:`advance_trend` is a pure reducer ``(trend, sample) -> trend`` that the
+gate applies once per new telemetry frame; the interlocks read the resulting :class:`ChannelTrend`. All
+trend arithmetic runs on the generator's own timestamps, so host scheduling jitter does not show up as a
+temperature slew.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware_bridge.generator import Received
+from firmware_bridge.messages import ChannelTelemetry, ElectrodeInfo, OutputMode, Status, Telemetry
+from safety import limits as hard
+
+
+@dataclass(frozen=True, slots=True)
+class ImagingStatus:
+    """What the imaging pipeline reports; ``None`` values mean "not known" and count as not live."""
+
+    last_frame_at: float | None
+    """Host clock time of the last good frame."""
+    probe_face_temp_c: float | None
+    boiling_channels: frozenset[int] = frozenset()
+    """Channels (1..4) where the echo-brightness monitor sees gas forming around the tip."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandedChannel:
+    """What the gate last commanded on one channel."""
+
+    on: bool
+    since: float
+    """When the channel last went from off to on or from on to off."""
+    mode: OutputMode | None = None
+    setpoint: float = 0.0
+    """Continuous and bipolar: power in W; pulsed: peak voltage in V."""
+    ceiling: float = 0.0
+    """The highest setpoint the measured value may still reflect: a lowered setpoint takes time to show."""
+    ceiling_until: float = 0.0
+    stim_amplitude_mv: int = 0
+
+    @property
+    def energised(self) -> bool:
+        """RF or stimulation is commanded on this channel."""
+        return self.on or self.stim_amplitude_mv > 0
+
+    def allowed_setpoint(self, now: float) -> float:
+        """The setpoint the measurement is compared with: the ceiling too while it settles."""
+        return max(self.ceiling, self.setpoint) if now < self.ceiling_until else self.setpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTrend:
+    """Derived history of one channel, in generator time (see module docstring)."""
+
+    gen_time_s: float | None = None
+    tip_temp_centi_c: int | None = None
+    slew_c_per_s: float = 0.0
+    """Tip temperature change per second between the last two samples."""
+    unchanged_since_s: float = 0.0
+    """Generator time of the last change of the tip temperature reading."""
+    power_min_w: float = 0.0
+    power_max_w: float = 0.0
+    """Measured power range since the tip temperature reading last changed."""
+    powered_on: bool = False
+    """Whether the gate had output commanded on at the last sample."""
+    temp_at_on_c: float = 0.0
+    max_temp_since_on_c: float = 0.0
+    energy_since_on_j: float = 0.0
+    impedance_window: tuple[tuple[float, float], ...] = ()
+    """``(gen time s, impedance Ω)`` candidates for the window minimum, impedance strictly increasing."""
+
+    @property
+    def frozen_s(self) -> float:
+        """How long the tip temperature reading has not moved by one count."""
+        return 0.0 if self.gen_time_s is None else self.gen_time_s - self.unchanged_since_s
+
+    @property
+    def impedance_rise_ohm(self) -> float:
+        """Latest impedance minus the lowest over the roll-off window (only while output is commanded on)."""
+        window = self.impedance_window
+        return window[-1][1] - window[0][1] if window else 0.0
+
+
+EMPTY_TREND = ChannelTrend()
+
+
+def advance_trend(
+    trend: ChannelTrend, sample: ChannelTelemetry, gen_time_s: float, output_on: bool
+) -> ChannelTrend:
+    """The trend after one more telemetry sample; ``output_on`` is what the gate commanded at the time.
+
+    A generator clock that goes backwards (a reboot) restarts the trend, since nothing before it is
+    comparable.
+    """
+    temp = sample.tip_temp_centi_c
+    temp_c = temp / 100.0
+    power_w = sample.power_centi_w / 100.0
+    impedance_ohm = sample.impedance_deci_ohm / 10.0
+    last_t = trend.gen_time_s
+    if last_t is None or gen_time_s <= last_t or trend.tip_temp_centi_c is None:
+        trend = EMPTY_TREND
+        dt = 0.0
+        slew = 0.0
+        changed = True
+    else:
+        dt = gen_time_s - last_t
+        slew = (temp - trend.tip_temp_centi_c) / 100.0 / dt
+        changed = temp != trend.tip_temp_centi_c
+    if changed:
+        unchanged_since, p_min, p_max = gen_time_s, power_w, power_w
+    else:
+        unchanged_since = trend.unchanged_since_s
+        p_min, p_max = min(trend.power_min_w, power_w), max(trend.power_max_w, power_w)
+    if output_on:
+        if trend.powered_on:
+            temp_at_on = trend.temp_at_on_c
+            max_temp = max(trend.max_temp_since_on_c, temp_c)
+            energy = trend.energy_since_on_j + power_w * dt
+            window = _push_impedance(trend.impedance_window, gen_time_s, impedance_ohm)
+        else:
+            temp_at_on, max_temp, energy = temp_c, temp_c, 0.0
+            window = ((gen_time_s, impedance_ohm),)
+    else:
+        temp_at_on, max_temp, energy, window = 0.0, 0.0, 0.0, ()
+    return ChannelTrend(
+        gen_time_s, temp, slew, unchanged_since, p_min, p_max, output_on, temp_at_on, max_temp, energy, window
+    )
+
+
+def _push_impedance(
+    window: tuple[tuple[float, float], ...], t: float, z: float
+) -> tuple[tuple[float, float], ...]:
+    """Monotonic-queue update: the first entry is always the minimum over the last ROLLOFF_WINDOW_S."""
+    kept = list(window)
+    while kept and kept[-1][1] >= z:
+        kept.pop()
+    kept.append((t, z))
+    oldest = t - hard.ROLLOFF_WINDOW_S
+    start = 0
+    while kept[start][0] < oldest:
+        start += 1
+    return tuple(kept[start:])
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyInputs:
+    """Everything the interlocks may look at, at one moment (see module docstring)."""
+
+    telemetry: Received[Telemetry] | None
+    status: Received[Status] | None
+    generator_heartbeat_at: float | None
+    electrodes: Received[ElectrodeInfo] | None
+    commanded: tuple[CommandedChannel, ...]
+    """Per channel 1..4 (index 0..3)."""
+    rf_on_s: tuple[float, ...]
+    """RF-on time per channel since the plan was loaded; a plan uses each channel once, so per lesion."""
+    trends: tuple[ChannelTrend, ...]
+    loop_tick_at: float | None
+    """When the control loop last evaluated the interlocks before this snapshot; None before the first."""
+    operator_stop: bool
+    imaging: ImagingStatus | None
+
+    @property
+    def energised(self) -> bool:
+        return any(c.energised for c in self.commanded)

@@ -1,0 +1,624 @@
+"""The interlocks: pure functions ``(SafetyInputs, rules, now) -> Trip | None`` (ARCHITECTURE.md section 7).
+
+Each interlock has an id, an IEC 60601-1-8 priority, whether it latches, and a scope: a channel interlock
+stops that channel (a bipolar pair together), a system interlock stops all four. :class:`SafetyRules` is
+the plan and the effective limits compiled into plain per-channel numbers once, so the per-tick work does
+not touch pydantic.
+
+An active condition is a *trip* when energy is flowing in its scope (or, for the few marked
+``trips_when_idle``, always); otherwise it is an *inhibit*: it refuses output requests but neither sends
+``OUTPUT_OFF`` nor latches. That keeps an electrode that is not yet in tissue (impedance open) from
+latching a fault before the procedure starts, while the same condition during a lesion stops RF and
+latches. The gate applies this rule; the functions here only say whether the condition holds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from firmware_bridge.messages import (
+    ALL_CHANNELS,
+    N_CHANNELS,
+    ChannelTelemetry,
+    ElectrodeFlag,
+    GeneratorState,
+    OutputMode,
+    TelemetryFlag,
+)
+from safety import limits as hard
+from safety.config import SafetyLimits
+from safety.inputs import CommandedChannel, SafetyInputs
+from safety.plan import Lesion, LesionMode, LesionPlan
+
+
+class InterlockId(enum.StrEnum):
+    OVER_TEMPERATURE = "over_temperature"
+    PULSED_OVER_TEMPERATURE = "pulsed_over_temperature"
+    IMPEDANCE_LOW = "impedance_low"
+    IMPEDANCE_HIGH = "impedance_high"
+    IMPEDANCE_ROLL_OFF = "impedance_roll_off"
+    THERMOCOUPLE_OPEN = "thermocouple_open"
+    THERMOCOUPLE_IMPLAUSIBLE = "thermocouple_implausible"
+    THERMOCOUPLE_FROZEN = "thermocouple_frozen"
+    TEMPERATURE_NOT_TRACKING = "temperature_not_tracking"
+    OVER_POWER = "over_power"
+    CHANNEL_FAULT = "channel_fault"
+    ELECTRODE_MISMATCH = "electrode_mismatch"
+    BOILING_DETECTED = "boiling_detected"
+    LESION_TIME_EXCEEDED = "lesion_time_exceeded"
+    TELEMETRY_STALE = "telemetry_stale"
+    LINK_LOST = "link_lost"
+    GENERATOR_FAULT = "generator_fault"
+    UNCOMMANDED_OUTPUT = "uncommanded_output"
+    CONTROL_LOOP_OVERRUN = "control_loop_overrun"
+    IMAGING_LOST = "imaging_lost"
+    PROBE_FACE_OVER_TEMPERATURE = "probe_face_over_temperature"
+    OPERATOR_STOP = "operator_stop"
+
+
+class Priority(enum.IntEnum):
+    """IEC 60601-1-8 alarm priority: how fast the operator must respond."""
+
+    LOW = 1
+    """Awareness: no injury if the operator responds at leisure."""
+    MEDIUM = 2
+    """Prompt response: reversible or minor injury otherwise."""
+    HIGH = 3
+    """Immediate response: death or irreversible injury otherwise (a burn)."""
+
+
+class Scope(enum.Enum):
+    CHANNEL = "channel"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class InterlockSpec:
+    priority: Priority
+    latching: bool
+    scope: Scope
+    trips_when_idle: bool = False
+    """Trips (OUTPUT_OFF, latch) even when no output is commanded: the condition itself is the fault."""
+
+
+_C, _S = Scope.CHANNEL, Scope.SYSTEM
+_H, _M, _L = Priority.HIGH, Priority.MEDIUM, Priority.LOW
+SPECS: Final[dict[InterlockId, InterlockSpec]] = {
+    InterlockId.OVER_TEMPERATURE: InterlockSpec(_H, True, _C),
+    InterlockId.PULSED_OVER_TEMPERATURE: InterlockSpec(_H, True, _C),
+    InterlockId.IMPEDANCE_LOW: InterlockSpec(_H, True, _C),
+    InterlockId.IMPEDANCE_HIGH: InterlockSpec(_M, True, _C),
+    InterlockId.IMPEDANCE_ROLL_OFF: InterlockSpec(_M, True, _C),
+    InterlockId.THERMOCOUPLE_OPEN: InterlockSpec(_H, True, _C),
+    InterlockId.THERMOCOUPLE_IMPLAUSIBLE: InterlockSpec(_H, True, _C),
+    InterlockId.THERMOCOUPLE_FROZEN: InterlockSpec(_H, True, _C),
+    InterlockId.TEMPERATURE_NOT_TRACKING: InterlockSpec(_H, True, _C),
+    InterlockId.OVER_POWER: InterlockSpec(_H, True, _C),
+    InterlockId.CHANNEL_FAULT: InterlockSpec(_H, True, _C),
+    InterlockId.ELECTRODE_MISMATCH: InterlockSpec(_M, True, _C),
+    InterlockId.BOILING_DETECTED: InterlockSpec(_H, True, _C),
+    InterlockId.LESION_TIME_EXCEEDED: InterlockSpec(_M, True, _C),
+    InterlockId.TELEMETRY_STALE: InterlockSpec(_H, True, _S),
+    InterlockId.LINK_LOST: InterlockSpec(_H, True, _S),
+    InterlockId.GENERATOR_FAULT: InterlockSpec(_H, True, _S, trips_when_idle=True),
+    InterlockId.UNCOMMANDED_OUTPUT: InterlockSpec(_H, True, _S, trips_when_idle=True),
+    InterlockId.CONTROL_LOOP_OVERRUN: InterlockSpec(_H, True, _S),
+    InterlockId.IMAGING_LOST: InterlockSpec(_M, True, _S),
+    InterlockId.PROBE_FACE_OVER_TEMPERATURE: InterlockSpec(_M, True, _S, trips_when_idle=True),
+    InterlockId.OPERATOR_STOP: InterlockSpec(_L, True, _S, trips_when_idle=True),
+}
+
+
+# Plain ints: IntFlag arithmetic costs microseconds per test, and these run every tick on every channel.
+_OUTPUT_ON: Final = int(TelemetryFlag.OUTPUT_ON)
+_THERMOCOUPLE_OPEN: Final = int(TelemetryFlag.THERMOCOUPLE_OPEN)
+_CHANNEL_FAULT: Final = int(TelemetryFlag.CHANNEL_FAULT)
+_COOLED: Final = int(ElectrodeFlag.COOLED)
+_THERMOCOUPLE_FITTED: Final = int(ElectrodeFlag.THERMOCOUPLE_FITTED)
+_FAULT_STATE: Final = int(GeneratorState.FAULT)
+
+
+def channel_bit(channel: int) -> int:
+    return 1 << (channel - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """An interlock condition that holds: which one, on which channel (None: system), and why."""
+
+    interlock: InterlockId
+    channel: int | None
+    reason: str
+    mask: int
+    """The channels ``OUTPUT_OFF`` must stop: the channel (or its bipolar pair), or all four."""
+
+    @property
+    def key(self) -> tuple[InterlockId, int | None]:
+        return (self.interlock, self.channel)
+
+    @property
+    def priority(self) -> Priority:
+        return SPECS[self.interlock].priority
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRules:
+    """One planned channel's limits, from its lesion and the effective limits."""
+
+    channel: int
+    index: int
+    lead_channel: int
+    """The channel the lesion is planned on (a bipolar partner points at its lead)."""
+    mask: int
+    mode: LesionMode
+    output_mode: OutputMode
+    set_temp_c: float
+    over_temp_c: float
+    """Trip above this: the lower of set + margin and the tip maximum."""
+    pulsed_tip_max_c: float
+    power_max_w: float
+    """The lower of the plan's power cap and the effective per-channel maximum."""
+    voltage_max_v: float
+    impedance_min_ohm: float
+    impedance_max_ohm: float
+    rf_time_budget_s: float
+    gauge: int
+    tip_length_deci_mm: int
+    cooled: bool
+    pulse_width_us: int
+    pulse_rate_deci_hz: int
+
+    @classmethod
+    def for_lesion(cls, lesion: Lesion, channel: int, limits: SafetyLimits) -> ChannelRules:
+        mask = 0
+        for c in lesion.channels:
+            mask |= channel_bit(c)
+        pulsed = lesion.pulsed
+        return cls(
+            channel=channel,
+            index=channel - 1,
+            lead_channel=lesion.channel,
+            mask=mask,
+            mode=lesion.mode,
+            output_mode=lesion.mode.output_mode,
+            set_temp_c=lesion.set_temp_c,
+            over_temp_c=min(lesion.set_temp_c + limits.over_temp_margin_c, limits.tip_temp_max_c),
+            pulsed_tip_max_c=limits.pulsed_tip_temp_max_c,
+            power_max_w=min(lesion.power_cap_w, limits.power_max_w),
+            voltage_max_v=min(pulsed.max_voltage_v, limits.pulsed_voltage_max_v) if pulsed else 0.0,
+            impedance_min_ohm=lesion.impedance_min_ohm,
+            impedance_max_ohm=lesion.impedance_max_ohm,
+            rf_time_budget_s=min(
+                lesion.lesion_time_s + hard.LESION_TIME_TOLERANCE_S, limits.lesion_rf_time_max_s
+            ),
+            gauge=lesion.electrode.gauge,
+            tip_length_deci_mm=round(lesion.electrode.active_tip_mm * 10),
+            cooled=lesion.electrode.cooled,
+            pulse_width_us=pulsed.pulse_width_us if pulsed else 0,
+            pulse_rate_deci_hz=round(pulsed.rate_hz * 10) if pulsed else 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyRules:
+    """The plan and the effective limits as the interlocks use them."""
+
+    plan: LesionPlan
+    limits: SafetyLimits
+    channels: tuple[ChannelRules, ...]
+    """Every channel the plan drives (bipolar partners included), in channel order."""
+    by_channel: dict[int, ChannelRules]
+    imaging_required: bool
+    imaging_max_age_s: float
+
+    @classmethod
+    def compile(cls, plan: LesionPlan, limits: SafetyLimits) -> SafetyRules:
+        """Compile an already validated plan (see :func:`safety.plan.check_plan`)."""
+        rules = sorted(
+            (
+                ChannelRules.for_lesion(lesion, ch, limits)
+                for lesion in plan.lesions
+                for ch in lesion.channels
+            ),
+            key=lambda r: r.channel,
+        )
+        return cls(
+            plan,
+            limits,
+            tuple(rules),
+            {r.channel: r for r in rules},
+            plan.imaging_required,
+            min(plan.imaging_frame_max_age_s, limits.imaging_frame_age_max_s),
+        )
+
+
+SystemCheck = Callable[[SafetyInputs, SafetyRules, float], "Trip | None"]
+ChannelCheck = Callable[[SafetyInputs, ChannelRules, float], "Trip | None"]
+
+
+def _sys(interlock: InterlockId, reason: str) -> Trip:
+    return Trip(interlock, None, reason, ALL_CHANNELS)
+
+
+def _ch(interlock: InterlockId, rules: ChannelRules, reason: str) -> Trip:
+    return Trip(interlock, rules.channel, f"channel {rules.channel}: {reason}", rules.mask)
+
+
+# -- system interlocks ------------------------------------------------------------------------------------
+
+
+def check_telemetry_stale(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """Telemetry older than the staleness limit (or none yet): the host cannot see what RF is doing."""
+    rx = inputs.telemetry
+    if rx is None:
+        return _sys(InterlockId.TELEMETRY_STALE, "no telemetry received")
+    age = now - rx.arrived_at
+    if age > rules.limits.telemetry_stale_s:
+        return _sys(
+            InterlockId.TELEMETRY_STALE,
+            f"telemetry {age * 1000:.0f} ms old (limit {rules.limits.telemetry_stale_s * 1000:.0f} ms)",
+        )
+    return None
+
+
+def check_link_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """No generator heartbeat or STATUS within the link-loss time: its state and faults are unknown."""
+    limit = rules.limits.link_loss_s
+    for name, at in (
+        ("HEARTBEAT", inputs.generator_heartbeat_at),
+        ("STATUS", None if inputs.status is None else inputs.status.arrived_at),
+    ):
+        if at is None:
+            return _sys(InterlockId.LINK_LOST, f"no generator {name} received")
+        if now - at > limit:
+            return _sys(
+                InterlockId.LINK_LOST,
+                f"no generator {name} for {(now - at) * 1000:.0f} ms (limit {limit * 1000:.0f} ms)",
+            )
+    return None
+
+
+def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """The generator reports its FAULT state or any fault bit."""
+    rx = inputs.status
+    if rx is None:
+        return None
+    status = rx.msg
+    if status.state == _FAULT_STATE or status.fault_bits:
+        return _sys(
+            InterlockId.GENERATOR_FAULT,
+            f"generator state {status.state}, fault bits 0x{status.fault_bits:08X}",
+        )
+    return None
+
+
+def check_uncommanded_output(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """Output on a channel the gate has had off for longer than the generator needs to obey."""
+    rx = inputs.telemetry
+    if rx is None:
+        return None
+    for index in range(N_CHANNELS):
+        commanded = inputs.commanded[index]
+        if commanded.energised or rx.arrived_at <= commanded.since + hard.UNCOMMANDED_GRACE_S:
+            continue
+        ch = rx.msg.channels[index]
+        if ch.flags & _OUTPUT_ON or ch.power_centi_w > hard.UNCOMMANDED_POWER_W * 100:
+            return _sys(
+                InterlockId.UNCOMMANDED_OUTPUT,
+                f"channel {index + 1} delivers {ch.power_w:.2f} W "
+                f"(output flag {int(ch.output_on)}) but is commanded off",
+            )
+    return None
+
+
+def check_control_loop_overrun(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """More than two loop periods since the previous evaluation: the loop is not in control."""
+    last = inputs.loop_tick_at
+    limit = hard.LOOP_PERIOD_S * hard.LOOP_MISSED_PERIODS
+    if last is not None and now - last > limit:
+        return _sys(
+            InterlockId.CONTROL_LOOP_OVERRUN,
+            f"{(now - last) * 1000:.1f} ms since the last tick (limit {limit * 1000:.0f} ms)",
+        )
+    return None
+
+
+def check_imaging_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """The plan needs guidance and no fresh frame (IMAGING_LOSS_GRACE_S more while RF is on)."""
+    if not rules.imaging_required:
+        return None
+    imaging = inputs.imaging
+    last = None if imaging is None else imaging.last_frame_at
+    allowed = rules.imaging_max_age_s + (hard.IMAGING_LOSS_GRACE_S if inputs.energised else 0.0)
+    if last is None:
+        return _sys(InterlockId.IMAGING_LOST, "no imaging frame")
+    age_s = now - last
+    if not age_s <= allowed:  # written so that a NaN timestamp trips too
+        return _sys(InterlockId.IMAGING_LOST, f"last imaging frame {age_s:.2f} s old (limit {allowed:.2f} s)")
+    return None
+
+
+def check_probe_face_over_temperature(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """The transducer face is hotter than skin may be held at."""
+    imaging = inputs.imaging
+    if imaging is None or imaging.probe_face_temp_c is None:
+        return None
+    limit = rules.limits.probe_face_temp_max_c
+    if not imaging.probe_face_temp_c <= limit:  # a NaN reading trips too
+        return _sys(
+            InterlockId.PROBE_FACE_OVER_TEMPERATURE,
+            f"probe face {imaging.probe_face_temp_c:.1f} °C (limit {limit:.1f} °C)",
+        )
+    return None
+
+
+def check_operator_stop(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
+    """The operator pressed stop; it holds until acknowledged."""
+    return _sys(InterlockId.OPERATOR_STOP, "operator stop") if inputs.operator_stop else None
+
+
+# -- channel interlocks -----------------------------------------------------------------------------------
+
+
+def check_over_temperature(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """Tip above set temperature + margin, or above the tip maximum."""
+    rx = inputs.telemetry
+    if rx is None:
+        return None
+    temp_c = rx.msg.channels[rules.index].tip_temp_centi_c / 100.0
+    if temp_c > rules.over_temp_c:
+        return _ch(
+            InterlockId.OVER_TEMPERATURE, rules, f"tip {temp_c:.2f} °C above {rules.over_temp_c:.2f} °C"
+        )
+    return None
+
+
+def check_pulsed_over_temperature(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """A pulsed-RF channel above the pulsed tip limit."""
+    rx = inputs.telemetry
+    if rx is None or rules.mode is not LesionMode.PULSED:
+        return None
+    temp_c = rx.msg.channels[rules.index].tip_temp_centi_c / 100.0
+    if temp_c > rules.pulsed_tip_max_c:
+        return _ch(
+            InterlockId.PULSED_OVER_TEMPERATURE,
+            rules,
+            f"pulsed tip {temp_c:.2f} °C above {rules.pulsed_tip_max_c:.2f} °C",
+        )
+    return None
+
+
+def check_impedance_low(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """Impedance below the plan's window: a short."""
+    rx = inputs.telemetry
+    if rx is None:
+        return None
+    z = rx.msg.channels[rules.index].impedance_deci_ohm / 10.0
+    if z < rules.impedance_min_ohm:
+        return _ch(
+            InterlockId.IMPEDANCE_LOW, rules, f"impedance {z:.1f} Ω below {rules.impedance_min_ohm:.1f} Ω"
+        )
+    return None
+
+
+def check_impedance_high(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """Impedance above the plan's window: tip not in tissue, or desiccated."""
+    rx = inputs.telemetry
+    if rx is None:
+        return None
+    z = rx.msg.channels[rules.index].impedance_deci_ohm / 10.0
+    if z > rules.impedance_max_ohm:
+        return _ch(
+            InterlockId.IMPEDANCE_HIGH, rules, f"impedance {z:.1f} Ω above {rules.impedance_max_ohm:.1f} Ω"
+        )
+    return None
+
+
+def check_impedance_roll_off(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """While output is on, impedance rising faster than the roll-off rate over the roll-off window."""
+    rise_ohm = inputs.trends[rules.index].impedance_rise_ohm
+    rate = rise_ohm / hard.ROLLOFF_WINDOW_S
+    if rate > hard.ROLLOFF_MAX_RISE_OHM_PER_S:
+        return _ch(
+            InterlockId.IMPEDANCE_ROLL_OFF,
+            rules,
+            f"impedance rising {rate:.0f} Ω/s (limit {hard.ROLLOFF_MAX_RISE_OHM_PER_S:.0f} Ω/s)",
+        )
+    return None
+
+
+def check_thermocouple_open(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """The generator flags the thermocouple as open: no temperature control is possible."""
+    rx = inputs.telemetry
+    if rx is not None and rx.msg.channels[rules.index].flags & _THERMOCOUPLE_OPEN:
+        return _ch(InterlockId.THERMOCOUPLE_OPEN, rules, "thermocouple open")
+    return None
+
+
+def check_thermocouple_implausible(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """A reading no tip in tissue can produce: out of range, or a step faster than tissue can heat."""
+    rx = inputs.telemetry
+    if rx is None:
+        return None
+    temp_c = rx.msg.channels[rules.index].tip_temp_centi_c / 100.0
+    if not hard.THERMOCOUPLE_PLAUSIBLE_MIN_C <= temp_c <= hard.THERMOCOUPLE_PLAUSIBLE_MAX_C:
+        return _ch(
+            InterlockId.THERMOCOUPLE_IMPLAUSIBLE,
+            rules,
+            f"tip reading {temp_c:.2f} °C outside "
+            f"{hard.THERMOCOUPLE_PLAUSIBLE_MIN_C:.0f}.."
+            f"{hard.THERMOCOUPLE_PLAUSIBLE_MAX_C:.0f} °C",
+        )
+    slew = inputs.trends[rules.index].slew_c_per_s
+    if abs(slew) > hard.THERMOCOUPLE_MAX_SLEW_C_PER_S:
+        return _ch(
+            InterlockId.THERMOCOUPLE_IMPLAUSIBLE,
+            rules,
+            f"tip reading changes {slew:.0f} °C/s (limit {hard.THERMOCOUPLE_MAX_SLEW_C_PER_S:.0f})",
+        )
+    return None
+
+
+def check_thermocouple_frozen(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """The reading has not moved while delivered power swung: the thermocouple is not reading the tip."""
+    trend = inputs.trends[rules.index]
+    if (
+        trend.frozen_s > hard.THERMOCOUPLE_FROZEN_S
+        and trend.power_min_w >= hard.THERMOCOUPLE_FROZEN_MIN_POWER_W
+        and trend.power_max_w - trend.power_min_w > hard.THERMOCOUPLE_FROZEN_POWER_SWING_W
+    ):
+        return _ch(
+            InterlockId.THERMOCOUPLE_FROZEN,
+            rules,
+            f"tip reading unchanged for {trend.frozen_s:.1f} s "
+            f"while power swung {trend.power_min_w:.1f}.."
+            f"{trend.power_max_w:.1f} W",
+        )
+    return None
+
+
+def check_temperature_not_tracking(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """Energy delivered since output came on, yet the tip has not warmed (nor was it near set already)."""
+    trend = inputs.trends[rules.index]
+    if not trend.powered_on or trend.energy_since_on_j <= hard.NOT_TRACKING_ENERGY_J:
+        return None
+    needed_c = min(trend.temp_at_on_c + hard.NOT_TRACKING_RISE_C, rules.set_temp_c - hard.NOT_TRACKING_RISE_C)
+    if trend.max_temp_since_on_c < needed_c:
+        return _ch(
+            InterlockId.TEMPERATURE_NOT_TRACKING,
+            rules,
+            f"{trend.energy_since_on_j:.0f} J delivered but the tip peaked at "
+            f"{trend.max_temp_since_on_c:.2f} °C (needed {needed_c:.2f} °C)",
+        )
+    return None
+
+
+def over_power(
+    ch: ChannelTelemetry, commanded: CommandedChannel, rules: ChannelRules, now: float
+) -> str | None:
+    """Why the measured output exceeds what ``commanded`` allows, or None.
+
+    Shared by the interlock and by the gate, which asks it about the command it is about to send, so a
+    request is never granted into a measurement that would trip at once.
+    """
+    power_w = ch.power_centi_w / 100.0
+    if power_w > rules.power_max_w:
+        return f"{power_w:.2f} W above the maximum {rules.power_max_w:.2f} W"
+    if not commanded.on:
+        return None
+    allowed = commanded.allowed_setpoint(now)
+    if commanded.mode == OutputMode.RF_PULSED:
+        voltage_v = ch.voltage_centi_v / 100.0
+        if voltage_v > allowed + hard.OVER_VOLTAGE_TOLERANCE_V:
+            return f"{voltage_v:.2f} V peak above the commanded {allowed:.2f} V + tolerance"
+        return None
+    if power_w > allowed * (1.0 + hard.OVER_POWER_TOLERANCE) + hard.OVER_POWER_TOLERANCE_W:
+        return f"{power_w:.2f} W above the commanded {allowed:.2f} W + tolerance"
+    return None
+
+
+def check_over_power(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """Measured power above the channel maximum, or above what was commanded beyond regulation tolerance."""
+    rx = inputs.telemetry
+    if rx is None:
+        return None
+    reason = over_power(rx.msg.channels[rules.index], inputs.commanded[rules.index], rules, now)
+    return None if reason is None else _ch(InterlockId.OVER_POWER, rules, reason)
+
+
+def check_channel_fault(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """The generator flags a fault on this channel."""
+    rx = inputs.telemetry
+    if rx is not None and rx.msg.channels[rules.index].flags & _CHANNEL_FAULT:
+        return _ch(InterlockId.CHANNEL_FAULT, rules, "generator flags a channel fault")
+    return None
+
+
+def check_electrode_mismatch(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """The connected electrode is not the planned one (or none, or it has no thermocouple)."""
+    rx = inputs.electrodes
+    if rx is None:
+        return _ch(InterlockId.ELECTRODE_MISMATCH, rules, "no ELECTRODE_INFO received")
+    slot = rx.msg.electrodes[rules.index]
+    if not slot.connected:
+        return _ch(InterlockId.ELECTRODE_MISMATCH, rules, "no electrode connected")
+    if (slot.gauge, slot.tip_length_deci_mm, bool(slot.flags & _COOLED)) != (
+        rules.gauge,
+        rules.tip_length_deci_mm,
+        rules.cooled,
+    ):
+        return _ch(
+            InterlockId.ELECTRODE_MISMATCH,
+            rules,
+            f"electrode {slot.gauge} G {slot.tip_length_mm:.1f} mm{' cooled' if slot.cooled else ''}, "
+            f"plan {rules.gauge} G {rules.tip_length_deci_mm / 10:.1f} mm{' cooled' if rules.cooled else ''}",
+        )
+    if not slot.flags & _THERMOCOUPLE_FITTED:
+        return _ch(InterlockId.ELECTRODE_MISMATCH, rules, "electrode has no thermocouple")
+    return None
+
+
+def check_boiling_detected(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """The imaging echo-brightness monitor sees gas around this tip, whatever the thermocouple says."""
+    imaging = inputs.imaging
+    if imaging is not None and rules.channel in imaging.boiling_channels:
+        return _ch(InterlockId.BOILING_DETECTED, rules, "gas echoes around the tip (boiling)")
+    return None
+
+
+def check_lesion_time_exceeded(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """RF time of this channel's lesion beyond the planned time plus tolerance (or the hard maximum)."""
+    rf_s = inputs.rf_on_s[rules.index]
+    if rf_s > rules.rf_time_budget_s:
+        return _ch(
+            InterlockId.LESION_TIME_EXCEEDED,
+            rules,
+            f"{rf_s:.1f} s of RF, budget {rules.rf_time_budget_s:.1f} s",
+        )
+    return None
+
+
+SYSTEM_CHECKS: Final[tuple[SystemCheck, ...]] = (
+    check_operator_stop,
+    check_generator_fault,
+    check_link_lost,
+    check_telemetry_stale,
+    check_uncommanded_output,
+    check_control_loop_overrun,
+    check_imaging_lost,
+    check_probe_face_over_temperature,
+)
+CHANNEL_CHECKS: Final[tuple[ChannelCheck, ...]] = (
+    check_over_temperature,
+    check_pulsed_over_temperature,
+    check_thermocouple_open,
+    check_thermocouple_implausible,
+    check_thermocouple_frozen,
+    check_temperature_not_tracking,
+    check_over_power,
+    check_channel_fault,
+    check_impedance_low,
+    check_impedance_high,
+    check_impedance_roll_off,
+    check_boiling_detected,
+    check_electrode_mismatch,
+    check_lesion_time_exceeded,
+)
+
+
+def evaluate_interlocks(inputs: SafetyInputs, rules: SafetyRules, now: float) -> list[Trip]:
+    """Every condition that holds now: system interlocks first, then each planned channel in order."""
+    found: list[Trip] = []
+    for system_check in SYSTEM_CHECKS:
+        trip = system_check(inputs, rules, now)
+        if trip is not None:
+            found.append(trip)
+    for channel_rules in rules.channels:
+        for channel_check in CHANNEL_CHECKS:
+            trip = channel_check(inputs, channel_rules, now)
+            if trip is not None:
+                found.append(trip)
+    return found

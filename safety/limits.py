@@ -1,0 +1,119 @@
+"""The hard limits: numbers no plan, configuration or control code can move past (ARCHITECTURE.md section 7).
+
+Each constant carries the reason for its value on the line above it, so a better number can be argued
+rather than guessed. A cart configuration may only *tighten* the limits marked "configurable" (see
+:mod:`safety.config`); the interlock thresholds below them are fixed design values.
+
+Convention: a limit is the last *allowed* value. A maximum trips strictly above it, a minimum strictly
+below it (the boundary tests in ``tests/safety`` pin this down).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- configurable hard limits (a configuration may only tighten them) -------------------------------------
+
+# Above ~100 °C tissue water boils, chars and the lesion becomes unpredictable; 95 °C keeps a 5 °C margin
+# for the thermocouple's lag behind the hottest tissue.
+TIP_TEMP_MAX_C: Final = 95.0
+# Pulsed RF is meant to modulate, not to coagulate: the contract caps it at 45 °C (clinical practice
+# usually sets ≤ 42 °C) so a pulsed plan can never become a thermal lesion.
+PULSED_TIP_TEMP_MAX_C: Final = 45.0
+# The generator's power stage is rated 50 W per channel; no percutaneous medial-branch or genicular
+# electrode (16–22 G, ≤ 15 mm) needs more, and above it the shaft and skin heat.
+POWER_MAX_W: Final = 50.0
+# Below 50 Ω the load is a short (electrodes touching, a conductive path to the pad) and current, not
+# tissue heating at the tip, rises; RF generators refuse to deliver into such a load.
+IMPEDANCE_MIN_OHM: Final = 50.0
+# Above 1000 Ω the tip is not in tissue (air, bone) or the tissue is desiccated; delivering then only
+# raises voltage and arcing risk without making a lesion.
+IMPEDANCE_MAX_OHM: Final = 1000.0
+# Six minutes of RF per lesion (ramp included) is well beyond any conventional (90–180 s) or pulsed
+# (120–240 s) protocol; anything longer is a runaway timer, not a plan.
+LESION_RF_TIME_MAX_S: Final = 360.0
+# Telemetry comes at 100 Hz; 50 ms is five lost frames, past which the host is steering blind.
+TELEMETRY_STALE_S: Final = 0.050
+# The generator drops output itself after 250 ms without a host heartbeat; the host gives up on the
+# generator after the same silence so both ends agree on when the link is lost.
+LINK_LOSS_S: Final = 0.250
+# 3 V is above every sensory (< 1 V) and motor (≤ 2–3 V) test threshold used before a lesion; more only
+# recruits nerves the test must not reach.
+STIM_AMPLITUDE_MAX_MV: Final = 3000
+# Sensory testing runs at 50 Hz and motor at 2 Hz; 200 Hz leaves room for protocols without allowing a
+# stimulator to be used as a low-frequency heater.
+STIM_FREQUENCY_MAX_HZ: Final = 200.0
+# 1 ms is the longest pulse width used for sensory and motor testing.
+STIM_PULSE_WIDTH_MAX_US: Final = 1000
+# A faster ramp overshoots with the thermocouple's lag and chars tissue at the tip; 5 °C/s is twice the
+# fastest ramp in common use.
+RAMP_RATE_MAX_C_PER_S: Final = 5.0
+# Pulsed-RF generators use 40–60 V peak; above 60 V the peak field heats tissue despite the duty cycle.
+PULSED_VOLTAGE_MAX_V: Final = 60.0
+# The contract's tolerance above the set temperature before over-temperature trips: the loop holds
+# ±1–2 °C, so 5 °C is a fault, not overshoot.
+OVER_TEMP_MARGIN_C: Final = 5.0
+# IEC 60601-2-37: the applied surface of an ultrasound transducer must stay ≤ 43 °C on skin.
+PROBE_FACE_TEMP_MAX_C: Final = 43.0
+# At ~20 frames/s, one second without a frame means the needle tip shown may no longer be where it is.
+IMAGING_FRAME_AGE_MAX_S: Final = 1.0
+
+# -- fixed plan bounds -----------------------------------------------------------------------------------
+
+# Body temperature: the starting point of every ramp.
+BODY_TEMP_C: Final = 37.0
+# Electrodes the cart's connectors and thermocouple inputs are qualified for.
+ELECTRODE_GAUGE_MIN: Final = 16
+ELECTRODE_GAUGE_MAX: Final = 22
+ACTIVE_TIP_MIN_MM: Final = 5.0
+ACTIVE_TIP_MAX_MM: Final = 15.0
+# Pulsed RF: the generator's range of pulse widths (20 ms is the usual one) and rates (2 Hz usual).
+PULSE_WIDTH_MIN_US: Final = 1000
+PULSE_WIDTH_MAX_US: Final = 50_000
+PULSE_RATE_MAX_HZ: Final = 10.0
+# The duty cycle is what keeps pulsed RF cool: 20 ms × 2 Hz is 4 %; above 10 % it is continuous RF.
+PULSED_DUTY_MAX: Final = 0.10
+
+# -- interlock thresholds (fixed design values) -----------------------------------------------------------
+
+# The control loop period (ARCHITECTURE.md section 8) and how many periods may pass before the loop is
+# declared stalled (the watchdog contract: "misses two periods").
+LOOP_PERIOD_S: Final = 0.010
+LOOP_MISSED_PERIODS: Final = 2
+# Readings below 10 °C or above 110 °C cannot come from a tip in living tissue (room air is ~20 °C, water
+# boils at 100 °C): the thermocouple or its wiring is faulty.
+THERMOCOUPLE_PLAUSIBLE_MIN_C: Final = 10.0
+THERMOCOUPLE_PLAUSIBLE_MAX_C: Final = 110.0
+# Tissue around a tip cannot change temperature faster than ~20 °C/s even at full power; a faster step
+# between two samples is a wiring fault or interference.
+THERMOCOUPLE_MAX_SLEW_C_PER_S: Final = 100.0
+# A frozen thermocouple: the reading has not changed by one count for longer than this while the power
+# swung by more than the given amount and never fell below the minimum (a real tip reacts within a second).
+THERMOCOUPLE_FROZEN_S: Final = 3.0
+THERMOCOUPLE_FROZEN_MIN_POWER_W: Final = 1.0
+THERMOCOUPLE_FROZEN_POWER_SWING_W: Final = 2.0
+# Temperature not tracking power: once more than this energy has gone in since output came on, the tip
+# must have risen this far (or be within it of the set temperature); else the thermocouple is not where
+# the heat is.
+NOT_TRACKING_ENERGY_J: Final = 150.0
+NOT_TRACKING_RISE_C: Final = 2.0
+# Impedance roll-off: a rise faster than 100 Ω/s over the last 0.5 s is desiccation or charring at the
+# tip, well above measurement noise (a few Ω).
+ROLLOFF_WINDOW_S: Final = 0.5
+ROLLOFF_MAX_RISE_OHM_PER_S: Final = 100.0
+# Over-power: measured power may exceed the commanded power by the generator's regulation tolerance
+# (10 % + 1 W); the last higher setpoint stays allowed for a short settling time after it is lowered.
+OVER_POWER_TOLERANCE: Final = 0.10
+OVER_POWER_TOLERANCE_W: Final = 1.0
+OVER_VOLTAGE_TOLERANCE_V: Final = 1.0
+SETPOINT_SETTLE_S: Final = 0.1
+# Output the gate has not commanded: more than 1 W, or the output-on flag, on a channel that has been
+# commanded off for longer than the generator needs to obey (two telemetry frames plus transit).
+UNCOMMANDED_POWER_W: Final = 1.0
+UNCOMMANDED_GRACE_S: Final = 0.1
+# The RF time beyond the planned lesion time that the loop's tick granularity may use before the gate
+# stops the lesion itself.
+LESION_TIME_TOLERANCE_S: Final = 2.0
+# Imaging lost during a lesion: how long a dropout may last before RF stops (see docs/safety.md, the
+# imaging-lost policy). Short USB stalls must not abort a lesion and force a second heating.
+IMAGING_LOSS_GRACE_S: Final = 2.0

@@ -1,0 +1,331 @@
+"""The lesion plan (TOML): what the procedure will deliver, validated against the effective limits.
+
+A plan names its electrodes, channels, modes and targets. It is refused, naming the field and the reason,
+when a value passes a hard or configured limit or when it is inconsistent: a pulsed set temperature
+above the pulsed limit, a channel used twice (a bipolar lesion uses its partner channel too), a ramp that
+cannot reach the set temperature within the lesion time, an empty impedance window.
+
+``lesion_time_s`` is the RF time of the lesion *including the ramp*: it is the number the gate's
+"lesion time exceeded" interlock compares RF-on time with, so there is one meaning for both.
+
+The limits to validate against come in the pydantic validation context (``{"limits": SafetyLimits}``);
+without one the hard limits apply, so a plan built in code can never pass more than the hard limits.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from firmware_bridge.messages import N_CHANNELS, OutputMode
+from safety import limits as hard
+from safety.config import HARD_LIMITS, SafetyLimits
+from safety.errors import FieldRefusal, PlanError
+
+_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _limits(info: ValidationInfo) -> SafetyLimits:
+    context = info.context
+    if isinstance(context, dict):
+        found = context.get("limits")
+        if isinstance(found, SafetyLimits):
+            return found
+    return HARD_LIMITS
+
+
+class LesionMode(enum.StrEnum):
+    CONTINUOUS = "continuous"
+    PULSED = "pulsed"
+    BIPOLAR = "bipolar"
+
+    @property
+    def output_mode(self) -> OutputMode:
+        """The ``SET_OUTPUT`` mode byte for this lesion mode."""
+        return _OUTPUT_MODES[self]
+
+
+_OUTPUT_MODES = {
+    LesionMode.CONTINUOUS: OutputMode.RF_CONTINUOUS,
+    LesionMode.PULSED: OutputMode.RF_PULSED,
+    LesionMode.BIPOLAR: OutputMode.RF_BIPOLAR,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Electrode(_Strict):
+    """The electrode the plan expects on a channel; checked against the generator's ELECTRODE_INFO."""
+
+    gauge: int = Field(ge=hard.ELECTRODE_GAUGE_MIN, le=hard.ELECTRODE_GAUGE_MAX)
+    active_tip_mm: float = Field(ge=hard.ACTIVE_TIP_MIN_MM, le=hard.ACTIVE_TIP_MAX_MM, allow_inf_nan=False)
+    cooled: bool = False
+
+
+class PulsedSettings(_Strict):
+    """Pulsed-RF waveform: the generator regulates peak voltage, the duty cycle keeps the tip cool."""
+
+    pulse_width_us: int = Field(ge=hard.PULSE_WIDTH_MIN_US, le=hard.PULSE_WIDTH_MAX_US)
+    rate_hz: float = Field(gt=0, le=hard.PULSE_RATE_MAX_HZ, allow_inf_nan=False)
+    max_voltage_v: _Positive
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> PulsedSettings:
+        limits = _limits(info)
+        if self.max_voltage_v > limits.pulsed_voltage_max_v:
+            raise FieldRefusal(
+                "max_voltage_v",
+                f"{self.max_voltage_v} V exceeds pulsed_voltage_max_v = {limits.pulsed_voltage_max_v} V",
+            )
+        duty = self.pulse_width_us * 1e-6 * self.rate_hz
+        if duty > hard.PULSED_DUTY_MAX:
+            raise FieldRefusal(
+                "pulse_width_us",
+                f"duty cycle {duty:.1%} (width × rate) exceeds "
+                f"{hard.PULSED_DUTY_MAX:.0%}: that is continuous RF",
+            )
+        return self
+
+
+class Lesion(_Strict):
+    """One lesion on one channel (a bipolar lesion on channel 1 or 3 also uses channel 2 or 4)."""
+
+    channel: int = Field(ge=1, le=N_CHANNELS)
+    electrode: Electrode
+    mode: LesionMode = LesionMode.CONTINUOUS
+    set_temp_c: _Finite
+    ramp_rate_c_per_s: _Positive
+    lesion_time_s: _Positive
+    """RF time of the lesion, ramp included."""
+    power_cap_w: _Positive
+    impedance_min_ohm: _Positive
+    impedance_max_ohm: _Positive
+    pulsed: PulsedSettings | None = None
+
+    @property
+    def ramp_time_s(self) -> float:
+        """Time to ramp from body temperature to the set temperature at the planned rate."""
+        return (self.set_temp_c - hard.BODY_TEMP_C) / self.ramp_rate_c_per_s
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """The channels this lesion drives: its own, and its partner when bipolar."""
+        return (self.channel, self.channel + 1) if self.mode is LesionMode.BIPOLAR else (self.channel,)
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> Lesion:
+        limits = _limits(info)
+        temp_max, temp_name = (
+            (limits.pulsed_tip_temp_max_c, "pulsed_tip_temp_max_c")
+            if self.mode is LesionMode.PULSED
+            else (limits.tip_temp_max_c, "tip_temp_max_c")
+        )
+        if self.set_temp_c > temp_max:
+            raise FieldRefusal("set_temp_c", f"{self.set_temp_c} °C exceeds {temp_name} = {temp_max} °C")
+        if self.set_temp_c <= hard.BODY_TEMP_C:
+            raise FieldRefusal(
+                "set_temp_c", f"{self.set_temp_c} °C is not above body temperature {hard.BODY_TEMP_C} °C"
+            )
+        if self.ramp_rate_c_per_s > limits.ramp_rate_max_c_per_s:
+            raise FieldRefusal(
+                "ramp_rate_c_per_s",
+                f"{self.ramp_rate_c_per_s} °C/s exceeds "
+                f"ramp_rate_max_c_per_s = {limits.ramp_rate_max_c_per_s} °C/s",
+            )
+        if self.lesion_time_s > limits.lesion_rf_time_max_s:
+            raise FieldRefusal(
+                "lesion_time_s",
+                f"{self.lesion_time_s} s exceeds lesion_rf_time_max_s = {limits.lesion_rf_time_max_s} s",
+            )
+        if self.ramp_time_s >= self.lesion_time_s:
+            raise FieldRefusal(
+                "ramp_rate_c_per_s",
+                f"at {self.ramp_rate_c_per_s} °C/s the tip reaches "
+                f"{self.set_temp_c} °C only after {self.ramp_time_s:.1f} s, "
+                f"not within lesion_time_s = {self.lesion_time_s} s",
+            )
+        if self.power_cap_w > limits.power_max_w:
+            raise FieldRefusal(
+                "power_cap_w", f"{self.power_cap_w} W exceeds power_max_w = {limits.power_max_w} W"
+            )
+        if self.impedance_min_ohm < limits.impedance_min_ohm:
+            raise FieldRefusal(
+                "impedance_min_ohm",
+                f"{self.impedance_min_ohm} Ω is below impedance_min_ohm = {limits.impedance_min_ohm} Ω",
+            )
+        if self.impedance_max_ohm > limits.impedance_max_ohm:
+            raise FieldRefusal(
+                "impedance_max_ohm",
+                f"{self.impedance_max_ohm} Ω exceeds impedance_max_ohm = {limits.impedance_max_ohm} Ω",
+            )
+        if self.impedance_min_ohm >= self.impedance_max_ohm:
+            raise FieldRefusal(
+                "impedance_min_ohm",
+                f"{self.impedance_min_ohm} Ω is not below impedance_max_ohm = {self.impedance_max_ohm} Ω",
+            )
+        if self.mode is LesionMode.PULSED and self.pulsed is None:
+            raise FieldRefusal("pulsed", "a pulsed lesion needs its pulsed settings")
+        if self.mode is not LesionMode.PULSED and self.pulsed is not None:
+            raise FieldRefusal("pulsed", f"pulsed settings given for a {self.mode.value} lesion")
+        if self.mode is LesionMode.BIPOLAR and self.channel % 2 == 0:
+            raise FieldRefusal(
+                "channel", "a bipolar lesion is planned on channel 1 (pair 1–2) or 3 (pair 3–4)"
+            )
+        return self
+
+
+class ScriptedResponses(_Strict):
+    """Patient responses for unattended runs: the amplitude at which each test responds (None: none)."""
+
+    sensory_threshold_mv: int | None = Field(default=None, gt=0)
+    motor_threshold_mv: int | None = Field(default=None, gt=0)
+
+
+class StimulationSettings(_Strict):
+    """Sensory (50 Hz) and motor (2 Hz) testing before the lesion."""
+
+    sensory_frequency_hz: _Positive = 50.0
+    motor_frequency_hz: _Positive = 2.0
+    pulse_width_us: int = Field(default=1000, gt=0)
+    max_amplitude_mv: int = Field(default=2000, gt=0)
+    scripted: ScriptedResponses | None = None
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> StimulationSettings:
+        limits = _limits(info)
+        for name in ("sensory_frequency_hz", "motor_frequency_hz"):
+            value = getattr(self, name)
+            if value > limits.stim_frequency_max_hz:
+                raise FieldRefusal(
+                    name, f"{value} Hz exceeds stim_frequency_max_hz = {limits.stim_frequency_max_hz} Hz"
+                )
+        if self.pulse_width_us > limits.stim_pulse_width_max_us:
+            raise FieldRefusal(
+                "pulse_width_us",
+                f"{self.pulse_width_us} µs exceeds stim_pulse_width_max_us = "
+                f"{limits.stim_pulse_width_max_us} µs",
+            )
+        if self.max_amplitude_mv > limits.stim_amplitude_max_mv:
+            raise FieldRefusal(
+                "max_amplitude_mv",
+                f"{self.max_amplitude_mv} mV exceeds stim_amplitude_max_mv = "
+                f"{limits.stim_amplitude_max_mv} mV",
+            )
+        if self.scripted is not None:
+            for name in ("sensory_threshold_mv", "motor_threshold_mv"):
+                value = getattr(self.scripted, name)
+                if value is not None and value > self.max_amplitude_mv:
+                    raise FieldRefusal(
+                        f"scripted.{name}",
+                        f"{value} mV is above max_amplitude_mv = "
+                        f"{self.max_amplitude_mv} mV: the test never reaches it",
+                    )
+        return self
+
+
+class LesionPlan(_Strict):
+    """A validated lesion plan: the only input from which the gate derives what it may enable."""
+
+    name: str = Field(min_length=1)
+    imaging_required: bool = True
+    imaging_frame_max_age_s: _Positive = 0.5
+    stimulation: StimulationSettings = StimulationSettings()
+    lesions: tuple[Lesion, ...]
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> LesionPlan:
+        limits = _limits(info)
+        if self.imaging_frame_max_age_s > limits.imaging_frame_age_max_s:
+            raise FieldRefusal(
+                "imaging_frame_max_age_s",
+                f"{self.imaging_frame_max_age_s} s exceeds "
+                f"imaging_frame_age_max_s = {limits.imaging_frame_age_max_s} s",
+            )
+        if not self.lesions:
+            raise FieldRefusal("lesions", "a plan needs at least one lesion")
+        used: dict[int, int] = {}
+        for index, lesion in enumerate(self.lesions):
+            for channel in lesion.channels:
+                if channel in used:
+                    raise FieldRefusal(
+                        f"lesions.{index}.channel",
+                        f"channel {channel} is already used by lesions.{used[channel]}",
+                    )
+                used[channel] = index
+        return self
+
+    def lesion_on(self, channel: int) -> Lesion | None:
+        """The lesion that drives ``channel`` (a bipolar lesion drives its partner too), if any."""
+        for lesion in self.lesions:
+            if channel in lesion.channels:
+                return lesion
+        return None
+
+
+def parse_plan(
+    data: dict[str, Any], limits: SafetyLimits = HARD_LIMITS, source: str = "lesion plan"
+) -> LesionPlan:
+    """Validate already-parsed plan data against ``limits``; a refusal names each field and reason."""
+    try:
+        return LesionPlan.model_validate(data, context={"limits": limits})
+    except ValidationError as exc:
+        raise PlanError.from_validation_error(source, exc) from exc
+
+
+def check_plan(plan: LesionPlan, limits: SafetyLimits) -> LesionPlan:
+    """Re-validate a plan (perhaps built in code) against tighter effective limits."""
+    return parse_plan(plan.model_dump(), limits, f"lesion plan {plan.name!r}")
+
+
+def load_plan(path: Path, limits: SafetyLimits = HARD_LIMITS) -> LesionPlan:
+    """Read and validate a lesion plan TOML file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PlanError(str(path), [("", f"cannot read TOML: {exc}")]) from exc
+    return parse_plan(data, limits, str(path))
+
+
+def default_genicular_plan() -> LesionPlan:
+    """Three conventional genicular lesions (superomedial, superolateral, inferomedial), one per channel.
+
+    18 G electrodes with 10 mm active tips at 80 °C: a 2 °C/s ramp reaches 80 °C after 21.5 s, then the
+    lesion holds for the rest of its 90 s. Imaging is required; stimulation checks come first (sensory
+    50 Hz, motor 2 Hz). The scripted responses let an unattended run pass its checks: a concordant
+    sensory response at 0.4 V and no motor response up to 2 V. Shipped as ``docs/examples/genicular.toml``.
+    """
+    electrode = Electrode(gauge=18, active_tip_mm=10.0, cooled=False)
+    lesions = tuple(
+        Lesion(
+            channel=channel,
+            electrode=electrode,
+            mode=LesionMode.CONTINUOUS,
+            set_temp_c=80.0,
+            ramp_rate_c_per_s=2.0,
+            lesion_time_s=90.0,
+            power_cap_w=25.0,
+            impedance_min_ohm=60.0,
+            impedance_max_ohm=800.0,
+        )
+        for channel in (1, 2, 3)
+    )
+    return LesionPlan(
+        name="genicular-3",
+        imaging_required=True,
+        imaging_frame_max_age_s=0.5,
+        stimulation=StimulationSettings(
+            sensory_frequency_hz=50.0,
+            motor_frequency_hz=2.0,
+            pulse_width_us=1000,
+            max_amplitude_mv=2000,
+            scripted=ScriptedResponses(sensory_threshold_mv=400),
+        ),
+        lesions=lesions,
+    )

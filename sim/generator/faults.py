@@ -1,0 +1,96 @@
+"""Scripted device faults for the simulated generator, and their TOML form (``rfa sim --faults FILE``).
+
+A fault is plain data: what goes wrong, on which channel, from when and for how long (simulated seconds
+from the generator's start). Scripts are data rather than callbacks so that a fault campaign can be
+written down, stored with a procedure record and replayed exactly from its seed.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from firmware_bridge.messages import N_CHANNELS
+
+
+class FaultKind(enum.StrEnum):
+    THERMOCOUPLE_OPEN = "thermocouple_open"
+    """The thermocouple reads full scale and the channel reports it open."""
+    THERMOCOUPLE_FROZEN = "thermocouple_frozen"
+    """The thermocouple keeps reporting the value it had when the fault began."""
+    IMPEDANCE_SPIKE = "impedance_spike"
+    """The load impedance rises by ``value`` ohm (default 1000): gas or a poor contact."""
+    IMPEDANCE_SHORT = "impedance_short"
+    """The load impedance falls to ``value`` ohm (default 5): a short."""
+    GENERATOR_FAULT = "generator_fault"
+    """The generator raises the fault bits ``value`` (default 0x01); all output off, output refused."""
+    CHANNEL_FAULT = "channel_fault"
+    """The channel's fault flag is set; its output goes off and is refused."""
+    ELECTRODE_REMOVED = "electrode_removed"
+    """The electrode is unplugged (and plugged back in when the fault ends)."""
+
+
+DEFAULT_VALUES: Final[dict[FaultKind, float]] = {
+    FaultKind.IMPEDANCE_SPIKE: 1000.0,
+    FaultKind.IMPEDANCE_SHORT: 5.0,
+    FaultKind.GENERATOR_FAULT: 0x01,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One scripted fault; ``duration_s=None`` means it lasts until the simulator stops."""
+
+    kind: FaultKind
+    at_s: float
+    channel: int = 1
+    """1..4; ignored by ``generator_fault``."""
+    duration_s: float | None = None
+    value: float | None = None
+    """Kind-specific magnitude (see :class:`FaultKind`); ``None`` takes the kind's default."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.channel <= N_CHANNELS:
+            raise ValueError(f"fault channel must be 1..{N_CHANNELS}, not {self.channel}")
+        if self.at_s < 0 or (self.duration_s is not None and self.duration_s <= 0):
+            raise ValueError(f"fault timing must be at_s >= 0 and duration_s > 0: {self}")
+
+    @property
+    def magnitude(self) -> float:
+        return DEFAULT_VALUES.get(self.kind, 0.0) if self.value is None else self.value
+
+    def active_at(self, t_s: float) -> bool:
+        """Whether the fault is in effect ``t_s`` seconds after the generator started."""
+        if t_s < self.at_s:
+            return False
+        return self.duration_s is None or t_s < self.at_s + self.duration_s
+
+
+def load_faults(path: Path) -> list[Fault]:
+    """Read ``[[fault]]`` tables (kind, at_s, channel, duration_s, value) from a TOML file.
+
+    A bad file raises ``ValueError`` naming the entry and the reason, so ``rfa sim`` can exit 2.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read fault script {path}: {exc}") from exc
+    faults: list[Fault] = []
+    for i, entry in enumerate(data.get("fault", [])):
+        try:
+            unknown = set(entry) - {"kind", "at_s", "channel", "duration_s", "value"}
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(unknown)}")
+            faults.append(Fault(
+                kind=FaultKind(entry["kind"]),
+                at_s=float(entry["at_s"]),
+                channel=int(entry.get("channel", 1)),
+                duration_s=None if entry.get("duration_s") is None else float(entry["duration_s"]),
+                value=None if entry.get("value") is None else float(entry["value"]),
+            ))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: fault[{i}]: {exc!r}") from exc
+    return faults

@@ -1,0 +1,151 @@
+"""A hypothesis state machine over operator actions, device faults and time, on the whole simulated cart.
+
+Invariants, checked at every command the host puts on the wire and after every step:
+
+- output is enabled (SET_OUTPUT, STIM with amplitude) only in the ⚡ states;
+- every state change is committed to the record before the next command goes out;
+- nothing but ``acknowledge`` leaves ``fault``;
+- at the end, a run in which an interlock tripped ends in ``fault`` (or ``stopped``, if the operator
+  pressed stop), with every output off on the simulated generator.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from control.procedure import OUTPUT_STATES, State
+from control.record import RecordReader
+from firmware_bridge.messages import Message, SetOutput, Stim
+from safety.gate import StimKind
+from safety.plan import LesionPlan, default_genicular_plan
+from sim.generator import Fault, FaultKind
+from tests.control.harness import SimCart, build_cart
+
+
+class ControlledOperator:
+    name = "hypothesis"
+
+    def __init__(self) -> None:
+        self.confirm_answer = True
+        self.ack_answer = False
+
+    def confirm(self, question: str) -> bool:
+        return self.confirm_answer
+
+    def responded(self, kind: StimKind, channel: int, amplitude_mv: int) -> bool:
+        return kind is StimKind.SENSORY and amplitude_mv >= 300
+
+    def acknowledge(self, alarms: list[str]) -> bool:
+        return self.ack_answer
+
+
+def short_plan() -> LesionPlan:
+    plan = default_genicular_plan()
+    stim = plan.stimulation.model_copy(update={"max_amplitude_mv": 500})
+    lesions = tuple(les.model_copy(update={"lesion_time_s": 40.0}) for les in plan.lesions[:2])
+    return plan.model_copy(update={"imaging_required": False, "stimulation": stim, "lesions": lesions})
+
+
+class CartMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir = tempfile.TemporaryDirectory()
+        self.operator = ControlledOperator()
+        self.cart: SimCart = build_cart(short_plan(), Path(self._dir.name), operator=self.operator)
+        self.steps: Iterator[None] = self.cart.session.steps()
+        self.finished = False
+        self.stop_pressed = False
+        self.last_state_row = 0
+        self.violations: list[str] = []
+        record = self.cart.record
+        original = record.append_durable
+
+        def tracking_append_durable(kind: str, payload: dict[str, Any], mono: float | None = None) -> int:
+            row = original(kind, payload, mono)
+            if kind == "state":
+                self.last_state_row = row
+            return row
+
+        record.append_durable = tracking_append_durable  # type: ignore[method-assign]
+        self.cart.generator.on_sent(self.check_command)
+
+    def check_command(self, seq: int, msg: Message, t: float) -> None:
+        state = self.cart.session.procedure.state
+        enabling = isinstance(msg, SetOutput) or (isinstance(msg, Stim) and msg.amplitude_mv > 0)
+        if enabling and state not in OUTPUT_STATES:
+            self.violations.append(f"{type(msg).__name__} sent in {state.value}")
+        if self.cart.record.stats.rows_committed < self.last_state_row:
+            self.violations.append(f"{type(msg).__name__} sent before state row {self.last_state_row} committed")
+
+    def advance_ticks(self, n: int) -> None:
+        for _ in range(n):
+            try:
+                next(self.steps)
+            except StopIteration:
+                self.finished = True
+                return
+
+    @precondition(lambda self: not self.finished)
+    @rule(ticks=st.integers(1, 600))
+    def advance(self, ticks: int) -> None:
+        self.advance_ticks(ticks)
+
+    @precondition(lambda self: not self.finished)
+    @rule(kind=st.sampled_from(list(FaultKind)), channel=st.integers(1, 2),
+          duration_s=st.one_of(st.none(), st.floats(0.05, 3.0)))
+    def device_fault(self, kind: FaultKind, channel: int, duration_s: float | None) -> None:
+        self.cart.sim.inject(Fault(kind, at_s=self.cart.sim.elapsed_s, channel=channel, duration_s=duration_s))
+
+    @precondition(lambda self: not self.finished)
+    @rule()
+    def press_stop(self) -> None:
+        self.stop_pressed = True
+        self.cart.session.request_stop()
+
+    @rule(confirm=st.booleans(), acknowledge=st.booleans())
+    def operator_answers(self, confirm: bool, acknowledge: bool) -> None:
+        self.operator.confirm_answer = confirm
+        self.operator.ack_answer = acknowledge
+
+    @invariant()
+    def no_violation_so_far(self) -> None:
+        assert self.violations == []
+
+    @invariant()
+    def nothing_energised_outside_output_states(self) -> None:
+        if self.cart.session.procedure.state not in OUTPUT_STATES:
+            assert not any(c.energised for c in self.cart.session.gate.commanded)
+
+    def teardown(self) -> None:
+        try:
+            self.operator.ack_answer = False  # let the run end: an unattended fault ends the run
+            self.advance_ticks(40_000)
+            assert self.finished, "the procedure did not end"
+            result = self.cart.session.result
+            assert result is not None
+            self.cart.sim.step()  # the generator acts on the last OUTPUT_OFF
+            assert not any(ch.output_on for ch in self.cart.sim.channels)
+            assert not any(c.energised for c in self.cart.session.gate.commanded)
+            if result.first_trip and not self.stop_pressed:
+                assert result.final_state == State.FAULT.value, result
+            self.cart.record.close()
+            reader = RecordReader(self.cart.record.path)
+            assert reader.verify().ok
+            for row in reader.rows("state"):
+                if row.payload["source"] == "fault":
+                    assert row.payload["trigger"] == "acknowledge", row.payload
+            reader.close()
+            assert self.violations == []
+        finally:
+            self._dir.cleanup()
+
+
+CartMachine.TestCase.settings = settings(max_examples=12, stateful_step_count=25, deadline=None)
+TestCartStateMachine = CartMachine.TestCase

@@ -1,0 +1,214 @@
+"""The HTML procedure report: what a physician and an auditor rely on it to show, from a hand-built record."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import sqlite3
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from control import record_cli
+from control.record import ProcedureRecord, RecordReader
+from control.report import read_facts, write_report
+from firmware_bridge.clock import SimClock
+from safety.plan import parse_plan
+
+PLANNED_CHANNELS = (1, 2)
+RAMP_AT_S = 10
+LESION_END_S = 14
+HOSTILE = "<script>alert('x')</script>"
+
+
+def plan_payload() -> dict[str, object]:
+    """A real plan, dumped the way the session records it, so a change of the plan's shape shows here."""
+    lesion = {
+        "electrode": {"gauge": 18, "active_tip_mm": 10.0},
+        "set_temp_c": 80.0,
+        "ramp_rate_c_per_s": 5.0,
+        "lesion_time_s": 30.0,
+        "power_cap_w": 25.0,
+        "impedance_min_ohm": 60.0,
+        "impedance_max_ohm": 800.0,
+    }
+    plan = parse_plan({"name": "two-channel <test>", "imaging_required": False,
+                       "lesions": [{"channel": ch, **lesion} for ch in PLANNED_CHANNELS]})
+    return plan.model_dump(mode="json")
+
+
+def state(record: ProcedureRecord, source: str, dest: str, trigger: str) -> int:
+    return record.append("state", {"source": source, "dest": dest, "trigger": trigger})
+
+
+def frame_payload() -> dict[str, object]:
+    pixels = np.tile(np.arange(60, dtype=np.uint8) * 4, (40, 1))
+    return {
+        "reason": "state ramping", "frame": 7, "guided_channel": 1,
+        "tip_lateral_mm": 1.5, "tip_depth_mm": 12.0, "tip_confidence": 0.9,
+        "shape": [40, 60], "mm_per_pixel": 0.5,
+        "zlib_b64": base64.b64encode(zlib.compress(pixels.tobytes())).decode("ascii"),
+    }
+
+
+def build_record(path: Path, *, telemetry: bool = True) -> None:
+    """Self-test, one RF window from 10 s to 14 s on channels 1 and 2, an alarm, a frame and a summary.
+
+    Telemetry is recorded for all four channels from 0 s to 20 s, as the session does, so the report has
+    to pick the planned channels and the lesion window itself.
+    """
+    clock = SimClock()
+    record = ProcedureRecord(path, clock, meta={"plan_name": "two-channel <test>"})
+    record.append("plan", plan_payload())
+    state(record, "off", "self_test", "begin_self_test")
+    clock.advance(1.0)
+    state(record, "self_test", "standby", "self_test_passed")
+    record.append("stimulation", {"channel": 1, "sensory_threshold_mv": 400, "motor_threshold_mv": None})
+    if not telemetry:
+        record.append("alarm", {"event": "trip", "detail": HOSTILE, "interlock": "self_test", "channel": None,
+                                "priority": "high"})
+        state(record, "standby", "fault", "fault")
+        record.append("summary", {"exit_code": 1, "final_state": "fault", "summaries": [],
+                                  "stimulation": [], "first_trip": "self_test", "first_trip_row": 5,
+                                  "message": "self-test failed"})
+        record.close()
+        return
+    for step in range(200):  # 10 Hz for 20 s; integer steps so the state changes land exactly
+        t = step / 10
+        clock.sleep_until(t)
+        if step == RAMP_AT_S * 10:
+            state(record, "armed", "ramping", "start_rf")
+            record.append("frame", frame_payload())
+        elif step == 120:
+            state(record, "ramping", "lesioning", "set_temperature_reached")
+            record.append("alarm", {"event": "inhibit", "detail": HOSTILE, "interlock": "impedance_high",
+                                    "channel": 2, "priority": "medium"})
+        elif step == LESION_END_S * 10:
+            state(record, "lesioning", "cooldown", "lesion_complete")
+        rf_on = RAMP_AT_S <= t < LESION_END_S
+        for ch in range(1, 5):
+            record.append("telemetry", {"ch": ch, "gen_us": step * 100_000, "tip_c": 77.0 if rf_on else 37.0,
+                                        "z_ohm": 250.0, "v": 30.0, "ma": 120.0, "w": 10.0 if rf_on else 0.0,
+                                        "flags": 0})
+    summaries = [{"channel": ch, "set_temp_c": 80.0, "time_to_set_s": 2.0, "overshoot_c": 0.3,
+                  "hold_mean_c": 79.9, "hold_max_c": 80.3, "hold_rms_error_c": 0.1,
+                  "impedance_start_ohm": 250.0, "impedance_end_ohm": 110.0, "energy_j": 40.0, "tripped": ""}
+                 for ch in PLANNED_CHANNELS]
+    record.append("summary", {"exit_code": 0, "final_state": "standby", "summaries": summaries,
+                              "stimulation": [], "first_trip": "", "first_trip_row": None, "message": ""})
+    record.close()
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rfa record")
+    record_cli.add_arguments(parser)
+    return record_cli.run(parser.parse_args(argv))
+
+
+@pytest.fixture
+def record_path(tmp_path: Path) -> Path:
+    path = tmp_path / "proc.rfa.db"
+    build_record(path)
+    return path
+
+
+def report_of(record: Path, tmp_path: Path) -> str:
+    out = tmp_path / "report.html"
+    write_report(record, out)
+    return out.read_text(encoding="utf-8")
+
+
+def test_one_plot_per_planned_channel_and_a_marked_frame(record_path: Path, tmp_path: Path) -> None:
+    page = report_of(record_path, tmp_path)
+    assert len(re.findall(r'<img class="lesion-plot"[^>]*src="data:image/png;base64,', page)) == 2
+    assert len(re.findall(r'<img class="frame"[^>]*src="data:image/png;base64,', page)) == 1
+    assert "tip at 1.5 mm lateral, 12.0 mm deep" in page
+    assert "Hash chain intact" in page and "BROKEN" not in page
+    assert "standby" in page and "start_rf" in page and "79.90" in page
+
+
+def test_telemetry_is_limited_to_planned_channels_and_the_lesion_window(record_path: Path) -> None:
+    reader = RecordReader(record_path)
+    try:
+        facts = read_facts(reader)
+    finally:
+        reader.close()
+    assert facts.rf_windows == [(RAMP_AT_S, LESION_END_S)]
+    assert sorted(facts.telemetry) == list(PLANNED_CHANNELS)
+    for trace in facts.telemetry.values():
+        assert trace.t_s.min() == pytest.approx(-5.0)
+        assert trace.t_s.max() == pytest.approx(LESION_END_S - RAMP_AT_S + 5.0)
+        assert trace.tip_temp_c.max() == pytest.approx(77.0)
+
+
+def test_record_text_is_escaped_not_markup(record_path: Path, tmp_path: Path) -> None:
+    page = report_of(record_path, tmp_path)
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "two-channel &lt;test&gt;" in page
+
+
+def test_a_tampered_row_is_reported_as_broken_at_that_row(record_path: Path, tmp_path: Path) -> None:
+    db = sqlite3.connect(record_path)
+    (row_id,) = db.execute("SELECT id FROM events WHERE kind = 'alarm'").fetchone()
+    payload = {"event": "inhibit", "detail": "nothing happened", "interlock": "impedance_high", "channel": 2,
+               "priority": "medium"}
+    db.execute("UPDATE events SET payload = ? WHERE id = ?", (json.dumps(payload), row_id))
+    db.commit()
+    db.close()
+    page = report_of(record_path, tmp_path)
+    assert f"Hash chain BROKEN at row {row_id}" in page
+    assert "Hash chain intact" not in page
+
+
+def test_an_unparseable_payload_is_named_and_the_rest_still_reports(record_path: Path, tmp_path: Path) -> None:
+    db = sqlite3.connect(record_path)
+    (row_id,) = db.execute("SELECT id FROM events WHERE kind = 'state' AND payload LIKE '%lesioning%'").fetchone()
+    (last_good,) = db.execute("SELECT max(id) FROM events WHERE kind = 'state' AND id < ?", (row_id,)).fetchone()
+    db.execute("UPDATE events SET payload = 'not json' WHERE id = ?", (row_id,))
+    db.commit()
+    db.close()
+    page = report_of(record_path, tmp_path)
+    assert f"Hash chain BROKEN at row {row_id}" in page
+    assert f"state rows after row {last_good} could not be read" in page
+    assert "start_rf" in page and "lesion_complete" not in page
+
+
+def test_a_record_without_telemetry_still_reports(tmp_path: Path) -> None:
+    path = tmp_path / "faulted.rfa.db"
+    build_record(path, telemetry=False)
+    page = report_of(path, tmp_path)
+    assert "lesion-plot" not in page
+    assert "RF was never started" in page
+    assert "<th>Final state</th><td>fault</td>" in page
+    assert "First interlock trip: self_test (record row 5)" in page
+
+
+def test_an_empty_record_still_reports(tmp_path: Path) -> None:
+    path = tmp_path / "empty.rfa.db"
+    ProcedureRecord(path, SimClock()).close()
+    page = report_of(path, tmp_path)
+    assert "Hash chain intact: 0 rows verified" in page
+    assert "No plan recorded" in page and "No summary recorded" in page
+
+
+def test_cli_writes_the_report_and_exits_0(record_path: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.html"
+    assert run_cli(["report", str(record_path), "-o", str(out)]) == record_cli.EXIT_OK
+    assert out.read_text(encoding="utf-8").count('class="lesion-plot"') == 2
+    err = capsys.readouterr().err
+    assert "verifying the hash chain" in err and "2 lesion plots, hash chain intact" in err
+
+
+def test_cli_writes_beside_the_record_by_default_and_exits_1_when_broken(record_path: Path) -> None:
+    db = sqlite3.connect(record_path)
+    db.execute("DELETE FROM events WHERE id = 3")
+    db.commit()
+    db.close()
+    assert run_cli(["report", str(record_path)]) == record_cli.EXIT_BROKEN
+    assert "Hash chain BROKEN at row 4" in (record_path.parent / "proc.html").read_text(encoding="utf-8")

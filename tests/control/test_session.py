@@ -1,0 +1,64 @@
+"""Whole procedures on the in-process simulator, in simulated time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from control.procedure import State
+from control.record import RecordReader
+from safety.plan import LesionPlan, default_genicular_plan
+from sim.generator import Fault, FaultKind
+from tests.control.harness import build_cart
+
+
+def plan_without_imaging() -> LesionPlan:
+    return default_genicular_plan().model_copy(update={"imaging_required": False})
+
+
+def test_the_default_plan_completes_and_its_record_verifies(tmp_path: Path) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == 0, result.message
+    assert result.final_state == "standby"
+    assert [s.tripped for s in result.summaries] == ["", "", ""]
+    for s in result.summaries:
+        assert s.overshoot_c <= 2.0
+        assert s.hold_rms_error_c is not None and s.hold_rms_error_c <= 1.0
+    assert [r["sensory_threshold_mv"] for r in result.stimulation] == [400, 400, 400]
+    reader = RecordReader(result.record_path)
+    assert reader.verify().ok
+    dests = [r.payload["dest"] for r in reader.rows("state")]
+    assert dests[:3] == ["self_test", "standby", "stimulating"]
+    assert dests[-5:] == ["armed", "ramping", "lesioning", "cooldown", "standby"]
+    # 4 channels at 100 Hz: every telemetry sample is in the record.
+    assert reader.count("telemetry") >= 4 * 100 * 100
+
+
+def test_a_channel_fault_mid_lesion_stops_that_channel_and_ends_in_fault(tmp_path: Path) -> None:
+    # Stimulation takes ~38 s of simulated time; the lesion runs from ~40 s to ~130 s.
+    fault = Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=70.0, channel=2)
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[fault])
+    result = cart.session.run()
+    assert result.exit_code == 1
+    assert result.final_state == "fault"
+    tripped = {s.channel: s.tripped for s in result.summaries}
+    assert tripped[2] and tripped[1] == tripped[3] == "", "only ch2 stops; the others complete their lesions"
+    assert " ch2: " in result.first_trip
+    assert result.first_trip_row is not None
+    cart.record.close()
+    alarms = list(RecordReader(result.record_path).rows("alarm"))
+    first = next(r for r in alarms if r.id == result.first_trip_row)
+    assert first.payload["channel"] == 2
+    # A full-scale open thermocouple reads as over-temperature too: both trip, in the same tick.
+    assert {"thermocouple_open", "over_temperature"} <= {r.payload.get("interlock") for r in alarms}
+    assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def test_a_generator_fault_stops_everything_at_once(tmp_path: Path) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=60.0)])
+    result = cart.session.run()
+    assert (result.exit_code, result.final_state) == (1, "fault")
+    assert result.first_trip.startswith("generator_fault")
+    assert cart.session.procedure.state is State.FAULT
+    assert not any(ch.output_on for ch in cart.sim.channels)

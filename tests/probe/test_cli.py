@@ -1,0 +1,74 @@
+"""``rfa probe info|stream|snapshot`` with the simulated probe injected, as the composition root does."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from control import probe_cli
+from firmware_bridge.clock import Clock, SimClock
+from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
+from sim.probe import NeedlePose, SimProbe, SimProbeBackend, SimProbeConfig
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rfa probe")
+    probe_cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _sim_factory(clock: Clock) -> UltrasoundProbe:
+    sim = SimProbe(clock, SimProbeConfig(lines=64, samples_per_line=1024, depth_mm=40))
+    sim.set_needle(NeedlePose(2.0, 25.0))
+    return UltrasoundProbe.open(clock, backend=SimProbeBackend(sim))
+
+
+def test_info_reports_the_probe() -> None:
+    out = io.StringIO()
+    assert probe_cli.run(_parse(["--json", "info"]), _sim_factory, SimClock(), out) == probe_cli.EXIT_OK
+    report = json.loads(out.getvalue())
+    assert report["model"] == "SIM-L38" and report["state"] == "idle" and report["face_temp_c"] == 33.0
+
+
+def test_stream_reports_rate_and_tip() -> None:
+    out = io.StringIO()
+    args = _parse(["--json", "stream", "--seconds", "2", "--gain-db", "45"])
+    assert probe_cli.run(args, _sim_factory, SimClock(), out) == probe_cli.EXIT_OK
+    summary = json.loads(out.getvalue())
+    assert summary["frames_per_s"] == pytest.approx(25.0, abs=1.0)
+    assert summary["corrupt_frames"] == summary["dropped_frames"] == 0
+    assert abs(summary["tip"]["depth_mm"] - 25.0) < 1.0
+
+
+def test_snapshot_writes_a_png(tmp_path: Path) -> None:
+    target = tmp_path / "frame.png"
+    assert (
+        probe_cli.run(
+            _parse(["snapshot", str(target), "--depth-mm", "50"]), _sim_factory, SimClock(), io.StringIO()
+        )
+        == probe_cli.EXIT_OK
+    )
+    assert target.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_an_absent_probe_is_unreachable() -> None:
+    def absent(clock: Clock) -> UltrasoundProbe:
+        return UltrasoundProbe.open(clock, backend=SimProbeBackend())
+
+    assert probe_cli.run(_parse(["info"]), absent, SimClock(), io.StringIO()) == probe_cli.EXIT_UNREACHABLE
+
+
+def test_a_bad_setting_is_a_usage_error() -> None:
+    args = _parse(["stream", "--depth-mm", "200"])
+    assert probe_cli.run(args, _sim_factory, SimClock(), io.StringIO()) == probe_cli.EXIT_USAGE
+
+
+def test_probe_targets_parse() -> None:
+    assert probe_cli.parse_probe_target("sim") is None
+    assert probe_cli.parse_probe_target("usb:1209:0001") == ProbeAddress(0x1209, 0x0001)
+    with pytest.raises(argparse.ArgumentTypeError):
+        probe_cli.parse_probe_target("usb:zz")

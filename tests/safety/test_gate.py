@@ -1,0 +1,302 @@
+"""The output gate on a real driver and a memory link: what reaches the wire, in which order, and why."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.errors import CapabilityError
+from firmware_bridge.generator import OutputCapability
+from firmware_bridge.messages import (
+    GeneratorState,
+    Message,
+    OutputMode,
+    OutputOff,
+    SetOutput,
+    Status,
+    Stim,
+)
+from safety.gate import Decision, EventKind, OutputGate, StimKind
+from safety.inputs import ImagingStatus
+from safety.interlocks import InterlockId
+from safety.plan import default_genicular_plan
+from tests.safety.support import ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ready(rig: Rig) -> None:
+    """Two healthy ticks so every message is fresh and the loop has a previous tick."""
+    rig.healthy_tick()
+    rig.healthy_tick()
+    rig.wire()
+
+
+def test_the_gate_starts_by_turning_everything_off() -> None:
+    rig = Rig()
+    assert rig.written == [OutputOff(0x0F)]
+    assert rig.events[0].kind is EventKind.OFF
+
+
+def test_a_healthy_request_sends_one_set_output_with_the_plan_mode() -> None:
+    rig = Rig()
+    ready(rig)
+    decision = rig.gate.request_output({1: 12.345, 2: 10.0}, rig.imaging())
+    assert decision, decision.reasons
+    assert rig.wire() == [SetOutput(0b0011, int(OutputMode.RF_CONTINUOUS), (1234, 1000, 0, 0), 0, 0)]
+    assert [c.on for c in rig.gate.commanded] == [True, True, False, False]
+    assert rig.events[-1].kind is EventKind.GRANTED and rig.events[-1].seq == decision.seq
+
+
+@pytest.mark.parametrize(
+    ("setpoints", "words"),
+    [
+        ({4: 5.0}, "not in the plan"),
+        ({1: 25.01}, "outside"),
+        ({1: -0.01}, "outside"),
+        ({1: float("nan")}, "outside"),
+        ({1: True}, "outside"),
+        ({}, "no channel"),
+    ],
+)
+def test_requests_beyond_the_plan_are_refused_and_nothing_is_sent(
+    setpoints: dict[int, float], words: str
+) -> None:
+    rig = Rig()
+    ready(rig)
+    decision = rig.gate.request_output(setpoints, rig.imaging())
+    assert not decision and any(words in r for r in decision.reasons), decision.reasons
+    assert rig.wire() == []
+    assert rig.events[-1].kind is EventKind.REFUSED
+
+
+def test_nothing_is_enabled_before_the_generator_has_been_heard() -> None:
+    rig = Rig()
+    decision = rig.gate.request_output({1: 5.0}, rig.imaging())
+    reasons = " ".join(decision.reasons)
+    for interlock in ("telemetry_stale", "link_lost", "electrode_mismatch"):
+        assert interlock in reasons
+    assert rig.wire() == []
+
+
+def test_starting_rf_needs_live_imaging_but_a_running_lesion_has_a_grace() -> None:
+    rig = Rig()
+    ready(rig)
+    stale = ImagingStatus(rig.clock.now() - 0.6, 30.0)
+    assert not rig.gate.request_output({1: 5.0}, stale)
+    assert rig.gate.request_output({1: 5.0}, rig.imaging())
+    assert not rig.gate.request_output({1: 5.0, 2: 5.0}, stale), (
+        "a second channel starting needs live imaging"
+    )
+    assert rig.gate.request_output({1: 6.0}, stale), "within the grace a running channel may continue"
+
+
+def test_an_over_temperature_trip_puts_output_off_on_the_wire_before_recording() -> None:
+    rig = Rig()
+    for _ in range(3):
+        rig.healthy_tick({1: channel(84.9), 2: channel(60.0)})
+    assert rig.gate.request_output({1: 10.0, 2: 10.0}, rig.imaging())
+    rig.wire()
+    seen_on_wire_at_record: list[list[Message]] = []
+    rig.gate._record = lambda event: seen_on_wire_at_record.append(rig.wire())
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(85.01, power_w=10.0, flags=ON), 2: channel(60.0, power_w=10.0, flags=ON)}))
+    trips = rig.gate.evaluate(rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.OVER_TEMPERATURE]
+    assert seen_on_wire_at_record[0] == [OutputOff(0b0001)], "OUTPUT_OFF is on the wire before the record"
+    assert [c.on for c in rig.gate.commanded] == [False, True, False, False]
+    assert not rig.gate.output_permitted(1) and rig.gate.output_permitted(2)
+
+
+def test_acknowledge_keeps_a_latch_while_its_cause_persists() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(impedance_ohm=55.0, power_w=10.0, flags=ON)}))
+    rig.gate.evaluate(rig.imaging())
+    assert rig.gate.acknowledge(rig.imaging()) == []
+    assert rig.events[-1].kind is EventKind.ACK_REFUSED
+    assert not rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.healthy_tick()
+    cleared = rig.gate.acknowledge(rig.imaging())
+    assert [t.interlock for t in cleared] == [InterlockId.IMPEDANCE_LOW]
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+
+
+def test_a_condition_while_idle_inhibits_without_latching() -> None:
+    rig = Rig()
+    ready(rig)
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(impedance_ohm=2000.0)}))
+    assert rig.gate.evaluate(rig.imaging()) == []
+    assert rig.wire() == [] and rig.gate.latched == ()
+    assert any(e.kind is EventKind.INHIBIT and e.interlock is InterlockId.IMPEDANCE_HIGH for e in rig.events)
+    assert not rig.gate.output_permitted(1)
+    rig.healthy_tick()
+    assert rig.gate.output_permitted(1)
+
+
+def test_a_generator_fault_trips_even_when_idle() -> None:
+    rig = Rig()
+    ready(rig)
+    rig.clock.advance(0.01)
+    rig.feed(telemetry(), status=Status(int(GeneratorState.FAULT), 0x10, 0x0102))
+    trips = rig.gate.evaluate(rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.GENERATOR_FAULT]
+    assert rig.wire() == [OutputOff(0x0F)]
+
+
+def test_uncommanded_output_is_switched_off_again_every_tick() -> None:
+    rig = Rig()
+    rig.clock.advance(0.2)  # past the grace the generator has to obey the gate's initial OUTPUT_OFF
+    ready(rig)
+    for _ in range(3):
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({4: channel(power_w=8.0, flags=ON)}))
+        rig.gate.evaluate(rig.imaging())
+    assert rig.wire() == [OutputOff(0x0F)] * 3
+    assert sum(e.kind is EventKind.TRIP for e in rig.events) == 1
+
+
+def test_operator_stop_turns_off_at_once_and_needs_acknowledge() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.wire()
+    rig.gate.operator_stop()
+    assert rig.wire() == [OutputOff(0x0F)]
+    rig.healthy_tick()
+    assert rig.wire() == [], "the stop already sent its OUTPUT_OFF"
+    assert not rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.OPERATOR_STOP]
+    rig.healthy_tick()
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+
+
+def test_lesion_time_is_accounted_by_the_gate_and_ends_the_lesion() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.wire()
+    rig.clock.advance(92.0)
+    assert rig.gate.snapshot().rf_on_s[0] == pytest.approx(92.0)
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(80.0, power_w=7.0, flags=ON)}))
+    trips = rig.gate.evaluate(rig.imaging())
+    assert {t.interlock for t in trips} >= {InterlockId.LESION_TIME_EXCEEDED}
+    assert rig.wire()[0] == OutputOff(0x0F), "the loop overrun (92 s without a tick) stops all channels"
+    rig.healthy_tick()
+    assert InterlockId.LESION_TIME_EXCEEDED not in {t.interlock for t in rig.gate.acknowledge(rig.imaging())}
+
+
+def test_pulsed_requests_carry_the_plan_waveform() -> None:
+    rig = Rig(plan=pulsed_plan())
+    ready(rig)
+    assert not rig.gate.request_output({1: 45.01})
+    assert rig.gate.request_output({1: 40.0})
+    assert rig.wire() == [SetOutput(0b0001, int(OutputMode.RF_PULSED), (4000, 0, 0, 0), 20_000, 20)]
+
+
+def test_bipolar_requests_drive_the_pair_and_the_partner_alone_is_refused() -> None:
+    rig = Rig(plan=bipolar_plan())
+    ready(rig)
+    assert not rig.gate.request_output({2: 10.0})
+    assert rig.gate.request_output({1: 10.0})
+    assert rig.wire() == [SetOutput(0b0011, int(OutputMode.RF_BIPOLAR), (1000, 0, 0, 0), 0, 0)]
+    assert [c.on for c in rig.gate.commanded] == [True, True, False, False]
+
+
+def test_stimulation_uses_plan_settings_and_excludes_rf() -> None:
+    rig = Rig()
+    ready(rig)
+    assert not rig.gate.request_stim(1, StimKind.SENSORY, 2001, rig.imaging())
+    assert rig.gate.request_stim(1, StimKind.SENSORY, 400, rig.imaging())
+    assert rig.wire() == [Stim(0b0001, 500, 1000, 400)]
+    assert not rig.gate.request_stim(2, StimKind.MOTOR, 400, rig.imaging())
+    assert not rig.gate.request_output({1: 5.0}, rig.imaging())
+    rig.gate.stop_stim()
+    assert rig.wire() == [Stim(0x0F, 0, 0, 0)]
+    assert rig.gate.request_stim(2, StimKind.MOTOR, 1000, rig.imaging())
+    assert rig.wire() == [Stim(0b0010, 20, 1000, 1000)]
+
+
+def test_a_trip_during_stimulation_stops_it_after_output_off() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_stim(1, StimKind.SENSORY, 400, rig.imaging())
+    rig.wire()
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(flags=0x0A)}))
+    rig.gate.evaluate(rig.imaging())
+    assert rig.wire() == [OutputOff(0b0001), Stim(0b0001, 0, 0, 0)]
+
+
+def test_channel_off_and_load_plan() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert not rig.gate.load_plan(default_genicular_plan()), "no plan change while RF is on"
+    rig.gate.channel_off(1)
+    rig.gate.all_off()
+    assert rig.wire()[-2:] == [OutputOff(0b0001), OutputOff(0x0F)]
+    assert rig.gate.load_plan(pulsed_plan())
+    assert rig.gate.rules.plan.name == "pulsed"
+
+
+def test_decision_is_truthy_only_when_allowed() -> None:
+    assert Decision(True) and not Decision(False, ("no",))
+
+
+# -- the capability: nobody but the gate can enable output ---------------------------------------------
+
+
+def test_the_gate_is_the_only_holder_of_the_capability() -> None:
+    rig = Rig()
+    with pytest.raises(CapabilityError):
+        rig.driver.claim_output_capability()
+    with pytest.raises(CapabilityError):
+        OutputGate(rig.driver, default_genicular_plan(), rig.limits, rig.clock, lambda e: None)
+    forged = OutputCapability(rig.driver)
+    msg = SetOutput(0x01, int(OutputMode.RF_CONTINUOUS), (5000, 0, 0, 0))
+    for capability in (forged, None, object()):
+        with pytest.raises(CapabilityError):
+            rig.driver.set_output(capability, msg)  # type: ignore[arg-type]
+        with pytest.raises(CapabilityError):
+            rig.driver.stim(capability, Stim(0x01, 500, 1000, 400))  # type: ignore[arg-type]
+    assert rig.wire() == []
+
+
+def _references(package: str, name: str) -> list[str]:
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr == name) or (
+                isinstance(node, ast.Name | ast.alias)
+                and getattr(node, "id", getattr(node, "name", "")) == name
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "name"),
+    [
+        ("control", "claim_output_capability"),
+        ("control", "OutputCapability"),
+        ("control", "_capability"),
+        ("control", "set_output"),
+        ("sim", "claim_output_capability"),
+        ("sim", "OutputCapability"),
+    ],
+)
+def test_no_code_outside_safety_touches_the_enabling_path(package: str, name: str) -> None:
+    """control/ never claims the capability nor calls SET_OUTPUT; sim/ never claims the host's capability."""
+    assert _references(package, name) == []
+
+
+def test_the_scanner_finds_the_gate_claiming_the_capability() -> None:
+    assert _references("safety", "claim_output_capability") != []

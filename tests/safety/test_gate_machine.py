@@ -1,0 +1,283 @@
+"""A hostile control loop: hypothesis drives the gate with arbitrary interleavings and checks the wire.
+
+The gate runs on a real :class:`RfGenerator` over a memory pair with ``SimClock``; the device end decodes
+every frame the host writes with :class:`FrameParser`, so the invariants are checked on the wire, not on
+the gate's own account of itself:
+
+* output is never on (by the wire) while a latch covers the channel, and never while a condition holds
+  at the moment of the gate's last decision;
+* every trip produces exactly one ``OUTPUT_OFF``, covering the trip, before any other command, and it is on
+  the wire by the time the trip is recorded;
+* an acknowledgement never clears a latch whose condition still holds;
+* nothing but the plan's channels, modes and capped setpoints is ever enabled.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from firmware_bridge.messages import (
+    ChannelTelemetry,
+    GeneratorState,
+    Message,
+    OutputMode,
+    OutputOff,
+    SetOutput,
+    Status,
+    Stim,
+    TelemetryFlag,
+)
+from safety.gate import EventKind, SafetyEvent, StimKind
+from safety.inputs import ImagingStatus
+from safety.interlocks import Trip, evaluate_interlocks
+from safety.watchdog import Watchdog
+from tests.safety.support import CONNECTED, Rig, telemetry
+
+CHANNEL_KINDS = (
+    "steady",
+    "steady",
+    "steady",
+    "steady",
+    "warm",
+    "hot",
+    "short",
+    "open",
+    "tc_open",
+    "fault",
+    "stray",
+    "overpower",
+)
+ALL_STEADY = ("steady",) * 4
+ALL_WARMING = ("warm",) * 4
+LINK_KINDS = ("ok", "ok", "ok", "ok", "no_telemetry", "no_heartbeat", "generator_fault")
+IMAGING_KINDS = ("live", "live", "live", "stale", "none", "boiling", "probe_hot")
+SETPOINTS = (0.0, 5.0, 10.0, 24.99, 25.0, 25.01, -1.0, math.nan, math.inf)
+
+
+class GateMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rig = Rig()
+        self.rig.events.clear()
+        self.rig.gate._record = self._record
+        self.dog = Watchdog(self.rig.gate, self.rig.clock)
+        self.temps_c = [37.0] * 4
+        self.imaging: ImagingStatus | None = self._imaging("live")
+        self.wire_on = [False] * 4
+        self.wire_setpoint_w = [0.0] * 4
+        self.decided_at: float | None = None
+        self.call_frames: list[Message] = []
+        self.record_problems: list[str] = []
+        self.rig.wire()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _record(self, event: SafetyEvent) -> None:
+        if event.kind is EventKind.TRIP:
+            frames = self._drain()
+            if not any(isinstance(m, OutputOff) for m in self.call_frames + frames):
+                self.record_problems.append(f"trip {event.interlock} recorded before its OUTPUT_OFF")
+        self.rig.events.append(event)
+
+    def _drain(self) -> list[Message]:
+        """Decode what reached the device, update the wire's view of each channel, keep this call's frames."""
+        frames = self.rig.wire()
+        for msg in frames:
+            self.call_frames.append(msg)
+            if isinstance(msg, OutputOff):
+                for ch in range(4):
+                    if msg.channel_mask & (1 << ch):
+                        self.wire_on[ch] = False
+            elif isinstance(msg, SetOutput):
+                plan_rules = self.rig.gate.rules
+                for ch in range(4):
+                    if msg.channel_mask & (1 << ch):
+                        rules = plan_rules.by_channel.get(ch + 1)
+                        assert rules is not None, f"SET_OUTPUT enabled unplanned channel {ch + 1}"
+                        assert msg.mode == int(rules.output_mode)
+                        assert msg.setpoints[ch] <= rules.power_max_w * 100
+                        self.wire_on[ch] = True
+                        self.wire_setpoint_w[ch] = msg.setpoints[ch] / 100
+        return frames
+
+    def _imaging(self, kind: str) -> ImagingStatus | None:
+        now = self.rig.clock.now()
+        return {
+            "live": ImagingStatus(now, 30.0),
+            "stale": ImagingStatus(now - 0.6, 30.0),
+            "none": None,
+            "boiling": ImagingStatus(now, 30.0, frozenset({1})),
+            "probe_hot": ImagingStatus(now, 43.5),
+        }[kind]
+
+    def _channel(self, index: int, kind: str) -> ChannelTelemetry:
+        on = self.wire_on[index]
+        power_centi_w = round(self.wire_setpoint_w[index] * 100) if on else 0
+        flags = CONNECTED | (int(TelemetryFlag.OUTPUT_ON) if on else 0)
+        if kind == "warm":
+            self.temps_c[index] = min(self.temps_c[index] + 0.5, 84.0)
+        elif kind == "hot":
+            self.temps_c[index] += 0.9
+        temp = round(self.temps_c[index] * 100)
+        z_deci = {"short": 500, "open": 12000}.get(kind, 2500)
+        if kind == "tc_open":
+            flags |= int(TelemetryFlag.THERMOCOUPLE_OPEN)
+        elif kind == "fault":
+            flags |= int(TelemetryFlag.CHANNEL_FAULT)
+        elif kind == "stray":
+            flags |= int(TelemetryFlag.OUTPUT_ON)
+            power_centi_w = 500
+        elif kind == "overpower":
+            power_centi_w = 3000
+        return ChannelTelemetry(temp, z_deci, 0, 0, power_centi_w, flags)
+
+    def _call(self, action: str, fn: object) -> list[Message]:
+        """Run one gate call and return the frames it wrote, in order."""
+        self.call_frames = []
+        assert callable(fn)
+        result = fn()
+        self._drain()
+        self.decided_at = self.rig.clock.now()
+        self.last_result = result
+        return self.call_frames
+
+    def _conditions(self) -> list[Trip]:
+        gate = self.rig.gate
+        return evaluate_interlocks(gate.snapshot(self.imaging), gate.rules, self.rig.clock.now())
+
+    # -- rules --------------------------------------------------------------------------------------------
+    @initialize()
+    def generator_heard(self) -> None:
+        """Start where a procedure starts: the generator heard, electrodes reported, imaging live."""
+        for _ in range(2):
+            self.tick(10, ALL_STEADY, "ok", "live")
+
+    @rule(
+        dt_ms=st.sampled_from((5, 10, 10, 10, 15)),
+        kinds=st.one_of(
+            st.just(ALL_STEADY),
+            st.just(ALL_STEADY),
+            st.just(ALL_WARMING),
+            st.tuples(*(st.sampled_from(CHANNEL_KINDS) for _ in range(4))),
+        ),
+        link=st.one_of(st.just("ok"), st.sampled_from(LINK_KINDS)),
+        imaging=st.one_of(st.just("live"), st.sampled_from(IMAGING_KINDS)),
+    )
+    def tick(self, dt_ms: int, kinds: tuple[str, str, str, str], link: str, imaging: str) -> None:
+        self.rig.clock.advance(dt_ms / 1000)
+        chans = {i + 1: self._channel(i, kind) for i, kind in enumerate(kinds)}
+        tele = None if link == "no_telemetry" else telemetry(chans)
+        status = Status(int(GeneratorState.FAULT), 0x1, 0x0102) if link == "generator_fault" else None
+        self.rig.feed(tele, status=status, heartbeat=link != "no_heartbeat")
+        self.imaging = self._imaging(imaging)
+        self.dog.kick()
+        was_on = any(self.wire_on)
+        frames = self._call("evaluate", lambda: self.rig.gate.evaluate(self.imaging))
+        trips: list[Trip] = self.last_result
+        event(f"tick with {'a trip' if trips else 'no trip'} while {'on' if was_on else 'off'}")
+        if trips:
+            mask = 0
+            for trip in trips:
+                mask |= trip.mask
+            assert isinstance(frames[0], OutputOff), f"first command after a trip was {frames[0]}"
+            assert frames[0].channel_mask & mask == mask
+            assert sum(isinstance(m, OutputOff) for m in frames) == 1, frames
+            assert all(isinstance(m, Stim) and m.amplitude_mv == 0 for m in frames[1:]), frames
+
+    @rule(
+        channels=st.one_of(
+            st.just({1}), st.just({1, 2, 3}), st.sets(st.integers(1, 4), min_size=1, max_size=3)
+        ),
+        setpoint=st.one_of(st.just(10.0), st.sampled_from(SETPOINTS)),
+    )
+    def request_output(self, channels: set[int], setpoint: float) -> None:
+        frames = self._call(
+            "request",
+            lambda: self.rig.gate.request_output(dict.fromkeys(sorted(channels), setpoint), self.imaging),
+        )
+        event(f"output request {'granted' if self.last_result else 'refused'}")
+        if self.last_result:
+            assert len(frames) == 1 and isinstance(frames[0], SetOutput)
+            assert frames[0].mode == int(OutputMode.RF_CONTINUOUS)
+        else:
+            assert frames == []
+
+    @rule(
+        channel=st.integers(1, 4),
+        kind=st.sampled_from(list(StimKind)),
+        amplitude_mv=st.sampled_from((0, 400, 2000, 2001)),
+    )
+    def request_stim(self, channel: int, kind: StimKind, amplitude_mv: int) -> None:
+        frames = self._call(
+            "stim", lambda: self.rig.gate.request_stim(channel, kind, amplitude_mv, self.imaging)
+        )
+        assert len(frames) == (1 if self.last_result else 0)
+
+    @rule()
+    def stop_stim(self) -> None:
+        self._call("stop_stim", self.rig.gate.stop_stim)
+
+    @rule(channel=st.integers(1, 4))
+    def channel_off(self, channel: int) -> None:
+        self._call("channel_off", lambda: self.rig.gate.channel_off(channel))
+
+    @rule()
+    def acknowledge(self) -> None:
+        before = {t.key for t in self.rig.gate.latched}
+        self._call("acknowledge", lambda: self.rig.gate.acknowledge(self.imaging))
+        cleared: list[Trip] = self.last_result
+        holding = {t.key for t in self._conditions()}
+        for trip in cleared:
+            assert trip.key not in holding, f"acknowledge cleared {trip.key} while its cause persists"
+        assert {t.key for t in self.rig.gate.latched} == before - {t.key for t in cleared}
+
+    @rule()
+    def operator_stop(self) -> None:
+        frames = self._call("stop", self.rig.gate.operator_stop)
+        assert frames[0] == OutputOff(0x0F)
+
+    @rule(dt_s=st.sampled_from((0.021, 0.05, 0.3, 2.0, 100.0)))
+    def stall(self, dt_s: float) -> None:
+        """The loop stalls; the watchdog (when armed) turns everything off on its own."""
+        self.rig.clock.advance(dt_s)
+        armed = self.dog.armed
+        frames = self._call("watchdog", self.dog.tick)
+        self.decided_at = None  # no interlock evaluation happened at this moment
+        if self.last_result:
+            assert frames[0] == OutputOff(0x0F)
+        else:
+            assert frames == []
+        if armed:
+            assert not any(self.wire_on), "a stalled loop's output is off (now or since the stall began)"
+
+    # -- invariants ---------------------------------------------------------------------------------------
+    @invariant()
+    def wire_agrees_with_the_gate(self) -> None:
+        commanded = [c.on for c in self.rig.gate.commanded]
+        assert self.wire_on == commanded
+
+    @invariant()
+    def never_on_under_a_latch(self) -> None:
+        for trip in self.rig.gate.latched:
+            for ch in range(4):
+                if trip.mask & (1 << ch):
+                    assert not self.wire_on[ch], f"channel {ch + 1} on under latch {trip.key}"
+
+    @precondition(lambda self: self.decided_at == self.rig.clock.now())
+    @invariant()
+    def never_on_while_a_condition_holds(self) -> None:
+        for trip in self._conditions():
+            for ch in range(4):
+                if trip.mask & (1 << ch):
+                    assert not self.wire_on[ch], f"channel {ch + 1} on while {trip.key}: {trip.reason}"
+
+    @invariant()
+    def trips_are_recorded_after_their_output_off(self) -> None:
+        assert self.record_problems == []
+
+
+GateMachine.TestCase.settings = settings(stateful_step_count=40, deadline=None)
+TestGateMachine = GateMachine.TestCase

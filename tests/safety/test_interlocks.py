@@ -1,0 +1,517 @@
+"""Every interlock at its boundary (just below, at, just above) and as a property over its whole range.
+
+Numeric interlocks are described once as a :class:`Case`: a snapshot builder taking ``limit + k * step``
+(``step`` is one wire unit or one millisecond), so ``k = -1, 0, +1`` are the boundary examples and the
+property test draws ``k`` over a wide range. A maximum trips iff ``k > 0``, a minimum iff ``k < 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_bridge.messages import (
+    ChannelTelemetry,
+    ElectrodeInfo,
+    ElectrodeSlot,
+    GeneratorState,
+    OutputMode,
+    Status,
+    TelemetryFlag,
+)
+from safety import limits as hard
+from safety.config import HARD_LIMITS
+from safety.inputs import ChannelTrend, CommandedChannel, ImagingStatus, SafetyInputs, advance_trend
+from safety.interlocks import (
+    CHANNEL_CHECKS,
+    SPECS,
+    SYSTEM_CHECKS,
+    ChannelRules,
+    InterlockId,
+    SafetyRules,
+    Trip,
+    evaluate_interlocks,
+)
+from safety.plan import Electrode, Lesion, LesionPlan, default_genicular_plan
+from tests.safety.support import (
+    NOW,
+    ON,
+    PULSED_RULES,
+    RULES,
+    channel,
+    electrodes,
+    inputs,
+    on,
+    telemetry,
+)
+
+CH1 = RULES.by_channel[1]
+PULSED_CH1 = PULSED_RULES.by_channel[1]
+
+
+def _tripped(interlock: InterlockId, snapshot: SafetyInputs, rules: SafetyRules = RULES) -> bool:
+    return any(t.interlock is interlock for t in evaluate_interlocks(snapshot, rules, NOW))
+
+
+def _hot_plan_rules() -> SafetyRules:
+    """Set temperature 93 °C: set + margin (98) passes the hard maximum, so 95 °C is what binds."""
+    lesion = Lesion(
+        channel=1,
+        electrode=Electrode(gauge=18, active_tip_mm=10.0),
+        set_temp_c=93.0,
+        ramp_rate_c_per_s=2.0,
+        lesion_time_s=360.0,
+        power_cap_w=50.0,
+        impedance_min_ohm=50.0,
+        impedance_max_ohm=1000.0,
+    )
+    return SafetyRules.compile(LesionPlan(name="hot", imaging_required=False, lesions=(lesion,)), HARD_LIMITS)
+
+
+HOT_RULES = _hot_plan_rules()
+
+
+def _rolloff_trend(rise_ohm: float) -> ChannelTrend:
+    trend = advance_trend(ChannelTrend(), channel(60.0, 200.0, power_w=10.0), 1.0, True)
+    return advance_trend(
+        trend, channel(60.0, 200.0 + rise_ohm, power_w=10.0), 1.0 + hard.ROLLOFF_WINDOW_S, True
+    )
+
+
+def _slew_trend(step_c: float) -> ChannelTrend:
+    trend = advance_trend(ChannelTrend(), channel(37.0), 1.0, False)
+    return advance_trend(trend, channel(37.0 + step_c), 1.5, False)
+
+
+def _frozen_trend(frozen_s: float, p_low: float = 5.0, p_high: float = 8.0) -> ChannelTrend:
+    trend = advance_trend(ChannelTrend(), channel(50.0, power_w=p_low), 10.0, True)
+    trend = advance_trend(trend, channel(50.0, power_w=p_high), 10.0 + frozen_s / 2, True)
+    return advance_trend(trend, channel(50.0, power_w=p_low), 10.0 + frozen_s, True)
+
+
+def _tracking_trend(energy_j: float, peak_c: float) -> ChannelTrend:
+    return ChannelTrend(
+        gen_time_s=5.0,
+        tip_temp_centi_c=round(peak_c * 100),
+        powered_on=True,
+        temp_at_on_c=37.0,
+        max_temp_since_on_c=peak_c,
+        energy_since_on_j=energy_j,
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    interlock: InterlockId
+    make: Callable[[float], SafetyInputs]
+    limit: float
+    step: float
+    maximum: bool = True
+    rules: SafetyRules = RULES
+    label: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.interlock.value}{'-' + self.label if self.label else ''}"
+
+
+CASES = [
+    Case(
+        InterlockId.OVER_TEMPERATURE,
+        lambda v: inputs(telemetry({1: channel(v)})),
+        85.0,
+        0.01,
+        label="set+margin",
+    ),
+    Case(
+        InterlockId.OVER_TEMPERATURE,
+        lambda v: inputs(telemetry({1: channel(v)})),
+        95.0,
+        0.01,
+        rules=HOT_RULES,
+        label="hard-max",
+    ),
+    Case(
+        InterlockId.PULSED_OVER_TEMPERATURE,
+        lambda v: inputs(telemetry({1: channel(v)})),
+        45.0,
+        0.01,
+        rules=PULSED_RULES,
+    ),
+    Case(
+        InterlockId.IMPEDANCE_LOW,
+        lambda v: inputs(telemetry({1: channel(impedance_ohm=v)})),
+        60.0,
+        0.1,
+        maximum=False,
+    ),
+    Case(InterlockId.IMPEDANCE_HIGH, lambda v: inputs(telemetry({1: channel(impedance_ohm=v)})), 800.0, 0.1),
+    Case(
+        InterlockId.IMPEDANCE_ROLL_OFF,
+        lambda v: inputs(trends={1: _rolloff_trend(v * hard.ROLLOFF_WINDOW_S)}),
+        hard.ROLLOFF_MAX_RISE_OHM_PER_S,
+        0.2,
+    ),
+    Case(
+        InterlockId.THERMOCOUPLE_IMPLAUSIBLE,
+        lambda v: inputs(telemetry({1: channel(v)})),
+        hard.THERMOCOUPLE_PLAUSIBLE_MIN_C,
+        0.01,
+        maximum=False,
+        label="low",
+    ),
+    Case(
+        InterlockId.THERMOCOUPLE_IMPLAUSIBLE,
+        lambda v: inputs(telemetry({1: channel(v)})),
+        hard.THERMOCOUPLE_PLAUSIBLE_MAX_C,
+        0.01,
+        label="high",
+    ),
+    Case(
+        InterlockId.THERMOCOUPLE_IMPLAUSIBLE,
+        lambda v: inputs(trends={1: _slew_trend(v * 0.5)}),
+        hard.THERMOCOUPLE_MAX_SLEW_C_PER_S,
+        0.02,
+        label="slew",
+    ),
+    Case(
+        InterlockId.THERMOCOUPLE_FROZEN,
+        lambda v: inputs(trends={1: _frozen_trend(v)}),
+        hard.THERMOCOUPLE_FROZEN_S,
+        0.01,
+        label="duration",
+    ),
+    Case(
+        InterlockId.THERMOCOUPLE_FROZEN,
+        lambda v: inputs(trends={1: _frozen_trend(3.5, 5.0, 5.0 + v)}),
+        hard.THERMOCOUPLE_FROZEN_POWER_SWING_W,
+        0.01,
+        label="swing",
+    ),
+    Case(
+        InterlockId.TEMPERATURE_NOT_TRACKING,
+        lambda v: inputs(trends={1: _tracking_trend(v, 38.0)}),
+        hard.NOT_TRACKING_ENERGY_J,
+        0.5,
+        label="energy",
+    ),
+    Case(
+        InterlockId.TEMPERATURE_NOT_TRACKING,
+        lambda v: inputs(trends={1: _tracking_trend(200.0, v)}),
+        37.0 + hard.NOT_TRACKING_RISE_C,
+        0.01,
+        maximum=False,
+        label="rise",
+    ),
+    Case(
+        InterlockId.OVER_POWER,
+        lambda v: inputs(telemetry({1: channel(power_w=v)})),
+        25.0,
+        0.01,
+        label="plan-cap",
+    ),
+    Case(
+        InterlockId.OVER_POWER,
+        lambda v: inputs(telemetry({1: channel(power_w=v, flags=ON)}), commanded={1: on(10.0)}),
+        12.0,
+        0.01,
+        label="commanded",
+    ),
+    Case(
+        InterlockId.OVER_POWER,
+        lambda v: inputs(
+            telemetry({1: channel(power_w=v, flags=ON)}),
+            commanded={1: on(10.0, ceiling=20.0, ceiling_until=NOW + 0.05)},
+        ),
+        23.0,
+        0.01,
+        label="settling",
+    ),
+    Case(
+        InterlockId.OVER_POWER,
+        lambda v: inputs(
+            telemetry({1: channel(voltage_v=v, flags=ON)}), commanded={1: on(40.0, mode=OutputMode.RF_PULSED)}
+        ),
+        41.0,
+        0.01,
+        rules=PULSED_RULES,
+        label="pulsed-voltage",
+    ),
+    Case(InterlockId.LESION_TIME_EXCEEDED, lambda v: inputs(rf_on_s={1: v}), 92.0, 0.01),
+    Case(
+        InterlockId.LESION_TIME_EXCEEDED,
+        lambda v: inputs(rf_on_s={1: v}),
+        360.0,
+        0.01,
+        rules=HOT_RULES,
+        label="hard-max",
+    ),
+    Case(InterlockId.TELEMETRY_STALE, lambda v: inputs(telemetry_age_s=v), 0.050, 0.001),
+    Case(InterlockId.LINK_LOST, lambda v: inputs(heartbeat_age_s=v), 0.250, 0.001, label="heartbeat"),
+    Case(InterlockId.LINK_LOST, lambda v: inputs(status_age_s=v), 0.250, 0.001, label="status"),
+    Case(
+        InterlockId.UNCOMMANDED_OUTPUT,
+        lambda v: inputs(
+            telemetry({4: channel(power_w=5.0)}), commanded={4: CommandedChannel(on=False, since=NOW - v)}
+        ),
+        hard.UNCOMMANDED_GRACE_S,
+        0.001,
+        label="grace",
+    ),
+    Case(
+        InterlockId.UNCOMMANDED_OUTPUT,
+        lambda v: inputs(telemetry({4: channel(power_w=v)})),
+        hard.UNCOMMANDED_POWER_W,
+        0.01,
+        label="power",
+    ),
+    Case(InterlockId.CONTROL_LOOP_OVERRUN, lambda v: inputs(loop_tick_age_s=v), 0.020, 0.001),
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW - v, 30.0)),
+        0.5,
+        0.001,
+        label="idle",
+    ),
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW - v, 30.0), commanded={1: on()}),
+        0.5 + hard.IMAGING_LOSS_GRACE_S,
+        0.001,
+        label="during-rf",
+    ),
+    Case(
+        InterlockId.PROBE_FACE_OVER_TEMPERATURE, lambda v: inputs(imaging=ImagingStatus(NOW, v)), 43.0, 0.01
+    ),
+]
+
+
+def _trips_at(case: Case, k: int) -> bool:
+    return _tripped(case.interlock, case.make(case.limit + k * case.step), case.rules)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_boundary_below_at_above(case: Case) -> None:
+    inside, outside = (-1, 1) if case.maximum else (1, -1)
+    assert not _trips_at(case, inside), "just inside the limit"
+    assert not _trips_at(case, 0), "at the limit (limits are the last allowed value)"
+    assert _trips_at(case, outside), "just beyond the limit"
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@given(k=st.integers(-400, 400))
+def test_trips_exactly_beyond_the_limit(case: Case, k: int) -> None:
+    assert _trips_at(case, k) == (k > 0 if case.maximum else k < 0)
+
+
+def test_the_healthy_snapshot_trips_nothing() -> None:
+    assert evaluate_interlocks(inputs(), RULES, NOW) == []
+
+
+# -- flags and sets -----------------------------------------------------------------------------------------
+
+
+@given(flags=st.integers(0, 255))
+def test_thermocouple_open_and_channel_fault_follow_their_flags(flags: int) -> None:
+    snapshot = inputs(telemetry({2: channel(flags=flags)}))
+    assert _tripped(InterlockId.THERMOCOUPLE_OPEN, snapshot) == bool(flags & TelemetryFlag.THERMOCOUPLE_OPEN)
+    assert _tripped(InterlockId.CHANNEL_FAULT, snapshot) == bool(flags & TelemetryFlag.CHANNEL_FAULT)
+
+
+@pytest.mark.parametrize(("flags", "trips"), [(0x08, False), (0x0A, True), (0x0C, False)])
+def test_thermocouple_open_examples(flags: int, trips: bool) -> None:
+    assert _tripped(InterlockId.THERMOCOUPLE_OPEN, inputs(telemetry({1: channel(flags=flags)}))) == trips
+
+
+@pytest.mark.parametrize(("flags", "trips"), [(0x08, False), (0x0C, True), (0x0A, False)])
+def test_channel_fault_examples(flags: int, trips: bool) -> None:
+    assert _tripped(InterlockId.CHANNEL_FAULT, inputs(telemetry({1: channel(flags=flags)}))) == trips
+
+
+@given(flags=st.integers(0, 255), power_centi_w=st.integers(0, 100))
+def test_uncommanded_output_flag_trips_whatever_the_power(flags: int, power_centi_w: int) -> None:
+    ch = ChannelTelemetry(3700, 2500, 0, 0, power_centi_w, flags)
+    snapshot = inputs(telemetry({4: ch}))
+    assert _tripped(InterlockId.UNCOMMANDED_OUTPUT, snapshot) == bool(flags & TelemetryFlag.OUTPUT_ON)
+
+
+@given(state=st.sampled_from(list(GeneratorState)), bits=st.integers(0, 2**32 - 1))
+def test_generator_fault_iff_fault_state_or_any_bit(state: GeneratorState, bits: int) -> None:
+    snapshot = inputs(status=Status(int(state), bits, 0x0102))
+    assert _tripped(InterlockId.GENERATOR_FAULT, snapshot) == (state is GeneratorState.FAULT or bits != 0)
+
+
+@pytest.mark.parametrize(
+    ("state", "bits", "trips"),
+    [(GeneratorState.OUTPUT, 0, False), (GeneratorState.OUTPUT, 1, True), (GeneratorState.FAULT, 0, True)],
+)
+def test_generator_fault_examples(state: GeneratorState, bits: int, trips: bool) -> None:
+    assert _tripped(InterlockId.GENERATOR_FAULT, inputs(status=Status(int(state), bits, 0))) == trips
+
+
+def test_missing_messages_count_as_stale_or_lost() -> None:
+    assert _tripped(InterlockId.TELEMETRY_STALE, inputs(no_telemetry=True))
+    assert _tripped(InterlockId.LINK_LOST, inputs(heartbeat_age_s=None))
+    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=None))
+    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(None, 30.0)))
+    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(float("nan"), 30.0)))
+    assert _tripped(InterlockId.PROBE_FACE_OVER_TEMPERATURE, inputs(imaging=ImagingStatus(NOW, float("nan"))))
+
+
+def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
+    assert not _tripped(InterlockId.IMAGING_LOST, inputs(imaging=None), PULSED_RULES)
+
+
+def test_control_loop_overrun_needs_a_previous_tick() -> None:
+    assert not _tripped(InterlockId.CONTROL_LOOP_OVERRUN, inputs(loop_tick_age_s=None))
+
+
+@given(stop=st.booleans())
+def test_operator_stop_follows_its_flag(stop: bool) -> None:
+    assert _tripped(InterlockId.OPERATOR_STOP, inputs(operator_stop=stop)) == stop
+
+
+@given(boiling=st.frozensets(st.integers(1, 4)))
+def test_boiling_trips_exactly_the_planned_boiling_channels(boiling: frozenset[int]) -> None:
+    trips = evaluate_interlocks(inputs(imaging=ImagingStatus(NOW, 30.0, boiling)), RULES, NOW)
+    found = {t.channel for t in trips if t.interlock is InterlockId.BOILING_DETECTED}
+    assert found == boiling & {1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    ("boiling", "trips"), [(frozenset(), False), (frozenset({2}), False), (frozenset({1}), True)]
+)
+def test_boiling_examples(boiling: frozenset[int], trips: bool) -> None:
+    snapshot = inputs(imaging=ImagingStatus(NOW, 30.0, boiling))
+    assert (
+        any(
+            t.interlock is InterlockId.BOILING_DETECTED and t.channel == 1
+            for t in evaluate_interlocks(snapshot, RULES, NOW)
+        )
+        == trips
+    )
+
+
+# -- electrodes ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("info", "trips"),
+    [
+        (electrodes(), False),
+        (electrodes(gauge=20), True),
+        (electrodes(tip_mm=10.1), True),
+        (electrodes(tip_mm=9.9), True),
+        (electrodes(cooled=True), True),
+        (electrodes(fitted=False), True),
+        (ElectrodeInfo(tuple(ElectrodeSlot(0, 0, 0, 0) for _ in range(4))), True),  # type: ignore[arg-type]
+    ],
+)
+def test_electrode_mismatch_examples(info: ElectrodeInfo, trips: bool) -> None:
+    assert _tripped(InterlockId.ELECTRODE_MISMATCH, inputs(electrode_info=info)) == trips
+
+
+@given(model=st.integers(0, 3), gauge=st.integers(14, 24), tip=st.integers(40, 160), flags=st.integers(0, 3))
+def test_electrode_mismatch_iff_not_the_planned_electrode(
+    model: int, gauge: int, tip: int, flags: int
+) -> None:
+    slot = ElectrodeSlot(model, gauge, tip, flags)
+    snapshot = inputs(electrode_info=ElectrodeInfo((slot, slot, slot, slot)))
+    planned = model != 0 and gauge == 18 and tip == 100 and flags == 0x02
+    assert _tripped(InterlockId.ELECTRODE_MISMATCH, snapshot) == (not planned)
+
+
+# -- scope, masks and the whole table ------------------------------------------------------------------------
+
+
+def test_every_interlock_has_a_spec_and_a_check() -> None:
+    assert set(SPECS) == set(InterlockId)
+    assert len(SYSTEM_CHECKS) + len(CHANNEL_CHECKS) == len(InterlockId)
+
+
+def test_channel_trips_stop_their_channel_and_system_trips_stop_all() -> None:
+    hot = evaluate_interlocks(inputs(telemetry({2: channel(90.0)}), loop_tick_age_s=1.0), RULES, NOW)
+    by_id = {t.interlock: t for t in hot}
+    assert by_id[InterlockId.OVER_TEMPERATURE].mask == 0b0010
+    assert by_id[InterlockId.CONTROL_LOOP_OVERRUN].mask == 0x0F
+
+
+def test_a_bipolar_channel_trip_stops_the_pair() -> None:
+    from tests.safety.support import bipolar_plan
+
+    rules = SafetyRules.compile(bipolar_plan(), HARD_LIMITS)
+    trips = evaluate_interlocks(inputs(telemetry({2: channel(90.0)})), rules, NOW)
+    assert [t.mask for t in trips if t.interlock is InterlockId.OVER_TEMPERATURE] == [0b0011]
+
+
+_channel_values = st.builds(
+    ChannelTelemetry,
+    st.integers(-32768, 32767),
+    st.integers(0, 65535),
+    st.integers(0, 65535),
+    st.integers(0, 65535),
+    st.integers(0, 65535),
+    st.integers(0, 255),
+)
+
+
+@given(chans=st.lists(_channel_values, min_size=4, max_size=4), rf=st.floats(0, 1000), age=st.floats(0, 10))
+def test_evaluation_is_total_and_deterministic(chans: list[ChannelTelemetry], rf: float, age: float) -> None:
+    snapshot = inputs(
+        telemetry(dict(enumerate(chans, start=1))), telemetry_age_s=age, rf_on_s={1: rf}, commanded={1: on()}
+    )
+    first = evaluate_interlocks(snapshot, RULES, NOW)
+    assert first == evaluate_interlocks(snapshot, RULES, NOW)
+    assert all(isinstance(t, Trip) and t.mask for t in first)
+
+
+# -- the trend reducer ---------------------------------------------------------------------------------------
+
+
+@given(samples=st.lists(st.tuples(st.integers(1, 30), st.integers(500, 9000)), min_size=1, max_size=60))
+def test_rolloff_window_minimum_matches_brute_force(samples: list[tuple[int, int]]) -> None:
+    trend = ChannelTrend()
+    history: list[tuple[float, float]] = []
+    t_ms = 1000
+    for dt_ms, z_deci in samples:
+        t_ms += dt_ms
+        trend = advance_trend(trend, ChannelTelemetry(5000, z_deci, 0, 0, 1000, ON), t_ms / 1000, True)
+        history.append((t_ms / 1000, z_deci / 10))
+    newest_t, newest_z = history[-1]
+    expected = newest_z - min(z for t, z in history if t >= newest_t - hard.ROLLOFF_WINDOW_S)
+    assert trend.impedance_rise_ohm == pytest.approx(expected)
+
+
+@given(powers=st.lists(st.integers(0, 5000), min_size=2, max_size=40))
+def test_energy_integrates_measured_power_while_on(powers: list[int]) -> None:
+    trend = ChannelTrend()
+    for i, p in enumerate(powers):
+        trend = advance_trend(trend, ChannelTelemetry(5000, 2500, 0, 0, p, ON), 1.0 + i * 0.01, True)
+    assert trend.energy_since_on_j == pytest.approx(sum(p / 100 * 0.01 for p in powers[1:]))
+
+
+def test_trend_restarts_when_output_goes_off_or_the_generator_clock_jumps_back() -> None:
+    trend = _rolloff_trend(80.0)
+    assert trend.impedance_rise_ohm > 0
+    off = advance_trend(trend, channel(60.0, 300.0), 2.0, False)
+    assert off.impedance_rise_ohm == 0 and off.energy_since_on_j == 0
+    rebooted = advance_trend(trend, channel(60.0, 300.0, power_w=10.0), 0.5, True)
+    assert rebooted.impedance_rise_ohm == 0 and rebooted.slew_c_per_s == 0
+
+
+def test_pulsed_rules_come_from_the_plan() -> None:
+    assert (PULSED_CH1.pulse_width_us, PULSED_CH1.pulse_rate_deci_hz, PULSED_CH1.voltage_max_v) == (
+        20_000,
+        20,
+        45.0,
+    )
+    assert CH1.rf_time_budget_s == 90.0 + hard.LESION_TIME_TOLERANCE_S
+
+
+def test_rules_cover_the_default_plan() -> None:
+    rules = SafetyRules.compile(default_genicular_plan(), HARD_LIMITS)
+    assert [r.channel for r in rules.channels] == [1, 2, 3]
+    assert isinstance(rules.channels[0], ChannelRules)

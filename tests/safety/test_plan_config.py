@@ -1,0 +1,243 @@
+"""Lesion plans and cart configurations: refused with the field and the reason; limits only ever tighten."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safety import limits as hard
+from safety.config import HARD_LIMITS, LIMIT_FIELDS, MINIMUM_LIMITS, SafetyLimits, load_config, parse_config
+from safety.errors import ConfigError, PlanError
+from safety.plan import check_plan, default_genicular_plan, load_plan, parse_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "genicular.toml"
+
+
+def lesion(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "channel": 1,
+        "electrode": {"gauge": 18, "active_tip_mm": 10.0},
+        "mode": "continuous",
+        "set_temp_c": 80.0,
+        "ramp_rate_c_per_s": 2.0,
+        "lesion_time_s": 90.0,
+        "power_cap_w": 25.0,
+        "impedance_min_ohm": 60.0,
+        "impedance_max_ohm": 800.0,
+    }
+    base.update(overrides)
+    return base
+
+
+PULSED = {"pulse_width_us": 20_000, "rate_hz": 2.0, "max_voltage_v": 45.0}
+
+
+def plan(*lesions: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return {"name": "test", "lesions": list(lesions) or [lesion()], **overrides}
+
+
+def refused(data: dict[str, Any], limits: SafetyLimits = HARD_LIMITS) -> PlanError:
+    with pytest.raises(PlanError) as info:
+        parse_plan(data, limits)
+    return info.value
+
+
+def test_the_example_toml_is_the_default_plan() -> None:
+    assert load_plan(EXAMPLE) == default_genicular_plan()
+
+
+def test_the_default_plan_reaches_its_set_temperature_within_the_lesion() -> None:
+    plan_ = default_genicular_plan()
+    assert [le.channel for le in plan_.lesions] == [1, 2, 3]
+    assert plan_.imaging_required
+    for le in plan_.lesions:
+        assert le.set_temp_c == 80.0 and le.ramp_time_s < le.lesion_time_s
+        assert 1.5 <= le.ramp_rate_c_per_s <= 2.0
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "words"),
+    [
+        (plan(lesion(set_temp_c=95.01)), "lesions.0.set_temp_c", "tip_temp_max_c"),
+        (
+            plan(
+                lesion(
+                    mode="pulsed", set_temp_c=45.01, pulsed=PULSED, ramp_rate_c_per_s=1.0, lesion_time_s=120.0
+                )
+            ),
+            "lesions.0.set_temp_c",
+            "pulsed_tip_temp_max_c",
+        ),
+        (plan(lesion(), lesion(channel=1)), "lesions.1.channel", "already used"),
+        (plan(lesion(mode="bipolar"), lesion(channel=2)), "lesions.1.channel", "already used"),
+        (plan(lesion(mode="bipolar", channel=2)), "lesions.0.channel", "bipolar"),
+        (
+            plan(lesion(ramp_rate_c_per_s=0.4, lesion_time_s=90.0)),
+            "lesions.0.ramp_rate_c_per_s",
+            "not within",
+        ),
+        (plan(lesion(ramp_rate_c_per_s=5.01)), "lesions.0.ramp_rate_c_per_s", "ramp_rate_max"),
+        (plan(lesion(lesion_time_s=360.01)), "lesions.0.lesion_time_s", "lesion_rf_time_max_s"),
+        (plan(lesion(power_cap_w=50.01)), "lesions.0.power_cap_w", "power_max_w"),
+        (plan(lesion(impedance_min_ohm=49.9)), "lesions.0.impedance_min_ohm", "impedance_min_ohm"),
+        (plan(lesion(impedance_max_ohm=1000.1)), "lesions.0.impedance_max_ohm", "impedance_max_ohm"),
+        (
+            plan(lesion(impedance_min_ohm=500.0, impedance_max_ohm=500.0)),
+            "lesions.0.impedance_min_ohm",
+            "not below",
+        ),
+        (plan(lesion(mode="pulsed", set_temp_c=42.0)), "lesions.0.pulsed", "needs"),
+        (plan(lesion(pulsed=PULSED)), "lesions.0.pulsed", "continuous"),
+        (
+            plan(lesion(mode="pulsed", set_temp_c=42.0, pulsed={**PULSED, "max_voltage_v": 60.1})),
+            "lesions.0.pulsed.max_voltage_v",
+            "pulsed_voltage_max_v",
+        ),
+        (
+            plan(lesion(mode="pulsed", set_temp_c=42.0, pulsed={**PULSED, "rate_hz": 8.0})),
+            "lesions.0.pulsed.pulse_width_us",
+            "duty",
+        ),
+        (plan(lesion(channel=5)), "lesions.0.channel", ""),
+        (plan(lesion(electrode={"gauge": 23, "active_tip_mm": 10.0})), "lesions.0.electrode.gauge", ""),
+        (
+            plan(lesion(electrode={"gauge": 18, "active_tip_mm": 4.9})),
+            "lesions.0.electrode.active_tip_mm",
+            "",
+        ),
+        (plan(lesion(set_temp_c=float("nan"))), "lesions.0.set_temp_c", ""),
+        (plan(lesion(set_temp_c=36.0)), "lesions.0.set_temp_c", "body temperature"),
+        (plan(lesion(colour="red")), "lesions.0.colour", ""),
+        (
+            plan(stimulation={"max_amplitude_mv": 3001}),
+            "stimulation.max_amplitude_mv",
+            "stim_amplitude_max_mv",
+        ),
+        (
+            plan(stimulation={"sensory_frequency_hz": 200.5}),
+            "stimulation.sensory_frequency_hz",
+            "stim_frequency",
+        ),
+        (plan(stimulation={"pulse_width_us": 1001}), "stimulation.pulse_width_us", "stim_pulse_width"),
+        (
+            plan(stimulation={"scripted": {"motor_threshold_mv": 2500}}),
+            "stimulation.scripted.motor_threshold_mv",
+            "never reaches",
+        ),
+        (plan(imaging_frame_max_age_s=1.5), "imaging_frame_max_age_s", "imaging_frame_age_max_s"),
+        ({"name": "empty", "lesions": []}, "lesions", "at least one"),
+    ],
+)
+def test_refusals_name_the_field_and_the_reason(data: dict[str, Any], field: str, words: str) -> None:
+    error = refused(data)
+    assert field in error.fields, error
+    assert words in dict(error.problems)[field]
+
+
+def test_the_pulsed_limit_is_allowed_exactly() -> None:
+    data = plan(
+        lesion(mode="pulsed", set_temp_c=45.0, pulsed=PULSED, ramp_rate_c_per_s=1.0, lesion_time_s=120.0)
+    )
+    assert parse_plan(data).lesions[0].set_temp_c == 45.0
+
+
+def test_a_tighter_configuration_refuses_a_plan_the_hard_limits_allow() -> None:
+    config = parse_config({"limits": {"tip_temp_max_c": 75.0}})
+    with pytest.raises(PlanError) as info:
+        check_plan(default_genicular_plan(), config.effective_limits)
+    assert "lesions.0.set_temp_c" in info.value.fields
+
+
+def test_unreadable_files_are_typed_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [", encoding="utf-8")
+    with pytest.raises(PlanError):
+        load_plan(bad)
+    with pytest.raises(ConfigError):
+        load_config(bad)
+    with pytest.raises(PlanError):
+        load_plan(tmp_path / "missing.toml")
+
+
+def test_a_configuration_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "cart.toml"
+    path.write_text(
+        'generator_url = "/dev/ttyUSB0"\nprobe = "usb:1209:0001"\nrecord_dir = "/var/rfa"\n'
+        "[limits]\npower_max_w = 30.0\nimpedance_min_ohm = 80.0\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert config.effective_limits.power_max_w == 30.0
+    assert config.effective_limits.impedance_min_ohm == 80.0
+    assert config.effective_limits.tip_temp_max_c == hard.TIP_TEMP_MAX_C
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"limits": {"tip_temp_max_c": 95.5}}, "limits.tip_temp_max_c"),
+        ({"limits": {"impedance_min_ohm": 40.0}}, "limits.impedance_min_ohm"),
+        ({"limits": {"impedance_min_ohm": 900.0, "impedance_max_ohm": 800.0}}, "limits.impedance_min_ohm"),
+        ({"limits": {"power_max_w": -1.0}}, "limits.power_max_w"),
+        ({"limits": {"power_max_w": float("inf")}}, "limits.power_max_w"),
+        ({"limits": {"powr_max_w": 10.0}}, "limits.powr_max_w"),
+        ({"probe": "usb:zz:01"}, "probe"),
+        ({"debug_bypass": True}, "debug_bypass"),
+    ],
+)
+def test_configuration_refusals_name_the_field(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert field in info.value.fields, info.value
+
+
+def test_the_config_error_names_the_limit() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"limits": {"power_max_w": 60.0}})
+    assert "hard limit 50.0" in dict(info.value.problems)["limits.power_max_w"]
+
+
+def _limit_values() -> st.SearchStrategy[dict[str, Any]]:
+    """Any subset of the limit fields, each with any value: near the limits, far beyond, NaN, infinite."""
+    hints = typing.get_type_hints(SafetyLimits)
+    values = {
+        name: (
+            st.integers(-10, 10_000) if hints[name] is int else st.one_of(st.floats(-10, 10_000), st.floats())
+        )
+        for name in LIMIT_FIELDS
+    }
+    return st.fixed_dictionaries({}, optional=values)
+
+
+@given(values=_limit_values())
+def test_no_configuration_value_can_raise_a_hard_limit(values: dict[str, Any]) -> None:
+    try:
+        effective = parse_config({"limits": values}).effective_limits
+    except ConfigError:
+        return
+    for field in dataclasses.fields(SafetyLimits):
+        value, limit = getattr(effective, field.name), getattr(HARD_LIMITS, field.name)
+        if field.name in MINIMUM_LIMITS:
+            assert value >= limit
+        else:
+            assert 0 < value <= limit
+    assert effective.impedance_min_ohm < effective.impedance_max_ohm
+
+
+@given(cap=st.floats(0.1, 100.0), config_max=st.floats(1.0, 50.0))
+def test_a_plan_never_passes_the_configured_limit(cap: float, config_max: float) -> None:
+    limits = parse_config({"limits": {"power_max_w": config_max}}).effective_limits
+    try:
+        accepted = parse_plan(plan(lesion(power_cap_w=cap)), limits)
+    except PlanError as error:
+        assert "lesions.0.power_cap_w" in error.fields
+        assert cap > config_max
+        return
+    assert accepted.lesions[0].power_cap_w <= config_max <= hard.POWER_MAX_W

@@ -1,0 +1,86 @@
+"""The independent watchdog: explicit ticks under SimClock, its own thread under RealClock."""
+
+from __future__ import annotations
+
+import threading
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_bridge.clock import RealClock
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.messages import OutputOff
+from firmware_bridge.transport import memory_pair
+from safety.config import HARD_LIMITS
+from safety.gate import EventKind, OutputGate, SafetyEvent
+from safety.interlocks import InterlockId
+from safety.plan import default_genicular_plan
+from safety.watchdog import Watchdog
+from tests.safety.support import Rig
+
+
+def test_nothing_happens_before_the_first_kick() -> None:
+    rig = Rig()
+    dog = Watchdog(rig.gate, rig.clock)
+    rig.clock.advance(10.0)
+    assert not dog.armed and not dog.tick()
+    assert rig.wire() == []
+
+
+def test_two_missed_periods_are_allowed_and_a_moment_more_trips() -> None:
+    rig = Rig()
+    dog = Watchdog(rig.gate, rig.clock)
+    dog.kick()
+    rig.clock.advance(0.0199)
+    assert not dog.tick()
+    rig.clock.advance(0.0001)
+    assert not dog.tick(), "exactly two periods late is still allowed"
+    rig.clock.advance(0.0001)
+    assert dog.tick()
+    assert rig.wire() == [OutputOff(0x0F)]
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.CONTROL_LOOP_OVERRUN]
+    assert not dog.tick() and rig.wire() == [], "one trip per stall"
+    dog.kick()
+    rig.clock.advance(0.03)
+    assert dog.tick(), "a new stall after the loop came back trips again"
+
+
+# Exactly 20 ms is left to the example above: accumulated float time lands on either side of it.
+@given(gaps_ms=st.lists(st.integers(0, 40).filter(lambda ms: ms != 20), min_size=1, max_size=30))
+def test_trips_iff_a_gap_exceeds_two_periods(gaps_ms: list[int]) -> None:
+    rig = Rig()
+    dog = Watchdog(rig.gate, rig.clock)
+    dog.kick()
+    for gap in gaps_ms:
+        rig.clock.advance(gap / 1000)
+        assert dog.tick() == (gap > 20)
+        dog.kick()
+
+
+def test_disarm_turns_output_off_first() -> None:
+    rig = Rig()
+    dog = Watchdog(rig.gate, rig.clock)
+    dog.kick()
+    dog.disarm()
+    assert rig.wire() == [OutputOff(0x0F)] and not dog.armed
+
+
+def test_the_thread_trips_a_stalled_loop_on_the_real_clock() -> None:
+    clock = RealClock()
+    host, _device = memory_pair("watchdog")
+    tripped = threading.Event()
+
+    def record(event: SafetyEvent) -> None:
+        if event.kind is EventKind.TRIP and event.interlock is InterlockId.CONTROL_LOOP_OVERRUN:
+            tripped.set()
+
+    gate = OutputGate(RfGenerator(host, clock), default_genicular_plan(), HARD_LIMITS, clock, record)
+    dog = Watchdog(gate, clock)
+    dog.start()
+    try:
+        dog.kick()  # and then the "loop" never kicks again
+        assert tripped.wait(timeout=10.0), "the watchdog thread never tripped"
+    finally:
+        dog.stop()
+        dog.stop()
+    assert dog.trips >= 1 and not dog.armed

@@ -1,0 +1,255 @@
+"""The RfGenerator driver against the simulated generator, in lockstep on a memory pair and a SimClock.
+
+Every test here runs in simulated time: ten simulated seconds cost a fraction of a wall second and the
+same seed gives the same bytes, so the watchdog window can be asserted to the tick.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_bridge.clock import SimClock
+from firmware_bridge.errors import CapabilityError, LinkError
+from firmware_bridge.framing import Frame
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.messages import (
+    AckResult,
+    GeneratorState,
+    Message,
+    OutputMode,
+    OutputOff,
+    SelfTest,
+    SetOutput,
+    Stim,
+)
+from firmware_bridge.transport import MemoryTransport, Transport, memory_pair
+from sim.generator import SELF_TEST_ALL_PASSED, TICK_S, SimGenerator
+from sim.link_faults import FaultyTransport, LinkFaultConfig
+
+
+class Lockstep:
+    """One SimClock shared by the simulator and the driver; each tick steps the sim, then the host."""
+
+    def __init__(self, *, device_wrap: type[FaultyTransport] | None = None,
+                 link: LinkFaultConfig | None = None, seed: int = 0) -> None:
+        self.clock = SimClock()
+        self.host_end, self.device_end = memory_pair("driver-test")
+        device: Transport = self.device_end
+        if device_wrap is not None:
+            device = device_wrap(self.device_end, self.clock, link or LinkFaultConfig(), seed=seed)
+        self.device = device
+        self.sim = SimGenerator(device, self.clock, seed=seed)
+        self.driver = RfGenerator(self.host_end, self.clock)
+        self.heartbeats = True
+        self.sim.step()
+        self.driver.service()
+
+    def run(self, seconds: float) -> None:
+        for _ in range(round(seconds / TICK_S)):
+            self.clock.advance(TICK_S)
+            self.sim.step()
+            if self.heartbeats:
+                self.driver.service()
+            else:
+                self.driver.poll()
+
+    def ack(self, msg_id: int, seq: int) -> AckResult:
+        self.run(2 * TICK_S)
+        received = self.driver.ack_for(msg_id, seq)
+        assert received is not None, f"no ACK for id {msg_id:#x} seq {seq}"
+        return AckResult(received.msg.result)
+
+
+@pytest.fixture
+def link() -> Lockstep:
+    ls = Lockstep()
+    ls.run(0.2)
+    return ls
+
+
+def continuous(mask: int, watts: float) -> SetOutput:
+    centi = round(watts * 100)
+    return SetOutput(mask, OutputMode.RF_CONTINUOUS, (centi, centi, centi, centi))
+
+
+def test_self_test_exchange(link: Lockstep) -> None:
+    seq = link.driver.request_self_test()
+    assert link.ack(SelfTest.MSG_ID, seq) == AckResult.OK
+    link.run(0.4)
+    result = link.driver.self_test_result
+    assert result is not None and result.msg == SelfTest(1, SELF_TEST_ALL_PASSED)
+
+
+def test_latest_messages_carry_their_arrival_time(link: Lockstep) -> None:
+    link.run(1.0)
+    now = link.clock.now()
+    tel, status, hb, electrodes = (link.driver.telemetry, link.driver.status, link.driver.heartbeat,
+                                   link.driver.electrodes)
+    assert tel is not None and tel.arrived_at == pytest.approx(now)
+    assert tel.msg.gen_time_us == pytest.approx((now - link.sim.origin) * 1e6, abs=1)
+    assert status is not None and status.msg.state == GeneratorState.IDLE and now - status.arrived_at < 0.1
+    assert hb is not None and electrodes is not None and electrodes.msg.electrodes[0].connected
+
+
+def test_output_on_power_and_temperature_respond(link: Lockstep) -> None:
+    cap = link.driver.claim_output_capability()
+    seq = link.driver.set_output(cap, continuous(0x01, 10.0))
+    assert link.ack(SetOutput.MSG_ID, seq) == AckResult.OK
+    tel = link.driver.telemetry
+    assert tel is not None
+    start_c = tel.msg.channels[0].tip_temp_c
+    link.run(10.0)
+    tel = link.driver.telemetry
+    assert tel is not None
+    ch = tel.msg.channels[0]
+    assert ch.output_on and ch.power_w == pytest.approx(10.0, rel=0.02)
+    assert ch.tip_temp_c > start_c + 20.0
+    assert link.sim.counters.watchdog_trips == 0
+
+
+def test_generator_turns_output_off_when_host_heartbeats_stop(link: Lockstep) -> None:
+    cap = link.driver.claim_output_capability()
+    link.driver.set_output(cap, continuous(0x0F, 5.0))
+    link.run(0.5)
+    link.heartbeats = False
+    off_at = None
+    for _ in range(50):
+        link.run(TICK_S)
+        tel = link.driver.telemetry
+        assert tel is not None
+        if not any(ch.output_on for ch in tel.msg.channels):
+            off_at = link.sim.origin + tel.msg.gen_time_us / 1e6
+            break
+    assert off_at is not None
+    now = link.clock.now()
+    last_heartbeat = now - link.sim.host_silent_s(now)  # as the generator received it
+    assert 0.25 - 1e-6 <= off_at - last_heartbeat <= 0.26 + 1e-6
+    assert link.sim.counters.watchdog_trips == 1
+
+
+def test_enabling_output_needs_the_one_capability(link: Lockstep) -> None:
+    cap = link.driver.claim_output_capability()
+    with pytest.raises(CapabilityError):
+        link.driver.claim_output_capability()
+    other = RfGenerator(memory_pair()[0], link.clock).claim_output_capability()
+    with pytest.raises(CapabilityError):
+        link.driver.set_output(other, continuous(0x01, 5.0))
+    with pytest.raises(CapabilityError):
+        link.driver.stim(None, Stim(0x01, 500, 1000, 1000))
+    seq = link.driver.stim(None, Stim(0x01, 500, 1000, 0))  # stopping needs nothing
+    assert link.ack(Stim.MSG_ID, seq) == AckResult.OK
+    seq = link.driver.stim(cap, Stim(0x01, 500, 1000, 1000))
+    assert link.ack(Stim.MSG_ID, seq) == AckResult.OK
+    seq = link.driver.output_off()  # anyone may make the cart safer
+    assert link.ack(OutputOff.MSG_ID, seq) == AckResult.OK
+
+
+def test_pump_command_is_acked(link: Lockstep) -> None:
+    seq = link.driver.pump(True, 250)
+    assert link.ack(0x13, seq) == AckResult.OK
+    assert link.sim.pump_on and link.sim.pump_flow_deci_ml_min == 250
+
+
+def test_output_off_reaches_the_wire_before_the_listeners() -> None:
+    events: list[str] = []
+
+    class Recording(MemoryTransport):
+        def write(self, data: bytes) -> None:
+            events.append("wire")
+            super().write(data)
+
+    host_end, _ = memory_pair()
+    recording = Recording(host_end.url, host_end._rx, host_end._tx)
+    driver = RfGenerator(recording, SimClock())
+    cap = driver.claim_output_capability()
+
+    def listener(seq: int, msg: Message, t: float) -> None:
+        events.append(type(msg).__name__)
+
+    driver.on_sent(listener)
+    driver.output_off()
+    driver.set_output(cap, continuous(0x01, 1.0))
+    assert events == ["wire", "OutputOff", "SetOutput", "wire"]
+
+
+def test_received_listener_sees_every_frame(link: Lockstep) -> None:
+    seen: list[Frame] = []
+    link.driver.on_received(lambda frame, t: seen.append(frame))
+    link.run(0.1)
+    assert len(seen) == 10 + 2  # ten telemetry, one status, one heartbeat
+
+
+def test_counters_show_frames_lost_while_unplugged() -> None:
+    ls = Lockstep(device_wrap=FaultyTransport, link=LinkFaultConfig(unplug=((0.5, 0.1),)))
+    ls.run(1.0)
+    stats = ls.driver.stats
+    lost = ls.sim.counters.frames_sent - stats.frames_ok
+    assert lost > 0 and stats.seq_gaps == lost
+    assert stats.crc_errors == stats.bytes_discarded == 0
+    assert isinstance(ls.device, FaultyTransport) and ls.device.counters.bytes_lost_unplugged > 0
+
+
+def test_corrupted_bytes_are_counted_never_raised() -> None:
+    ls = Lockstep(device_wrap=FaultyTransport, link=LinkFaultConfig(corrupt_byte_prob=0.002), seed=3)
+    ls.run(2.0)
+    stats = ls.driver.stats
+    assert stats.crc_errors + stats.length_errors + stats.unknown_msg > 0
+    assert stats.frames_ok > 150
+    assert ls.driver.telemetry is not None
+
+
+def test_a_closed_transport_is_a_link_error(link: Lockstep) -> None:
+    link.host_end.close()
+    with pytest.raises(LinkError):
+        link.driver.poll()
+    with pytest.raises(LinkError):
+        link.driver.output_off()
+
+
+def test_simulator_survives_its_host_vanishing(link: Lockstep) -> None:
+    cap = link.driver.claim_output_capability()
+    link.driver.set_output(cap, continuous(0x01, 5.0))
+    link.run(0.1)
+    link.device_end.close()
+    for _ in range(40):
+        link.clock.advance(TICK_S)
+        link.sim.step()
+    assert link.sim.transport is None and link.sim.counters.link_losses == 1
+    assert not any(ch.output_on for ch in link.sim.channels)  # its watchdog acted
+
+
+def test_delayed_bytes_arrive_late_and_intact() -> None:
+    ls = Lockstep(device_wrap=FaultyTransport, link=LinkFaultConfig(delay_s=0.05))
+    ls.run(0.04)
+    assert ls.driver.telemetry is None  # nothing yet: 50 ms on the wire
+    ls.run(0.06)
+    tel = ls.driver.telemetry
+    assert tel is not None and tel.arrived_at - (ls.sim.origin + tel.msg.gen_time_us / 1e6) == pytest.approx(
+        0.05, abs=TICK_S + 1e-9)
+    assert ls.driver.stats.seq_gaps == ls.driver.stats.crc_errors == 0
+
+
+def test_dropped_bytes_are_counted_on_both_sides() -> None:
+    ls = Lockstep(device_wrap=FaultyTransport, link=LinkFaultConfig(drop_byte_prob=0.001), seed=2)
+    ls.run(3.0)
+    assert isinstance(ls.device, FaultyTransport)
+    dropped = ls.device.counters.bytes_dropped
+    stats = ls.driver.stats
+    assert dropped > 0
+    assert stats.frames_ok < ls.sim.counters.frames_sent
+    assert stats.crc_errors + stats.length_errors + stats.unknown_msg + stats.bytes_discarded > 0
+
+
+def test_manual_unplug_and_replug() -> None:
+    ls = Lockstep(device_wrap=FaultyTransport)
+    assert isinstance(ls.device, FaultyTransport)
+    ls.run(0.1)
+    ls.device.unplug()
+    ls.run(0.1)
+    frames_while_unplugged = ls.driver.stats.frames_ok
+    ls.run(0.1)
+    assert ls.driver.stats.frames_ok == frames_while_unplugged
+    ls.device.replug()
+    ls.run(0.1)
+    assert ls.driver.stats.frames_ok > frames_while_unplugged
+    assert ls.driver.stats.seq_gaps > 0

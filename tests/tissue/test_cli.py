@@ -1,0 +1,71 @@
+"""``rfa lesion`` through its ``add_arguments``/``run`` pair (wired into ``rfa`` by control/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from sim.tissue.cli import add_arguments, run
+
+
+def lesion_command(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="rfa lesion")
+    add_arguments(parser)
+    return run(parser.parse_args(list(argv)))
+
+
+def test_json_reports_the_lesion_and_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    code = lesion_command(
+        "--gauge", "20", "--tip", "10", "--temp", "80", "--time", "30", "--spacing", "0.5", "--json"
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["setup"]["gauge"] == 20
+    result = out["result"]
+    assert result["lesion_width_mm"] > 2.0 and result["lesion_length_mm"] > 10.0
+    assert 0.0 < result["time_to_set_temp_s"] < 30.0
+    assert 150.0 < result["final_impedance_ohm"] < 400.0
+    assert result["peak_power_w"] >= result["final_power_w"] > 0.0
+
+
+def test_human_report_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "lesion.png"
+    code = lesion_command(
+        "--gauge",
+        "22",
+        "--tip",
+        "5",
+        "--time",
+        "20",
+        "--spacing",
+        "0.5",
+        "--ex-vivo",
+        "--start-temp",
+        "20",
+        "--tissue",
+        "liver",
+        "--plot",
+        str(plot),
+    )
+    assert code == 0
+    assert "mm wide" in capsys.readouterr().out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (("--gauge", "14"), "gauge (--gauge)"),
+        (("--tip", "30"), "active_tip_mm (--tip)"),
+        (("--temp", "30"), "set_temp_c"),
+        (("--time", "0"), "duration_s"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_field(
+    argv: tuple[str, ...], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert lesion_command(*argv, "--spacing", "0.5") == 2
+    assert named in capsys.readouterr().err
