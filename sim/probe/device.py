@@ -40,8 +40,8 @@ from sim.probe.render import (
     NeedlePose,
     ScanLayout,
     SceneLook,
+    SceneRenderer,
     carrier_cycles_per_sample,
-    render_baseband,
     to_wire_samples,
 )
 
@@ -118,7 +118,7 @@ class SimProbe:
     def __init__(self, clock: Clock, config: SimProbeConfig = SimProbeConfig()) -> None:
         self.clock = clock
         self.config = config
-        self._scene_rng = np.random.default_rng([config.seed, 1])
+        self._renderer = SceneRenderer(np.random.default_rng([config.seed, 1]), config.look)
         self._fault_rng = np.random.default_rng([config.seed, 2])
         self.needle: NeedlePose | None = None
         self.boiling = False
@@ -296,15 +296,8 @@ class SimProbe:
         if self._take(self._drop_next_counter(), self.drop_probability):
             return
         config = self.config
-        baseband = render_baseband(
-            self._scene_rng,
-            config.layout(),
-            config.lines,
-            config.samples_per_line,
-            self.depth_mm,
-            self.needle,
-            self.boiling,
-            config.look,
+        baseband = self._renderer.render(
+            config.layout(), config.lines, config.samples_per_line, self.depth_mm, self.needle, self.boiling
         )
         cycles = carrier_cycles_per_sample(self.frequency_10khz * 10, self.depth_mm, config.samples_per_line)
         data = to_wire_samples(baseband, config.frame_format, self.gain_tenth_db / 10.0, cycles)

@@ -159,3 +159,72 @@ def to_wire_samples(
     magnitude_db = 20.0 * np.log10(np.maximum(np.abs(scaled), 1e-3) / I16_FULL_SCALE)
     levels = (magnitude_db + ENVELOPE_DYNAMIC_RANGE_DB) * (255.0 / ENVELOPE_DYNAMIC_RANGE_DB)
     return np.clip(np.rint(levels), 0, 255).astype(np.uint8).tobytes()
+
+
+SPECKLE_BANK: Final = 6
+"""Independent speckle fields synthesised once per geometry (see :class:`SceneRenderer`)."""
+
+
+class SceneRenderer:
+    """Renders a still probe's frames at a fraction of :func:`render_baseband`'s cost.
+
+    Tissue speckle does not change while the probe is held still; what changes from frame to frame is a
+    slow decorrelation (breathing, the hand's tremor). So a small bank of independent pulse-shaped speckle
+    fields is synthesised once per geometry, and each frame is a random, energy-preserving mix of two of
+    them (so speckle statistics and RMS are those of :func:`render_baseband`). The needle's echo and the
+    gas cloud are computed once per pose. Gas multiplies the filtered speckle rather than the raw
+    scatterers; the cloud is far smoother than the pulse, so the two orders agree to within the grain.
+    """
+
+    def __init__(self, rng: np.random.Generator, look: SceneLook = SceneLook()) -> None:
+        self._rng = rng
+        self._look = look
+        self._geometry_key: tuple[object, ...] | None = None
+        self._bank: list[npt.NDArray[np.complex128]] = []
+        self._positions: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
+        self._pose_key: tuple[object, ...] | None = None
+        self._needle: npt.NDArray[np.float64] | None = None
+        self._gas_gain: npt.NDArray[np.float64] | None = None
+
+    def render(
+        self,
+        layout: ScanLayout,
+        lines: int,
+        samples_per_line: int,
+        depth_mm: float,
+        needle: NeedlePose | None,
+        boiling: bool,
+    ) -> npt.NDArray[np.complex128]:
+        geometry_key = (layout, lines, samples_per_line, depth_mm)
+        if geometry_key != self._geometry_key:
+            self._geometry_key = geometry_key
+            self._positions = sample_positions_mm(layout, lines, samples_per_line, depth_mm)
+            self._bank = [
+                render_baseband(self._rng, layout, lines, samples_per_line, depth_mm, None, False, self._look)
+                for _ in range(SPECKLE_BANK)
+            ]
+            self._pose_key = None
+        pose_key = (geometry_key, needle)
+        if pose_key != self._pose_key:
+            self._pose_key = pose_key
+            self._cache_pose(needle)
+        first, second = self._rng.choice(SPECKLE_BANK, size=2, replace=False)
+        angle = self._rng.uniform(0.0, 0.5 * math.pi)
+        frame = self._bank[first] * math.cos(angle) + self._bank[second] * math.sin(angle)
+        if boiling and self._gas_gain is not None:
+            frame *= self._gas_gain
+        if self._needle is not None:
+            frame += self._needle
+        return frame
+
+    def _cache_pose(self, needle: NeedlePose | None) -> None:
+        assert self._positions is not None
+        if needle is None:
+            self._needle = self._gas_gain = None
+            return
+        x, z = self._positions
+        look = self._look
+        self._needle = _needle_echo(x, z, needle, look)
+        tip_distance2 = (x - needle.tip_lateral_mm) ** 2 + (z - needle.tip_depth_mm) ** 2
+        cloud = np.exp(-tip_distance2 / (2.0 * look.gas_radius_mm**2 / 4.0))
+        self._gas_gain = 1.0 + (10.0 ** (look.gas_contrast_db / 20.0) - 1.0) * cloud
