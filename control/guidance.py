@@ -32,6 +32,9 @@ from safety.boiling import BoilingDetector
 from safety.inputs import ImagingStatus
 
 STATUS_PERIOD_S: Final = 1.0
+TIP_DETECT_PERIOD_S: Final = 0.5
+"""The tip moves slowly (the physician holds the needle still during a lesion); B-mode and the boiling
+monitor see every frame, the costlier tip search runs twice a second."""
 RECONNECT_PERIOD_S: Final = 1.0
 FRAME_RECORD_PERIOD_S: Final = 1.0
 TIP_CONFIDENCE_MIN: Final = 0.5
@@ -63,6 +66,7 @@ class ProbeGuidance:
         self.face_temp_c: float | None = None
         self.errors = 0
         self._next_status = clock.now()
+        self._next_tip_detect = clock.now()
         self._next_reconnect = clock.now()
         self._next_frame_record: float | None = None
         probe.unfreeze()
@@ -92,7 +96,9 @@ class ProbeGuidance:
         )
         transmit_khz = self.probe.frequency_khz or self.probe.info.centre_frequency_khz
         beam = self.pipeline.beam_image(frame.samples, frame.format, geometry, transmit_khz)
-        self.tip = self.tips.detect(beam)
+        if now >= self._next_tip_detect:
+            self._next_tip_detect = now + TIP_DETECT_PERIOD_S
+            self.tip = self.tips.detect(beam)
         self.image = self.pipeline.display(beam)
         self.frame_number = frame.frame_number
         self.boiling.update(self.image, now)

@@ -42,7 +42,6 @@ from sim.probe.render import (
     SceneLook,
     SceneRenderer,
     carrier_cycles_per_sample,
-    to_wire_samples,
 )
 
 FACE_OVER_TEMP_BIT: Final = 0x01
@@ -296,11 +295,11 @@ class SimProbe:
         if self._take(self._drop_next_counter(), self.drop_probability):
             return
         config = self.config
-        baseband = self._renderer.render(
-            config.layout(), config.lines, config.samples_per_line, self.depth_mm, self.needle, self.boiling
-        )
         cycles = carrier_cycles_per_sample(self.frequency_10khz * 10, self.depth_mm, config.samples_per_line)
-        data = to_wire_samples(baseband, config.frame_format, self.gain_tenth_db / 10.0, cycles)
+        data = self._renderer.render_wire(
+            config.layout(), config.lines, config.samples_per_line, self.depth_mm, self.needle, self.boiling,
+            config.frame_format, self.gain_tenth_db / 10.0, cycles,
+        )
         header = frame_header(
             number,
             round(acquired_at_s * 1e6),

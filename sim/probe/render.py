@@ -19,6 +19,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from firmware_bridge.probe.wire import FrameFormat, Geometry
 
@@ -92,9 +93,7 @@ def needle_entry_mm(pose: NeedlePose, length_mm: float = 200.0) -> tuple[float, 
     """A point far up the shaft (beyond any field of view), so the shaft crosses the whole image."""
     angle = math.radians(pose.angle_deg)
     side = -1.0 if pose.from_left else 1.0
-    return pose.tip_lateral_mm + side * length_mm * math.cos(angle), pose.tip_depth_mm - length_mm * math.sin(
-        angle
-    )
+    return pose.tip_lateral_mm + side * length_mm * math.cos(angle), pose.tip_depth_mm - length_mm * math.sin(angle)
 
 
 def render_baseband(
@@ -110,9 +109,7 @@ def render_baseband(
     """The complex baseband echo at the reference gain, ``lines × samples_per_line``."""
     x, z = sample_positions_mm(layout, lines, samples_per_line, depth_mm)
     sample_mm = depth_mm / samples_per_line
-    scatter = rng.standard_normal((lines, samples_per_line)) + 1j * rng.standard_normal(
-        (lines, samples_per_line)
-    )
+    scatter = rng.standard_normal((lines, samples_per_line)) + 1j * rng.standard_normal((lines, samples_per_line))
     if boiling and needle is not None:
         tip_distance2 = (x - needle.tip_lateral_mm) ** 2 + (z - needle.tip_depth_mm) ** 2
         cloud = np.exp(-tip_distance2 / (2.0 * look.gas_radius_mm**2 / 4.0))
@@ -174,6 +171,8 @@ class SceneRenderer:
     them (so speckle statistics and RMS are those of :func:`render_baseband`). The needle's echo and the
     gas cloud are computed once per pose. Gas multiplies the filtered speckle rather than the raw
     scatterers; the cloud is far smoother than the pulse, so the two orders agree to within the grain.
+    :meth:`render` composes a frame with numpy (for tests); :meth:`render_wire` composes the wire samples
+    in one compiled pass (what the simulated probe streams).
     """
 
     def __init__(self, rng: np.random.Generator, look: SceneLook = SceneLook()) -> None:
@@ -183,8 +182,8 @@ class SceneRenderer:
         self._bank: list[npt.NDArray[np.complex128]] = []
         self._positions: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
         self._pose_key: tuple[object, ...] | None = None
-        self._needle: npt.NDArray[np.float64] | None = None
-        self._gas_gain: npt.NDArray[np.float64] | None = None
+        self._needle: npt.NDArray[np.float64] = _NONE
+        self._gas_gain: npt.NDArray[np.float64] = _NONE
 
     def render(
         self,
@@ -195,6 +194,56 @@ class SceneRenderer:
         needle: NeedlePose | None,
         boiling: bool,
     ) -> npt.NDArray[np.complex128]:
+        """The next frame's complex baseband echo at the reference gain."""
+        a, b, weight_a, weight_b, gas, echo = self._next_mix(layout, lines, samples_per_line, depth_mm, needle, boiling)
+        frame = a * weight_a + b * weight_b
+        if gas.size:
+            frame *= gas
+        if echo.size:
+            frame += echo
+        return frame
+
+    def render_wire(
+        self,
+        layout: ScanLayout,
+        lines: int,
+        samples_per_line: int,
+        depth_mm: float,
+        needle: NeedlePose | None,
+        boiling: bool,
+        fmt: FrameFormat,
+        gain_db: float,
+        cycles_per_sample: float,
+    ) -> bytes:
+        """``to_wire_samples(render(...))``, composed in one compiled pass."""
+        a, b, weight_a, weight_b, gas, echo = self._next_mix(layout, lines, samples_per_line, depth_mm, needle, boiling)
+        scale = 10.0 ** ((gain_db - REFERENCE_GAIN_DB) / 20.0)
+        if fmt is FrameFormat.RF_I16:
+            phase = np.exp(2j * math.pi * cycles_per_sample * np.arange(samples_per_line))
+            rf = np.empty((lines, samples_per_line), dtype="<i2")
+            _compose_rf(a, b, weight_a, weight_b, gas, echo, phase, scale, rf)
+            return rf.tobytes()
+        levels = np.empty((lines, samples_per_line), dtype=np.uint8)
+        _compose_envelope(a, b, weight_a, weight_b, gas, echo, scale, levels)
+        return levels.tobytes()
+
+    def _next_mix(
+        self,
+        layout: ScanLayout,
+        lines: int,
+        samples_per_line: int,
+        depth_mm: float,
+        needle: NeedlePose | None,
+        boiling: bool,
+    ) -> tuple[
+        npt.NDArray[np.complex128],
+        npt.NDArray[np.complex128],
+        float,
+        float,
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+    ]:
+        """Bring the caches up to date and draw this frame's mix: two bank fields and their weights."""
         geometry_key = (layout, lines, samples_per_line, depth_mm)
         if geometry_key != self._geometry_key:
             self._geometry_key = geometry_key
@@ -204,23 +253,18 @@ class SceneRenderer:
                 for _ in range(SPECKLE_BANK)
             ]
             self._pose_key = None
-        pose_key = (geometry_key, needle)
-        if pose_key != self._pose_key:
-            self._pose_key = pose_key
+        if (geometry_key, needle) != self._pose_key:
+            self._pose_key = (geometry_key, needle)
             self._cache_pose(needle)
         first, second = self._rng.choice(SPECKLE_BANK, size=2, replace=False)
         angle = self._rng.uniform(0.0, 0.5 * math.pi)
-        frame = self._bank[first] * math.cos(angle) + self._bank[second] * math.sin(angle)
-        if boiling and self._gas_gain is not None:
-            frame *= self._gas_gain
-        if self._needle is not None:
-            frame += self._needle
-        return frame
+        gas = self._gas_gain if boiling else _NONE
+        return self._bank[first], self._bank[second], math.cos(angle), math.sin(angle), gas, self._needle
 
     def _cache_pose(self, needle: NeedlePose | None) -> None:
         assert self._positions is not None
         if needle is None:
-            self._needle = self._gas_gain = None
+            self._needle = self._gas_gain = _NONE
             return
         x, z = self._positions
         look = self._look
@@ -228,3 +272,59 @@ class SceneRenderer:
         tip_distance2 = (x - needle.tip_lateral_mm) ** 2 + (z - needle.tip_depth_mm) ** 2
         cloud = np.exp(-tip_distance2 / (2.0 * look.gas_radius_mm**2 / 4.0))
         self._gas_gain = 1.0 + (10.0 ** (look.gas_contrast_db / 20.0) - 1.0) * cloud
+
+
+_NONE: Final = np.zeros((0, 0))
+"""No needle, no gas: an empty field the compiled composer skips."""
+
+
+@njit(cache=True)
+def _compose_rf(
+    a: npt.NDArray[np.complex128],
+    b: npt.NDArray[np.complex128],
+    weight_a: float,
+    weight_b: float,
+    gas: npt.NDArray[np.float64],
+    echo: npt.NDArray[np.float64],
+    phase: npt.NDArray[np.complex128],
+    scale: float,
+    out: npt.NDArray[np.int16],
+) -> None:
+    lines, samples = out.shape
+    has_gas = gas.size > 0
+    has_echo = echo.size > 0
+    for i in range(lines):
+        for j in range(samples):
+            v = a[i, j] * weight_a + b[i, j] * weight_b
+            if has_gas:
+                v *= gas[i, j]
+            if has_echo:
+                v += echo[i, j]
+            r = round((v * scale * phase[j]).real)
+            out[i, j] = min(max(r, -I16_FULL_SCALE), I16_FULL_SCALE)
+
+
+@njit(cache=True)
+def _compose_envelope(
+    a: npt.NDArray[np.complex128],
+    b: npt.NDArray[np.complex128],
+    weight_a: float,
+    weight_b: float,
+    gas: npt.NDArray[np.float64],
+    echo: npt.NDArray[np.float64],
+    scale: float,
+    out: npt.NDArray[np.uint8],
+) -> None:
+    lines, samples = out.shape
+    has_gas = gas.size > 0
+    has_echo = echo.size > 0
+    for i in range(lines):
+        for j in range(samples):
+            v = a[i, j] * weight_a + b[i, j] * weight_b
+            if has_gas:
+                v *= gas[i, j]
+            if has_echo:
+                v += echo[i, j]
+            magnitude_db = 20.0 * math.log10(max(abs(v * scale), 1e-3) / I16_FULL_SCALE)
+            level = round((magnitude_db + ENVELOPE_DYNAMIC_RANGE_DB) * (255.0 / ENVELOPE_DYNAMIC_RANGE_DB))
+            out[i, j] = min(max(level, 0), 255)

@@ -7,8 +7,16 @@ import itertools
 import numpy as np
 import pytest
 
-from firmware_bridge.probe.wire import Geometry
-from sim.probe.render import NeedlePose, ScanLayout, SceneLook, SceneRenderer, render_baseband
+from firmware_bridge.probe.wire import FrameFormat, Geometry
+from sim.probe.render import (
+    NeedlePose,
+    ScanLayout,
+    SceneLook,
+    SceneRenderer,
+    carrier_cycles_per_sample,
+    render_baseband,
+    to_wire_samples,
+)
 
 SMALL = ScanLayout(Geometry.LINEAR, aperture_mm=19.2, radius_mm=0.0, sector_rad=0.0)
 TIP = NeedlePose(tip_lateral_mm=0.0, tip_depth_mm=20.0)
@@ -40,3 +48,17 @@ def test_gas_brightens_the_tissue_around_the_tip_only() -> None:
     boiling = np.mean([np.abs(renderer.render(SMALL, 64, 256, 40.0, TIP, True)) for _ in range(10)], axis=0)
     assert boiling[near].mean() > 2.0 * calm[near].mean()
     assert boiling[far].mean() == pytest.approx(calm[far].mean(), rel=0.1)
+
+
+@pytest.mark.parametrize("fmt", list(FrameFormat))
+@pytest.mark.parametrize("boiling", [False, True])
+def test_the_compiled_composer_matches_the_numpy_path(fmt: FrameFormat, boiling: bool) -> None:
+    compiled = SceneRenderer(np.random.default_rng(9))
+    reference = SceneRenderer(np.random.default_rng(9))
+    cycles = carrier_cycles_per_sample(5000, 40.0, 256)
+    for _ in range(3):
+        wire = compiled.render_wire(SMALL, 64, 256, 40.0, TIP, boiling, fmt, 46.0, cycles)
+        expected = to_wire_samples(reference.render(SMALL, 64, 256, 40.0, TIP, boiling), fmt, 46.0, cycles)
+        dtype = np.int16 if fmt is FrameFormat.RF_I16 else np.uint8
+        diff = np.abs(np.frombuffer(wire, dtype).astype(int) - np.frombuffer(expected, dtype).astype(int))
+        assert diff.max() <= 1, "rounding may differ by one count, nothing more"
