@@ -36,7 +36,7 @@ from firmware_bridge.transport import Transport, memory_pair, open_transport
 from safety.config import CartConfig, load_config
 from safety.errors import RefusedInput
 from safety.plan import LesionPlan, check_plan, default_genicular_plan, load_plan
-from sim.generator import Fault, SimGenerator
+from sim.generator import Fault, SimGenerator, load_faults
 from sim.lockstep import Lockstep, Realtime
 from sim.probe import NeedlePose, SimProbe, SimProbeBackend, SimProbeConfig
 from sim.tissue import LumpedTissue, RfLesionModel, TissueModel, warm_up_kernels
@@ -123,6 +123,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="answer the operator's confirmations from the plan (scripts, HIL); a fault ends the run")
     p.add_argument("--realtime", action="store_true", help="run the in-process simulator in real time")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (in-process simulator only)")
+    p.add_argument("--faults", type=Path, metavar="FILE",
+                   help="fault script TOML for the in-process simulator ([[fault]] kind, at_s, channel, ...)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout instead of the live display")
 
 
@@ -174,6 +176,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rfa run: {exc}", file=err)
         return EXIT_USAGE
     url = args.generator or config.generator_url
+    if args.faults and url is not None:
+        print("rfa run: --faults scripts the in-process simulator; pass it to `rfa sim` instead", file=err)
+        return EXIT_USAGE
+    try:
+        faults = load_faults(args.faults) if args.faults else []
+    except ValueError as exc:
+        print(f"rfa run: {exc}", file=err)
+        return EXIT_USAGE
     realtime = args.realtime or url is not None
     clock: Clock = RealClock() if realtime else SimClock()
 
@@ -181,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     if url is None:
         if not args.json:
             print("Starting the in-process simulator (generator, tissue model, probe)...", file=err)
-        cart = simulated_cart(plan, clock, seed=args.seed, probe=probe_choice == "sim")
+        cart = simulated_cart(plan, clock, seed=args.seed, faults=faults, probe=probe_choice == "sim")
         transport = cart.host_transport
     else:
         try:

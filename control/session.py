@@ -168,6 +168,8 @@ class ProcedureSession:
         self.first_trip_row: int | None = None
         self.stimulation: list[dict[str, Any]] = []
         self.traces: list[ChannelTrace] = []
+        self._active: list[_Active] = []
+        self._controllers = ChannelControllers(len(plan.lesions))
         generator.on_sent(self._record_command)
         generator.on_received(self._record_frame)
         record.append("plan", plan.model_dump(mode="json"))
@@ -176,6 +178,7 @@ class ProcedureSession:
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition)
         self._t_next = clock.now()
         self._stop_requested = ""
+        self._session_fault: tuple[str, Callable[[], bool]] | None = None
         self.result: SessionResult | None = None
 
     # -- public --------------------------------------------------------------------------------------
@@ -269,6 +272,7 @@ class ProcedureSession:
         if trip.channel is not None and lesioning:
             self._stop_lesion_on(trip.channel, text)
             return
+        self._abort_lesions(text)
         self.procedure.raise_fault(text)
         raise Faulted(text)
 
@@ -324,7 +328,8 @@ class ProcedureSession:
         for amplitude_mv in range(STIM_STEP_MV, max_mv + 1, STIM_STEP_MV):
             decision = self.gate.request_stim(channel, kind, amplitude_mv, self._imaging)
             if not decision:
-                self._fault(f"stimulation refused by the gate: {'; '.join(decision.reasons)}")
+                self._fault(f"stimulation refused by the gate: {'; '.join(decision.reasons)}",
+                            still_present=lambda: bool(self._alarm_reasons()))
             self._show(f"{kind.value} ch{channel} {amplitude_mv / 1000:.1f} V")
             yield from self._ticks(STIM_STEP_S)
             if self.operator.responded(kind, channel, amplitude_mv):
@@ -365,7 +370,7 @@ class ProcedureSession:
 
     def _deliver(self) -> Iterator[None]:
         plan_lesions = self.plan.lesions
-        controllers = ChannelControllers(len(plan_lesions))
+        controllers = self._controllers
         telemetry = self._telemetry()
         now = self.clock.now()
         active: list[_Active] = []
@@ -385,7 +390,6 @@ class ProcedureSession:
             self.traces.append(trace)
             active.append(_Active(lesion, index, trace, now))
         self._active = active
-        self._controllers = controllers
         tips = np.zeros(len(active))
         impedances = np.zeros(len(active))
         while any(not a.done for a in active):
@@ -419,7 +423,8 @@ class ProcedureSession:
         yield from self._cooldown()
         tripped = [a.trace for a in active if a.trace.tripped]
         if tripped:
-            self._fault("; ".join(f"ch{t.channel}: {t.tripped}" for t in tripped))
+            # The causes are the gate's latched channel trips, which acknowledge re-checks itself.
+            self._fault("; ".join(f"ch{t.channel}: {t.tripped}" for t in tripped), still_present=lambda: False)
 
     def _request_output(self, active: list[_Active], drive: np.ndarray) -> None:
         groups: dict[LesionMode, dict[int, float]] = {}
@@ -433,9 +438,17 @@ class ProcedureSession:
                     self._stop_lesion_on(ch, "output refused: " + "; ".join(decision.reasons))
 
     def _stop_lesion_on(self, channel: int, reason: str) -> None:
-        for a in getattr(self, "_active", []):
+        for a in self._active:
             if channel in a.lesion.channels and not a.done:
                 self._finish(a, reason)
+
+    def _abort_lesions(self, reason: str) -> None:
+        """A system trip or fault: every unfinished lesion stopped (output is already off on all channels)."""
+        for a in self._active:
+            if not a.done:
+                a.done = True
+                a.trace.tripped = reason
+                self._controllers.stop(a.index)
 
     def _finish(self, a: _Active, tripped: str) -> None:
         a.done = True
@@ -516,7 +529,14 @@ class ProcedureSession:
 
     def refuse_acknowledge(self) -> list[str]:
         self.gate.acknowledge(self._imaging)
-        return [
+        session: list[str] = []
+        if self._session_fault is not None:
+            reason, still_present = self._session_fault
+            if still_present():
+                session.append(f"{reason}: cause still present")
+            else:
+                self._session_fault = None
+        return session + [
             f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + ": cause still present"
             for t in self.gate.latched
         ]
@@ -540,12 +560,19 @@ class ProcedureSession:
     def _telemetry(self) -> Telemetry:
         rx = self.generator.telemetry
         if rx is None:
-            self._fault("no telemetry from the generator")
+            self._fault("no telemetry from the generator", still_present=lambda: bool(self._link_reasons()))
         return rx.msg
 
-    def _fault(self, reason: str) -> NoReturn:
-        """Enter ``fault`` for a reason the session found itself (not an interlock): output off first."""
+    def _fault(self, reason: str, still_present: Callable[[], bool] = lambda: True) -> NoReturn:
+        """Enter ``fault`` for a reason the session found itself (not an interlock): output off first.
+
+        The gate re-checks its own latches at acknowledge; a session fault carries its own check,
+        ``still_present``. The default, for causes that only a new self-test could clear, keeps the fault
+        latched for the rest of this session.
+        """
+        self._session_fault = (reason, still_present)
         self.gate.all_off(reason)
+        self._abort_lesions(reason)
         if not self.first_trip:
             self.first_trip = reason
         self._say(f"FAULT {reason}", event="fault", detail=reason)

@@ -11,6 +11,7 @@ Invariants, checked at every command the host puts on the wire and after every s
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,18 +135,26 @@ class CartMachine(RuleBasedStateMachine):
             assert not any(ch.output_on for ch in self.cart.sim.channels)
             assert not any(c.energised for c in self.cart.session.gate.commanded)
             if result.first_trip and not self.stop_pressed:
-                assert result.final_state == State.FAULT.value, result
+                # A fault was entered; it was left (if at all) only by an acknowledge that found every
+                # cause gone: no latch left in the gate.
+                assert result.final_state == State.FAULT.value or not self.cart.session.gate.latched, result
             self.cart.record.close()
             reader = RecordReader(self.cart.record.path)
             assert reader.verify().ok
-            for row in reader.rows("state"):
-                if row.payload["source"] == "fault":
-                    assert row.payload["trigger"] == "acknowledge", row.payload
+            states = [row.payload for row in reader.rows("state")]
+            for row in states:
+                if row["source"] == "fault":
+                    assert row["trigger"] == "acknowledge", row
+            if result.first_trip and not self.stop_pressed:
+                assert any(row["dest"] == "fault" for row in states), "a trip must put the procedure in fault"
             reader.close()
             assert self.violations == []
         finally:
             self._dir.cleanup()
 
 
-CartMachine.TestCase.settings = settings(max_examples=12, stateful_step_count=25, deadline=None)
+# 12 whole-cart runs keep CI fast; RFA_STATEFUL_EXAMPLES=200 soaks it before a release.
+CartMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("RFA_STATEFUL_EXAMPLES", "12")), stateful_step_count=25, deadline=None
+)
 TestCartStateMachine = CartMachine.TestCase

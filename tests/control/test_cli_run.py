@@ -1,0 +1,114 @@
+"""``rfa run`` as a user meets it: exit codes 0/1/2/3 and what each one says (ARCHITECTURE.md section 11)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from control.cli import main
+from control.record import RecordReader
+
+SHORT_PLAN = """
+name = "short"
+imaging_required = {imaging}
+
+[stimulation]
+max_amplitude_mv = 100
+
+[[lesions]]
+channel = 1
+set_temp_c = 60.0
+ramp_rate_c_per_s = 2.0
+lesion_time_s = 20.0
+power_cap_w = 20.0
+impedance_min_ohm = 60.0
+impedance_max_ohm = 800.0
+[lesions.electrode]
+gauge = 20
+active_tip_mm = 10.0
+"""
+
+
+def write_plan(tmp_path: Path, *, imaging: bool = False, **replace: str) -> Path:
+    text = SHORT_PLAN.format(imaging=str(imaging).lower())
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_plan_beyond_a_hard_limit_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(tmp_path, **{"set_temp_c = 60.0": "set_temp_c = 120.0"})
+    assert main(["run", "--yes", "--plan", str(plan), "--record", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "lesions.0.set_temp_c" in err and "95" in err
+
+
+def test_an_unreadable_plan_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = tmp_path / "broken.toml"
+    plan.write_text("name = [unclosed")
+    assert main(["run", "--yes", "--plan", str(plan)]) == 2
+    assert "cannot read TOML" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("url", [f"socket://127.0.0.1:{free_port()}", "/dev/ttyRFA_NOT_THERE"])
+def test_an_unreachable_generator_exits_3_with_the_url(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      url: str) -> None:
+    plan = write_plan(tmp_path)
+    assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--generator", url]) == 3
+    assert url in capsys.readouterr().err
+
+
+def test_probe_none_is_refused_when_the_plan_requires_imaging(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--yes", "--probe", "none"]) == 2
+    assert "requires imaging" in capsys.readouterr().err
+
+
+def test_probe_none_runs_a_plan_without_imaging(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = write_plan(tmp_path)
+    assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--record", str(tmp_path),
+                 "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    result = lines[-1]
+    assert result["event"] == "result" and result["exit_code"] == 0
+    assert [e["dest"] for e in lines if e["event"] == "state"][-1] == "standby"
+    reader = RecordReader(Path(result["record_path"]))
+    assert reader.verify().ok
+    assert reader.count("frame") == 0, "no probe, no frames"
+
+
+def test_a_procedure_that_faults_exits_1_naming_the_interlock_and_its_record_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(tmp_path, imaging=True)
+    faults = tmp_path / "faults.toml"
+    # Stimulation takes ~2 s; the impedance short arrives during the lesion.
+    faults.write_text('[[fault]]\nkind = "impedance_short"\nat_s = 8.0\nchannel = 1\n')
+    code = main(["run", "--yes", "--plan", str(plan), "--faults", str(faults), "--record", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "First interlock trip: impedance_low ch1" in out
+    row = int(out.split("(record row ")[1].split(")")[0])
+    record_path = Path(out.split("Record: ")[1].split()[0])
+    reader = RecordReader(record_path)
+    alarm = next(r for r in reader.rows("alarm") if r.id == row)
+    assert alarm.payload["interlock"] == "impedance_low"
+    assert reader.count("frame") > 0, "frames were recorded while RF was on and at state changes"
+
+
+def test_faults_for_an_external_generator_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    faults = tmp_path / "faults.toml"
+    faults.write_text("")
+    assert main(["run", "--generator", "socket://127.0.0.1:1", "--faults", str(faults)]) == 2
