@@ -35,11 +35,13 @@ from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
 from firmware_bridge.transport import Transport, memory_pair, open_transport
 from safety.config import CartConfig, load_config
 from safety.errors import RefusedInput
-from safety.plan import LesionPlan, check_plan, default_genicular_plan, load_plan
+from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, load_plan
 from sim.generator import Fault, SimGenerator, load_faults
 from sim.lockstep import Lockstep, Realtime
 from sim.probe import NeedlePose, SimProbe, SimProbeBackend, SimProbeConfig
 from sim.tissue import LumpedTissue, RfLesionModel, TissueModel, warm_up_kernels
+from sim.tissue.estimate import estimate_lesion
+from sim.tissue.params import MUSCLE, ElectrodeSpec, LesionModelConfig
 
 EXIT_OK: Final = 0
 EXIT_FAULT: Final = 1
@@ -108,6 +110,26 @@ def simulated_cart(
         cart.probe_sim = probe_sim
         cart.devices.append(lambda: probe_sim.set_boiling(guided.reading.boiling))
     return cart
+
+
+def planning_estimator() -> Callable[[Lesion, float], tuple[float, float]]:
+    """The tissue model as a planning estimate of each lesion's size; identical lesions are run once."""
+    cache: dict[tuple[int, float, bool, float, float], tuple[float, float]] = {}
+
+    def estimate(lesion: Lesion, rf_time_s: float) -> tuple[float, float]:
+        electrode = lesion.electrode
+        key = (electrode.gauge, electrode.active_tip_mm, electrode.cooled, lesion.set_temp_c, round(rf_time_s))
+        if key not in cache:
+            config = LesionModelConfig(
+                electrode=ElectrodeSpec(gauge=electrode.gauge, active_tip_mm=electrode.active_tip_mm,
+                                        cooled=electrode.cooled),
+                tissue=MUSCLE,
+            )
+            run = estimate_lesion(config, lesion.set_temp_c, float(key[-1]), max_power_w=lesion.power_cap_w)
+            cache[key] = (run.lesion.width_mm, run.lesion.length_mm)
+        return cache[key]
+
+    return estimate
 
 
 # -- rfa run ------------------------------------------------------------------------------------------
@@ -243,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
         guidance=guidance, limits=config.effective_limits, realtime=realtime,
         display=None if args.json else ProgressDisplay(sys.stdout),
         events=sys.stdout if args.json else None,
+        lesion_estimator=planning_estimator(),
     )
     try:
         result = session.run()

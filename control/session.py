@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, NoReturn, Protocol, TextIO
 
@@ -93,6 +93,10 @@ class Guidance(Protocol):
         ...
 
 
+LesionEstimator = Callable[[Lesion, float], tuple[float, float]]
+"""``(lesion, rf_time_s) -> (width_mm, length_mm)``: the planning model's lesion size, for the summary."""
+
+
 class Faulted(Exception):
     """The procedure entered ``fault``: unwinds the phase that was running."""
 
@@ -147,6 +151,7 @@ class ProcedureSession:
         display: ProgressDisplay | None = None,
         events: TextIO | None = None,
         wall_clock: Callable[[], float] = time.monotonic,
+        lesion_estimator: LesionEstimator | None = None,
     ) -> None:
         self.plan = plan
         self.generator = generator
@@ -159,6 +164,7 @@ class ProcedureSession:
         self.display = display
         self.events = events
         self._wall = wall_clock
+        self._estimate = lesion_estimator
         self._last_status: Status | None = None
         self._last_electrodes: ElectrodeInfo | None = None
         self._trip_rows: dict[tuple[str, int | None], int] = {}
@@ -215,7 +221,7 @@ class ProcedureSession:
             if self.realtime:
                 self.watchdog.stop()
         state = self.procedure.state
-        summaries = [summarise(t) for t in self.traces]
+        summaries = [self._predicted(summarise(t)) for t in self.traces]
         ok = state is State.STANDBY and not message and not any(s.tripped for s in summaries)
         result = SessionResult(
             exit_code=EXIT_OK if ok else EXIT_FAULT,
@@ -229,6 +235,13 @@ class ProcedureSession:
         )
         self.record.append_durable("summary", result.as_dict())
         self.result = result
+
+    def _predicted(self, summary: LesionSummary) -> LesionSummary:
+        lesion = self.plan.lesion_on(summary.channel)
+        if self._estimate is None or lesion is None or summary.rf_time_s <= 0.0:
+            return summary
+        width_mm, length_mm = self._estimate(lesion, summary.rf_time_s)
+        return replace(summary, predicted_width_mm=width_mm, predicted_length_mm=length_mm)
 
     # -- the tick ------------------------------------------------------------------------------------
     def _tick(self) -> None:

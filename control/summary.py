@@ -45,6 +45,10 @@ class LesionSummary:
     impedance_end_ohm: float | None
     energy_j: float
     tripped: str
+    rf_time_s: float = 0.0
+    predicted_width_mm: float | None = None
+    predicted_length_mm: float | None = None
+    """Lesion size from the planning model for this electrode, set temperature and RF time."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -75,6 +79,7 @@ def summarise(trace: ChannelTrace) -> LesionSummary:
         impedance_end_ohm=float(z[-1]),
         energy_j=energy_j,
         tripped=trace.tripped,
+        rf_time_s=float(t[-1]) - start,
     )
 
 
@@ -82,18 +87,24 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _size(s: LesionSummary) -> str:
+    if s.predicted_width_mm is None or s.predicted_length_mm is None:
+        return "-"
+    return f"{s.predicted_width_mm:.1f}×{s.predicted_length_mm:.1f}"
+
+
 def summary_table(summaries: list[LesionSummary]) -> str:
     """The end-of-procedure table, one row per lesion channel."""
     header = (
         f"{'ch':>2} {'set °C':>6} {'t→set s':>7} {'over °C':>7} {'mean °C':>7} {'max °C':>6} "
-        f"{'rms °C':>6} {'Z0 Ω':>6} {'Zend Ω':>6} {'energy J':>8}  result"
+        f"{'rms °C':>6} {'Z0 Ω':>6} {'Zend Ω':>6} {'energy J':>8} {'lesion W×L mm':>13}  result"
     )
     lines = [header, "-" * len(header)]
     for s in summaries:
         lines.append(
             f"{s.channel:>2} {s.set_temp_c:>6.1f} {_fmt(s.time_to_set_s, '7.1f')} {s.overshoot_c:>7.2f} "
             f"{_fmt(s.hold_mean_c, '7.2f')} {_fmt(s.hold_max_c, '6.2f')} {_fmt(s.hold_rms_error_c, '6.2f')} "
-            f"{_fmt(s.impedance_start_ohm, '6.0f')} {_fmt(s.impedance_end_ohm, '6.0f')} {s.energy_j:>8.0f}  "
-            f"{s.tripped or 'complete'}"
+            f"{_fmt(s.impedance_start_ohm, '6.0f')} {_fmt(s.impedance_end_ohm, '6.0f')} {s.energy_j:>8.0f} "
+            f"{_size(s):>13}  {s.tripped or 'complete'}"
         )
     return "\n".join(lines)

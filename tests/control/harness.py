@@ -8,7 +8,7 @@ from pathlib import Path
 
 from control.operator import Operator, ScriptedOperator
 from control.record import ProcedureRecord
-from control.session import ProcedureSession
+from control.session import LesionEstimator, ProcedureSession
 from firmware_bridge.clock import SimClock
 from firmware_bridge.framing import FrameParser
 from firmware_bridge.generator import RfGenerator
@@ -50,6 +50,7 @@ def build_cart(
     operator: Operator | None = None,
     tissue_factory: Callable[[ElectrodeSlot], TissueModel] = lambda electrode: LumpedTissue(),
     seed: int = 1,
+    lesion_estimator: LesionEstimator | None = None,
 ) -> SimCart:
     clock = SimClock()
     host, device = memory_pair()
@@ -58,7 +59,8 @@ def build_cart(
     generator = RfGenerator(host, clock)
     record = ProcedureRecord(tmp_path / f"cart-{seed}.rfa.db", clock)
     session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, [sim.step]),
-                               record=record, operator=operator or ScriptedOperator(plan))
+                               record=record, operator=operator or ScriptedOperator(plan),
+                               lesion_estimator=lesion_estimator)
     return SimCart(clock, sim, generator, session, record)
 
 

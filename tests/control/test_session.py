@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from control.procedure import State
 from control.record import RecordReader
-from safety.plan import LesionPlan, default_genicular_plan
+from safety.plan import Lesion, LesionPlan, default_genicular_plan
 from sim.generator import Fault, FaultKind
 from tests.control.harness import build_cart
 
@@ -16,10 +18,19 @@ def plan_without_imaging() -> LesionPlan:
 
 
 def test_the_default_plan_completes_and_its_record_verifies(tmp_path: Path) -> None:
-    cart = build_cart(plan_without_imaging(), tmp_path)
+    asked: list[tuple[int, float]] = []
+
+    def estimator(lesion: Lesion, rf_time_s: float) -> tuple[float, float]:
+        asked.append((lesion.channel, rf_time_s))
+        return 7.5, 12.5
+
+    cart = build_cart(plan_without_imaging(), tmp_path, lesion_estimator=estimator)
     result = cart.session.run()
     cart.record.close()
     assert result.exit_code == 0, result.message
+    assert [ch for ch, _ in asked] == [1, 2, 3]
+    assert all(rf_time == pytest.approx(90.0, abs=0.02) for _, rf_time in asked), "RF ran the planned 90 s"
+    assert {(s.predicted_width_mm, s.predicted_length_mm) for s in result.summaries} == {(7.5, 12.5)}
     assert result.final_state == "standby"
     assert [s.tripped for s in result.summaries] == ["", "", ""]
     for s in result.summaries:

@@ -1,0 +1,39 @@
+"""The per-lesion figures a physician reads at the end, computed from a known trace."""
+
+from __future__ import annotations
+
+import pytest
+
+from control.summary import ChannelTrace, summarise, summary_table
+
+
+def trace() -> ChannelTrace:
+    t = ChannelTrace(channel=2, set_temp_c=80.0, rf_started_s=10.0)
+    # 10 s ramp 40 -> 81 °C at 4 W, then 10 s hold alternating 79/81 °C at 2 W.
+    for k in range(11):
+        t.add(10.0 + k, 40.0 + 4.1 * k, 200.0 - k, 4.0)
+    t.hold_started_s = 20.0
+    for k in range(1, 11):
+        t.add(20.0 + k, 79.0 if k % 2 else 81.0, 190.0, 2.0)
+    return t
+
+
+def test_figures_of_a_known_trace() -> None:
+    s = summarise(trace())
+    assert s.time_to_set_s == pytest.approx(10.0)
+    assert s.overshoot_c == pytest.approx(1.0)
+    assert s.hold_rms_error_c == pytest.approx(1.0)
+    assert s.hold_max_c == pytest.approx(81.0)
+    assert s.impedance_start_ohm == 200.0 and s.impedance_end_ohm == 190.0
+    # Trapezoid: 10 s at 4 W, one 1 s step from 4 to 2 W, 9 s at 2 W.
+    assert s.energy_j == pytest.approx(40.0 + 3.0 + 18.0)
+    assert s.rf_time_s == pytest.approx(20.0)
+
+
+def test_a_lesion_that_never_reached_temperature_says_so() -> None:
+    t = ChannelTrace(channel=1, set_temp_c=80.0, rf_started_s=0.0, tripped="impedance_low ch1: short")
+    t.add(0.0, 37.0, 40.0, 5.0)
+    t.add(0.01, 37.1, 40.0, 5.0)
+    s = summarise(t)
+    assert s.time_to_set_s is None and s.hold_rms_error_c is None
+    assert "impedance_low" in summary_table([s]).splitlines()[-1]
