@@ -23,10 +23,11 @@ from benchmarks import runner as bench_runner
 from control import probe_cli, record_cli
 from control.display import ProgressDisplay
 from control.guidance import ProbeGuidance
+from control.loop import Guidance, Pacer
 from control.operator import ConsoleOperator, Operator, ScriptedOperator
 from control.record import ProcedureRecord, RecordError
 from control.record_cli import DEFAULT_RECORD_DIR, RECORD_SUFFIX
-from control.session import Guidance, Pacer, ProcedureSession, render_result
+from control.session import ProcedureSession, render_result
 from firmware_bridge.clock import Clock, RealClock, SimClock
 from firmware_bridge.errors import LinkError, ProbeError
 from firmware_bridge.generator import RfGenerator

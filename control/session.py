@@ -1,17 +1,14 @@
 """One procedure, end to end: self-test, stimulation, arming, lesions, cooldown (ARCHITECTURE.md 6, 8, 9).
 
-The session owns the 100 Hz tick. Each tick, in this order (section 8):
+The session runs the phases of a lesion plan on top of the 100 Hz :class:`~control.loop.ControlLoop`:
+each tick the loop reads the generator, polls imaging and evaluates the interlocks; the session then
+handles trips, runs the numba control step for the lesions being delivered and asks the gate for the new
+output. The state machine (:mod:`control.procedure`) hears only edges: "self-test passed", "set
+temperature reached", "fault". Nothing here can enable output except by asking the gate, which holds the
+driver's only output capability.
 
-1. wait for the tick (the :class:`Pacer`: a real sleep on the cart, a lockstep step of the simulator in
-   simulated time);
-2. read what the generator sent; every frame is put on the record as it is parsed (a listener);
-3. evaluate every interlock in the gate; a trip has put ``OUTPUT_OFF`` on the wire before we hear of it;
-4. kick the watchdog;
-5. run the numba control step and ask the gate for the new output.
-
-The state machine (:mod:`control.procedure`) hears only edges: "self-test passed", "set temperature
-reached", "fault". Nothing here can enable output except by asking the gate, which holds the driver's
-only output capability.
+The phases are generators that yield after every tick (:meth:`ProcedureSession.steps`), so a test can act
+between ticks (the procedure state machine test does).
 """
 
 from __future__ import annotations
@@ -21,12 +18,13 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, NoReturn, Protocol, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 import numpy as np
 
 from control.controller import CONTINUOUS_GAINS, PULSED_GAINS, ChannelControllers, warm_up
-from control.display import ChannelView, GuidanceView, ProgressDisplay, format_line
+from control.display import ChannelView, ProgressDisplay, format_line
+from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
 from control.operator import Operator
 from control.procedure import Procedure, State
 from control.record import ProcedureRecord
@@ -49,9 +47,7 @@ from safety.gate import EventKind, OutputGate, SafetyEvent, StimKind
 from safety.inputs import ImagingStatus
 from safety.interlocks import Trip
 from safety.plan import Lesion, LesionMode, LesionPlan
-from safety.watchdog import Watchdog
 
-PERIOD_S: Final = hard.LOOP_PERIOD_S
 SELF_TEST_TIMEOUT_S: Final = 3.0
 STIM_STEP_MV: Final = 100
 STIM_STEP_S: Final = 0.5
@@ -65,32 +61,6 @@ SETTLE_S: Final = 0.3
 
 EXIT_OK: Final = 0
 EXIT_FAULT: Final = 1
-
-
-class Pacer(Protocol):
-    """Waits for the next tick: ``sleep_until`` on the cart, a lockstep simulator step in tests."""
-
-    def sleep_until(self, t: float) -> None: ...
-
-
-class Guidance(Protocol):
-    """The ultrasound side as the procedure needs it."""
-
-    def poll(self) -> ImagingStatus:
-        """Read new frames (never blocking) and report imaging health, probe face and boiling."""
-        ...
-
-    def view(self) -> GuidanceView: ...
-
-    def rf_started(self, channels: list[int]) -> None:
-        """RF is on: begin watching for boiling and recording frames."""
-        ...
-
-    def rf_stopped(self) -> None: ...
-
-    def record_frame(self, reason: str) -> None:
-        """Put the current frame, with its detected tip, on the record."""
-        ...
 
 
 LesionEstimator = Callable[[Lesion, float], tuple[float, float]]
@@ -156,11 +126,9 @@ class ProcedureSession:
         self.plan = plan
         self.generator = generator
         self.clock = clock
-        self.pacer = pacer
         self.record = record
         self.operator = operator
         self.guidance = guidance
-        self.realtime = realtime
         self.display = display
         self.events = events
         self._wall = wall_clock
@@ -180,9 +148,9 @@ class ProcedureSession:
         generator.on_received(self._record_frame)
         record.append("plan", plan.model_dump(mode="json"))
         self.gate = OutputGate(generator, plan, limits, clock, self._record_safety_event)
-        self.watchdog = Watchdog(self.gate, clock)
+        self.loop = ControlLoop(clock=clock, pacer=pacer, generator=generator, gate=self.gate, guidance=guidance,
+                                realtime=realtime)
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition)
-        self._t_next = clock.now()
         self._stop_requested = ""
         self._session_fault: tuple[str, Callable[[], bool]] | None = None
         self.result: SessionResult | None = None
@@ -202,8 +170,7 @@ class ProcedureSession:
     def steps(self) -> Iterator[None]:
         """The procedure as a generator that yields after every tick, so tests can act between ticks."""
         message = ""
-        if self.realtime:
-            self.watchdog.start()
+        self.loop.start()
         try:
             yield from self._self_test()
             yield from self._stimulation()
@@ -217,9 +184,7 @@ class ProcedureSession:
             message = self._operator_stop("operator stop (interrupt)")
         finally:
             self.gate.all_off("end of procedure")
-            self.watchdog.disarm()
-            if self.realtime:
-                self.watchdog.stop()
+            self.loop.stop()
         state = self.procedure.state
         summaries = [self._predicted(summarise(t)) for t in self.traces]
         ok = state is State.STANDBY and not message and not any(s.tripped for s in summaries)
@@ -245,17 +210,8 @@ class ProcedureSession:
 
     # -- the tick ------------------------------------------------------------------------------------
     def _tick(self) -> None:
-        now = self.clock.now()
-        self._t_next += PERIOD_S
-        if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst
-            self._t_next = now
-        self.pacer.sleep_until(self._t_next)
-        if not self.realtime:
-            self.watchdog.tick()
-        self.generator.service()
-        self._imaging = self.guidance.poll() if self.guidance is not None else None
-        trips = self.gate.evaluate(self._imaging)
-        self.watchdog.kick()
+        trips = self.loop.tick()
+        self._imaging = self.loop.imaging
         if self._stop_requested:
             raise Stopped(self._operator_stop(self._stop_requested))
         for trip in trips:

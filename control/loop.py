@@ -1,0 +1,109 @@
+"""The 100 Hz tick of ARCHITECTURE.md section 8, and the two things it waits on: the pacer and imaging.
+
+Each tick, in this order:
+
+1. wait for the tick: the :class:`Pacer` sleeps on the cart, or steps the simulator in lockstep;
+2. read what the generator sent; every frame goes on the procedure record as it is parsed (a listener
+   the session installs on the driver), so it is recorded before anything acts on it;
+3. poll imaging (never blocking) and evaluate every interlock in the gate; a trip has put ``OUTPUT_OFF``
+   on the wire before :meth:`ControlLoop.tick` returns it;
+4. kick the independent watchdog.
+
+The control step and the output request (through the gate, the only holder of the output capability)
+follow in the session, which knows the lesions. Nothing here blocks on the disk or compiles code.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from control.display import GuidanceView
+from firmware_bridge.clock import Clock
+from firmware_bridge.generator import RfGenerator
+from safety import limits as hard
+from safety.gate import OutputGate
+from safety.inputs import ImagingStatus
+from safety.interlocks import Trip
+from safety.watchdog import Watchdog
+
+PERIOD_S: Final = hard.LOOP_PERIOD_S
+
+
+class Pacer(Protocol):
+    """Waits for the next tick: ``sleep_until`` on the cart, a lockstep simulator step in tests."""
+
+    def sleep_until(self, t: float) -> None: ...
+
+
+class Guidance(Protocol):
+    """The ultrasound side as the procedure needs it."""
+
+    def poll(self) -> ImagingStatus:
+        """Read new frames (never blocking) and report imaging health, probe face and boiling."""
+        ...
+
+    def view(self) -> GuidanceView: ...
+
+    def rf_started(self, channels: list[int]) -> None:
+        """RF is on: begin watching for boiling and recording frames."""
+        ...
+
+    def rf_stopped(self) -> None: ...
+
+    def record_frame(self, reason: str) -> None:
+        """Put the current frame, with its detected tip, on the record."""
+        ...
+
+
+class ControlLoop:
+    """Runs ticks at ``PERIOD_S``; supervised by the watchdog (a thread in real time, a check per tick
+    in simulated time, where there are no threads)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        pacer: Pacer,
+        generator: RfGenerator,
+        gate: OutputGate,
+        guidance: Guidance | None,
+        realtime: bool,
+    ) -> None:
+        self.clock = clock
+        self.pacer = pacer
+        self.generator = generator
+        self.gate = gate
+        self.guidance = guidance
+        self.realtime = realtime
+        self.watchdog = Watchdog(gate, clock)
+        self.imaging: ImagingStatus | None = None
+        self.ticks = 0
+        self.resyncs = 0
+        self._t_next = clock.now()
+
+    def start(self) -> None:
+        if self.realtime:
+            self.watchdog.start()
+
+    def stop(self) -> None:
+        """End supervision; the watchdog turns all output off first."""
+        self.watchdog.disarm()
+        if self.realtime:
+            self.watchdog.stop()
+
+    def tick(self) -> list[Trip]:
+        """One period: wait, read, poll imaging, evaluate interlocks, kick. Returns the new trips."""
+        now = self.clock.now()
+        self._t_next += PERIOD_S
+        if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst
+            self._t_next = now
+            self.resyncs += 1
+        self.pacer.sleep_until(self._t_next)
+        if not self.realtime:
+            self.watchdog.tick()
+        self.generator.service()
+        self.imaging = self.guidance.poll() if self.guidance is not None else None
+        trips = self.gate.evaluate(self.imaging)
+        self.watchdog.kick()
+        self.ticks += 1
+        return trips
