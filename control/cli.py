@@ -31,7 +31,7 @@ from control.session import ProcedureSession, render_result
 from firmware_bridge.clock import Clock, RealClock, SimClock
 from firmware_bridge.errors import LinkError, ProbeError
 from firmware_bridge.generator import RfGenerator
-from firmware_bridge.messages import ElectrodeFlag, ElectrodeSlot, GeneratorState
+from firmware_bridge.messages import MESSAGE_TYPES, ElectrodeFlag, ElectrodeSlot, GeneratorState, SelfTestCheck
 from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
 from firmware_bridge.transport import Transport, memory_pair, open_transport
 from safety.config import CartConfig, load_config
@@ -169,7 +169,7 @@ def _record_path(directory: Path, plan: LesionPlan) -> Path:
     return path
 
 
-def _await_generator(generator: RfGenerator, clock: Clock, url: str) -> str | None:
+def _await_generator(generator: RfGenerator, clock: Clock, pacer: Pacer, url: str) -> str | None:
     """Wait for the generator's first STATUS past boot; the reason it is unreachable, or None."""
     deadline = clock.now() + GENERATOR_ANSWER_TIMEOUT_S
     while clock.now() < deadline:
@@ -177,7 +177,7 @@ def _await_generator(generator: RfGenerator, clock: Clock, url: str) -> str | No
         status = generator.status
         if status is not None and status.msg.state != GeneratorState.BOOT:
             return None
-        clock.sleep_until(clock.now() + 0.01)
+        pacer.sleep_until(clock.now() + 0.01)
     return f"no answer from the generator at {url} within {GENERATOR_ANSWER_TIMEOUT_S:.0f} s"
 
 
@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     pacer: Pacer
     if cart is None:
         pacer = Realtime(clock, [])
-        reason = _await_generator(generator, clock, url or "")
+        reason = _await_generator(generator, clock, pacer, url or "")
         if reason is not None:
             print(f"rfa run: {reason}", file=err)
             return EXIT_UNREACHABLE
@@ -284,6 +284,81 @@ def _run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+# -- rfa selftest, rfa protocol ------------------------------------------------------------------------
+def _selftest(args: argparse.Namespace) -> int:
+    """The generator's self-test on its own: which checks passed, per channel, and the link's counters."""
+    clock: Clock
+    if args.generator is None:
+        clock = SimClock()
+        cart = simulated_cart(default_genicular_plan(), clock, seed=args.seed, physical=False, probe=False)
+        transport = cart.host_transport
+        pacer: Pacer = Lockstep(clock, cart.devices)
+    else:
+        clock = RealClock()
+        try:
+            transport = open_transport(args.generator)
+        except LinkError as exc:
+            print(f"rfa selftest: generator not reachable: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        pacer = Realtime(clock, [])
+    generator = RfGenerator(transport, clock)
+    try:
+        reason = _await_generator(generator, clock, pacer, args.generator or "the in-process simulator")
+        if reason is None:
+            generator.request_self_test()
+            deadline = clock.now() + GENERATOR_ANSWER_TIMEOUT_S
+            while generator.self_test_result is None and clock.now() < deadline:
+                pacer.sleep_until(clock.now() + 0.01)
+                generator.service()
+            if generator.self_test_result is None:
+                reason = f"no self-test result within {GENERATOR_ANSWER_TIMEOUT_S:.0f} s"
+        if reason is not None:
+            print(f"rfa selftest: {reason}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        assert generator.self_test_result is not None
+        passed = SelfTestCheck(generator.self_test_result.msg.checks_passed)
+        status = generator.status.msg if generator.status else None
+        checks = {flag.name or str(int(flag)): bool(flag & passed) for flag in SelfTestCheck}
+        channels = args.channels or [n for n in range(1, 5) if checks[f"CHANNEL_{n}"]]
+        required = SelfTestCheck.required(channels)
+        ok = (required & passed) == required and bool(channels)
+        if args.json:
+            print(json.dumps({"ok": ok, "checks": checks, "firmware": status.firmware if status else None,
+                              "link": generator.stats.as_dict()}))
+        else:
+            print(f"generator firmware {status.firmware if status else '?'}")
+            for name, good in checks.items():
+                print(f"  {name:12} {'pass' if good else 'FAIL'}")
+            print("self-test " + ("passed" if ok else "FAILED") + f" for channel(s) {channels or 'none'}")
+        return EXIT_OK if ok else EXIT_FAULT
+    finally:
+        generator.close()
+
+
+def _channel_list(text: str) -> list[int]:
+    try:
+        channels = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        channels = []
+    if not channels or not all(1 <= ch <= 4 for ch in channels):
+        raise argparse.ArgumentTypeError(f"channels are 1..4 separated by commas, not {text!r}")
+    return channels
+
+
+def _protocol(args: argparse.Namespace) -> int:
+    """The generator wire protocol as this build encodes it: ids, layouts and CRC_EXTRA bytes."""
+    rows = [{"id": f"0x{m.MSG_ID:02X}", "name": m.__name__, "struct": m.STRUCT.format,
+             "payload_bytes": m.STRUCT.size, "crc_extra": f"0x{m.CRC_EXTRA:02X}"} for m in MESSAGE_TYPES]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print("Frame: STX 0xFD | LEN | SEQ | MSG | payload | CRC-16/MCRF4XX over LEN..payload + CRC_EXTRA (LE)")
+    print(f"{'id':5} {'message':14} {'struct':26} {'bytes':>5}  crc_extra")
+    for r in rows:
+        print(f"{r['id']:5} {r['name']:14} {r['struct']:26} {r['payload_bytes']:>5}  {r['crc_extra']}")
+    return EXIT_OK
+
+
 # -- rfa probe ------------------------------------------------------------------------------------------
 def _probe_factory(args: argparse.Namespace) -> probe_cli.ProbeFactory:
     address = probe_cli.parse_probe_target(args.probe)
@@ -326,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     record_cmd = commands.add_parser("record", help="list, show, export, verify or report procedure records")
     record_cli.add_arguments(record_cmd)
     record_cmd.set_defaults(handler=record_cli.run)
+
+    selftest_cmd = commands.add_parser("selftest", help="run the generator's self-test and show each check")
+    selftest_cmd.add_argument("--generator", metavar="URL", help="pyserial URL (default: the in-process simulator)")
+    selftest_cmd.add_argument("--channels", type=_channel_list,
+                              help="channels that must pass, e.g. 1,2,3 (default: those fitted)")
+    selftest_cmd.add_argument("--seed", type=int, default=0, help="simulator seed (in-process simulator only)")
+    selftest_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    selftest_cmd.set_defaults(handler=_selftest)
+
+    protocol_cmd = commands.add_parser("protocol", help="print the generator wire protocol of this build")
+    protocol_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    protocol_cmd.set_defaults(handler=_protocol)
 
     lesion_cmd = commands.add_parser("lesion", help="estimate a lesion's size with the tissue model")
     sim.tissue.cli.add_arguments(lesion_cmd)

@@ -112,3 +112,28 @@ def test_faults_for_an_external_generator_are_refused(capsys: pytest.CaptureFixt
     faults = tmp_path / "faults.toml"
     faults.write_text("")
     assert main(["run", "--generator", "socket://127.0.0.1:1", "--faults", str(faults)]) == 2
+
+
+def test_selftest_reports_each_check(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["selftest", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["checks"]["CHANNEL_1"] and not report["checks"]["CHANNEL_4"]
+    # The simulated cart has no electrode on channel 4: requiring it fails the self-test.
+    assert main(["selftest", "--channels", "1,4"]) == 1
+    assert "CHANNEL_4    FAIL" in capsys.readouterr().out
+
+
+def test_selftest_refuses_a_bad_channel_list() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["selftest", "--channels", "1,7"])
+    assert exc.value.code == 2
+
+
+def test_protocol_prints_the_contract_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["protocol", "--json"]) == 0
+    rows = {r["id"]: (r["struct"], r["crc_extra"]) for r in json.loads(capsys.readouterr().out)}
+    # ARCHITECTURE.md section 4, copied by hand: id -> (struct, CRC_EXTRA).
+    assert rows["0x11"] == ("<BB4HHH", "0x8C")
+    assert rows["0x20"] == ("<Q" + "hHHHHB" * 4, "0xB1")
+    assert rows["0x40"] == ("<BI", "0xE4")
+    assert len(rows) == 10
