@@ -16,7 +16,7 @@ class KernelSet:
     name: str
     conductivity: Callable[..., None]
     face_conductances: Callable[..., None]
-    sor_sweeps: Callable[..., tuple[int, float]]
+    sor_sweeps: Callable[..., tuple[int, int]]
     joule_weights: Callable[..., float]
     thermal_step: Callable[..., tuple[float, float]]
 

@@ -31,13 +31,17 @@ def conductivity(
 ) -> None:
     """σ = σ37·max(0.1, 1 + α(T-37))·ratio^D: +α per °C while wet, falling two decades as water boils off.
 
-    Also 1/σ, so that each face costs one division instead of three."""
+    Also 1/σ, so that each face costs one division instead of three. Tissue that has not boiled (D = 0,
+    nearly all of it) skips the exponential: exp(±0) is exactly 1, so the result is the same bit for bit.
+    """
     nz, nr = temp_c.shape
     for j in range(nz):
         for i in range(nr):
             warm = 1.0 + temp_coeff_per_k * (temp_c[j, i] - 37.0)
             warm = max(warm, 0.1)
-            sigma[j, i] = sigma37_s_m * warm * math.exp(ln_dry_ratio * desiccation[j, i])
+            dried = desiccation[j, i]
+            wet = 1.0 if dried == 0.0 else math.exp(ln_dry_ratio * dried)
+            sigma[j, i] = sigma37_s_m * warm * wet
             resistivity[j, i] = 1.0 / sigma[j, i]
 
 
@@ -82,7 +86,7 @@ def face_conductances(
             inv_diag[j, i] = active[j, i] / (total + (1.0 - active[j, i]))
 
 
-@njit(cache=True)
+@njit(cache=True, boundscheck=False)
 def sor_sweeps(
     phi: FloatArray,
     g_r: FloatArray,
@@ -92,36 +96,128 @@ def sor_sweeps(
     omega: float,
     tolerance: float,
     max_sweeps: int,
-) -> tuple[int, float]:
+) -> tuple[int, int]:
     """Red-black SOR on ∇·(σ∇φ) = 0 with the tip at 1 V, warm-started from ``phi``.
 
     ``phi`` carries a ring of zero ghost cells, (nz + 2, nr + 2), so no cell needs a boundary test;
     blocked cells have ``inv_diag`` 0 and stay at 0.
     Stops after the first sweep in which no potential moves by more than ``tolerance`` (or after
-    ``max_sweeps``); returns the sweeps done and the largest change in the last one.
+    ``max_sweeps``); returns the sweeps done and how many potentials still moved by more than
+    ``tolerance`` in the last one (0: converged).
+
+    The sweeps run on a colour-packed copy (``_pack_colours``): each half-sweep is then one unit-stride
+    loop that LLVM turns into SIMD code, where the natural layout's stride-2 colour access kept it
+    scalar. Every cell's update is the same expression, in the same order, as in ``kernels_numpy``, so
+    the two agree bit for bit. The stop test counts the cells still moving instead of tracking the
+    largest change: an integer count vectorises, a float maximum does not without fast-math.
     """
     nz, nr = inv_diag.shape
-    change = 0.0
+    width = nr + 3 - nr % 2
+    packed = np.empty((5, 2, ((nz + 2) * width + 1) // 2))
+    _pack_colours(phi, g_r, g_z, g_tip, inv_diag, width, packed)
+    half_row = width // 2
+    # Interior rows only (flat indices width .. (nz + 1)·width - 1), as red and as black indices.
+    red_cells = ((width + 1) // 2, ((nz + 1) * width + 1) // 2)
+    black_cells = (width // 2, (nz + 1) * width // 2)
+    unsettled = 0
     sweeps = 0
     while sweeps < max_sweeps:
-        change = 0.0
-        for colour in range(2):
-            for j in range(nz):
-                for i in range((j + colour) % 2, nr, 2):
-                    num = (
-                        g_r[j, i] * phi[j + 1, i]
-                        + g_r[j, i + 1] * phi[j + 1, i + 2]
-                        + g_z[j, i] * phi[j, i + 1]
-                        + g_z[j + 1, i] * phi[j + 2, i + 1]
-                    )
-                    num = num + g_tip[j, i]
-                    step = omega * (num * inv_diag[j, i] - phi[j + 1, i + 1])
-                    phi[j + 1, i + 1] = phi[j + 1, i + 1] + step
-                    change = max(change, abs(step))
+        unsettled = _colour_sweep(packed, 0, red_cells, (-1, 0, -half_row - 1, half_row), omega, tolerance)
+        unsettled += _colour_sweep(packed, 1, black_cells, (0, 1, -half_row, half_row + 1), omega, tolerance)
         sweeps += 1
-        if change <= tolerance:
+        if unsettled == 0:
             break
-    return sweeps, change
+    _unpack_colours(packed[0], width, phi)
+    return sweeps, unsettled
+
+
+@njit(cache=True, boundscheck=False)
+def _pack_colours(
+    phi: FloatArray,
+    g_r: FloatArray,
+    g_z: FloatArray,
+    g_tip: FloatArray,
+    inv_diag: FloatArray,
+    width: int,
+    packed: FloatArray,
+) -> None:
+    """Split the padded grid by colour: ``packed[k, colour]`` is one flat array per quantity and colour.
+
+    Rows are laid out ``width`` long, ``width`` odd (the ghost ring plus, for an even ``nr``, one more
+    ghost column), so that a cell's colour is the parity of its flat index n = row·width + col: red (0)
+    is n even, black (1) n odd, each stored at n // 2. Every neighbour of a cell then sits at one fixed
+    offset in the other colour's array whatever the row (west, east, south, north: -1, 0, -width//2 - 1,
+    width//2 from red; 0, +1, -width//2, width//2 + 1 from black).
+
+    Quantities: 0 the potential, 1 the conductance of the cell's west face, 2 of its south face, 3 the
+    tip conductance, 4 the inverse diagonal. A cell's east (north) face is its east (north) neighbour's
+    west (south) face, read at the neighbour's offset, so each face is stored once. Ghost cells keep a
+    potential and inverse diagonal of 0: their update is 0 and they stay 0. When the padded grid has an
+    odd number of cells, black's last slot is left unset: no sweep reaches it.
+    """
+    nz, nr = inv_diag.shape
+    for row in range(nz + 2):
+        j = row - 1
+        for col in range(width):
+            n = row * width + col
+            colour, q = n % 2, n // 2
+            i = col - 1
+            cell = 0 <= j < nz and 0 <= i < nr
+            packed[0, colour, q] = phi[row, col] if col < nr + 2 else 0.0
+            packed[1, colour, q] = g_r[j, i] if 0 <= j < nz and 0 <= i <= nr else 0.0
+            packed[2, colour, q] = g_z[j, i] if 0 <= j <= nz and 0 <= i < nr else 0.0
+            packed[3, colour, q] = g_tip[j, i] if cell else 0.0
+            packed[4, colour, q] = inv_diag[j, i] if cell else 0.0
+
+
+@njit(cache=True, boundscheck=False)
+def _colour_sweep(
+    packed: FloatArray,
+    colour: int,
+    cells: tuple[int, int],
+    offsets: tuple[int, int, int, int],
+    omega: float,
+    tolerance: float,
+) -> int:
+    """One colour's half-sweep over its packed ``cells`` (first, end: the interior rows, ghost columns
+    included, which stay 0), ``offsets`` the west, east, south and north neighbour in the other colour.
+    Returns how many potentials moved by more than ``tolerance``.
+
+    Written over slices so that every index is the loop counter itself: LLVM then sees unit-stride
+    accesses without negative-index wraparound and vectorises the loop.
+    """
+    first, end = cells
+    west, east, south, north = offsets
+    other = 1 - colour
+    centre = packed[0, colour, first:end]
+    phi_w = packed[0, other, first + west : end + west]
+    phi_e = packed[0, other, first + east : end + east]
+    phi_s = packed[0, other, first + south : end + south]
+    phi_n = packed[0, other, first + north : end + north]
+    g_w = packed[1, colour, first:end]
+    g_e = packed[1, other, first + east : end + east]
+    g_s = packed[2, colour, first:end]
+    g_n = packed[2, other, first + north : end + north]
+    g_tip = packed[3, colour, first:end]
+    inv_diag = packed[4, colour, first:end]
+    unsettled = 0
+    for k in range(end - first):
+        num = g_w[k] * phi_w[k] + g_e[k] * phi_e[k] + g_s[k] * phi_s[k] + g_n[k] * phi_n[k]
+        num = num + g_tip[k]
+        step = omega * (num * inv_diag[k] - centre[k])
+        centre[k] = centre[k] + step
+        unsettled += abs(step) > tolerance
+    return unsettled
+
+
+@njit(cache=True, boundscheck=False)
+def _unpack_colours(potentials: FloatArray, width: int, phi: FloatArray) -> None:
+    """Copy the packed potentials back into the padded grid (interior cells; the ghosts stay 0)."""
+    nz, nr = phi.shape[0] - 2, phi.shape[1] - 2
+    for row in range(1, nz + 1):
+        for col in range(1, nr + 1):
+            n = row * width + col
+            phi[row, col] = potentials[n % 2, n // 2]
 
 
 @njit(cache=True)

@@ -74,15 +74,15 @@ def sor_sweeps(
     omega: float,
     tolerance: float,
     max_sweeps: int,
-) -> tuple[int, float]:
+) -> tuple[int, int]:
     nz, nr = inv_diag.shape
     parity = np.add.outer(np.arange(nz), np.arange(nr)) % 2
     colours = [parity == c for c in range(2)]
     inner = phi[1:-1, 1:-1]
-    change = 0.0
+    unsettled = 0
     sweeps = 0
     while sweeps < max_sweeps:
-        change = 0.0
+        unsettled = 0
         for mask in colours:
             num = (
                 g_r[:, :-1] * phi[1:-1, :-2]
@@ -93,11 +93,11 @@ def sor_sweeps(
             num = num + g_tip
             step = omega * (num * inv_diag - inner)
             inner[mask] = inner[mask] + step[mask]
-            change = max(change, float(np.abs(step[mask]).max()))
+            unsettled += int(np.count_nonzero(np.abs(step[mask]) > tolerance))
         sweeps += 1
-        if change <= tolerance:
+        if unsettled == 0:
             break
-    return sweeps, change
+    return sweeps, unsettled
 
 
 def joule_weights(

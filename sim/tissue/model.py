@@ -223,7 +223,7 @@ class RfLesionModel:
             self._g_far,
             self._inv_diag,
         )
-        sweeps, change = self._kernels.sor_sweeps(
+        sweeps, unsettled = self._kernels.sor_sweeps(
             self._phi_rest,
             self._g_r,
             self._g_z,
@@ -233,8 +233,11 @@ class RfLesionModel:
             COLD_TOLERANCE,
             200_000,
         )
-        if change > COLD_TOLERANCE:
-            raise CartError(f"electric field did not converge in {sweeps} sweeps (change {change:.3g})")
+        if unsettled:
+            raise CartError(
+                f"electric field did not converge in {sweeps} sweeps ({unsettled} potentials still moving "
+                f"by more than {COLD_TOLERANCE:g})"
+            )
         self.last_sweeps = sweeps
 
     def _stability_bound(self) -> float:
