@@ -148,6 +148,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="simulator seed (in-process simulator only)")
     p.add_argument("--faults", type=Path, metavar="FILE",
                    help="fault script TOML for the in-process simulator ([[fault]] kind, at_s, channel, ...)")
+    p.add_argument("--frame-period", type=float, default=1.0, metavar="S",
+                   help="record an ultrasound frame every S seconds during RF (default 1; also one per state change)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout instead of the live display")
 
 
@@ -197,6 +199,9 @@ def _run(args: argparse.Namespace) -> int:
         probe_address = None if probe_choice in ("sim", "none") else probe_cli.parse_probe_target(probe_choice)
     except argparse.ArgumentTypeError as exc:
         print(f"rfa run: {exc}", file=err)
+        return EXIT_USAGE
+    if not args.frame_period > 0:
+        print(f"rfa run: --frame-period must be a positive number of seconds, not {args.frame_period}", file=err)
         return EXIT_USAGE
     url = args.generator or config.generator_url
     if args.faults and url is not None:
@@ -259,7 +264,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     guidance: Guidance | None = None
     if probe is not None:
-        guidance = ProbeGuidance(probe, clock, record, guided_channel=plan.lesions[0].channel)
+        guidance = ProbeGuidance(probe, clock, record, guided_channel=plan.lesions[0].channel,
+                                 frame_record_period_s=args.frame_period)
     operator: Operator = ScriptedOperator(plan) if args.yes else ConsoleOperator()
     session = ProcedureSession(
         plan=plan, generator=generator, clock=clock, pacer=pacer, record=record, operator=operator,

@@ -1,0 +1,76 @@
+"""Ultrasound guidance in a procedure: imaging status, the tip on the record, frames at the planned rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control.cli import SIM_NEEDLE, simulated_cart
+from control.guidance import ProbeGuidance
+from control.operator import ScriptedOperator
+from control.record import ProcedureRecord, RecordReader
+from control.session import ProcedureSession
+from firmware_bridge.clock import SimClock
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.probe import UltrasoundProbe
+from safety.plan import Electrode, Lesion, LesionPlan, StimulationSettings
+from sim.lockstep import Lockstep
+from sim.probe import SimProbeBackend
+
+
+def guided_plan() -> LesionPlan:
+    lesion = Lesion(channel=1, electrode=Electrode(gauge=20, active_tip_mm=10.0), set_temp_c=60.0,
+                    ramp_rate_c_per_s=2.0, lesion_time_s=20.0, power_cap_w=20.0, impedance_min_ohm=60.0,
+                    impedance_max_ohm=800.0)
+    return LesionPlan(name="guided", imaging_required=True, stimulation=StimulationSettings(max_amplitude_mv=100),
+                      lesions=(lesion,))
+
+
+def test_a_guided_lesion_records_frames_with_the_tip(tmp_path: Path) -> None:
+    plan = guided_plan()
+    clock = SimClock()
+    cart = simulated_cart(plan, clock, seed=3, physical=False)
+    assert cart.probe_sim is not None
+    generator = RfGenerator(cart.host_transport, clock)
+    record = ProcedureRecord(tmp_path / "guided.rfa.db", clock)
+    probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
+    guidance = ProbeGuidance(probe, clock, record, guided_channel=1, frame_record_period_s=2.0)
+    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, cart.devices),
+                               record=record, operator=ScriptedOperator(plan), guidance=guidance)
+    result = session.run()
+    record.close()
+    assert result.exit_code == 0, result.message or result.first_trip
+    reader = RecordReader(record.path)
+    frames = [r.payload for r in reader.rows("frame")]
+    states = [r.payload for r in reader.rows("state")]
+    at_states = [f for f in frames if f["reason"].startswith("state ")]
+    during_rf = [f for f in frames if f["reason"] == "rf"]
+    assert [f["reason"] for f in at_states] == [f"state {s['dest']}" for s in states]
+    # 20 s of RF at one frame per 2 s (the first at RF start).
+    assert len(during_rf) == pytest.approx(10, abs=1)
+    for frame in during_rf:
+        assert frame["tip_lateral_mm"] == pytest.approx(SIM_NEEDLE.tip_lateral_mm, abs=1.0)
+        assert frame["tip_depth_mm"] == pytest.approx(SIM_NEEDLE.tip_depth_mm, abs=1.0)
+        assert frame["zlib_b64"] and frame["shape"][0] > 0
+    status = guidance.poll()
+    assert status.last_frame_at is not None and clock.now() - status.last_frame_at < 0.1
+    assert status.probe_face_temp_c is not None and status.boiling_channels == frozenset()
+
+
+def test_a_lost_image_refuses_arming_and_says_why(tmp_path: Path) -> None:
+    plan = guided_plan()
+    clock = SimClock()
+    cart = simulated_cart(plan, clock, seed=4, physical=False)
+    assert cart.probe_sim is not None
+    generator = RfGenerator(cart.host_transport, clock)
+    record = ProcedureRecord(tmp_path / "lost.rfa.db", clock)
+    probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
+    guidance = ProbeGuidance(probe, clock, record, guided_channel=1)
+    cart.probe_sim.set_silent(True)  # the probe stops sending frames before the procedure starts
+    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, cart.devices),
+                               record=record, operator=ScriptedOperator(plan), guidance=guidance)
+    result = session.run()
+    assert result.exit_code == 1
+    assert "imaging" in result.message
+    assert not any(ch.output_on for ch in cart.generator_sim.channels)
