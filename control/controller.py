@@ -5,8 +5,8 @@ Per channel and per tick:
 - a **ramp-rate limit**: the reference climbs from the starting tip temperature towards the set
   temperature at the plan's ramp rate (°C/s), so the tissue heats at a controlled pace and the loop
   follows a moving target instead of a step (which is what causes overshoot on a lagging thermocouple);
-- a **PID on tip temperature** with the derivative taken on the measurement (no kick when the reference
-  moves) and a feed-forward of the reference's slope;
+- a **PID on tip temperature** with the derivative taken on the low-passed measurement (no kick when
+  the reference moves, no amplified thermocouple noise) and a feed-forward of the reference's slope;
 - **anti-windup** by conditional integration: the integral stops growing while the output is pinned at
   a limit in the direction the error pushes;
 - a **power cap** (the plan's, never above the hard limit the gate enforces again);
@@ -34,7 +34,12 @@ S_REFERENCE: Final = 1
 S_PREV_TIP: Final = 2
 S_MIN_IMPEDANCE: Final = 3
 S_BACKOFF: Final = 4
-STATE_COLUMNS: Final = 5
+S_TIP_RATE: Final = 5
+STATE_COLUMNS: Final = 6
+
+DERIVATIVE_FILTER_S: Final = 0.2
+"""The tip-temperature rate is low-passed: a raw 10 ms difference turns thermocouple noise (a few
+hundredths of a degree) into several °C/s, and the derivative gain would turn that into watts of jitter."""
 
 ROLLOFF_RISE: Final = 0.30
 """Impedance 30 % above its lesion minimum means desiccation has begun (the roll-off)."""
@@ -87,6 +92,7 @@ def _control_step(
             state[ch, S_PREV_TIP] = tip_c[ch]
             state[ch, S_MIN_IMPEDANCE] = impedance_ohm[ch]
             state[ch, S_BACKOFF] = 1.0
+            state[ch, S_TIP_RATE] = 0.0
             continue
         kp = gains[ch, 0]
         ki = gains[ch, 1]
@@ -118,8 +124,10 @@ def _control_step(
         limit = cap[ch] * backoff
 
         error = ref - tip_c[ch]
-        d_tip = (tip_c[ch] - state[ch, S_PREV_TIP]) / dt_s
+        raw_rate = (tip_c[ch] - state[ch, S_PREV_TIP]) / dt_s
         state[ch, S_PREV_TIP] = tip_c[ch]
+        d_tip = state[ch, S_TIP_RATE] + (raw_rate - state[ch, S_TIP_RATE]) * dt_s / (DERIVATIVE_FILTER_S + dt_s)
+        state[ch, S_TIP_RATE] = d_tip
         integral = state[ch, S_INTEGRAL]
         u = kp * error + ki * integral - kd * d_tip + kff * slope
         # Conditional integration: do not wind up against a limit the error pushes into.
@@ -152,7 +160,7 @@ class ChannelControllers:
 
     def start(self, ch: int, *, tip_c: float, impedance_ohm: float) -> None:
         """Begin a lesion on ``ch``: the ramp starts from the present tip temperature."""
-        self.state[ch] = (0.0, tip_c, tip_c, impedance_ohm, 1.0)
+        self.state[ch] = (0.0, tip_c, tip_c, impedance_ohm, 1.0, 0.0)
         self.active[ch] = True
 
     def stop(self, ch: int) -> None:

@@ -169,24 +169,26 @@ class ProcedureSession:
 
     def steps(self) -> Iterator[None]:
         """The procedure as a generator that yields after every tick, so tests can act between ticks."""
-        message = ""
+        messages: list[str] = []
         self.loop.start()
         try:
-            yield from self._self_test()
-            yield from self._stimulation()
-            yield from self._lesions()
-        except Faulted as exc:
-            message = str(exc)
-            yield from self._await_acknowledge()
+            try:
+                yield from self._self_test()
+                yield from self._stimulation()
+                yield from self._lesions()
+            except Faulted as exc:
+                messages.append(str(exc))
+                yield from self._await_acknowledge()  # a stop may come while waiting: caught below
         except Stopped as exc:
-            message = str(exc)
+            messages.append(str(exc))
         except KeyboardInterrupt:
-            message = self._operator_stop("operator stop (interrupt)")
+            messages.append(self._operator_stop("operator stop (interrupt)"))
         finally:
             self.gate.all_off("end of procedure")
             self.loop.stop()
         state = self.procedure.state
         summaries = [self._predicted(summarise(t)) for t in self.traces]
+        message = "; ".join(messages)
         ok = state is State.STANDBY and not message and not any(s.tripped for s in summaries)
         result = SessionResult(
             exit_code=EXIT_OK if ok else EXIT_FAULT,

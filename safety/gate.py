@@ -613,10 +613,14 @@ class OutputGate:
     ) -> CommandedChannel:
         if not previous.on:
             return CommandedChannel(on=True, since=now, mode=mode, setpoint=setpoint)
-        allowed = previous.allowed_setpoint(now)
         ceiling, until = previous.ceiling, previous.ceiling_until
-        if setpoint < allowed:  # the measurement may show the higher setpoint for a while
-            ceiling, until = allowed, now + hard.SETPOINT_SETTLE_S
+        settling = now < until
+        # The measurement may show a lowered setpoint's predecessor for SETPOINT_SETTLE_S. A new ceiling
+        # starts only when the previous setpoint is at least the one still settling: a steadily falling
+        # setpoint (a request every tick) must not keep pushing the deadline, or the ceiling would never
+        # expire and the comparison with the commanded power would stay off.
+        if setpoint < previous.setpoint and (not settling or previous.setpoint >= ceiling):
+            ceiling, until = previous.setpoint, now + hard.SETPOINT_SETTLE_S
         return CommandedChannel(
             True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv
         )

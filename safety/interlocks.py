@@ -250,12 +250,19 @@ def _ch(interlock: InterlockId, rules: ChannelRules, reason: str) -> Trip:
 # -- system interlocks ------------------------------------------------------------------------------------
 
 
+def landed_age_s(now: float, arrived_at: float) -> float:
+    """How old a message may be: the driver dates it when the loop reads it, but it can have landed up to one
+    loop period earlier. Ageing it from that earliest moment keeps a staleness trip within one period of the
+    moment the data really became too old (ARCHITECTURE.md section 8), erring on the safe side."""
+    return now - arrived_at + hard.LOOP_PERIOD_S
+
+
 def check_telemetry_stale(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
     """Telemetry older than the staleness limit (or none yet): the host cannot see what RF is doing."""
     rx = inputs.telemetry
     if rx is None:
         return _sys(InterlockId.TELEMETRY_STALE, "no telemetry received")
-    age = now - rx.arrived_at
+    age = landed_age_s(now, rx.arrived_at)
     if age > rules.limits.telemetry_stale_s:
         return _sys(
             InterlockId.TELEMETRY_STALE,
@@ -273,10 +280,10 @@ def check_link_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Tri
     ):
         if at is None:
             return _sys(InterlockId.LINK_LOST, f"no generator {name} received")
-        if now - at > limit:
+        age = landed_age_s(now, at)
+        if age > limit:
             return _sys(
-                InterlockId.LINK_LOST,
-                f"no generator {name} for {(now - at) * 1000:.0f} ms (limit {limit * 1000:.0f} ms)",
+                InterlockId.LINK_LOST, f"no generator {name} for {age * 1000:.0f} ms (limit {limit * 1000:.0f} ms)"
             )
     return None
 
@@ -505,8 +512,9 @@ def over_power(
     request is never granted into a measurement that would trip at once.
     """
     power_w = ch.power_centi_w / 100.0
-    if power_w > rules.power_max_w:
-        return f"{power_w:.2f} W above the maximum {rules.power_max_w:.2f} W"
+    cap_w = rules.power_max_w * (1.0 + hard.POWER_MEASUREMENT_TOLERANCE) + hard.POWER_MEASUREMENT_TOLERANCE_W
+    if power_w > cap_w:
+        return f"{power_w:.2f} W above the maximum {rules.power_max_w:.2f} W (+ measurement tolerance)"
     if not commanded.on:
         return None
     allowed = commanded.allowed_setpoint(now)

@@ -107,6 +107,11 @@ OVER_POWER_TOLERANCE: Final = 0.10
 OVER_POWER_TOLERANCE_W: Final = 1.0
 OVER_VOLTAGE_TOLERANCE_V: Final = 1.0
 SETPOINT_SETTLE_S: Final = 0.1
+# The power cap (the plan's, never above POWER_MAX_W) is compared with a *measurement*: the generator's
+# power measurement is accurate to about 2 % + 0.1 W, so a channel regulated exactly at its cap must not
+# read as over it. This allowance belongs to the limit's definition; no configuration can change it.
+POWER_MEASUREMENT_TOLERANCE: Final = 0.02
+POWER_MEASUREMENT_TOLERANCE_W: Final = 0.1
 # Output the gate has not commanded: more than 1 W, or the output-on flag, on a channel that has been
 # commanded off for longer than the generator needs to obey (two telemetry frames plus transit).
 UNCOMMANDED_POWER_W: Final = 1.0

@@ -377,6 +377,14 @@ def test_impedance_spike_and_short_change_the_load() -> None:
     assert short.last_telemetry().channels[0].impedance_ohm == pytest.approx(5.0)
 
 
+def test_power_runaway_over_delivers_without_the_generator_noticing() -> None:
+    h = run_with_fault(Fault(FaultKind.POWER_RUNAWAY, at_s=0.5, channel=3, value=1.8), watts=5.0)
+    channels = h.last_telemetry().channels
+    assert channels[2].power_w == pytest.approx(9.0, rel=0.01)
+    assert channels[0].power_w == pytest.approx(5.0, rel=0.01)
+    assert h.sim.fault_bits == 0, "a runaway is not a fault the generator reports"
+
+
 def test_channel_fault_turns_that_channel_off_only() -> None:
     h = run_with_fault(Fault(FaultKind.CHANNEL_FAULT, at_s=0.5, channel=4, duration_s=0.1))
     t = next(t for t in h.telemetry() if t.gen_time_us == 550_000)  # during the fault

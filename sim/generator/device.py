@@ -405,6 +405,11 @@ class SimGenerator:
         self.detach()
 
     # -- the tick ------------------------------------------------------------------------------------
+    def _runaway(self, index: int) -> float:
+        """The power stage's gain: 1 when regulating, the fault's factor while a runaway is injected."""
+        return max((f.magnitude for f in self._active_faults
+                    if f.channel == index + 1 and f.kind is FaultKind.POWER_RUNAWAY), default=1.0)
+
     def _active_kinds(self, index: int) -> set[FaultKind]:
         return {f.kind for f in self._active_faults if f.channel == index + 1}
 
@@ -483,7 +488,7 @@ class SimGenerator:
                 continue
             load = self._load_ohm(i)
             if ch.mode is OutputMode.RF_CONTINUOUS:
-                ch.voltage_v, ch.current_a = self._constant_power(ch.setpoint / 100.0, load)
+                ch.voltage_v, ch.current_a = self._constant_power(ch.setpoint / 100.0 * self._runaway(i), load)
                 ch.power_w = ch.voltage_v * ch.current_a
             elif ch.mode is OutputMode.RF_PULSED:
                 # Telemetry reports the pulse's peak voltage and current and the time-averaged power,

@@ -31,12 +31,16 @@ class FaultKind(enum.StrEnum):
     """The channel's fault flag is set; its output goes off and is refused."""
     ELECTRODE_REMOVED = "electrode_removed"
     """The electrode is unplugged (and plugged back in when the fault ends)."""
+    POWER_RUNAWAY = "power_runaway"
+    """The power stage loses regulation and delivers ``value`` times (default 2) what was commanded,
+    up to the hardware caps; the generator does not notice (only the host's over-power check can)."""
 
 
 DEFAULT_VALUES: Final[dict[FaultKind, float]] = {
     FaultKind.IMPEDANCE_SPIKE: 1000.0,
     FaultKind.IMPEDANCE_SHORT: 5.0,
     FaultKind.GENERATOR_FAULT: 0x01,
+    FaultKind.POWER_RUNAWAY: 2.0,
 }
 
 

@@ -22,7 +22,7 @@ from safety.gate import Decision, EventKind, OutputGate, StimKind
 from safety.inputs import ImagingStatus
 from safety.interlocks import InterlockId
 from safety.plan import default_genicular_plan
-from tests.safety.support import ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
+from tests.safety.support import NOW, ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -300,3 +300,21 @@ def test_no_code_outside_safety_touches_the_enabling_path(package: str, name: st
 
 def test_the_scanner_finds_the_gate_claiming_the_capability() -> None:
     assert _references("safety", "claim_output_capability") != []
+
+
+def test_a_setpoint_lowered_every_tick_does_not_keep_the_settling_ceiling_alive() -> None:
+    # The loop asks for a new, lower setpoint every tick. Each lowered setpoint may show in the measurement
+    # for SETPOINT_SETTLE_S, but no longer: a generator still delivering the first 20 W 0.3 s later trips.
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    for k in range(1, 31):  # 20 W down to 5 W over 0.3 s, 0.5 W per tick
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({1: channel(power_w=20.0, flags=ON)}))
+        trips = rig.gate.evaluate(rig.imaging())
+        if trips:
+            break
+        rig.gate.request_output({1: 20.0 - 0.5 * k}, rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.OVER_POWER]
+    # The allowance is the setpoint of at most SETPOINT_SETTLE_S ago (+ tolerance), never the first 20 W.
+    assert rig.clock.now() - NOW < 0.3

@@ -209,7 +209,7 @@ CASES = [
     Case(
         InterlockId.OVER_POWER,
         lambda v: inputs(telemetry({1: channel(power_w=v)})),
-        25.0,
+        round(25.0 * (1 + hard.POWER_MEASUREMENT_TOLERANCE) + hard.POWER_MEASUREMENT_TOLERANCE_W, 2),
         0.01,
         label="plan-cap",
     ),
@@ -249,9 +249,14 @@ CASES = [
         rules=HOT_RULES,
         label="hard-max",
     ),
-    Case(InterlockId.TELEMETRY_STALE, lambda v: inputs(telemetry_age_s=v), 0.050, 0.001),
-    Case(InterlockId.LINK_LOST, lambda v: inputs(heartbeat_age_s=v), 0.250, 0.001, label="heartbeat"),
-    Case(InterlockId.LINK_LOST, lambda v: inputs(status_age_s=v), 0.250, 0.001, label="status"),
+    # Ages here are since the loop *read* the message; it may have landed one period earlier (landed_age_s),
+    # so the read-age limit is the contract's limit less one period.
+    Case(InterlockId.TELEMETRY_STALE, lambda v: inputs(telemetry_age_s=v),
+         round(hard.TELEMETRY_STALE_S - hard.LOOP_PERIOD_S, 3), 0.001),
+    Case(InterlockId.LINK_LOST, lambda v: inputs(heartbeat_age_s=v),
+         round(hard.LINK_LOSS_S - hard.LOOP_PERIOD_S, 3), 0.001, label="heartbeat"),
+    Case(InterlockId.LINK_LOST, lambda v: inputs(status_age_s=v),
+         round(hard.LINK_LOSS_S - hard.LOOP_PERIOD_S, 3), 0.001, label="status"),
     Case(
         InterlockId.UNCOMMANDED_OUTPUT,
         lambda v: inputs(

@@ -1,0 +1,80 @@
+"""The control benchmark's helpers behave as its figures assume (behaviour only: no wall-clock timings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.control import (
+    PERIOD_S,
+    SCENARIOS,
+    TripScenario,
+    measure_trip,
+    percentile,
+    record_throughput,
+    sample_ticks,
+)
+from control.record import RecordReader
+from safety.interlocks import InterlockId
+
+
+def test_percentile_is_nearest_rank_and_nan_when_empty() -> None:
+    values = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert percentile(values, 0.0) == 1.0
+    assert percentile(values, 0.5) == 3.0
+    assert percentile(values, 1.0) == 5.0
+    assert percentile([], 0.5) != percentile([], 0.5)  # NaN
+
+
+def test_every_interlock_has_exactly_one_scenario() -> None:
+    assert sorted(s.interlock for s in SCENARIOS) == sorted(InterlockId)
+
+
+def _scenario(interlock: InterlockId) -> TripScenario:
+    return next(s for s in SCENARIOS if s.interlock is interlock)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.interlock.value)
+def test_each_scenario_trips_its_own_interlock_after_its_onset(scenario: TripScenario) -> None:
+    measured = measure_trip(scenario, late=True)
+    assert measured.onset_s is not None, "the condition was never seen on the wire"
+    assert measured.off_s is not None, f"no OUTPUT_OFF for the trip; trips: {measured.first_trips}"
+    assert measured.latency_s is not None and measured.latency_s >= -1e-9
+
+
+def test_a_frame_carried_trip_goes_out_in_the_tick_that_reads_the_frame() -> None:
+    """Service before evaluate: aligned, the same instant; landing just after a read, one period later."""
+    scenario = _scenario(InterlockId.OVER_TEMPERATURE)
+    aligned, late = measure_trip(scenario, late=False), measure_trip(scenario, late=True)
+    assert aligned.latency_s == pytest.approx(0.0, abs=1e-9)
+    assert late.latency_s == pytest.approx(PERIOD_S, abs=1e-9)
+    assert aligned.first_trips == ("over_temperature",)
+
+
+def test_the_watchdog_stops_a_stalled_loop_within_half_a_period_of_its_limit() -> None:
+    measured = measure_trip(_scenario(InterlockId.CONTROL_LOOP_OVERRUN), late=False)
+    assert measured.latency_s is not None
+    assert 0.0 <= measured.latency_s <= PERIOD_S / 2 + 1e-9
+
+
+def test_tick_parts_add_up_to_no_more_than_the_tick(tmp_path: Path) -> None:
+    samples = sample_ticks(50, tmp_path, warmup_ticks=5)
+    assert len(samples.total) == 50
+    for i, total in enumerate(samples.total):
+        parts = [samples.parse[i], samples.interlocks_gate[i], samples.control_step[i], samples.record_append[i]]
+        assert all(part >= 0 for part in parts)
+        assert sum(parts) <= total
+
+
+def test_record_throughput_commits_a_verifiable_record_with_durable_rows(tmp_path: Path) -> None:
+    result = record_throughput(tmp_path, 0.2, durable_every=100)
+    assert result.rows_committed > 0
+    assert result.durable_ns and result.append_ns
+    (path,) = tmp_path.glob("*.rfa.db")
+    reader = RecordReader(path)
+    try:
+        assert reader.verify().ok
+        assert reader.count("state") == len(result.durable_ns)
+    finally:
+        reader.close()
