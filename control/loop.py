@@ -10,7 +10,8 @@ Each tick, in this order:
 4. kick the independent watchdog.
 
 The control step and the output request (through the gate, the only holder of the output capability)
-follow in the session, which knows the lesions. Nothing here blocks on the disk or compiles code.
+follow in the session, which knows the lesions. Nothing here compiles code; the disk is touched only
+when an interlock trips (its alarm is committed before the loop goes on, section 9).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Final, Protocol
 
 from control.display import GuidanceView
 from firmware_bridge.clock import Clock
+from firmware_bridge.errors import CartError
 from firmware_bridge.generator import RfGenerator
 from safety import limits as hard
 from safety.gate import OutputGate
@@ -78,7 +80,6 @@ class ControlLoop:
         self.watchdog = Watchdog(gate, clock)
         self.imaging: ImagingStatus | None = None
         self.ticks = 0
-        self.resyncs = 0
         self._t_next = clock.now()
 
     def start(self) -> None:
@@ -86,10 +87,14 @@ class ControlLoop:
             self.watchdog.start()
 
     def stop(self) -> None:
-        """End supervision; the watchdog turns all output off first."""
-        self.watchdog.disarm()
-        if self.realtime:
-            self.watchdog.stop()
+        """End supervision; the watchdog turns all output off first (a dead link cannot stop the thread's end)."""
+        try:
+            self.watchdog.disarm()
+        except CartError:
+            pass  # output off could not be sent: the generator's own heartbeat watchdog turns it off
+        finally:
+            if self.realtime:
+                self.watchdog.stop()
 
     def tick(self) -> list[Trip]:
         """One period: wait, read, poll imaging, evaluate interlocks, kick. Returns the new trips."""
@@ -97,7 +102,6 @@ class ControlLoop:
         self._t_next += PERIOD_S
         if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst
             self._t_next = now
-            self.resyncs += 1
         self.pacer.sleep_until(self._t_next)
         if not self.realtime:
             self.watchdog.tick()

@@ -28,7 +28,7 @@ import enum
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from transitions import EventData, Machine, MachineError
+from transitions import EventData, Machine
 
 from control.record import ProcedureRecord
 
@@ -136,16 +136,6 @@ class Procedure:
             return
         self.fault_reason = reason
         self.trigger("fault", reason=reason)
-
-    def try_trigger(self, trigger: str, **kwargs: Any) -> bool:
-        """Fire ``trigger`` if the table allows it here; refusals are recorded and kept in ``refusals``."""
-        try:
-            return bool(self.trigger(trigger, **kwargs))
-        except MachineError as exc:
-            reason = f"{trigger} not allowed in {self.state.value}"
-            self._record.append("refused", {"trigger": trigger, "state": self.state.value, "reason": reason})
-            self.refusals = [reason]
-            raise exc
 
     # -- guards (transitions' conditions) ------------------------------------------------------------
     def _check(self, event: EventData, refusal: list[str]) -> bool:

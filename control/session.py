@@ -13,6 +13,7 @@ between ticks (the procedure state machine test does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -30,6 +31,7 @@ from control.procedure import Procedure, State
 from control.record import ProcedureRecord
 from control.summary import ChannelTrace, LesionSummary, summarise, summary_table
 from firmware_bridge.clock import Clock
+from firmware_bridge.errors import CartError
 from firmware_bridge.framing import Frame
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import (
@@ -183,8 +185,11 @@ class ProcedureSession:
             messages.append(str(exc))
         except KeyboardInterrupt:
             messages.append(self._operator_stop("operator stop (interrupt)"))
+        except CartError as exc:  # the link died, the record failed, a device refused: the safe state
+            messages.append(self._abort(f"{type(exc).__name__}: {exc}"))
         finally:
-            self.gate.all_off("end of procedure")
+            with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
+                self.gate.all_off("end of procedure")
             self.loop.stop()
         state = self.procedure.state
         summaries = [self._predicted(summarise(t)) for t in self.traces]
@@ -200,8 +205,12 @@ class ProcedureSession:
             first_trip_row=self.first_trip_row,
             message=message,
         )
-        self.record.append_durable("summary", result.as_dict())
         self.result = result
+        try:
+            self.record.append_durable("summary", result.as_dict())
+        except CartError as exc:
+            result.message = "; ".join([*messages, f"the summary could not be recorded: {exc}"])
+            result.exit_code = EXIT_FAULT
 
     def _predicted(self, summary: LesionSummary) -> LesionSummary:
         lesion = self.plan.lesion_on(summary.channel)
@@ -549,6 +558,23 @@ class ProcedureSession:
         self._say(f"FAULT {reason}", event="fault", detail=reason)
         self.procedure.raise_fault(reason)
         raise Faulted(reason)
+
+    def _abort(self, reason: str) -> str:
+        """An error the procedure cannot continue after: output off, lesions stopped, fault, best effort.
+
+        Each step may fail in turn (a dead link cannot carry OUTPUT_OFF, a failed record cannot take the
+        fault); none of them may stop the next. The generator turns itself off 250 ms after the host's last
+        heartbeat, so a dead link is safe even when nothing here reaches it.
+        """
+        self._abort_lesions(reason)
+        if not self.first_trip:
+            self.first_trip = reason
+        with contextlib.suppress(CartError):
+            self.gate.all_off(reason)
+        with contextlib.suppress(CartError):
+            self._say(f"FAULT {reason}", event="fault", detail=reason)
+            self.procedure.raise_fault(reason)
+        return reason
 
     def _outputs_off(self, why: str) -> None:
         self.gate.all_off(why)

@@ -53,6 +53,11 @@ class Received(Generic[M]):
     arrived_at: float
 
 
+def _reduces_energy(msg: Message) -> bool:
+    return (isinstance(msg, OutputOff) or (isinstance(msg, Stim) and msg.amplitude_mv == 0)
+            or (isinstance(msg, Pump) and not msg.on))
+
+
 class OutputCapability:
     """Proof of the authority to enable output, minted once per driver (see module docstring)."""
 
@@ -91,7 +96,9 @@ class RfGenerator:
 
     # -- observation ---------------------------------------------------------------------------------
     def on_sent(self, listener: SentListener) -> None:
-        """Call ``listener(seq, msg, t)`` per command: before the wire, except OUTPUT_OFF (after)."""
+        """Call ``listener(seq, msg, t)`` per command: before it goes on the wire, except for commands that
+        reduce energy (OUTPUT_OFF, a stimulation stop, pump off), which go on the wire first, so that a
+        listener that fails (a broken record) can never hold back the safe state."""
         self._sent_listeners.append(listener)
 
     def on_received(self, listener: ReceivedListener) -> None:
@@ -116,7 +123,8 @@ class RfGenerator:
             raise CapabilityError("enabling output needs the capability held by the safety gate")
 
     # -- commands ------------------------------------------------------------------------------------
-    def _send(self, msg: Message, *, notify_first: bool = True) -> int:
+    def _send(self, msg: Message) -> int:
+        notify_first = not _reduces_energy(msg)
         with self._send_lock:
             seq, frame = self._encoder.encode(msg)
             now = self.clock.now()
@@ -132,7 +140,7 @@ class RfGenerator:
 
     def output_off(self, channel_mask: int = ALL_CHANNELS) -> int:
         """Turn output off: on the wire first, then told to the listeners (the record)."""
-        return self._send(OutputOff(channel_mask), notify_first=False)
+        return self._send(OutputOff(channel_mask))
 
     def set_output(self, capability: OutputCapability, msg: SetOutput) -> int:
         self._require(capability)

@@ -4,20 +4,37 @@ Golden frames pin the codec to ARCHITECTURE.md section 4 by bytes written out by
 (hypothesis) show that the parser, fed anything, never raises, never invents a frame, never loses an
 intact frame behind a damaged one, does not care where chunks are cut, and counts exactly what was
 injected.
+
+The parser has two paths, a pure-Python loop and a compiled kernel, picked by input size; every parser
+test runs on each path alone (``PATHS``), and ``test_both_paths_agree_on_any_stream`` feeds the same
+bytes through both, and through a parser switching between them, and compares everything.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from firmware_bridge import _scan
 from firmware_bridge.crc import crc16_bitwise
-from firmware_bridge.framing import CRC_LEN, HEADER_LEN, STX, Frame, FrameEncoder, FrameParser, encode_frame
+from firmware_bridge.framing import (
+    CRC_LEN,
+    HEADER_LEN,
+    STX,
+    Frame,
+    FrameBatch,
+    FrameEncoder,
+    FrameParser,
+    encode_frame,
+    record_dtype,
+)
 from firmware_bridge.messages import (
     MESSAGES_BY_ID,
     Ack,
@@ -35,6 +52,10 @@ from firmware_bridge.messages import (
     Telemetry,
 )
 from tests.test_messages import any_message
+
+# ``kernel_from_bytes`` that sends every feed down one path: never the kernel, or always the kernel.
+PATHS = {"python": 1 << 62, "kernel": 0}
+on_each_path = pytest.mark.parametrize("path", PATHS.values(), ids=PATHS.keys())
 
 # -- golden bytes ------------------------------------------------------------------------------------
 # Each row: the message, its SEQ, the frame as hex written by hand from the contract, and the message's
@@ -87,20 +108,22 @@ def test_golden_covers_every_message_id() -> None:
     assert {msg.MSG_ID for msg, *_ in GOLDEN} == set(MESSAGES_BY_ID)
 
 
+@on_each_path
 @pytest.mark.parametrize(("msg", "seq", "hex_frame", "crc_extra"), GOLDEN, ids=lambda v: type(v).__name__)
-def test_golden_frame(msg: Message, seq: int, hex_frame: str, crc_extra: int) -> None:
+def test_golden_frame(path: int, msg: Message, seq: int, hex_frame: str, crc_extra: int) -> None:
     expected = bytes.fromhex(hex_frame)
     body, crc_bytes = expected[1:-2], expected[-2:]
     assert crc16_bitwise(body + bytes([crc_extra])) == int.from_bytes(crc_bytes, "little")
     assert encode_frame(msg, seq) == expected
-    assert FrameParser().feed(expected) == [Frame(seq, msg)]
+    assert FrameParser(kernel_from_bytes=path).feed(expected) == [Frame(seq, msg)]
 
 
-def test_a_frame_checked_with_another_crc_extra_is_rejected() -> None:
+@on_each_path
+def test_a_frame_checked_with_another_crc_extra_is_rejected(path: int) -> None:
     """A peer with another layout for the same id and length must be rejected, not misread."""
     frame = bytearray(encode_frame(Ack(0x11, 2, 0), 0))
     frame[-2:] = crc16_bitwise(bytes(frame[1:-2]) + bytes([0x00])).to_bytes(2, "little")
-    parser = FrameParser()
+    parser = FrameParser(kernel_from_bytes=path)
     assert parser.feed(bytes(frame)) == []
     assert parser.stats.crc_errors == 1
 
@@ -136,16 +159,18 @@ def is_subsequence(sub: list[Frame], seq: list[Frame]) -> bool:
     return all(any(x == y for y in it) for x in sub)
 
 
+@on_each_path
 @given(any_message, st.integers(0, 255))
-def test_encode_parse_round_trip(msg: Message, seq: int) -> None:
-    parser = FrameParser()
+def test_encode_parse_round_trip(path: int, msg: Message, seq: int) -> None:
+    parser = FrameParser(kernel_from_bytes=path)
     assert parser.feed(encode_frame(msg, seq)) == [Frame(seq, msg)]
     assert parser.stats.frames_ok == 1 and parser.pending_bytes == 0
 
 
+@on_each_path
 @given(st.lists(st.binary(max_size=200), max_size=20))
-def test_any_bytes_never_raise_and_are_all_accounted_for(chunks: list[bytes]) -> None:
-    parser = FrameParser()
+def test_any_bytes_never_raise_and_are_all_accounted_for(path: int, chunks: list[bytes]) -> None:
+    parser = FrameParser(kernel_from_bytes=path)
     frames: list[Frame] = []
     for chunk in chunks:
         frames += parser.feed(chunk)
@@ -167,10 +192,11 @@ damage = st.builds(Damage, st.integers(0, 1000), st.sampled_from(["flip", "trunc
                    st.integers(0, 1000), st.integers(0, 7), st.binary(min_size=1, max_size=40))
 
 
+@on_each_path
 @given(st.lists(any_message, min_size=1, max_size=25), st.lists(damage, max_size=8),
        st.lists(st.integers(0, 10_000), max_size=12))
 def test_damaged_stream_yields_only_sent_frames_and_every_intact_one(
-    msgs: list[Message], damages: list[Damage], cuts: list[int]
+    path: int, msgs: list[Message], damages: list[Damage], cuts: list[int]
 ) -> None:
     enc = FrameEncoder()
     sent = [(seq, msg, frame) for msg in msgs for seq, frame in [enc.encode(msg)]]
@@ -192,7 +218,7 @@ def test_damaged_stream_yields_only_sent_frames_and_every_intact_one(
             tails[i] += d.garbage
     # Trailing filler: a truncated frame near the end can only be judged once enough bytes follow it.
     stream = b"".join(bytes(f) + t for f, t in zip(frames_bytes, tails, strict=True)) + bytes(300)
-    parser = FrameParser()
+    parser = FrameParser(kernel_from_bytes=path)
     got = feed_in_chunks(parser, stream, cuts)
 
     sent_frames = [Frame(seq, msg) for seq, msg, _ in sent]
@@ -202,17 +228,18 @@ def test_damaged_stream_yields_only_sent_frames_and_every_intact_one(
     assert_bytes_accounted(parser, got, len(stream))
 
 
+@on_each_path
 @given(st.lists(any_message, max_size=15), st.lists(st.integers(0, 10_000), max_size=30))
-def test_chunk_boundaries_do_not_matter(msgs: list[Message], cuts: list[int]) -> None:
+def test_chunk_boundaries_do_not_matter(path: int, msgs: list[Message], cuts: list[int]) -> None:
     enc = FrameEncoder()
     stream = b"".join(enc.encode(m)[1] for m in msgs)
-    whole = FrameParser()
+    whole = FrameParser(kernel_from_bytes=path)
     expected = whole.feed(stream)
-    chunked = FrameParser()
+    chunked = FrameParser(kernel_from_bytes=path)
     assert feed_in_chunks(chunked, stream, cuts) == expected
     assert chunked.stats == whole.stats
     # byte by byte, the hardest split of all
-    single = FrameParser()
+    single = FrameParser(kernel_from_bytes=path)
     assert [f for b in stream for f in single.feed(bytes([b]))] == expected
 
 
@@ -230,12 +257,14 @@ class Injection:
     kind: str  # "crc": flip a CRC bit; "payload": flip a payload bit; "drop": never sent
 
 
+@on_each_path
 @given(st.data(), st.integers(2, 60),
        st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["crc", "payload", "drop"])), max_size=10),
        st.lists(st.binary(max_size=30).map(lambda b: b.replace(bytes([STX]), b"\x00")), max_size=5),
        st.lists(st.integers(0, 10_000), max_size=10))
 def test_counters_add_up_to_what_was_injected(
-    data: st.DataObject, n: int, raw_injections: list[tuple[int, str]], garbage: list[bytes], cuts: list[int]
+    path: int, data: st.DataObject, n: int, raw_injections: list[tuple[int, str]], garbage: list[bytes],
+    cuts: list[int],
 ) -> None:
     msgs = [data.draw(any_message.filter(clean_at(seq))) for seq in range(n)]
     frames = [bytearray(encode_frame(m, seq)) for seq, m in enumerate(msgs)]
@@ -255,7 +284,7 @@ def test_counters_add_up_to_what_was_injected(
             stream += f
         if garbage:
             stream += garbage[i % len(garbage)]
-    parser = FrameParser()
+    parser = FrameParser(kernel_from_bytes=path)
     got = feed_in_chunks(parser, bytes(stream), cuts)
 
     good = [i for i in range(n) if i not in injections]
@@ -273,17 +302,122 @@ def test_counters_add_up_to_what_was_injected(
     assert parser.pending_bytes == 0
 
 
-def test_unknown_id_and_wrong_length_are_counted_and_skipped() -> None:
+@on_each_path
+def test_unknown_id_and_wrong_length_are_counted_and_skipped(path: int) -> None:
     good = encode_frame(Ack(0x11, 1, 0), 3)
     unknown = bytes([STX, 3, 0, 0x7F, 1, 2, 3, 0, 0])  # id 0x7F is not in the table
     wrong_len = bytes([STX, 4, 0, Ack.MSG_ID, 1, 2, 3, 4, 0, 0])  # ACK has 3 payload bytes
-    parser = FrameParser()
+    parser = FrameParser(kernel_from_bytes=path)
     assert parser.feed(unknown + wrong_len + good) == [Frame(3, Ack(0x11, 1, 0))]
     assert parser.stats.unknown_msg == 1 and parser.stats.length_errors == 1
     assert parser.stats.bytes_discarded == len(unknown) + len(wrong_len)
 
 
-def test_sequence_gaps_count_across_the_wrap() -> None:
-    parser = FrameParser()
+@on_each_path
+def test_sequence_gaps_count_across_the_wrap(path: int) -> None:
+    parser = FrameParser(kernel_from_bytes=path)
     parser.feed(encode_frame(OutputOff(), 254) + encode_frame(OutputOff(), 1))  # 255 and 0 missing
     assert parser.stats.seq_gaps == 2
+
+
+# -- the two paths, and the columns ------------------------------------------------------------------
+def flipped(frame: bytes, offset: int, bit: int) -> bytes:
+    out = bytearray(frame)
+    out[1 + offset % (len(out) - 1)] ^= 1 << bit
+    return bytes(out)
+
+
+frame = st.builds(encode_frame, any_message, st.integers(0, 255))
+stream_part = st.one_of(
+    frame,
+    st.builds(flipped, frame, st.integers(0, 1000), st.integers(0, 7)),
+    st.builds(lambda f, cut: f[: 1 + cut % len(f)], frame, st.integers(0, 1000)),  # truncated
+    # a header with a known or unknown id, any length byte and anything after it
+    st.builds(lambda msg_id, length, seq, rest: bytes([STX, length, seq, msg_id]) + rest,
+              st.sampled_from([*MESSAGES_BY_ID, 0x00, 0x7F]), st.integers(0, 255), st.integers(0, 255),
+              st.binary(max_size=60)),
+    st.binary(max_size=40),
+)
+
+
+def as_record(value: Any) -> Any:
+    """A message as numpy builds a record from Python values: nested tuples, sub-arrays as lists."""
+    if is_dataclass(value):
+        return tuple(as_record(getattr(value, f.name)) for f in fields(value))
+    if isinstance(value, tuple):
+        return [as_record(v) for v in value]
+    return value
+
+
+def assert_columns_hold_the_frames(batch: FrameBatch) -> None:
+    """Each type's records, decoded by the kernel from the wire, equal its messages' own values."""
+    assert batch.msg_ids.tolist() == [f.msg.MSG_ID for f in batch]
+    assert batch.seqs.tolist() == [f.seq for f in batch]
+    for cls in MESSAGES_BY_ID.values():
+        expected = np.array([as_record(f.msg) for f in batch if type(f.msg) is cls], dtype=record_dtype(cls))
+        assert batch.columns(cls).dtype == expected.dtype
+        assert batch.columns(cls).tobytes() == expected.tobytes()
+
+
+@given(st.lists(stream_part, max_size=30), st.lists(st.integers(0, 10_000), max_size=12),
+       st.integers(0, 300))
+def test_both_paths_agree_on_any_stream(parts: list[bytes], cuts: list[int], switch_at: int) -> None:
+    stream = b"".join(parts)
+    python = FrameParser(kernel_from_bytes=PATHS["python"])
+    kernel = FrameParser(kernel_from_bytes=PATHS["kernel"])
+    mixed = FrameParser(kernel_from_bytes=switch_at)  # each feed goes down either path, by its size
+    from_python = feed_in_chunks(python, stream, cuts)
+    batches: list[FrameBatch] = []
+    for a, b in itertools.pairwise([0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]):
+        batches.append(kernel.feed_batch(stream[a:b]))
+    assert [f for batch in batches for f in batch] == from_python
+    assert feed_in_chunks(mixed, stream, cuts) == from_python
+    assert python.stats == kernel.stats == mixed.stats
+    assert python.pending_bytes == kernel.pending_bytes == mixed.pending_bytes
+    for batch in batches:
+        assert_columns_hold_the_frames(batch)
+
+
+def test_columns_read_the_golden_frames_field_by_field() -> None:
+    batch = FrameParser().feed_batch(b"".join(bytes.fromhex(h) for _, _, h, _ in GOLDEN))
+    telemetry = batch.columns(Telemetry)
+    assert telemetry["gen_time_us"].tolist() == [10_000]
+    assert telemetry["channels"]["tip_temp_centi_c"].tolist() == [[3700] * 4]
+    assert telemetry["channels"]["flags"].tolist() == [[0x09, 0x08, 0x08, 0x08]]
+    assert batch.columns(SetOutput)["setpoints"].tolist() == [[1000, 0, 0, 0]]
+    assert batch.columns(ElectrodeInfo)["electrodes"]["tip_length_deci_mm"].tolist() == [[100, 0, 0, 0]]
+    assert batch.columns(Status)["firmware_version"].tolist() == [0x0100]
+    assert batch.seqs.tolist() == list(range(10))
+
+
+def test_a_batch_is_a_sequence_of_frames() -> None:
+    sent = [Frame(0, Heartbeat(1, 5)), Frame(1, Ack(0x11, 0, 0)), Frame(2, Pump(1, 20))]
+    batch = FrameParser().feed_batch(b"".join(encode_frame(f.msg, f.seq) for f in sent))
+    assert len(batch) == 3 and batch[1] == sent[1] and batch[-1] == sent[2] and batch[:2] == sent[:2]
+    assert list(batch) == sent and batch == sent and batch == tuple(sent) and batch != sent[:2]
+    assert batch.frames() == sent and batch.frames() is not batch.frames()
+    assert len(batch.columns(Telemetry)) == 0 and batch.columns(Telemetry).dtype == record_dtype(Telemetry)
+    assert not batch.columns(Ack).flags.writeable
+    assert FrameParser().feed_batch(b"") == []
+
+
+def test_feeding_never_compiles() -> None:
+    """Building the parser compiles the kernel; any chunk type afterwards reuses that one signature."""
+    parser = FrameParser(kernel_from_bytes=PATHS["kernel"])
+    compiled = list(_scan.scan.signatures)
+    frame_bytes = encode_frame(Heartbeat(1, 2), 0)
+    for chunk in (frame_bytes, bytearray(frame_bytes), memoryview(frame_bytes)):
+        assert parser.feed(chunk) == parser.feed_batch(chunk) == [Frame(0, Heartbeat(1, 2))]
+    assert list(_scan.scan.signatures) == compiled and len(compiled) == 1
+
+
+def test_a_message_whose_fields_do_not_match_its_struct_has_no_record_layout() -> None:
+    @dataclass(frozen=True)
+    class Mismatched(Message):
+        MSG_ID = 0x7E
+        CRC_EXTRA = 0
+        STRUCT = Heartbeat.STRUCT  # two wire fields, one dataclass field
+        state: int
+
+    with pytest.raises(TypeError, match="do not match"):
+        record_dtype(Mismatched)

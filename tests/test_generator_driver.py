@@ -253,3 +253,28 @@ def test_manual_unplug_and_replug() -> None:
     ls.run(0.1)
     assert ls.driver.stats.frames_ok > frames_while_unplugged
     assert ls.driver.stats.seq_gaps > 0
+
+
+def test_energy_reducing_commands_reach_the_wire_even_when_a_listener_fails() -> None:
+    from firmware_bridge.clock import SimClock
+    from firmware_bridge.framing import FrameParser
+    from firmware_bridge.generator import RfGenerator
+    from firmware_bridge.messages import OutputOff, Pump, Stim
+    from firmware_bridge.transport import memory_pair
+
+    host, device = memory_pair()
+    driver = RfGenerator(host, SimClock())
+
+    def broken_record(seq: int, msg: object, t: float) -> None:
+        raise RuntimeError("record writer failed")
+
+    driver.on_sent(broken_record)
+    for send in (lambda: driver.output_off(), lambda: driver.stim(None, Stim(0x0F, 500, 200, 0)),
+                 lambda: driver.pump(False, 0)):
+        with pytest.raises(RuntimeError):
+            send()
+    sent = [f.msg for f in FrameParser().feed(device.read())]
+    assert sent == [OutputOff(0x0F), Stim(0x0F, 500, 200, 0), Pump(0, 0)]
+    with pytest.raises(RuntimeError):
+        driver.pump(True, 150)  # anything else is recorded first, so it is not sent when the record fails
+    assert FrameParser().feed(device.read()) == []

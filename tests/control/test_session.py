@@ -73,3 +73,26 @@ def test_a_generator_fault_stops_everything_at_once(tmp_path: Path) -> None:
     assert result.first_trip.startswith("generator_fault")
     assert cart.session.procedure.state is State.FAULT
     assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def test_a_link_that_dies_mid_lesion_ends_in_a_recorded_fault(tmp_path: Path) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    steps = cart.session.steps()
+    while cart.session.procedure.state is not State.LESIONING:
+        next(steps)
+    cart.generator.transport.close()  # the cable is pulled
+    for _ in steps:
+        pass
+    result = cart.session.result
+    assert result is not None
+    assert (result.exit_code, result.final_state) == (1, "fault")
+    assert "LinkError" in result.message
+    assert all(s.tripped for s in result.summaries)
+    cart.record.close()
+    states = [r.payload["dest"] for r in RecordReader(result.record_path).rows("state")]
+    assert states[-1] == "fault"
+    # With the link dead nothing reaches the generator: its own watchdog turns output off in 250 ms.
+    for _ in range(30):
+        cart.clock.advance(0.01)
+        cart.sim.step()
+    assert not any(ch.output_on for ch in cart.sim.channels)
