@@ -111,9 +111,15 @@ class ProbeGuidance:
         self.record.append("probe_error", {"error": type(exc).__name__, "detail": str(exc)}, mono=now)
 
     # -- lesion hooks --------------------------------------------------------------------------------
+    def rf_start_refusals(self) -> list[str]:
+        if not self.tip_found:
+            return [f"needle tip of ch{self.guided_channel} not found in the image (confidence "
+                    f"{self.tip.confidence:.2f}): the boiling monitor could not watch it"]
+        return []
+
     def rf_started(self, channels: list[int]) -> None:
         """RF is on: watch the guided channel for boiling and record a frame each second."""
-        if self.guided_channel in channels and self.tip_found:
+        if self.guided_channel in channels:  # the session refuses RF under guidance without a tip
             self.boiling.start(self.guided_channel, self.tip.lateral_mm, self.tip.depth_mm, self.clock.now())
         self._next_frame_record = self.clock.now()
 

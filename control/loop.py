@@ -46,6 +46,10 @@ class Guidance(Protocol):
 
     def view(self) -> GuidanceView: ...
 
+    def rf_start_refusals(self) -> list[str]:
+        """Why RF may not start under guidance (the boiling monitor must be able to watch the tip)."""
+        ...
+
     def rf_started(self, channels: list[int]) -> None:
         """RF is on: begin watching for boiling and recording frames."""
         ...

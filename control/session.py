@@ -502,6 +502,8 @@ class ProcedureSession:
 
     def refuse_rf_start(self) -> list[str]:
         reasons = self.refuse_arming()
+        if self.plan.imaging_required and self.guidance is not None:
+            reasons += self.guidance.rf_start_refusals()
         for lesion in self.plan.lesions:
             if not self.gate.output_permitted(lesion.channel):
                 reasons.append(f"ch{lesion.channel}: the gate does not permit output")

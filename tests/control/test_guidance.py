@@ -74,3 +74,21 @@ def test_a_lost_image_refuses_arming_and_says_why(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "imaging" in result.message
     assert not any(ch.output_on for ch in cart.generator_sim.channels)
+
+
+def test_rf_is_refused_under_guidance_when_the_needle_tip_is_not_in_the_image(tmp_path: Path) -> None:
+    plan = guided_plan()
+    clock = SimClock()
+    cart = simulated_cart(plan, clock, seed=5, physical=False)
+    assert cart.probe_sim is not None
+    cart.probe_sim.set_needle(None)  # imaging is live, but the electrode is out of plane
+    generator = RfGenerator(cart.host_transport, clock)
+    record = ProcedureRecord(tmp_path / "no-tip.rfa.db", clock)
+    probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
+    guidance = ProbeGuidance(probe, clock, record, guided_channel=1)
+    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, cart.devices),
+                               record=record, operator=ScriptedOperator(plan), guidance=guidance)
+    result = session.run()
+    assert result.exit_code == 1
+    assert "needle tip of ch1 not found" in result.message
+    assert result.summaries == [], "no lesion was started"
