@@ -143,7 +143,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", help="sim (default), none, or usb:VID:PID in hex")
     p.add_argument("--record", type=Path, metavar="DIR", help=f"record directory (default: {DEFAULT_RECORD_DIR})")
     p.add_argument("--yes", action="store_true",
-                   help="answer the operator's confirmations from the plan (scripts, HIL); a fault ends the run")
+                   help="answer the operator's questions from the plan (scripts, HIL) in simulated time; a fault "
+                   "ends the run. Without it the console asks, in real time")
     p.add_argument("--realtime", action="store_true", help="run the in-process simulator in real time")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (in-process simulator only)")
     p.add_argument("--faults", type=Path, metavar="FILE",
@@ -212,7 +213,8 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"rfa run: {exc}", file=err)
         return EXIT_USAGE
-    realtime = args.realtime or url is not None
+    # A person at the console answers in real time: simulated time would race ahead while they think.
+    realtime = args.realtime or url is not None or not args.yes
     clock: Clock = RealClock() if realtime else SimClock()
 
     cart: SimulatedCart | None = None

@@ -1,47 +1,91 @@
 """The person at the cart, as the procedure sees them: confirmations, patient responses, acknowledgements.
 
-:class:`ScriptedOperator` answers for unattended runs (``--yes``, HIL, tests) from the plan's scripted
-responses; :class:`ConsoleOperator` asks at the terminal. Both are recorded by the session, so a record
-shows who (or what script) confirmed each step.
+A question is asked (:meth:`Operator.ask`) and then polled (:meth:`Operator.answer`) once per tick, so the
+10 ms loop keeps running while a person thinks: interlocks are evaluated, the watchdog is kicked and the
+stimulation being asked about goes on. :class:`ScriptedOperator` answers at once from the plan (``--yes``,
+HIL, tests); :class:`ConsoleOperator` reads the terminal on its own thread. The session records each
+answer and who gave it.
 """
 
 from __future__ import annotations
 
+import abc
+import queue
 import sys
+import threading
+from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from safety.gate import StimKind
 from safety.plan import LesionPlan
 
 
+@dataclass(frozen=True)
+class Question:
+    text: str
+    kind: str
+    """``confirm`` (arming), ``response`` (stimulation), ``acknowledge`` (alarms)."""
+    stim: StimKind | None = None
+    channel: int | None = None
+    amplitude_mv: int | None = None
+    alarms: tuple[str, ...] = field(default=())
+
+
 class Operator(Protocol):
     name: str
 
-    def confirm(self, question: str) -> bool:
-        """A yes/no confirmation (arming, starting RF)."""
+    def ask(self, question: Question) -> None:
+        """Put the question to the operator; never blocks."""
         ...
 
-    def responded(self, kind: StimKind, channel: int, amplitude_mv: int) -> bool:
-        """Does the patient report a sensory response / show a motor twitch at this amplitude?"""
-        ...
-
-    def acknowledge(self, alarms: list[str]) -> bool:
-        """Acknowledge the listed alarms (False: leave the cart in fault for now)."""
+    def answer(self) -> bool | None:
+        """The answer to the last question, or None while there is none yet; never blocks."""
         ...
 
 
-class ScriptedOperator:
-    """Unattended: confirms everything, responds at the plan's scripted thresholds, never acknowledges
-    (with no one present a fault ends the run with exit 1, ARCHITECTURE.md section 11)."""
+class AnsweringOperator(abc.ABC):
+    """An operator who answers at once: subclasses decide each kind of question."""
+
+    name = "answering"
+
+    def __init__(self) -> None:
+        self._answer: bool | None = None
+
+    def ask(self, question: Question) -> None:
+        if question.kind == "confirm":
+            self._answer = self.confirm(question.text)
+        elif question.kind == "response":
+            assert question.stim is not None and question.channel is not None and question.amplitude_mv is not None
+            self._answer = self.responded(question.stim, question.channel, question.amplitude_mv)
+        else:
+            self._answer = self.acknowledge(list(question.alarms))
+
+    def answer(self) -> bool | None:
+        return self._answer
+
+    @abc.abstractmethod
+    def confirm(self, text: str) -> bool: ...
+
+    @abc.abstractmethod
+    def responded(self, kind: StimKind, channel: int, amplitude_mv: int) -> bool: ...
+
+    @abc.abstractmethod
+    def acknowledge(self, alarms: list[str]) -> bool: ...
+
+
+class ScriptedOperator(AnsweringOperator):
+    """Unattended: confirms, responds at the plan's scripted thresholds, never acknowledges (with no one
+    present a fault ends the run with exit 1, ARCHITECTURE.md section 11)."""
 
     name = "scripted (--yes)"
 
     def __init__(self, plan: LesionPlan) -> None:
+        super().__init__()
         scripted = plan.stimulation.scripted
         self._sensory_mv = scripted.sensory_threshold_mv if scripted else None
         self._motor_mv = scripted.motor_threshold_mv if scripted else None
 
-    def confirm(self, question: str) -> bool:
+    def confirm(self, text: str) -> bool:
         return True
 
     def responded(self, kind: StimKind, channel: int, amplitude_mv: int) -> bool:
@@ -53,27 +97,51 @@ class ScriptedOperator:
 
 
 class ConsoleOperator:
-    """Asks at the terminal. End of input counts as "no", which is always the safe answer."""
+    """Asks at the terminal; a reader thread turns typed lines into answers. End of input is "no", always
+    the safe answer. At a terminal, lines typed before a question is asked are discarded, never taken as its
+    answer (a stray key must not confirm arming); piped input (a HIL script) is taken in order."""
 
     name = "console"
 
     def __init__(self, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
         self._in = inp
         self._out = out
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._reader: threading.Thread | None = None
+        self._closed = False
+        self._discard_early = inp.isatty()
 
-    def _ask(self, question: str) -> bool:
-        self._out.write(f"{question} [y/N] ")
+    def _read(self) -> None:
+        try:
+            for line in self._in:
+                self._lines.put(line)
+        except (OSError, ValueError):  # the terminal went away: the same as end of input
+            pass
+        self._lines.put(None)
+
+    def ask(self, question: Question) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name="operator-console", daemon=True)
+            self._reader.start()
+        while self._discard_early and not self._closed:
+            try:
+                if self._lines.get_nowait() is None:
+                    self._closed = True
+            except queue.Empty:
+                break
+        if question.alarms:
+            self._out.write("\nAlarms:\n" + "".join(f"  - {a}\n" for a in question.alarms))
+        self._out.write(f"\n{question.text} [y/N] ")
         self._out.flush()
-        answer = self._in.readline()
-        return answer.strip().lower() in ("y", "yes")
 
-    def confirm(self, question: str) -> bool:
-        return self._ask(question)
-
-    def responded(self, kind: StimKind, channel: int, amplitude_mv: int) -> bool:
-        what = "sensory response (tingling, concordant)" if kind is StimKind.SENSORY else "motor twitch"
-        return self._ask(f"ch{channel} {kind.value} at {amplitude_mv / 1000:.2f} V: {what}?")
-
-    def acknowledge(self, alarms: list[str]) -> bool:
-        self._out.write("Alarms:\n" + "".join(f"  - {a}\n" for a in alarms))
-        return self._ask("Acknowledge (the causes must have cleared)?")
+    def answer(self) -> bool | None:
+        if self._closed:
+            return False
+        try:
+            line = self._lines.get_nowait()
+        except queue.Empty:
+            return None
+        if line is None:
+            self._closed = True
+            return False
+        return line.strip().lower() in ("y", "yes")

@@ -26,7 +26,7 @@ import numpy as np
 from control.controller import CONTINUOUS_GAINS, PULSED_GAINS, ChannelControllers, warm_up
 from control.display import ChannelView, ProgressDisplay, format_line
 from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
-from control.operator import Operator
+from control.operator import Operator, Question
 from control.procedure import Procedure, State
 from control.record import ProcedureRecord
 from control.summary import ChannelTrace, LesionSummary, summarise, summary_table
@@ -312,7 +312,10 @@ class ProcedureSession:
                             still_present=lambda: bool(self._alarm_reasons()))
             self._show(f"{kind.value} ch{channel} {amplitude_mv / 1000:.1f} V")
             yield from self._ticks(STIM_STEP_S)
-            if self.operator.responded(kind, channel, amplitude_mv):
+            what = "sensory response (tingling, concordant)" if kind is StimKind.SENSORY else "motor twitch"
+            question = Question(f"ch{channel} {kind.value} at {amplitude_mv / 1000:.2f} V: {what}?", "response",
+                                stim=kind, channel=channel, amplitude_mv=amplitude_mv)
+            if (yield from self._ask(question)):
                 threshold = amplitude_mv
                 break
         self.gate.stop_stim()
@@ -337,8 +340,8 @@ class ProcedureSession:
         lesions = ", ".join(
             f"ch{les.channel} {les.set_temp_c:.0f} °C {les.lesion_time_s:.0f} s" for les in self.plan.lesions
         )
-        self._confirmed = self.operator.confirm(f"Arm {len(self.plan.lesions)} lesion(s): {lesions}?")
-        self.record.append_durable("operator", {"confirm_arm": self._confirmed, "by": self.operator.name})
+        self._confirmed = yield from self._ask(Question(f"Arm {len(self.plan.lesions)} lesion(s): {lesions}?",
+                                                        "confirm"))
         if not self._confirmed:
             raise Stopped("the operator did not confirm arming")
         if not self.procedure.trigger("arm"):
@@ -455,18 +458,30 @@ class ProcedureSession:
     def _await_acknowledge(self) -> Iterator[None]:
         """Wait in ``fault`` until the operator acknowledges and every cause has cleared."""
         while self.procedure.state is State.FAULT:
-            alarms = [
-                f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + f": {t.reason}"
-                for t in self.gate.active_alarms
-            ]
-            if not self.operator.acknowledge(alarms):
-                return
+            alarms = tuple(f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + f": {t.reason}"
+                           for t in self.gate.active_alarms)
+            question = Question("Acknowledge (the causes must have cleared)?", "acknowledge", alarms=alarms)
             try:
+                if not (yield from self._ask(question)):
+                    return
                 yield from self._ticks(SETTLE_S)
             except Faulted:
                 continue
             if not self.procedure.trigger("acknowledge"):
                 self._say("acknowledge refused: " + "; ".join(self.procedure.refusals), event="warning")
+
+    def _ask(self, question: Question) -> Generator[None, None, bool]:
+        """Put a question to the operator and keep the loop ticking until the answer comes."""
+        self.operator.ask(question)
+        while (answer := self.operator.answer()) is None:
+            self._tick()
+            yield
+        row = {"kind": question.kind, "question": question.text, "answer": answer, "by": self.operator.name}
+        if question.kind == "response":  # one per stimulation step: not a decision the record must hold first
+            self.record.append("operator", row)
+        else:
+            self.record.append_durable("operator", row)
+        return answer
 
     # -- guards (control.procedure.Guards) -----------------------------------------------------------
     def refuse_stimulation(self) -> list[str]:

@@ -21,6 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from control.operator import AnsweringOperator
 from control.procedure import OUTPUT_STATES, State
 from control.record import RecordReader
 from firmware_bridge.messages import Message, SetOutput, Stim
@@ -30,10 +31,11 @@ from sim.generator import Fault, FaultKind
 from tests.control.harness import SimCart, build_cart
 
 
-class ControlledOperator:
+class ControlledOperator(AnsweringOperator):
     name = "hypothesis"
 
     def __init__(self) -> None:
+        super().__init__()
         self.confirm_answer = True
         self.ack_answer = False
 

@@ -1,0 +1,114 @@
+"""Operators answer without blocking the loop; the session keeps ticking while a person thinks."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+from control.operator import ConsoleOperator, Question, ScriptedOperator
+from safety.gate import StimKind
+from safety.plan import default_genicular_plan
+from tests.control.harness import build_cart
+from tests.control.test_session import plan_without_imaging
+
+
+def wait_answer(op: ConsoleOperator, timeout_s: float = 5.0) -> bool | None:
+    deadline = time.monotonic() + timeout_s
+    while (answer := op.answer()) is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return answer
+
+
+def test_the_console_never_blocks_and_reads_yes_no_and_end_of_input() -> None:
+    read_fd, write_fd = os.pipe()
+    out = io.StringIO()
+    with os.fdopen(read_fd) as inp, os.fdopen(write_fd, "w") as typed:
+        op = ConsoleOperator(inp, out)
+        op.ask(Question("Arm 3 lesions?", "confirm"))
+        assert op.answer() is None, "no line typed yet: no answer, and no blocking"
+        typed.write("y\n")
+        typed.flush()
+        assert wait_answer(op) is True
+        op.ask(Question("Acknowledge?", "acknowledge", alarms=("over_temperature ch1: 96 °C",)))
+        typed.write("no\n")
+        typed.flush()
+        assert wait_answer(op) is False
+    op.ask(Question("Arm again?", "confirm"))
+    assert wait_answer(op) is False, "end of input answers no"
+    assert "over_temperature ch1" in out.getvalue() and "[y/N]" in out.getvalue()
+
+
+def test_at_a_terminal_keys_typed_before_a_question_are_not_its_answer() -> None:
+    master, slave = os.openpty()
+    terminal = os.fdopen(slave)
+    op = ConsoleOperator(terminal, io.StringIO())
+    op.ask(Question("first?", "confirm"))
+    os.write(master, b"y\n")
+    assert wait_answer(op) is True
+    os.write(master, b"y\n")  # a stray second "y", typed before the next question
+    time.sleep(0.2)
+    op.ask(Question("arm?", "confirm"))
+    assert op.answer() is None, "the stray key was discarded"
+    os.write(master, b"n\n")
+    assert wait_answer(op) is False
+    os.close(master)  # hang up first: the reader sees the terminal go away and ends
+    op.ask(Question("again?", "confirm"))
+    assert wait_answer(op) is False, "a terminal that went away answers no"
+    terminal.close()
+
+
+def test_piped_answers_are_taken_in_order() -> None:
+    op = ConsoleOperator(io.StringIO("y\nn\n"), io.StringIO())
+    op.ask(Question("first?", "confirm"))
+    assert wait_answer(op) is True
+    op.ask(Question("second?", "confirm"))
+    assert wait_answer(op) is False
+
+
+def test_scripted_answers_come_from_the_plan() -> None:
+    op = ScriptedOperator(default_genicular_plan())
+    op.ask(Question("sensory?", "response", stim=StimKind.SENSORY, channel=1, amplitude_mv=300))
+    assert op.answer() is False
+    op.ask(Question("sensory?", "response", stim=StimKind.SENSORY, channel=1, amplitude_mv=400))
+    assert op.answer() is True
+    op.ask(Question("acknowledge?", "acknowledge"))
+    assert op.answer() is False
+
+
+class SlowOperator(ScriptedOperator):
+    """Takes 300 polls (3 s of ticks) to confirm arming."""
+
+    def __init__(self) -> None:
+        super().__init__(plan_without_imaging())
+        self.polls = 0
+
+    def answer(self) -> bool | None:
+        self.polls += 1
+        return super().answer() if self.polls > 300 else None
+
+
+def test_the_loop_keeps_ticking_while_the_operator_thinks(tmp_path: Path) -> None:
+    operator = SlowOperator()
+    cart = build_cart(plan_without_imaging(), tmp_path, operator=operator)
+    ticks_before = 0
+
+    def count_at_confirm() -> None:
+        nonlocal ticks_before
+        ticks_before = cart.session.loop.ticks
+
+    original_ask = operator.ask
+
+    def ask(question: Question) -> None:
+        if question.kind == "confirm":
+            count_at_confirm()
+            operator.polls = 0
+        original_ask(question)
+
+    operator.ask = ask  # type: ignore[method-assign]
+    result = cart.session.run()
+    assert result.exit_code == 0, result.message
+    assert not cart.session.loop.watchdog.armed
+    assert cart.session.gate.latched == (), "no loop overrun while waiting"
+    assert ticks_before > 0
