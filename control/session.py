@@ -58,6 +58,8 @@ SET_TEMP_BAND_C: Final = 1.0
 """A channel has reached its set temperature within this band; its hold starts then."""
 COOLDOWN_TARGET_C: Final = 45.0
 COOLDOWN_MAX_S: Final = 30.0
+COOLANT_FLOW_DECI_ML_MIN: Final = 150
+"""Coolant for internally cooled electrodes, 15 ml/min: on before RF, off after cooldown."""
 SETTLE_S: Final = 0.3
 """Fresh telemetry after each phase before the next guard is asked."""
 
@@ -154,6 +156,7 @@ class ProcedureSession:
                                 realtime=realtime)
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition)
         self._stop_requested = ""
+        self._started_at = clock.now()
         self._session_fault: tuple[str, Callable[[], bool]] | None = None
         self.result: SessionResult | None = None
 
@@ -349,7 +352,15 @@ class ProcedureSession:
         if not self.procedure.trigger("start_rf"):
             self.procedure.trigger("disarm")
             raise Stopped(f"RF start refused: {'; '.join(self.procedure.refusals)}")
-        yield from self._deliver()
+        cooled = any(lesion.electrode.cooled for lesion in self.plan.lesions)
+        if cooled:
+            self.generator.pump(True, COOLANT_FLOW_DECI_ML_MIN)
+        try:
+            yield from self._deliver()
+        finally:
+            if cooled:  # after cooldown, or at once on a fault: the tip no longer needs cooling
+                with contextlib.suppress(CartError):
+                    self.generator.pump(False, 0)
 
     def _deliver(self) -> Iterator[None]:
         plan_lesions = self.plan.lesions
@@ -663,17 +674,21 @@ class ProcedureSession:
     def _say(self, text: str, *, event: str, **fields: Any) -> None:
         if self.events is not None:
             self.events.write(
-                json.dumps({"event": event, "t": round(self.clock.now(), 3), "text": text, **fields}) + "\n"
+                json.dumps({"event": event, "t": round(self._elapsed_s(), 3), "text": text, **fields}) + "\n"
             )
             self.events.flush()
         elif self.display is not None:
-            self.display.message(f"[{self.clock.now():7.2f}s] {text}")
+            self.display.message(f"[{self._elapsed_s():7.2f}s] {text}")
+
+    def _elapsed_s(self) -> float:
+        """Time since the procedure started, what the operator reads (the clock itself may be monotonic)."""
+        return self.clock.now() - self._started_at
 
     def _show(self, status: str) -> None:
         if self.display is None:
             return
         view = self.guidance.view() if self.guidance is not None else None
-        line = format_line(self.clock.now(), self.procedure.state.value, [], view) + " | " + status
+        line = format_line(self._elapsed_s(), self.procedure.state.value, [], view) + " | " + status
         self.display.update(self._wall(), line)
 
     def _show_lesions(self, active: list[_Active], telemetry: Telemetry) -> None:
@@ -695,7 +710,7 @@ class ProcedureSession:
                 )
             )
         view = self.guidance.view() if self.guidance is not None else None
-        self.display.update(self._wall(), format_line(now, self.procedure.state.value, views, view))
+        self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
 
 
 def render_result(result: SessionResult) -> str:

@@ -48,7 +48,7 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.transport import Transport
 from sim.generator.faults import Fault, FaultKind
-from sim.tissue import LumpedTissue, TissueModel, TissueReading
+from sim.tissue import CooledTissue, LumpedTissue, TissueModel, TissueReading
 
 TICK_S: Final = 0.01
 """Power stage, tissue and telemetry period (100 Hz)."""
@@ -367,6 +367,10 @@ class SimGenerator:
             return AckResult.REFUSED_LIMIT
         self.pump_on = bool(msg.on)
         self.pump_flow_deci_ml_min = msg.flow_deci_ml_min
+        flow_ml_min = msg.flow_deci_ml_min / 10.0 if msg.on else 0.0
+        for ch in self.channels:
+            if ch.electrode.cooled and isinstance(ch.tissue, CooledTissue):
+                ch.tissue.set_cooling(flow_ml_min)
         return AckResult.OK
 
     def _start_self_test(self, now: float) -> AckResult:

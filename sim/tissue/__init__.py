@@ -4,7 +4,7 @@
 quick thermal response.
 """
 
-from sim.tissue.base import TissueModel, TissueReading
+from sim.tissue.base import CooledTissue, TissueModel, TissueReading
 from sim.tissue.kernels import warm_up_kernels
 from sim.tissue.lumped import LumpedTissue
 from sim.tissue.model import LesionSize, RfLesionModel, UnstableStepError
@@ -22,6 +22,7 @@ __all__ = [
     "LIVER",
     "MUSCLE",
     "TISSUES",
+    "CooledTissue",
     "ElectrodeSpec",
     "GridSettings",
     "LesionModelConfig",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +32,10 @@ class TissueModel(Protocol):
 
     def step(self, dt_s: float, power_w: float) -> TissueReading:
         ...
+
+
+@runtime_checkable
+class CooledTissue(Protocol):
+    """A tissue model around an internally cooled electrode: the generator's pump sets the coolant flow."""
+
+    def set_cooling(self, flow_ml_min: float) -> None: ...

@@ -8,6 +8,7 @@ import pytest
 
 from control.procedure import State
 from control.record import RecordReader
+from firmware_bridge.messages import Message, Pump, SetOutput
 from safety.plan import Lesion, LesionPlan, default_genicular_plan
 from sim.generator import Fault, FaultKind
 from tests.control.harness import build_cart
@@ -96,3 +97,20 @@ def test_a_link_that_dies_mid_lesion_ends_in_a_recorded_fault(tmp_path: Path) ->
         cart.clock.advance(0.01)
         cart.sim.step()
     assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def test_cooled_electrodes_get_coolant_before_rf_and_none_after(tmp_path: Path) -> None:
+    plan = plan_without_imaging()
+    cooled = tuple(les.model_copy(update={"electrode": les.electrode.model_copy(update={"cooled": True})})
+                   for les in plan.lesions)
+    cart = build_cart(plan.model_copy(update={"lesions": cooled}), tmp_path)
+    sent: list[Message] = []
+    cart.generator.on_sent(lambda seq, msg, t: sent.append(msg))
+    result = cart.session.run()
+    assert result.exit_code == 0, result.message
+    pumps = [i for i, m in enumerate(sent) if isinstance(m, Pump)]
+    rf = [i for i, m in enumerate(sent) if isinstance(m, SetOutput)]
+    assert [sent[i] for i in pumps] == [Pump(1, 150), Pump(0, 0)]
+    assert pumps[0] < rf[0] and pumps[1] > rf[-1], "coolant flows before the first RF and stops after the last"
+    cart.sim.step()  # the generator acts on the last command
+    assert not cart.sim.pump_on
