@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rfa run
+	$(BIN)/rfa run --yes
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -32,7 +32,7 @@ from firmware_bridge.clock import Clock, RealClock, SimClock
 from firmware_bridge.errors import LinkError, ProbeError
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import MESSAGE_TYPES, ElectrodeFlag, ElectrodeSlot, GeneratorState, SelfTestCheck
-from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
+from firmware_bridge.probe import FrameFormat, ProbeAddress, UltrasoundProbe
 from firmware_bridge.transport import Transport, memory_pair, open_transport
 from safety.config import CartConfig, load_config
 from safety.errors import RefusedInput
@@ -105,7 +105,10 @@ def simulated_cart(
                                  tissue_factory=tissue_factory)
     cart = SimulatedCart(generator_sim, host, None, [generator_sim.step])
     if probe:
-        probe_sim = SimProbe(clock, SimProbeConfig(seed=seed))
+        # The simulated cart's probe streams beamformed envelope frames (format 0) at 128 x 512: what a probe
+        # module with on-board beamforming sends, and a quarter of the RF format's work per frame.
+        probe_sim = SimProbe(clock, SimProbeConfig(seed=seed, frame_format=FrameFormat.ENVELOPE_U8,
+                                                   samples_per_line=512))
         probe_sim.set_needle(SIM_NEEDLE)
         guided = generator_sim.channels[plan.lesions[0].channel - 1]
         cart.probe_sim = probe_sim
@@ -119,7 +122,7 @@ def planning_estimator() -> Callable[[Lesion, float], tuple[float, float]]:
 
     def estimate(lesion: Lesion, rf_time_s: float) -> tuple[float, float]:
         electrode = lesion.electrode
-        key = (electrode.gauge, electrode.active_tip_mm, electrode.cooled, lesion.set_temp_c, round(rf_time_s))
+        key = (electrode.gauge, electrode.active_tip_mm, electrode.cooled, lesion.set_temp_c, max(1, round(rf_time_s)))
         if key not in cache:
             config = LesionModelConfig(
                 electrode=ElectrodeSpec(gauge=electrode.gauge, active_tip_mm=electrode.active_tip_mm,

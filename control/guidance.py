@@ -138,23 +138,29 @@ class ProbeGuidance:
         return GuidanceView(live, self.tip.lateral_mm, self.tip.depth_mm, self.tip.confidence)
 
     def record_frame(self, reason: str) -> None:
-        """Put the latest display frame, with the detected tip, on the procedure record."""
+        """Put the latest display frame, with the detected tip, on the procedure record.
+
+        The tick only captures the frame; compressing it (several ms for a speckled 512 px image) happens on
+        the record's writer thread.
+        """
         image = self.image
-        payload: dict[str, Any] = {
-            "reason": reason,
-            "frame": self.frame_number,
-            "guided_channel": self.guided_channel,
-            "tip_lateral_mm": None if not self.tip_found else round(self.tip.lateral_mm, 2),
-            "tip_depth_mm": None if not self.tip_found else round(self.tip.depth_mm, 2),
-            "tip_confidence": round(self.tip.confidence, 3),
+        tip_found = self.tip_found
+        tip = self.tip
+        header: dict[str, Any] = {
+            "reason": reason, "frame": self.frame_number, "guided_channel": self.guided_channel,
+            "tip_lateral_mm": round(tip.lateral_mm, 2) if tip_found else None,
+            "tip_depth_mm": round(tip.depth_mm, 2) if tip_found else None,
+            "tip_confidence": round(tip.confidence, 3),
         }
-        if image is not None:
+
+        def payload() -> dict[str, Any]:
+            if image is None:
+                return header
             pixels = image.pixels
-            payload["shape"] = list(pixels.shape)
-            payload["mm_per_pixel"] = image.mm_per_pixel
-            payload["lateral_origin_mm"] = image.lateral_origin_mm
-            payload["depth_origin_mm"] = image.depth_origin_mm
-            payload["zlib_b64"] = base64.b64encode(zlib.compress(pixels.tobytes(), 6)).decode("ascii")
+            return {**header, "shape": list(pixels.shape), "mm_per_pixel": image.mm_per_pixel,
+                    "lateral_origin_mm": image.lateral_origin_mm, "depth_origin_mm": image.depth_origin_mm,
+                    "zlib_b64": base64.b64encode(zlib.compress(pixels.tobytes(), 6)).decode("ascii")}
+
         self.record.append("frame", payload)
 
     def close(self) -> None:

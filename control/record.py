@@ -64,6 +64,9 @@ def row_hash(prev_hash: str, row_id: int, mono: float, wall: float, kind: str, p
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+Payload = dict[str, Any] | Callable[[], dict[str, Any]]
+
+
 def _canonical(payload: dict[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
@@ -84,7 +87,7 @@ class ProcedureRecord:
         self._meta = dict(meta or {})
         self._clock = clock
         self._wall = wall_clock
-        self._queue: deque[tuple[int, float, float, str, str]] = deque()
+        self._queue: deque[tuple[int, float, float, str, str | Callable[[], dict[str, Any]]]] = deque()
         self._cond = threading.Condition()
         self._next_seq = 1
         self._committed_seq = 0
@@ -102,11 +105,15 @@ class ProcedureRecord:
         self._raise_if_failed()
 
     # -- producer side (the control tick) -----------------------------------------------------------
-    def append(self, kind: str, payload: dict[str, Any], mono: float | None = None) -> int:
-        """Queue a row; returns its sequence number. Never touches the disk."""
+    def append(self, kind: str, payload: Payload, mono: float | None = None) -> int:
+        """Queue a row; returns its sequence number (its row id). Never touches the disk.
+
+        ``payload`` may be a function that builds the row's data: the writer thread calls it, in order, so
+        costly encoding (an ultrasound frame's compression) stays off the 10 ms path.
+        """
         self._raise_if_failed()
         t = self._clock.now() if mono is None else mono
-        text = _canonical(payload)
+        text: str | Callable[[], dict[str, Any]] = payload if callable(payload) else _canonical(payload)
         with self._cond:
             seq = self._next_seq
             self._next_seq += 1
@@ -118,7 +125,7 @@ class ProcedureRecord:
                     self._cond.notify_all()
             return seq
 
-    def append_durable(self, kind: str, payload: dict[str, Any], mono: float | None = None) -> int:
+    def append_durable(self, kind: str, payload: Payload, mono: float | None = None) -> int:
         """Queue a row and wait until it (and everything before it) is committed to disk."""
         seq = self.append(kind, payload, mono)
         self.wait_committed(seq)
@@ -192,7 +199,11 @@ class ProcedureRecord:
                 closing = self._closing
             if batch:
                 rows = []
-                for _seq, mono, wall, kind, payload in batch:
+                for _seq, mono, wall, kind, queued in batch:
+                    try:
+                        payload = queued if isinstance(queued, str) else _canonical(queued())
+                    except Exception as exc:  # a payload builder that fails still leaves its row, saying why
+                        payload = _canonical({"payload_error": f"{type(exc).__name__}: {exc}"})
                     row_id += 1
                     prev_hash = row_hash(prev_hash, row_id, mono, wall, kind, payload)
                     rows.append((row_id, mono, wall, kind, payload, prev_hash))

@@ -219,7 +219,10 @@ class ProcedureSession:
         lesion = self.plan.lesion_on(summary.channel)
         if self._estimate is None or lesion is None or summary.rf_time_s <= 0.0:
             return summary
-        width_mm, length_mm = self._estimate(lesion, summary.rf_time_s)
+        try:
+            width_mm, length_mm = self._estimate(lesion, summary.rf_time_s)
+        except (ValueError, CartError):  # a planning estimate must never take the procedure's result down
+            return summary
         return replace(summary, predicted_width_mm=width_mm, predicted_length_mm=length_mm)
 
     # -- the tick ------------------------------------------------------------------------------------
@@ -371,7 +374,9 @@ class ProcedureSession:
         for index, lesion in enumerate(plan_lesions):
             sample = telemetry.channels[lesion.channel - 1]
             pulsed = lesion.mode is LesionMode.PULSED
-            cap = lesion.pulsed.max_voltage_v if pulsed and lesion.pulsed else lesion.power_cap_w
+            # Regulate below the hard maximum by the measurement's tolerance, so noise at 50 W never trips.
+            cap = (lesion.pulsed.max_voltage_v if pulsed and lesion.pulsed
+                   else min(lesion.power_cap_w, hard.POWER_REGULATION_MAX_W))
             controllers.configure(
                 index,
                 set_c=lesion.set_temp_c,

@@ -3,24 +3,35 @@
 A configuration value that would loosen a hard limit is refused, naming the field and the limit it tried
 to pass; there is no switch that disables a check. Unknown keys are refused too, so a misspelt limit can
 never be silently ignored.
+
+:class:`SafetyLimits` checks itself as well: the configuration is not the only way to build one, and
+``safety`` must hold even if the code that hands the gate its limits is wrong or hostile.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from safety import limits as hard
-from safety.errors import ConfigError, FieldRefusal
+from safety.errors import ConfigError, FieldRefusal, LimitExceeded
 
 
 @dataclass(frozen=True, slots=True)
 class SafetyLimits:
-    """The limits the gate enforces: the hard limits, or tighter values from the configuration."""
+    """The limits the gate enforces: the hard limits, or tighter values from the configuration.
+
+    Every instance is checked as it is built (:meth:`__post_init__`), so one that loosens a hard limit
+    cannot exist: each value must be a positive finite number no looser than its hard limit (a maximum at
+    most it, a minimum at least it), and the impedance window must stay open. Values are stored as plain
+    ``float``/``int``, so a number type with its own comparisons cannot pass the check and act differently
+    in the interlocks.
+    """
 
     tip_temp_max_c: float = hard.TIP_TEMP_MAX_C
     pulsed_tip_temp_max_c: float = hard.PULSED_TIP_TEMP_MAX_C
@@ -39,11 +50,66 @@ class SafetyLimits:
     probe_face_temp_max_c: float = hard.PROBE_FACE_TEMP_MAX_C
     imaging_frame_age_max_s: float = hard.IMAGING_FRAME_AGE_MAX_S
 
+    def __post_init__(self) -> None:
+        """Refuse (:class:`LimitExceeded`) any value that loosens its hard limit, then store plain numbers."""
+        for name, limit in _HARD_VALUES.items():
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, checked_limit(name, value))
+            except ValueError as exc:
+                raise LimitExceeded(name, value, limit, str(exc)) from None
+        reason = window_refusal(self.impedance_min_ohm, self.impedance_max_ohm)
+        if reason is not None:
+            raise LimitExceeded("impedance_min_ohm", self.impedance_min_ohm, self.impedance_max_ohm, reason)
 
-HARD_LIMITS: Final = SafetyLimits()
-LIMIT_FIELDS: Final = tuple(f.name for f in fields(SafetyLimits))
+
+# The hard limits by field, taken from this class's defaults (not from an instance's class, which could be
+# a subclass with other defaults). Defined before the first instance is built.
+_HARD_VALUES: Final[dict[str, float]] = {f.name: cast(float, f.default) for f in fields(SafetyLimits)}
+LIMIT_FIELDS: Final = tuple(_HARD_VALUES)
 # Limits that are minima: tightening raises them. Every other limit is a maximum.
 MINIMUM_LIMITS: Final = frozenset({"impedance_min_ohm"})
+
+
+def checked_limit(name: str, value: object) -> float:
+    """``value`` as a plain ``int``/``float`` for the limit ``name``; ``ValueError(reason)`` if it is not a
+    number, not positive and finite, or looser than the hard limit. Converted *before* it is checked, so the
+    number checked is the number kept. Shared by :class:`SafetyLimits` and :class:`LimitsConfig`."""
+    limit = _HARD_VALUES[name]
+    integral = isinstance(limit, int)
+    if isinstance(value, bool) or not isinstance(value, int if integral else int | float):
+        raise ValueError(f"{value!r} is not {'an integer' if integral else 'a number'}")
+    try:
+        number: float = int(value) if integral else float(value)
+        finite = math.isfinite(number)
+    except OverflowError:  # an int beyond any float
+        finite = False
+    if not (finite and number > 0):
+        raise ValueError(f"{value} is not a positive finite number")
+    if name in MINIMUM_LIMITS and number < limit:
+        raise ValueError(f"{value} is below the hard limit {limit}")
+    if name not in MINIMUM_LIMITS and number > limit:
+        raise ValueError(f"{value} exceeds the hard limit {limit}")
+    return number
+
+
+def window_refusal(impedance_min_ohm: float, impedance_max_ohm: float) -> str | None:
+    """Why the impedance window is empty, or None (each end is already inside the hard window)."""
+    if impedance_min_ohm >= impedance_max_ohm:
+        return f"{impedance_min_ohm} Ω leaves no impedance window below {impedance_max_ohm} Ω"
+    return None
+
+
+def validated_limits(limits: SafetyLimits) -> SafetyLimits:
+    """A fresh, checked copy of ``limits``: what the gate keeps.
+
+    A frozen dataclass can still be changed after its check (``object.__setattr__``), or be a subclass;
+    rebuilding a plain :class:`SafetyLimits` from the values re-runs the check on what will be enforced.
+    """
+    return SafetyLimits(**{name: getattr(limits, name) for name in LIMIT_FIELDS})
+
+
+HARD_LIMITS: Final = SafetyLimits()
 
 _Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 _PositiveInt = Annotated[int, Field(gt=0)]
@@ -77,22 +143,15 @@ class LimitsConfig(BaseModel):
             value = getattr(self, name)
             if value is None:
                 continue
-            limit = getattr(HARD_LIMITS, name)
-            if name in MINIMUM_LIMITS and value < limit:
-                raise FieldRefusal(
-                    name, f"{value} is below the hard limit {limit} (configuration may only tighten limits)"
-                )
-            if name not in MINIMUM_LIMITS and value > limit:
-                raise FieldRefusal(
-                    name, f"{value} exceeds the hard limit {limit} (configuration may only tighten limits)"
-                )
-        effective = self.effective()
-        if effective.impedance_min_ohm >= effective.impedance_max_ohm:
-            raise FieldRefusal(
-                "impedance_min_ohm",
-                f"{effective.impedance_min_ohm} Ω leaves no impedance "
-                f"window below {effective.impedance_max_ohm} Ω",
-            )
+            try:
+                checked_limit(name, value)
+            except ValueError as exc:
+                raise FieldRefusal(name, f"{exc} (configuration may only tighten limits)") from None
+        low = hard.IMPEDANCE_MIN_OHM if self.impedance_min_ohm is None else self.impedance_min_ohm
+        high = hard.IMPEDANCE_MAX_OHM if self.impedance_max_ohm is None else self.impedance_max_ohm
+        reason = window_refusal(low, high)
+        if reason is not None:
+            raise FieldRefusal("impedance_min_ohm", reason)
         return self
 
     def effective(self) -> SafetyLimits:

@@ -61,3 +61,19 @@ class PlanError(RefusedInput):
 
 class ConfigError(RefusedInput):
     """A cart configuration was refused (it tried to loosen a hard limit, or is malformed)."""
+
+
+class LimitExceeded(RefusedInput):
+    """A :class:`~safety.config.SafetyLimits` value that loosens a hard limit, or is no limit at all.
+
+    Raised by ``SafetyLimits`` itself (and again by the gate, which rebuilds the limits it is given), not
+    only by the configuration loader: limits built in code, by ``control`` or anything hostile, must never
+    reach the interlocks looser than the hard ones. ``field`` names the limit, ``limit`` the hard value.
+    """
+
+    def __init__(self, field: str, value: object, limit: float, reason: str) -> None:
+        super().__init__("safety limits", [(field, reason)])
+        self.field = field
+        self.value = value
+        self.limit = limit
+        self.reason = reason

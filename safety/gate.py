@@ -32,7 +32,7 @@ from firmware_bridge.clock import Clock
 from firmware_bridge.generator import Received, RfGenerator
 from firmware_bridge.messages import ALL_CHANNELS, N_CHANNELS, OutputMode, SetOutput, Stim, Telemetry
 from safety import limits as hard
-from safety.config import SafetyLimits
+from safety.config import SafetyLimits, validated_limits
 from safety.inputs import (
     EMPTY_TREND,
     ChannelTrend,
@@ -125,13 +125,20 @@ class OutputGate:
         clock: Clock,
         record: RecordCallback,
     ) -> None:
-        """Claim the capability (refused if anyone has it), validate the plan, and send OUTPUT_OFF (all)."""
+        """Check the limits and the plan, claim the capability (refused if anyone has it), send OUTPUT_OFF.
+
+        ``limits`` is rebuilt and re-checked (:func:`safety.config.validated_limits`; ``LimitExceeded`` if
+        it loosens a hard limit) before anything else, so limits changed after their own check never reach
+        the interlocks, and a refused gate leaves the capability unclaimed.
+        """
+        limits = validated_limits(limits)
+        rules = SafetyRules.compile(check_plan(plan, limits), limits)
         self._capability = generator.claim_output_capability()
         self._generator = generator
         self._clock = clock
         self._record = record
         self._limits = limits
-        self._rules = SafetyRules.compile(check_plan(plan, limits), limits)
+        self._rules = rules
         self._lock = threading.RLock()
         now = clock.now()
         self._commanded: list[CommandedChannel] = [replace(_OFF, since=now)] * N_CHANNELS
@@ -211,7 +218,7 @@ class OutputGate:
         new_trips = [
             t
             for t in conditions
-            if t.key not in self._tripped and (SPECS[t.interlock].trips_when_idle or self._energised(t.mask))
+            if t.key not in self._tripped and (t.trips_when_idle or self._energised(t.mask))
         ]
         events: list[SafetyEvent] = []
         if new_trips:
@@ -471,7 +478,7 @@ class OutputGate:
         OUTPUT_OFF is still written, unlatched, and False is returned so the watchdog tries again.
         """
         if not self._lock.acquire(timeout=lock_timeout_s):
-            self._generator.output_off(ALL_CHANNELS)
+            self.emergency_off()
             return False
         try:
             now = self._clock.now()
@@ -481,8 +488,16 @@ class OutputGate:
         finally:
             self._lock.release()
 
+    def emergency_off(self) -> int:
+        """OUTPUT_OFF on every channel straight to the wire: no lock, no state change, no record.
+
+        For the watchdog when the orderly path cannot be trusted (the lock is held, or the trip raised):
+        turning output off needs no justification, and whatever failed must not be in its way.
+        """
+        return self._generator.output_off(ALL_CHANNELS)
+
     def _force_trip(self, interlock: InterlockId, reason: str, now: float) -> Trip:
-        trip = Trip(interlock, None, reason, ALL_CHANNELS)
+        trip = Trip(interlock, None, reason, ALL_CHANNELS, SPECS[interlock].trips_when_idle)
         seq = self._off(ALL_CHANNELS, now)
         self._tripped.add(trip.key)
         self._latched[trip.key] = trip

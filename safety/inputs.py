@@ -78,6 +78,13 @@ class ChannelTrend:
     energy_since_on_j: float = 0.0
     impedance_window: tuple[tuple[float, float], ...] = ()
     """``(gen time s, impedance Ω)`` candidates for the window minimum, impedance strictly increasing."""
+    clock_stalled: bool = False
+    """The last sample's generator time did not advance past the one before (a frozen clock, or a reboot).
+
+    The history before it is dropped, being incomparable; this flag keeps that from passing silently: the
+    generator-fault interlock reports it, so output never runs on a generator whose clock is stuck or has
+    restarted. The first sample of a trend has nothing to advance past and never sets it.
+    """
 
     @property
     def frozen_s(self) -> float:
@@ -99,15 +106,16 @@ def advance_trend(
 ) -> ChannelTrend:
     """The trend after one more telemetry sample; ``output_on`` is what the gate commanded at the time.
 
-    A generator clock that goes backwards (a reboot) restarts the trend, since nothing before it is
-    comparable.
+    A generator clock that does not advance (frozen, or gone back in a reboot) restarts the trend, since
+    nothing before it is comparable, and marks it ``clock_stalled`` so the restart is itself a condition.
     """
     temp = sample.tip_temp_centi_c
     temp_c = temp / 100.0
     power_w = sample.power_centi_w / 100.0
     impedance_ohm = sample.impedance_deci_ohm / 10.0
     last_t = trend.gen_time_s
-    if last_t is None or gen_time_s <= last_t or trend.tip_temp_centi_c is None:
+    stalled = last_t is not None and gen_time_s <= last_t
+    if last_t is None or stalled or trend.tip_temp_centi_c is None:
         trend = EMPTY_TREND
         dt = 0.0
         slew = 0.0
@@ -133,7 +141,18 @@ def advance_trend(
     else:
         temp_at_on, max_temp, energy, window = 0.0, 0.0, 0.0, ()
     return ChannelTrend(
-        gen_time_s, temp, slew, unchanged_since, p_min, p_max, output_on, temp_at_on, max_temp, energy, window
+        gen_time_s,
+        temp,
+        slew,
+        unchanged_since,
+        p_min,
+        p_max,
+        output_on,
+        temp_at_on,
+        max_temp,
+        energy,
+        window,
+        clock_stalled=stalled,
     )
 
 

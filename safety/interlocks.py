@@ -81,7 +81,10 @@ class InterlockSpec:
     latching: bool
     scope: Scope
     trips_when_idle: bool = False
-    """Trips (OUTPUT_OFF, latch) even when no output is commanded: the condition itself is the fault."""
+    """Trips (OUTPUT_OFF, latch) even when no output is commanded: the condition itself is the fault.
+
+    The default for the interlock's trips; a check may lower it for one of its conditions
+    (:attr:`Trip.trips_when_idle`)."""
 
 
 _C, _S = Scope.CHANNEL, Scope.SYSTEM
@@ -119,6 +122,7 @@ _CHANNEL_FAULT: Final = int(TelemetryFlag.CHANNEL_FAULT)
 _COOLED: Final = int(ElectrodeFlag.COOLED)
 _THERMOCOUPLE_FITTED: Final = int(ElectrodeFlag.THERMOCOUPLE_FITTED)
 _FAULT_STATE: Final = int(GeneratorState.FAULT)
+_READY_STATES: Final = frozenset({int(GeneratorState.IDLE), int(GeneratorState.OUTPUT)})
 
 
 def channel_bit(channel: int) -> int:
@@ -134,6 +138,9 @@ class Trip:
     reason: str
     mask: int
     """The channels ``OUTPUT_OFF`` must stop: the channel (or its bipolar pair), or all four."""
+    trips_when_idle: bool
+    """Whether this occurrence trips even with its scope idle: the interlock's spec, unless the check says
+    otherwise for one of its conditions (a booting generator is a fault only under power)."""
 
     @property
     def key(self) -> tuple[InterlockId, int | None]:
@@ -161,6 +168,9 @@ class ChannelRules:
     pulsed_tip_max_c: float
     power_max_w: float
     """The lower of the plan's power cap and the effective per-channel maximum."""
+    over_power_w: float
+    """Measured power trips strictly above this: the cap plus the measurement's tolerance, never above the
+    hard maximum (an allowance for measuring must not become permission to deliver more than 50 W)."""
     voltage_max_v: float
     impedance_min_ohm: float
     impedance_max_ohm: float
@@ -177,6 +187,7 @@ class ChannelRules:
         for c in lesion.channels:
             mask |= channel_bit(c)
         pulsed = lesion.pulsed
+        power_max_w = min(lesion.power_cap_w, limits.power_max_w)
         return cls(
             channel=channel,
             index=channel - 1,
@@ -187,7 +198,11 @@ class ChannelRules:
             set_temp_c=lesion.set_temp_c,
             over_temp_c=min(lesion.set_temp_c + limits.over_temp_margin_c, limits.tip_temp_max_c),
             pulsed_tip_max_c=limits.pulsed_tip_temp_max_c,
-            power_max_w=min(lesion.power_cap_w, limits.power_max_w),
+            power_max_w=power_max_w,
+            over_power_w=min(
+                power_max_w * (1.0 + hard.POWER_MEASUREMENT_TOLERANCE) + hard.POWER_MEASUREMENT_TOLERANCE_W,
+                hard.POWER_MAX_W,
+            ),
             voltage_max_v=min(pulsed.max_voltage_v, limits.pulsed_voltage_max_v) if pulsed else 0.0,
             impedance_min_ohm=lesion.impedance_min_ohm,
             impedance_max_ohm=lesion.impedance_max_ohm,
@@ -239,12 +254,20 @@ SystemCheck = Callable[[SafetyInputs, SafetyRules, float], "Trip | None"]
 ChannelCheck = Callable[[SafetyInputs, ChannelRules, float], "Trip | None"]
 
 
-def _sys(interlock: InterlockId, reason: str) -> Trip:
-    return Trip(interlock, None, reason, ALL_CHANNELS)
+def _sys(interlock: InterlockId, reason: str, *, when_idle: bool | None = None) -> Trip:
+    """A system condition; ``when_idle`` overrides the spec's idle-trip for this occurrence."""
+    idle_trip = SPECS[interlock].trips_when_idle if when_idle is None else when_idle
+    return Trip(interlock, None, reason, ALL_CHANNELS, idle_trip)
 
 
 def _ch(interlock: InterlockId, rules: ChannelRules, reason: str) -> Trip:
-    return Trip(interlock, rules.channel, f"channel {rules.channel}: {reason}", rules.mask)
+    return Trip(
+        interlock,
+        rules.channel,
+        f"channel {rules.channel}: {reason}",
+        rules.mask,
+        SPECS[interlock].trips_when_idle,
+    )
 
 
 # -- system interlocks ------------------------------------------------------------------------------------
@@ -289,17 +312,42 @@ def check_link_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Tri
 
 
 def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
-    """The generator reports its FAULT state or any fault bit."""
+    """The generator is faulty, or not in a state in which its output and telemetry can be trusted.
+
+    FAULT or any fault bit is a fault even when idle (idle-trip). A STATUS state other than IDLE or OUTPUT
+    (BOOT: it rebooted; an unknown value) or a generator clock that did not advance between telemetry
+    frames (frozen, or reset by a reboot: the trends restarted and cannot see roll-off, a frozen or a
+    non-tracking thermocouple) only refuses output while idle (a generator still booting must not latch a
+    fault) and trips under power, so output never runs on a rebooted or frozen generator.
+    """
     rx = inputs.status
-    if rx is None:
-        return None
-    status = rx.msg
-    if status.state == _FAULT_STATE or status.fault_bits:
+    if rx is not None:
+        status = rx.msg
+        if status.state == _FAULT_STATE or status.fault_bits:
+            return _sys(
+                InterlockId.GENERATOR_FAULT,
+                f"generator state {status.state}, fault bits 0x{status.fault_bits:08X}",
+            )
+        if status.state not in _READY_STATES:
+            return _sys(
+                InterlockId.GENERATOR_FAULT,
+                f"generator state {_state_name(status.state)}, not IDLE or OUTPUT",
+                when_idle=False,
+            )
+    if any(trend.clock_stalled for trend in inputs.trends):
         return _sys(
             InterlockId.GENERATOR_FAULT,
-            f"generator state {status.state}, fault bits 0x{status.fault_bits:08X}",
+            "generator clock did not advance between telemetry frames (frozen, or reset by a reboot)",
+            when_idle=False,
         )
     return None
+
+
+def _state_name(state: int) -> str:
+    try:
+        return f"{GeneratorState(state).name} ({state})"
+    except ValueError:
+        return f"unknown ({state})"
 
 
 def check_uncommanded_output(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
@@ -512,9 +560,8 @@ def over_power(
     request is never granted into a measurement that would trip at once.
     """
     power_w = ch.power_centi_w / 100.0
-    cap_w = rules.power_max_w * (1.0 + hard.POWER_MEASUREMENT_TOLERANCE) + hard.POWER_MEASUREMENT_TOLERANCE_W
-    if power_w > cap_w:
-        return f"{power_w:.2f} W above the maximum {rules.power_max_w:.2f} W (+ measurement tolerance)"
+    if power_w > rules.over_power_w:
+        return f"{power_w:.2f} W above the maximum {rules.over_power_w:.2f} W (cap {rules.power_max_w:.2f} W)"
     if not commanded.on:
         return None
     allowed = commanded.allowed_setpoint(now)

@@ -109,9 +109,16 @@ OVER_VOLTAGE_TOLERANCE_V: Final = 1.0
 SETPOINT_SETTLE_S: Final = 0.1
 # The power cap (the plan's, never above POWER_MAX_W) is compared with a *measurement*: the generator's
 # power measurement is accurate to about 2 % + 0.1 W, so a channel regulated exactly at its cap must not
-# read as over it. This allowance belongs to the limit's definition; no configuration can change it.
+# read as over it. This allowance belongs to the limit's definition; no configuration can change it. It
+# never lifts the threshold above POWER_MAX_W itself: that maximum is absolute (over-power trips strictly
+# above min(cap × (1 + tolerance) + tolerance_w, POWER_MAX_W)).
 POWER_MEASUREMENT_TOLERANCE: Final = 0.02
 POWER_MEASUREMENT_TOLERANCE_W: Final = 0.1
+# The highest power the control loop should regulate to (use min(plan cap, this)): a channel delivering it
+# can read at most POWER_MAX_W, even at the measurement's worst error, so noise at full power never trips
+# the absolute maximum. Both parts of the tolerance count: (50 − 0.1) / 1.02 ≈ 48.92 W; 50 / 1.02 alone
+# could still read 50.1 W.
+POWER_REGULATION_MAX_W: Final = (POWER_MAX_W - POWER_MEASUREMENT_TOLERANCE_W) / (1.0 + POWER_MEASUREMENT_TOLERANCE)
 # Output the gate has not commanded: more than 1 W, or the output-on flag, on a channel that has been
 # commanded off for longer than the generator needs to obey (two telemetry frames plus transit).
 UNCOMMANDED_POWER_W: Final = 1.0

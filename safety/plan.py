@@ -259,7 +259,31 @@ class LesionPlan(_Strict):
                         f"channel {channel} is already used by lesions.{used[channel]}",
                     )
                 used[channel] = index
+        self._one_pulsed_waveform()
         return self
+
+    def _one_pulsed_waveform(self) -> None:
+        """Every pulsed lesion must share one waveform (pulse width and rate).
+
+        The control loop requests each mode's channels together and one SET_OUTPUT carries one waveform,
+        so the gate would refuse pulsed lesions that differ at their first RF tick, mid-procedure. Refusing
+        the plan says so before the procedure starts, naming the field that differs.
+        """
+        first: tuple[int, PulsedSettings] | None = None
+        for index, lesion in enumerate(self.lesions):
+            if lesion.pulsed is None:
+                continue
+            if first is None:
+                first = (index, lesion.pulsed)
+                continue
+            ref_index, ref = first
+            for name in ("pulse_width_us", "rate_hz"):
+                if getattr(lesion.pulsed, name) != getattr(ref, name):
+                    raise FieldRefusal(
+                        f"lesions.{index}.pulsed.{name}",
+                        f"{getattr(lesion.pulsed, name)} differs from lesions.{ref_index}.pulsed.{name} = "
+                        f"{getattr(ref, name)}: pulsed lesions share one waveform (one SET_OUTPUT)",
+                    )
 
     def lesion_on(self, channel: int) -> Lesion | None:
         """The lesion that drives ``channel`` (a bipolar lesion drives its partner too), if any."""

@@ -41,6 +41,10 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self.trips = 0
         self.link_errors = 0
+        self.errors = 0
+        """Unexpected exceptions the thread survived (each followed by an OUTPUT_OFF attempt)."""
+        self.last_error: Exception | None = None
+        """The latest of them, for the control loop to report."""
 
     @property
     def armed(self) -> bool:
@@ -73,10 +77,17 @@ class Watchdog:
         return True
 
     def disarm(self) -> None:
-        """Stop supervising (end of procedure): output off first, so RF never runs unsupervised."""
-        self._gate.all_off("watchdog disarmed")
-        with self._lock:
-            self._last_kick = None
+        """Stop supervising (end of procedure): output off first, so RF never runs unsupervised.
+
+        Supervision ends even when the OUTPUT_OFF cannot be sent (a dead link raises after this returns):
+        with no link there is nothing left to supervise, and the generator's own heartbeat watchdog turns
+        its output off 250 ms after the host's last heartbeat.
+        """
+        try:
+            self._gate.all_off("watchdog disarmed")
+        finally:
+            with self._lock:
+                self._last_kick = None
 
     # -- the thread (RealClock) ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,9 +108,28 @@ class Watchdog:
             self.disarm()
 
     def _run(self) -> None:
+        """Tick until stopped; no exception may end the thread, since a dead watchdog is a silent one.
+
+        A trip sends OUTPUT_OFF before it records, so an error raised later (the record callback failing)
+        finds output already off; any other error may have come before that, so output is turned off again
+        straight on the wire. Then the thread keeps supervising: a stall still unhandled is tripped again at
+        the next check.
+        """
         while not self._stop.wait(self.period_s / 2):
             try:
                 self.tick()
             except LinkError:
                 # The link is gone: the generator's own heartbeat watchdog drops output; keep supervising.
                 self.link_errors += 1
+            except Exception as exc:
+                self._count(exc)
+                try:
+                    self._gate.emergency_off()
+                except LinkError:
+                    self.link_errors += 1
+                except Exception as again:  # on the wire already; a listener told of it failed
+                    self._count(again)
+
+    def _count(self, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = exc

@@ -147,6 +147,12 @@ class SimProbe:
         self._frame_number = 0
         self._queue: deque[memoryview] = deque()
         self.bulk_halted = False
+        self._prime()
+
+    def _prime(self) -> None:
+        """Build the scene for the current settings while the probe is being set up, never mid-stream."""
+        config = self.config
+        self._renderer.prime(config.layout(), config.lines, config.samples_per_line, self.depth_mm)
 
     # -- scenario hooks ------------------------------------------------------------------------------
 
@@ -221,6 +227,7 @@ class SimProbe:
             raise Refused(f"depth {depth_mm} mm out of range")
         self._check_sampling(depth_mm, self.frequency_10khz)
         self.depth_mm = depth_mm
+        self._prime()
 
     def set_gain(self, tenth_db: int) -> None:
         if not 0 <= tenth_db <= 900:

@@ -244,6 +244,18 @@ class SceneRenderer:
         npt.NDArray[np.float64],
     ]:
         """Bring the caches up to date and draw this frame's mix: two bank fields and their weights."""
+        geometry_key = self.prime(layout, lines, samples_per_line, depth_mm)
+        if (geometry_key, needle) != self._pose_key:
+            self._pose_key = (geometry_key, needle)
+            self._cache_pose(needle)
+        first, second = self._rng.choice(SPECKLE_BANK, size=2, replace=False)
+        angle = self._rng.uniform(0.0, 0.5 * math.pi)
+        gas = self._gas_gain if boiling else _NONE
+        return self._bank[first], self._bank[second], math.cos(angle), math.sin(angle), gas, self._needle
+
+    def prime(self, layout: ScanLayout, lines: int, samples_per_line: int, depth_mm: float) -> tuple[object, ...]:
+        """Synthesise the speckle bank for this geometry now (tens of ms of FFTs), when the probe is set up,
+        not when the first frame is due; returns the geometry's cache key."""
         geometry_key = (layout, lines, samples_per_line, depth_mm)
         if geometry_key != self._geometry_key:
             self._geometry_key = geometry_key
@@ -253,13 +265,7 @@ class SceneRenderer:
                 for _ in range(SPECKLE_BANK)
             ]
             self._pose_key = None
-        if (geometry_key, needle) != self._pose_key:
-            self._pose_key = (geometry_key, needle)
-            self._cache_pose(needle)
-        first, second = self._rng.choice(SPECKLE_BANK, size=2, replace=False)
-        angle = self._rng.uniform(0.0, 0.5 * math.pi)
-        gas = self._gas_gain if boiling else _NONE
-        return self._bank[first], self._bank[second], math.cos(angle), math.sin(angle), gas, self._needle
+        return geometry_key
 
     def _cache_pose(self, needle: NeedlePose | None) -> None:
         assert self._positions is not None

@@ -155,3 +155,32 @@ def test_a_crash_mid_lesion_loses_no_state_change_and_at_most_100ms_of_telemetry
     last_on_disk = max(r.payload["n"] for r in reader.rows("telemetry"))
     # Every sample up to the last printed one was appended; at most 100 ms (10 ticks) of them may be lost.
     assert last_t - last_on_disk <= 10, f"lost {last_t - last_on_disk} ticks of telemetry"
+
+
+def test_deferred_payloads_are_built_by_the_writer_in_order(tmp_path: Path) -> None:
+    import threading
+
+    record = ProcedureRecord(tmp_path / "p.db", SimClock())
+    built_on: list[str] = []
+
+    def frame() -> dict[str, object]:
+        built_on.append(threading.current_thread().name)
+        return {"pixels": "…compressed…"}
+
+    def broken() -> dict[str, object]:
+        raise ValueError("no image")
+
+    record.append("state", {"to": "armed"})
+    record.append("frame", frame)
+    record.append("frame", broken)
+    record.append_durable("state", {"to": "ramping"})
+    record.close()
+    reader = RecordReader(tmp_path / "p.db")
+    assert [(r.kind, r.payload) for r in reader.rows()] == [
+        ("state", {"to": "armed"}),
+        ("frame", {"pixels": "…compressed…"}),
+        ("frame", {"payload_error": "ValueError: no image"}),
+        ("state", {"to": "ramping"}),
+    ]
+    assert built_on == ["record-writer"]
+    assert reader.verify().ok

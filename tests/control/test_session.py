@@ -89,6 +89,7 @@ def test_a_link_that_dies_mid_lesion_ends_in_a_recorded_fault(tmp_path: Path) ->
     assert (result.exit_code, result.final_state) == (1, "fault")
     assert "LinkError" in result.message
     assert all(s.tripped for s in result.summaries)
+    assert not cart.session.loop.watchdog.armed, "supervision ended"
     cart.record.close()
     states = [r.payload["dest"] for r in RecordReader(result.record_path).rows("state")]
     assert states[-1] == "fault"

@@ -213,9 +213,11 @@ class Rig:
         status: Status | None = None,
         heartbeat: bool = True,
         electrode_info: ElectrodeInfo | None = None,
+        gen_step_us: int = 10_000,
     ) -> None:
-        """The generator's side of one tick (telemetry 10 ms on, status, heartbeat); then the host polls."""
-        self.gen_time_us += 10_000
+        """The generator's side of one tick (telemetry ``gen_step_us`` on in its own clock: 10 ms unless a
+        test freezes or resets that clock, status, heartbeat); then the host polls."""
+        self.gen_time_us += gen_step_us
         if tele is not None:
             self.send(replace(tele, gen_time_us=self.gen_time_us))
         self.send(status or Status(int(GeneratorState.IDLE), 0, 0x0102))

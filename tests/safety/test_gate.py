@@ -149,6 +149,61 @@ def test_a_generator_fault_trips_even_when_idle() -> None:
     assert rig.wire() == [OutputOff(0x0F)]
 
 
+def _energised(rig: Rig) -> None:
+    """Channel 1 on at 10 W and one healthy tick under power."""
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+    assert rig.gate.commanded[0].on and rig.gate.latched == ()
+    rig.wire()
+
+
+@pytest.mark.parametrize("gen_step_us", [0, -500_000], ids=["frozen", "reset"])
+def test_a_generator_clock_that_does_not_advance_trips_within_one_tick(gen_step_us: int) -> None:
+    rig = Rig()
+    _energised(rig)
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(power_w=10.0, flags=ON)}), gen_step_us=gen_step_us)
+    trips = rig.gate.evaluate(rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.GENERATOR_FAULT]
+    assert rig.wire() == [OutputOff(0x0F)]
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.GENERATOR_FAULT]
+
+
+@pytest.mark.parametrize("state", [int(GeneratorState.BOOT), 9], ids=["boot", "unknown"])
+def test_a_generator_state_other_than_idle_or_output_trips_under_power(state: int) -> None:
+    rig = Rig()
+    _energised(rig)
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(power_w=10.0, flags=ON)}), status=Status(state, 0, 0x0102))
+    trips = rig.gate.evaluate(rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.GENERATOR_FAULT]
+    assert rig.wire() == [OutputOff(0x0F)]
+
+
+def test_a_booting_generator_only_refuses_output_while_idle() -> None:
+    rig = Rig()
+    ready(rig)
+    rig.clock.advance(0.01)
+    rig.feed(telemetry(), status=Status(int(GeneratorState.BOOT), 0, 0x0102))
+    assert rig.gate.evaluate(rig.imaging()) == []
+    assert rig.wire() == [] and rig.gate.latched == ()
+    refused = rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert not refused and any("generator_fault" in r for r in refused.reasons)
+    rig.healthy_tick()
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+
+
+def test_a_normal_run_under_power_raises_no_generator_fault() -> None:
+    rig = Rig()
+    _energised(rig)
+    for _ in range(50):
+        rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+        assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert not any(e.interlock is InterlockId.GENERATOR_FAULT for e in rig.events)
+    assert rig.gate.commanded[0].on
+
+
 def test_uncommanded_output_is_switched_off_again_every_tick() -> None:
     rig = Rig()
     rig.clock.advance(0.2)  # past the grace the generator has to obey the gate's initial OUTPUT_OFF

@@ -24,7 +24,7 @@ from firmware_bridge.messages import (
     TelemetryFlag,
 )
 from safety import limits as hard
-from safety.config import HARD_LIMITS
+from safety.config import HARD_LIMITS, SafetyLimits
 from safety.inputs import ChannelTrend, CommandedChannel, ImagingStatus, SafetyInputs, advance_trend
 from safety.interlocks import (
     CHANNEL_CHECKS,
@@ -213,6 +213,15 @@ CASES = [
         0.01,
         label="plan-cap",
     ),
+    # A plan cap at the hard maximum: the measurement allowance must not lift the threshold above 50 W.
+    Case(
+        InterlockId.OVER_POWER,
+        lambda v: inputs(telemetry({1: channel(power_w=v)})),
+        hard.POWER_MAX_W,
+        0.01,
+        rules=HOT_RULES,
+        label="hard-max",
+    ),
     Case(
         InterlockId.OVER_POWER,
         lambda v: inputs(telemetry({1: channel(power_w=v, flags=ON)}), commanded={1: on(10.0)}),
@@ -343,18 +352,50 @@ def test_uncommanded_output_flag_trips_whatever_the_power(flags: int, power_cent
     assert _tripped(InterlockId.UNCOMMANDED_OUTPUT, snapshot) == bool(flags & TelemetryFlag.OUTPUT_ON)
 
 
-@given(state=st.sampled_from(list(GeneratorState)), bits=st.integers(0, 2**32 - 1))
-def test_generator_fault_iff_fault_state_or_any_bit(state: GeneratorState, bits: int) -> None:
-    snapshot = inputs(status=Status(int(state), bits, 0x0102))
-    assert _tripped(InterlockId.GENERATOR_FAULT, snapshot) == (state is GeneratorState.FAULT or bits != 0)
+def _generator_fault(snapshot: SafetyInputs) -> Trip | None:
+    found = [t for t in evaluate_interlocks(snapshot, RULES, NOW) if t.interlock is InterlockId.GENERATOR_FAULT]
+    return found[0] if found else None
+
+
+_READY = (int(GeneratorState.IDLE), int(GeneratorState.OUTPUT))
+
+
+@given(state=st.integers(0, 255), bits=st.integers(0, 2**32 - 1))
+def test_generator_fault_iff_not_idle_or_output_or_any_bit(state: int, bits: int) -> None:
+    trip = _generator_fault(inputs(status=Status(state, bits, 0x0102)))
+    assert (trip is not None) == (state not in _READY or bits != 0)
+    if trip is not None:
+        assert trip.trips_when_idle == (state == GeneratorState.FAULT or bits != 0), (
+            "FAULT and fault bits trip even when idle; BOOT or an unknown state only under power"
+        )
 
 
 @pytest.mark.parametrize(
     ("state", "bits", "trips"),
-    [(GeneratorState.OUTPUT, 0, False), (GeneratorState.OUTPUT, 1, True), (GeneratorState.FAULT, 0, True)],
+    [
+        (GeneratorState.OUTPUT, 0, False),
+        (GeneratorState.IDLE, 0, False),
+        (GeneratorState.OUTPUT, 1, True),
+        (GeneratorState.FAULT, 0, True),
+        (GeneratorState.BOOT, 0, True),
+        (4, 0, True),
+    ],
 )
-def test_generator_fault_examples(state: GeneratorState, bits: int, trips: bool) -> None:
+def test_generator_fault_examples(state: int, bits: int, trips: bool) -> None:
     assert _tripped(InterlockId.GENERATOR_FAULT, inputs(status=Status(int(state), bits, 0))) == trips
+
+
+def test_a_generator_clock_that_does_not_advance_is_a_generator_fault_under_power() -> None:
+    first = advance_trend(ChannelTrend(), channel(60.0, power_w=10.0, flags=ON), 5.0, True)
+    assert not first.clock_stalled, "the first sample has nothing to advance past"
+    assert _generator_fault(inputs(trends={1: first})) is None
+    for gen_time_s in (5.0, 4.0):  # frozen, then reset (a reboot)
+        stalled = advance_trend(first, channel(60.0, power_w=10.0, flags=ON), gen_time_s, True)
+        assert stalled.clock_stalled
+        trip = _generator_fault(inputs(trends={4: stalled}))  # any channel's trend: the clock is shared
+        assert trip is not None and not trip.trips_when_idle and trip.mask == 0x0F
+    moving = advance_trend(stalled, channel(60.0, power_w=10.0, flags=ON), 4.01, True)
+    assert not moving.clock_stalled and _generator_fault(inputs(trends={1: moving})) is None
 
 
 def test_missing_messages_count_as_stale_or_lost() -> None:
@@ -503,8 +544,36 @@ def test_trend_restarts_when_output_goes_off_or_the_generator_clock_jumps_back()
     assert trend.impedance_rise_ohm > 0
     off = advance_trend(trend, channel(60.0, 300.0), 2.0, False)
     assert off.impedance_rise_ohm == 0 and off.energy_since_on_j == 0
+    assert not off.clock_stalled
     rebooted = advance_trend(trend, channel(60.0, 300.0, power_w=10.0), 0.5, True)
     assert rebooted.impedance_rise_ohm == 0 and rebooted.slew_c_per_s == 0
+    assert rebooted.clock_stalled, "the restart is not silent: the generator-fault interlock sees it"
+
+
+@given(cap=st.floats(0.1, hard.POWER_MAX_W), config_max=st.floats(1.0, hard.POWER_MAX_W))
+def test_the_over_power_threshold_never_passes_the_hard_maximum(cap: float, config_max: float) -> None:
+    lesion = Lesion(
+        channel=1,
+        electrode=Electrode(gauge=18, active_tip_mm=10.0),
+        set_temp_c=80.0,
+        ramp_rate_c_per_s=2.0,
+        lesion_time_s=90.0,
+        power_cap_w=min(cap, config_max),
+        impedance_min_ohm=60.0,
+        impedance_max_ohm=800.0,
+    )
+    limits = SafetyLimits(power_max_w=config_max)
+    rules = SafetyRules.compile(LesionPlan(name="p", imaging_required=False, lesions=(lesion,)), limits)
+    ch1 = rules.by_channel[1]
+    assert ch1.power_max_w <= ch1.over_power_w <= hard.POWER_MAX_W
+
+
+def test_regulating_at_the_headroom_limit_reads_at_most_the_hard_maximum() -> None:
+    worst_reading_w = (
+        hard.POWER_REGULATION_MAX_W * (1 + hard.POWER_MEASUREMENT_TOLERANCE) + hard.POWER_MEASUREMENT_TOLERANCE_W
+    )
+    assert worst_reading_w == pytest.approx(hard.POWER_MAX_W)
+    assert hard.POWER_REGULATION_MAX_W < hard.POWER_MAX_W  # and B[over_power-hard-max]: 50 W does not trip
 
 
 def test_pulsed_rules_come_from_the_plan() -> None:

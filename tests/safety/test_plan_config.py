@@ -11,9 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from firmware_bridge.clock import SimClock
+from firmware_bridge.errors import CartError
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.transport import memory_pair
 from safety import limits as hard
 from safety.config import HARD_LIMITS, LIMIT_FIELDS, MINIMUM_LIMITS, SafetyLimits, load_config, parse_config
-from safety.errors import ConfigError, PlanError
+from safety.errors import ConfigError, LimitExceeded, PlanError
+from safety.gate import OutputGate
 from safety.plan import check_plan, default_genicular_plan, load_plan, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,12 +138,41 @@ def test_the_default_plan_reaches_its_set_temperature_within_the_lesion() -> Non
         ),
         (plan(imaging_frame_max_age_s=1.5), "imaging_frame_max_age_s", "imaging_frame_age_max_s"),
         ({"name": "empty", "lesions": []}, "lesions", "at least one"),
+        (
+            plan(
+                lesion(mode="pulsed", set_temp_c=42.0, pulsed=PULSED),
+                lesion(channel=2, mode="pulsed", set_temp_c=42.0, pulsed={**PULSED, "pulse_width_us": 10_000}),
+            ),
+            "lesions.1.pulsed.pulse_width_us",
+            "share one waveform",
+        ),
+        (
+            plan(
+                lesion(mode="pulsed", set_temp_c=42.0, pulsed=PULSED),
+                lesion(channel=2),
+                lesion(channel=3, mode="pulsed", set_temp_c=42.0, pulsed={**PULSED, "rate_hz": 1.0}),
+            ),
+            "lesions.2.pulsed.rate_hz",
+            "share one waveform",
+        ),
     ],
 )
 def test_refusals_name_the_field_and_the_reason(data: dict[str, Any], field: str, words: str) -> None:
     error = refused(data)
     assert field in error.fields, error
     assert words in dict(error.problems)[field]
+
+
+def test_pulsed_lesions_sharing_one_waveform_are_accepted_beside_other_modes() -> None:
+    pulsed_lesion = {"mode": "pulsed", "set_temp_c": 42.0, "pulsed": {**PULSED, "max_voltage_v": 40.0}}
+    accepted = parse_plan(
+        plan(
+            lesion(mode="pulsed", set_temp_c=42.0, pulsed=PULSED),
+            lesion(channel=2, **pulsed_lesion),
+            lesion(channel=3),
+        )
+    )
+    assert [le.mode.value for le in accepted.lesions] == ["pulsed", "pulsed", "continuous"]
 
 
 def test_the_pulsed_limit_is_allowed_exactly() -> None:
@@ -241,3 +275,103 @@ def test_a_plan_never_passes_the_configured_limit(cap: float, config_max: float)
         assert cap > config_max
         return
     assert accepted.lesions[0].power_cap_w <= config_max <= hard.POWER_MAX_W
+
+
+# -- SafetyLimits built in code: the hard limits hold whoever builds them ---------------------------------
+
+
+def _loosening(name: str) -> st.SearchStrategy[Any]:
+    """Values that loosen the hard limit ``name`` (or are no limit at all: NaN, infinite, not a number)."""
+    limit = getattr(HARD_LIMITS, name)
+    if name in MINIMUM_LIMITS:
+        looser = st.floats(max_value=limit, exclude_max=True)
+    elif isinstance(limit, int):
+        looser = st.one_of(st.integers(min_value=limit + 1), st.floats(min_value=limit, exclude_min=True))
+    else:
+        looser = st.floats(min_value=limit, exclude_min=True)
+    return st.one_of(looser, st.just(float("nan")), st.just(float("-inf")), st.just("1"), st.booleans())
+
+
+@st.composite
+def _loosened(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """One loosened field among other fields drawn tighter (or at) their hard limits."""
+    name = draw(st.sampled_from(LIMIT_FIELDS))
+    values = {name: draw(_loosening(name))}
+    for other in LIMIT_FIELDS:
+        limit = getattr(HARD_LIMITS, other)
+        if other != name and other not in ("impedance_min_ohm", "impedance_max_ohm") and draw(st.booleans()):
+            values[other] = limit if isinstance(limit, int) else draw(st.floats(limit / 2, limit))
+    return name, values
+
+
+@given(case=_loosened())
+def test_no_safety_limits_that_loosen_a_field_can_be_built(case: tuple[str, dict[str, Any]]) -> None:
+    name, values = case
+    with pytest.raises(LimitExceeded) as info:
+        SafetyLimits(**values)
+    assert isinstance(info.value, CartError)
+    assert info.value.field == name and info.value.limit == getattr(HARD_LIMITS, name)
+    assert info.value.fields == (name,)
+
+
+@given(case=_loosened())
+def test_the_gate_refuses_limits_loosened_after_their_check(case: tuple[str, dict[str, Any]]) -> None:
+    name, values = case
+    limits = SafetyLimits()
+    for field, value in values.items():
+        object.__setattr__(limits, field, value)  # what a hostile caller can do to a frozen dataclass
+    clock = SimClock(0.0)
+    host, device = memory_pair("limits")
+    driver = RfGenerator(host, clock)
+    with pytest.raises(LimitExceeded) as info:
+        OutputGate(driver, default_genicular_plan(), limits, clock, lambda event: None)
+    assert info.value.field == name
+    assert device.read() == b"", "nothing reaches the wire"
+    driver.claim_output_capability()  # the refused gate never took the capability
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "words"),
+    [
+        ({"power_max_w": 200.0, "tip_temp_max_c": 150.0}, "tip_temp_max_c", "hard limit 95.0"),
+        ({"power_max_w": 50.01}, "power_max_w", "hard limit 50.0"),
+        ({"impedance_min_ohm": 49.9}, "impedance_min_ohm", "below the hard limit 50.0"),
+        ({"impedance_max_ohm": 1000.1}, "impedance_max_ohm", "hard limit 1000.0"),
+        ({"impedance_min_ohm": 800.0, "impedance_max_ohm": 700.0}, "impedance_min_ohm", "no impedance window"),
+        ({"telemetry_stale_s": float("nan")}, "telemetry_stale_s", "not a positive finite"),
+        ({"power_max_w": -1.0}, "power_max_w", "not a positive finite"),
+        ({"stim_amplitude_max_mv": 2999.5}, "stim_amplitude_max_mv", "not an integer"),
+    ],
+)
+def test_a_loosened_safety_limits_names_the_field_and_the_limit(
+    values: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(LimitExceeded) as info:
+        SafetyLimits(**values)
+    assert info.value.field == field and words in info.value.reason, info.value
+
+
+def test_built_limits_hold_plain_numbers() -> None:
+    class Sly(float):
+        """A number that compares as small but is not."""
+
+        def __gt__(self, other: object) -> bool:
+            return False
+
+    limits = SafetyLimits(power_max_w=Sly(30.0), stim_amplitude_max_mv=2000)
+    assert type(limits.power_max_w) is float and limits.power_max_w == 30.0
+    assert type(limits.stim_amplitude_max_mv) is int
+    with pytest.raises(LimitExceeded):
+        SafetyLimits(power_max_w=Sly(200.0))
+
+
+@given(values=_limit_values())
+def test_any_safety_limits_that_can_be_built_is_within_the_hard_limits(values: dict[str, Any]) -> None:
+    try:
+        built = SafetyLimits(**values)
+    except LimitExceeded:
+        return
+    for field in dataclasses.fields(SafetyLimits):
+        value, limit = getattr(built, field.name), getattr(HARD_LIMITS, field.name)
+        assert value >= limit if field.name in MINIMUM_LIMITS else 0 < value <= limit
+    assert built.impedance_min_ohm < built.impedance_max_ohm

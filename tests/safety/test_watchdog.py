@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_bridge.clock import RealClock
+from firmware_bridge.clock import RealClock, SimClock
+from firmware_bridge.errors import CartError
+from firmware_bridge.framing import FrameParser
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import OutputOff
 from firmware_bridge.transport import memory_pair
@@ -84,3 +88,48 @@ def test_the_thread_trips_a_stalled_loop_on_the_real_clock() -> None:
         dog.stop()
         dog.stop()
     assert dog.trips >= 1 and not dog.armed
+
+
+class _RecordBroken(CartError):
+    """What the procedure record raises when it cannot write (control's RecordError is one)."""
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_the_thread_survives_a_failing_record_and_keeps_supervising() -> None:
+    clock = SimClock(0.0)  # the stall is made by advancing it; the thread itself runs in real time
+    host, device = memory_pair("watchdog")
+    broken = threading.Event()
+    broken.set()
+
+    def record(event: SafetyEvent) -> None:
+        if broken.is_set() and event.kind is EventKind.TRIP:
+            raise _RecordBroken("disk full")
+
+    gate = OutputGate(RfGenerator(host, clock), default_genicular_plan(), HARD_LIMITS, clock, record)
+    parser = FrameParser()
+    parser.feed(device.read())
+    dog = Watchdog(gate, clock)
+    dog.start()
+    try:
+        dog.kick()
+        clock.advance(0.05)
+        assert _until(lambda: dog.errors >= 2), "the thread died at the first failing record"
+        assert isinstance(dog.last_error, _RecordBroken)
+        offs = [f.msg for f in parser.feed(device.read())]
+        assert offs and all(m == OutputOff(0x0F) for m in offs), "output off before and after each failure"
+        assert [t.interlock for t in gate.latched] == [InterlockId.CONTROL_LOOP_OVERRUN]
+        broken.clear()
+        assert _until(lambda: dog.trips >= 1), "once the record works the stall is tripped normally"
+        dog.kick()
+        clock.advance(0.05)
+        assert _until(lambda: dog.trips >= 2), "and a new stall is still supervised"
+    finally:
+        dog.stop()
