@@ -284,6 +284,26 @@ _NONE: Final = np.zeros((0, 0))
 """No needle, no gas: an empty field the compiled composer skips."""
 
 
+@njit(cache=True, inline="always")
+def _mixed(
+    a: npt.NDArray[np.complex128],
+    b: npt.NDArray[np.complex128],
+    weight_a: float,
+    weight_b: float,
+    gas: npt.NDArray[np.float64],
+    echo: npt.NDArray[np.float64],
+    i: int,
+    j: int,
+) -> complex:
+    """One sample of the frame: the bank mix, gas where it boils, and the needle's echo."""
+    v = a[i, j] * weight_a + b[i, j] * weight_b
+    if gas.size > 0:
+        v *= gas[i, j]
+    if echo.size > 0:
+        v += echo[i, j]
+    return v
+
+
 @njit(cache=True)
 def _compose_rf(
     a: npt.NDArray[np.complex128],
@@ -297,16 +317,9 @@ def _compose_rf(
     out: npt.NDArray[np.int16],
 ) -> None:
     lines, samples = out.shape
-    has_gas = gas.size > 0
-    has_echo = echo.size > 0
     for i in range(lines):
         for j in range(samples):
-            v = a[i, j] * weight_a + b[i, j] * weight_b
-            if has_gas:
-                v *= gas[i, j]
-            if has_echo:
-                v += echo[i, j]
-            r = round((v * scale * phase[j]).real)
+            r = round((_mixed(a, b, weight_a, weight_b, gas, echo, i, j) * scale * phase[j]).real)
             out[i, j] = min(max(r, -I16_FULL_SCALE), I16_FULL_SCALE)
 
 
@@ -322,15 +335,9 @@ def _compose_envelope(
     out: npt.NDArray[np.uint8],
 ) -> None:
     lines, samples = out.shape
-    has_gas = gas.size > 0
-    has_echo = echo.size > 0
     for i in range(lines):
         for j in range(samples):
-            v = a[i, j] * weight_a + b[i, j] * weight_b
-            if has_gas:
-                v *= gas[i, j]
-            if has_echo:
-                v += echo[i, j]
+            v = _mixed(a, b, weight_a, weight_b, gas, echo, i, j)
             magnitude_db = 20.0 * math.log10(max(abs(v * scale), 1e-3) / I16_FULL_SCALE)
             level = round((magnitude_db + ENVELOPE_DYNAMIC_RANGE_DB) * (255.0 / ENVELOPE_DYNAMIC_RANGE_DB))
             out[i, j] = min(max(level, 0), 255)

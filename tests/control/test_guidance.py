@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import SIM_NEEDLE, simulated_cart
+from control.cli import SIM_NEEDLE, SimulatedCart, simulated_cart
 from control.guidance import ProbeGuidance
 from control.operator import ScriptedOperator
 from control.record import ProcedureRecord, RecordReader
@@ -27,17 +27,29 @@ def guided_plan() -> LesionPlan:
                       lesions=(lesion,))
 
 
-def test_a_guided_lesion_records_frames_with_the_tip(tmp_path: Path) -> None:
+def guided_session(
+    tmp_path: Path, seed: int, *, frame_record_period_s: float = 1.0, needle: bool = True, silent: bool = False
+) -> tuple[ProcedureSession, ProbeGuidance, ProcedureRecord, SimulatedCart, SimClock]:
+    """A guided plan on the in-process cart with the simulated probe; the probe's scene set up first."""
     plan = guided_plan()
     clock = SimClock()
-    cart = simulated_cart(plan, clock, seed=3, physical=False)
+    cart = simulated_cart(plan, clock, seed=seed, physical=False)
     assert cart.probe_sim is not None
+    if not needle:
+        cart.probe_sim.set_needle(None)  # imaging is live, but the electrode is out of plane
     generator = RfGenerator(cart.host_transport, clock)
-    record = ProcedureRecord(tmp_path / "guided.rfa.db", clock)
+    record = ProcedureRecord(tmp_path / f"guided-{seed}.rfa.db", clock)
     probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
-    guidance = ProbeGuidance(probe, clock, record, guided_channel=1, frame_record_period_s=2.0)
+    guidance = ProbeGuidance(probe, clock, record, guided_channel=1, frame_record_period_s=frame_record_period_s)
+    if silent:
+        cart.probe_sim.set_silent(True)  # the probe stops sending frames before the procedure starts
     session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, cart.devices),
                                record=record, operator=ScriptedOperator(plan), guidance=guidance)
+    return session, guidance, record, cart, clock
+
+
+def test_a_guided_lesion_records_frames_with_the_tip(tmp_path: Path) -> None:
+    session, guidance, record, _, clock = guided_session(tmp_path, 3, frame_record_period_s=2.0)
     result = session.run()
     record.close()
     assert result.exit_code == 0, result.message or result.first_trip
@@ -59,17 +71,7 @@ def test_a_guided_lesion_records_frames_with_the_tip(tmp_path: Path) -> None:
 
 
 def test_a_lost_image_refuses_arming_and_says_why(tmp_path: Path) -> None:
-    plan = guided_plan()
-    clock = SimClock()
-    cart = simulated_cart(plan, clock, seed=4, physical=False)
-    assert cart.probe_sim is not None
-    generator = RfGenerator(cart.host_transport, clock)
-    record = ProcedureRecord(tmp_path / "lost.rfa.db", clock)
-    probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
-    guidance = ProbeGuidance(probe, clock, record, guided_channel=1)
-    cart.probe_sim.set_silent(True)  # the probe stops sending frames before the procedure starts
-    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, cart.devices),
-                               record=record, operator=ScriptedOperator(plan), guidance=guidance)
+    session, _, _, cart, _ = guided_session(tmp_path, 4, silent=True)
     result = session.run()
     assert result.exit_code == 1
     assert "imaging" in result.message
@@ -77,17 +79,7 @@ def test_a_lost_image_refuses_arming_and_says_why(tmp_path: Path) -> None:
 
 
 def test_rf_is_refused_under_guidance_when_the_needle_tip_is_not_in_the_image(tmp_path: Path) -> None:
-    plan = guided_plan()
-    clock = SimClock()
-    cart = simulated_cart(plan, clock, seed=5, physical=False)
-    assert cart.probe_sim is not None
-    cart.probe_sim.set_needle(None)  # imaging is live, but the electrode is out of plane
-    generator = RfGenerator(cart.host_transport, clock)
-    record = ProcedureRecord(tmp_path / "no-tip.rfa.db", clock)
-    probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
-    guidance = ProbeGuidance(probe, clock, record, guided_channel=1)
-    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, cart.devices),
-                               record=record, operator=ScriptedOperator(plan), guidance=guidance)
+    session, _, _, _, _ = guided_session(tmp_path, 5, needle=False)
     result = session.run()
     assert result.exit_code == 1
     assert "needle tip of ch1 not found" in result.message
