@@ -156,11 +156,34 @@ class RfLesionModel:
 
     # -- construction -------------------------------------------------------------------------------
 
+    def _face_conductances(self) -> None:
+        """The electric problem's face conductances (and stencil diagonal) from the present conductivity."""
+        mesh = self.mesh
+        r_lo, r_hi = mesh.r_face_res
+        z_lo, z_hi = mesh.z_face_res
+        self._kernels.face_conductances(
+            self._sigma,
+            self._resistivity,
+            r_lo,
+            r_hi,
+            mesh.open_r,
+            z_lo,
+            z_hi,
+            mesh.open_z,
+            mesh.tip_contact,
+            mesh.far_robin,
+            self._active,
+            self._g_r,
+            self._g_z,
+            self._g_tip,
+            self._g_far,
+            self._inv_diag,
+        )
+
+
     def _build_static(self) -> None:
         mesh, tissue, grid = self.mesh, self.config.tissue, self.config.grid
         self._active = mesh.tissue.astype(np.float64)
-        r_lo, r_hi = mesh.r_face_res
-        z_lo, z_hi = mesh.z_face_res
         self._k_r, self._k_z, self._k_tip, self._k_far = thermal_conductances(
             mesh, tissue.thermal_conductivity_w_m_k
         )
@@ -205,24 +228,7 @@ class RfLesionModel:
         self._omega = 2.0 / (1.0 + math.sin(math.pi / max(nz, nr)))
         # Uniform conductivity: the unit-voltage field depends on geometry alone, so solve it once here.
         self._phi_rest = np.zeros((nz + 2, nr + 2))  # a ring of zero ghost cells around the grid
-        self._kernels.face_conductances(
-            self._sigma,
-            self._resistivity,
-            r_lo,
-            r_hi,
-            mesh.open_r,
-            z_lo,
-            z_hi,
-            mesh.open_z,
-            mesh.tip_contact,
-            mesh.far_robin,
-            self._active,
-            self._g_r,
-            self._g_z,
-            self._g_tip,
-            self._g_far,
-            self._inv_diag,
-        )
+        self._face_conductances()
         sweeps, unsettled = self._kernels.sor_sweeps(
             self._phi_rest,
             self._g_r,
@@ -424,7 +430,7 @@ class RfLesionModel:
         self._update_field()
 
     def _update_field(self) -> None:
-        mesh, tissue, grid, k = self.mesh, self.config.tissue, self.config.grid, self._kernels
+        tissue, grid, k = self.config.tissue, self.config.grid, self._kernels
         k.conductivity(
             self._temp_c,
             self._desiccation,
@@ -434,26 +440,7 @@ class RfLesionModel:
             self._sigma,
             self._resistivity,
         )
-        r_lo, r_hi = mesh.r_face_res
-        z_lo, z_hi = mesh.z_face_res
-        k.face_conductances(
-            self._sigma,
-            self._resistivity,
-            r_lo,
-            r_hi,
-            mesh.open_r,
-            z_lo,
-            z_hi,
-            mesh.open_z,
-            mesh.tip_contact,
-            mesh.far_robin,
-            self._active,
-            self._g_r,
-            self._g_z,
-            self._g_tip,
-            self._g_far,
-            self._inv_diag,
-        )
+        self._face_conductances()
         self.last_sweeps, _ = k.sor_sweeps(
             self._phi,
             self._g_r,
