@@ -65,6 +65,7 @@ from control.display import GuidanceView
 from control.loop import ControlLoop
 from control.operator import ScriptedOperator
 from control.record import ProcedureRecord
+from control.runtime import LoopRuntime
 from control.session import ProcedureSession
 from firmware_bridge.clock import Clock, RealClock, SimClock
 from firmware_bridge.framing import Frame, FrameParser
@@ -203,17 +204,40 @@ class _TimedGenerator(RfGenerator):
         return frames
 
 
-class _SteppingPacer:
-    """Lockstep: the simulated generator does its ticks here, and the timed section starts on return."""
+class _TimedRuntime(LoopRuntime):
+    """The loop's real-time runtime, noting how long each collection in the slack took."""
 
-    def __init__(self, clock: SimClock, sim: SimGenerator) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.slack_ns: list[int] = []
+
+    def slack(self) -> None:
+        t0 = time.perf_counter_ns()
+        super().slack()
+        self.slack_ns.append(time.perf_counter_ns() - t0)
+
+
+class _SteppingPacer:
+    """Lockstep: the simulated generator does its ticks here, and the timed section starts on return.
+
+    Ticks follow each other at once, not 10 ms apart, so the record's writer would fall ever further
+    behind (the cart gives it the rest of each period). Every 100 ms of simulated time the pacer waits for
+    it to catch up, outside the timed section, so its queue stays what it is on the cart.
+    """
+
+    def __init__(self, clock: SimClock, sim: SimGenerator, record: ProcedureRecord) -> None:
         self.clock = clock
         self.sim = sim
+        self.record = record
         self.returned_ns = 0
+        self._steps = 0
 
     def sleep_until(self, t: float) -> None:
         self.clock.sleep_until(t)
         self.sim.step()
+        self._steps += 1
+        if self._steps % 10 == 0:
+            self.record.flush()
         self.returned_ns = time.perf_counter_ns()
 
 
@@ -248,6 +272,9 @@ class TickSamples:
     interlocks_gate: list[int] = field(default_factory=list)
     control_step: list[int] = field(default_factory=list)
     record_append: list[int] = field(default_factory=list)
+    housekeeping: list[int] = field(default_factory=list)
+    """The garbage collection in the slack before each tick's wait (not part of the tick; see
+    :mod:`control.runtime`)."""
 
     def component(self, name: str) -> list[int]:
         values: list[int] = getattr(self, name)
@@ -275,15 +302,18 @@ def sample_ticks(n_ticks: int, directory: Path, *, warmup_ticks: int = 200, seed
     generator = _TimedGenerator(host, clock)
     record = _TimedRecord(directory / "tick.rfa.db", clock)
     generator.record = record
-    pacer = _SteppingPacer(clock, sim)
+    pacer = _SteppingPacer(clock, sim, record)
     session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=pacer, record=record,
                                operator=ScriptedOperator(plan), guidance=_LiveImaging(clock))
     loop, gate = session.loop, session.gate
+    runtime = _TimedRuntime()
+    loop.runtime = runtime  # as in a real-time run: no automatic collection, a short GIL switch interval
     channels = [lesion.channel for lesion in plan.lesions]
     controllers = ChannelControllers(len(channels))
     tips, impedances = np.zeros(len(channels)), np.zeros(len(channels))
     samples = TickSamples()
     perf = time.perf_counter_ns
+    loop.start()
     try:
         for _ in range(SETTLE_TICKS):
             loop.tick()
@@ -314,6 +344,7 @@ def sample_ticks(n_ticks: int, directory: Path, *, warmup_ticks: int = 200, seed
                 samples.interlocks_gate.append(loop_rest + (t4 - t3) - (r4 - r1))
                 samples.control_step.append(t3 - t2)
                 samples.record_append.append(r4 - r0)
+                samples.housekeeping.append(runtime.slack_ns[-1])
     finally:
         loop.stop()
         record.close()

@@ -2,7 +2,8 @@
 
 Each tick, in this order:
 
-1. wait for the tick: the :class:`Pacer` sleeps on the cart, or steps the simulator in lockstep;
+1. in real time, collect garbage in the slack (:mod:`control.runtime`), then wait for the tick: the
+   :class:`Pacer` sleeps on the cart, or steps the simulator in lockstep;
 2. read what the generator sent; every frame goes on the procedure record as it is parsed (a listener
    the session installs on the driver), so it is recorded before anything acts on it;
 3. poll imaging (never blocking) and evaluate every interlock in the gate; a trip has put ``OUTPUT_OFF``
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Final, Protocol
 
 from control.display import GuidanceView
+from control.runtime import LoopRuntime
 from firmware_bridge.clock import Clock
 from firmware_bridge.errors import CartError
 from firmware_bridge.generator import RfGenerator
@@ -82,11 +84,15 @@ class ControlLoop:
         self.guidance = guidance
         self.realtime = realtime
         self.watchdog = Watchdog(gate, clock)
+        self.runtime: LoopRuntime | None = LoopRuntime() if realtime else None
+        """Keeps the interpreter from pausing the loop; None in simulated time, where pauses cost nothing."""
         self.imaging: ImagingStatus | None = None
         self.ticks = 0
         self._t_next = clock.now()
 
     def start(self) -> None:
+        if self.runtime is not None:
+            self.runtime.enter()  # first: its one full collection must not count against the watchdog
         if self.realtime:
             self.watchdog.start()
 
@@ -99,9 +105,13 @@ class ControlLoop:
         finally:
             if self.realtime:
                 self.watchdog.stop()
+            if self.runtime is not None:
+                self.runtime.exit()
 
     def tick(self) -> list[Trip]:
         """One period: wait, read, poll imaging, evaluate interlocks, kick. Returns the new trips."""
+        if self.runtime is not None:
+            self.runtime.slack()
         now = self.clock.now()
         self._t_next += PERIOD_S
         if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst

@@ -3,7 +3,9 @@
 Why it is built this way:
 
 - The 10 ms tick must never wait for the disk, so :meth:`ProcedureRecord.append` only puts a row on an
-  in-memory queue (ordered, cheap) and a writer thread does the SQL, the hashing and the commits.
+  in-memory queue (ordered, about a microsecond) and a writer thread does the JSON encoding, the hashing,
+  the SQL and the commits. A queued payload is therefore never changed afterwards: callers hand over a
+  fresh dict (or a function of frozen messages that builds one).
 - State changes and alarms must survive any crash, so :meth:`ProcedureRecord.append_durable` queues the
   row *and waits* until the writer has committed it; the procedure calls it before a transition
   completes. These are rare (a few per lesion), so the wait never lands on the telemetry path.
@@ -87,7 +89,7 @@ class ProcedureRecord:
         self._meta = dict(meta or {})
         self._clock = clock
         self._wall = wall_clock
-        self._queue: deque[tuple[int, float, float, str, str | Callable[[], dict[str, Any]]]] = deque()
+        self._queue: deque[tuple[int, float, float, str, Payload]] = deque()
         self._cond = threading.Condition()
         self._next_seq = 1
         self._committed_seq = 0
@@ -106,18 +108,18 @@ class ProcedureRecord:
 
     # -- producer side (the control tick) -----------------------------------------------------------
     def append(self, kind: str, payload: Payload, mono: float | None = None) -> int:
-        """Queue a row; returns its sequence number (its row id). Never touches the disk.
+        """Queue a row; returns its sequence number (its row id). Never touches the disk, never encodes.
 
-        ``payload`` may be a function that builds the row's data: the writer thread calls it, in order, so
-        costly encoding (an ultrasound frame's compression) stays off the 10 ms path.
+        The row is queued as given and the writer thread encodes it, in order, so the caller must not change
+        ``payload`` afterwards. It may also be a function that builds the row's data (from frozen messages,
+        or an ultrasound frame's compression): the writer calls it, so building stays off the 10 ms path.
         """
         self._raise_if_failed()
         t = self._clock.now() if mono is None else mono
-        text: str | Callable[[], dict[str, Any]] = payload if callable(payload) else _canonical(payload)
         with self._cond:
             seq = self._next_seq
             self._next_seq += 1
-            self._queue.append((seq, t, self._wall(), kind, text))
+            self._queue.append((seq, t, self._wall(), kind, payload))
             if kind == "telemetry":
                 if self._oldest_telemetry_mono is None:
                     self._oldest_telemetry_mono = t
@@ -201,8 +203,8 @@ class ProcedureRecord:
                 rows = []
                 for _seq, mono, wall, kind, queued in batch:
                     try:
-                        payload = queued if isinstance(queued, str) else _canonical(queued())
-                    except Exception as exc:  # a payload builder that fails still leaves its row, saying why
+                        payload = _canonical(queued() if callable(queued) else queued)
+                    except Exception as exc:  # a payload that cannot be built or encoded leaves its row, saying why
                         payload = _canonical({"payload_error": f"{type(exc).__name__}: {exc}"})
                     row_id += 1
                     prev_hash = row_hash(prev_hash, row_id, mono, wall, kind, payload)

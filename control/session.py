@@ -29,23 +29,18 @@ from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
 from control.operator import Operator, Question
 from control.procedure import Procedure, State
 from control.record import ProcedureRecord
+from control.recorder import Recorder
 from control.summary import ChannelTrace, LesionSummary, summarise, summary_table
 from firmware_bridge.clock import Clock
 from firmware_bridge.errors import CartError
-from firmware_bridge.framing import Frame
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import (
-    ElectrodeInfo,
-    Heartbeat,
-    Message,
-    SelfTest,
     SelfTestCheck,
-    Status,
     Telemetry,
 )
 from safety import limits as hard
 from safety.config import HARD_LIMITS, SafetyLimits
-from safety.gate import EventKind, OutputGate, SafetyEvent, StimKind
+from safety.gate import OutputGate, StimKind
 from safety.inputs import ImagingStatus
 from safety.interlocks import Trip
 from safety.plan import Lesion, LesionMode, LesionPlan
@@ -137,9 +132,7 @@ class ProcedureSession:
         self.events = events
         self._wall = wall_clock
         self._estimate = lesion_estimator
-        self._last_status: Status | None = None
-        self._last_electrodes: ElectrodeInfo | None = None
-        self._trip_rows: dict[tuple[str, int | None], int] = {}
+        self.recorder = Recorder(record)
         self._confirmed = False
         self._imaging: ImagingStatus | None = None
         self.first_trip = ""
@@ -148,10 +141,10 @@ class ProcedureSession:
         self.traces: list[ChannelTrace] = []
         self._active: list[_Active] = []
         self._controllers = ChannelControllers(len(plan.lesions))
-        generator.on_sent(self._record_command)
-        generator.on_received(self._record_frame)
+        generator.on_sent(self.recorder.command)
+        generator.on_received(self.recorder.frame)
         record.append("plan", plan.model_dump(mode="json"))
-        self.gate = OutputGate(generator, plan, limits, clock, self._record_safety_event)
+        self.gate = OutputGate(generator, plan, limits, clock, self.recorder.safety_event)
         self.loop = ControlLoop(clock=clock, pacer=pacer, generator=generator, gate=self.gate, guidance=guidance,
                                 realtime=realtime)
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition)
@@ -250,7 +243,7 @@ class ProcedureSession:
     def _handle_trip(self, trip: Trip) -> None:
         where = f" ch{trip.channel}" if trip.channel is not None else ""
         text = f"{trip.interlock.value}{where}: {trip.reason}"
-        row = self._trip_rows.get((trip.interlock.value, trip.channel))
+        row = self.recorder.trip_rows.get((trip.interlock.value, trip.channel))
         if not self.first_trip:
             self.first_trip, self.first_trip_row = text, row
         self._say(f"ALARM ({trip.priority.name.lower()}) {text}", event="alarm", detail=text, row=row)
@@ -621,60 +614,6 @@ class ProcedureSession:
         elif source in (State.RAMPING, State.LESIONING) and dest is not State.LESIONING:
             self.guidance.rf_stopped()
         self.guidance.record_frame(f"state {dest.value}")
-
-    def _record_safety_event(self, event: SafetyEvent) -> None:
-        payload: dict[str, Any] = {"event": event.kind.value, "detail": event.detail}
-        if event.interlock is not None:
-            payload.update(
-                interlock=event.interlock.value,
-                channel=event.channel,
-                priority=event.priority.name.lower() if event.priority else None,
-            )
-        if event.seq is not None:
-            payload["seq"] = event.seq
-        if event.kind in (EventKind.TRIP, EventKind.ACKNOWLEDGED, EventKind.ACK_REFUSED, EventKind.INHIBIT):
-            row = self.record.append_durable("alarm", payload, mono=event.at)
-            if event.kind is EventKind.TRIP and event.interlock is not None:
-                self._trip_rows[(event.interlock.value, event.channel)] = row
-        else:
-            self.record.append("safety", payload, mono=event.at)
-
-    def _record_command(self, seq: int, msg: Message, t: float) -> None:
-        if isinstance(msg, Heartbeat):
-            return
-        self.record.append("command", {"seq": seq, "msg": type(msg).__name__, **asdict(msg)}, mono=t)
-
-    def _record_frame(self, frame: Frame, t: float) -> None:
-        msg = frame.msg
-        if isinstance(msg, Telemetry):
-            for ch, s in enumerate(msg.channels, start=1):
-                self.record.append(
-                    "telemetry",
-                    {
-                        "ch": ch,
-                        "gen_us": msg.gen_time_us,
-                        "tip_c": s.tip_temp_c,
-                        "z_ohm": s.impedance_ohm,
-                        "v": s.voltage_v,
-                        "ma": s.current_ma,
-                        "w": s.power_w,
-                        "flags": s.flags,
-                    },
-                    mono=t,
-                )
-        elif isinstance(msg, Status):
-            if msg != self._last_status:
-                self._last_status = msg
-                self.record.append("status", asdict(msg), mono=t)
-        elif isinstance(msg, ElectrodeInfo):
-            if msg != self._last_electrodes:
-                self._last_electrodes = msg
-                self.record.append("electrodes", asdict(msg), mono=t)
-        elif isinstance(msg, Heartbeat):
-            return
-        else:
-            kind = "self_test" if isinstance(msg, SelfTest) else "ack"
-            self.record.append(kind, {"seq": frame.seq, **asdict(msg)}, mono=t)
 
     def _say(self, text: str, *, event: str, **fields: Any) -> None:
         if self.events is not None:

@@ -184,3 +184,18 @@ def test_deferred_payloads_are_built_by_the_writer_in_order(tmp_path: Path) -> N
     ]
     assert built_on == ["record-writer"]
     assert reader.verify().ok
+
+
+def test_append_only_queues_and_a_payload_json_cannot_hold_still_leaves_its_row(tmp_path: Path) -> None:
+    """Encoding happens on the writer thread: a bad payload costs the tick nothing and loses no row."""
+    record = ProcedureRecord(tmp_path / "p.db", SimClock())
+    record.append("state", {"to": "armed"})
+    record.append("operator", {"answers": {1, 2}})  # a set: not JSON
+    record.append_durable("state", {"to": "ramping"})
+    record.close()
+    reader = RecordReader(tmp_path / "p.db")
+    rows = [(r.kind, r.payload) for r in reader.rows()]
+    assert rows[0] == ("state", {"to": "armed"})
+    assert rows[1][0] == "operator" and rows[1][1]["payload_error"].startswith("TypeError")
+    assert rows[2] == ("state", {"to": "ramping"})
+    assert reader.verify().ok

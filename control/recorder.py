@@ -1,0 +1,102 @@
+"""What the cart puts on the procedure record, row by row (ARCHITECTURE.md section 9).
+
+The :class:`Recorder` listens to the generator driver (every command before it is sent, every frame as
+it is parsed) and to the output gate (every safety event), and queues one row per fact. It runs inside
+the 10 ms tick, so it only queues: each row is handed to the record as a function of frozen messages
+(``functools.partial``), and the record's writer thread builds and encodes it. Alarms are the exception
+the architecture asks for: they are committed to disk before the gate goes on.
+
+Heartbeats are not recorded (docs/contract.md): they say only that the link is alive, which the
+telemetry rows already show ten times more often. STATUS and ELECTRODE_INFO are recorded when they
+change, not every time they repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import partial
+from typing import Any
+
+from control.record import ProcedureRecord
+from firmware_bridge.framing import Frame
+from firmware_bridge.messages import ElectrodeInfo, Heartbeat, Message, SelfTest, Status, Telemetry
+from safety.gate import EventKind, SafetyEvent
+
+_DURABLE_EVENTS = frozenset({EventKind.TRIP, EventKind.ACKNOWLEDGED, EventKind.ACK_REFUSED, EventKind.INHIBIT})
+"""Safety events that are alarms: committed before the gate (and then the procedure) goes on."""
+
+
+def telemetry_row(msg: Telemetry, channel: int) -> dict[str, Any]:
+    """One channel of one TELEMETRY frame, in engineering units."""
+    s = msg.channels[channel - 1]
+    return {
+        "ch": channel,
+        "gen_us": msg.gen_time_us,
+        "tip_c": s.tip_temp_c,
+        "z_ohm": s.impedance_ohm,
+        "v": s.voltage_v,
+        "ma": s.current_ma,
+        "w": s.power_w,
+        "flags": s.flags,
+    }
+
+
+def command_row(seq: int, msg: Message) -> dict[str, Any]:
+    return {"seq": seq, "msg": type(msg).__name__, **asdict(msg)}
+
+
+def received_row(seq: int, msg: Message) -> dict[str, Any]:
+    return {"seq": seq, **asdict(msg)}
+
+
+def safety_row(event: SafetyEvent) -> dict[str, Any]:
+    payload: dict[str, Any] = {"event": event.kind.value, "detail": event.detail}
+    if event.interlock is not None:
+        payload.update(
+            interlock=event.interlock.value,
+            channel=event.channel,
+            priority=event.priority.name.lower() if event.priority else None,
+        )
+    if event.seq is not None:
+        payload["seq"] = event.seq
+    return payload
+
+
+class Recorder:
+    """The driver's and the gate's listener that writes the record (see module docstring)."""
+
+    def __init__(self, record: ProcedureRecord) -> None:
+        self.record = record
+        self._last_status: Status | None = None
+        self._last_electrodes: ElectrodeInfo | None = None
+        self.trip_rows: dict[tuple[str, int | None], int] = {}
+        """The record row of each trip, by ``(interlock, channel)``: what an alarm message points to."""
+
+    def command(self, seq: int, msg: Message, t: float) -> None:
+        if not isinstance(msg, Heartbeat):
+            self.record.append("command", partial(command_row, seq, msg), mono=t)
+
+    def frame(self, frame: Frame, t: float) -> None:
+        msg = frame.msg
+        append = self.record.append
+        if isinstance(msg, Telemetry):
+            for channel in range(1, len(msg.channels) + 1):
+                append("telemetry", partial(telemetry_row, msg, channel), mono=t)
+        elif isinstance(msg, Status):
+            if msg != self._last_status:
+                self._last_status = msg
+                append("status", partial(asdict, msg), mono=t)
+        elif isinstance(msg, ElectrodeInfo):
+            if msg != self._last_electrodes:
+                self._last_electrodes = msg
+                append("electrodes", partial(asdict, msg), mono=t)
+        elif not isinstance(msg, Heartbeat):
+            append("self_test" if isinstance(msg, SelfTest) else "ack", partial(received_row, frame.seq, msg), mono=t)
+
+    def safety_event(self, event: SafetyEvent) -> None:
+        if event.kind in _DURABLE_EVENTS:
+            row = self.record.append_durable("alarm", partial(safety_row, event), mono=event.at)
+            if event.kind is EventKind.TRIP and event.interlock is not None:
+                self.trip_rows[(event.interlock.value, event.channel)] = row
+        else:
+            self.record.append("safety", partial(safety_row, event), mono=event.at)

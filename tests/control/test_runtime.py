@@ -1,0 +1,125 @@
+"""The real-time runtime: no automatic collection while the loop runs, garbage collected in the slack,
+a short GIL switch interval, and the interpreter put back exactly as it was found."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from control.loop import ControlLoop
+from control.runtime import FULL_EVERY, MIDDLE_EVERY, SWITCH_INTERVAL_S, LoopRuntime
+from firmware_bridge.clock import RealClock, SimClock
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.transport import memory_pair
+from safety.config import HARD_LIMITS
+from safety.gate import OutputGate
+from safety.plan import default_genicular_plan
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _cycle() -> weakref.ref[_Node]:
+    """A reference cycle only a collection can free; returns a weak reference to watch it go."""
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+@pytest.fixture
+def runtime() -> Iterator[LoopRuntime]:
+    rt = LoopRuntime()
+    rt.enter()
+    try:
+        yield rt
+    finally:
+        rt.exit()
+
+
+def test_enter_turns_automatic_collection_off_freezes_and_shortens_the_switch_interval(runtime: LoopRuntime) -> None:
+    assert not gc.isenabled()
+    assert gc.get_freeze_count() > 0
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+
+
+def test_exit_restores_the_interpreter() -> None:
+    before = (gc.isenabled(), sys.getswitchinterval())
+    rt = LoopRuntime()
+    rt.enter()
+    rt.exit()
+    assert (gc.isenabled(), sys.getswitchinterval()) == before
+    assert gc.get_freeze_count() == 0
+    rt.exit()  # a second exit changes nothing
+    assert (gc.isenabled(), sys.getswitchinterval()) == before
+
+
+def test_exit_leaves_collection_off_if_it_was_off_before() -> None:
+    gc.disable()
+    try:
+        rt = LoopRuntime()
+        rt.enter()
+        rt.exit()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_nothing_collects_a_cycle_until_the_slack_does(runtime: LoopRuntime) -> None:
+    watched = _cycle()
+    for _ in range(2_000):  # plenty of allocations: an enabled collector would have run
+        _Node()
+    assert watched() is not None
+    runtime.slack()
+    assert watched() is None
+
+
+def test_the_slack_collects_each_generation_on_its_turn(runtime: LoopRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    generations: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: generations.append(generation) or 0)
+    for _ in range(FULL_EVERY):
+        runtime.slack()
+    assert generations.count(2) == 1 and generations[-1] == 2
+    assert generations.count(1) == FULL_EVERY // MIDDLE_EVERY - 1
+    assert generations[MIDDLE_EVERY - 1] == 1
+    assert set(generations[: MIDDLE_EVERY - 1]) == {0}
+
+
+def test_outside_enter_the_slack_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
+    LoopRuntime().slack()
+    assert calls == []
+
+
+def _loop(clock: RealClock | SimClock, *, realtime: bool) -> ControlLoop:
+    generator = RfGenerator(memory_pair("runtime")[0], clock)
+    gate = OutputGate(generator, default_genicular_plan(), HARD_LIMITS, clock, record=lambda event: None)
+    return ControlLoop(clock=clock, pacer=clock, generator=generator, gate=gate, guidance=None, realtime=realtime)
+
+
+def test_a_real_time_loop_runs_under_the_runtime_and_gives_the_interpreter_back() -> None:
+    loop = _loop(RealClock(), realtime=True)
+    before = (gc.isenabled(), sys.getswitchinterval())
+    loop.start()
+    try:
+        assert not gc.isenabled()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+    finally:
+        loop.stop()
+    assert (gc.isenabled(), sys.getswitchinterval()) == before
+
+
+def test_a_simulated_time_loop_leaves_the_interpreter_alone() -> None:
+    loop = _loop(SimClock(), realtime=False)
+    loop.start()
+    try:
+        assert loop.runtime is None
+        assert gc.isenabled()
+    finally:
+        loop.stop()
