@@ -25,7 +25,7 @@ import enum
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from firmware_bridge.clock import Clock
@@ -114,6 +114,11 @@ _CHANNELS_OF_MASK: Final = tuple(
 _OFF: Final = CommandedChannel(on=False, since=0.0)
 
 
+def _wire_setpoint(value: float) -> int:
+    """A setpoint in the wire's 0.01 W or 0.01 V: rounded down, so rounding never passes a cap."""
+    return math.floor(value * 100)
+
+
 class OutputGate:
     """Decides whether RF may flow, and is the only holder of the generator's output capability."""
 
@@ -141,7 +146,7 @@ class OutputGate:
         self._rules = rules
         self._lock = threading.RLock()
         now = clock.now()
-        self._commanded: list[CommandedChannel] = [replace(_OFF, since=now)] * N_CHANNELS
+        self._commanded: list[CommandedChannel] = [_OFF._replace(since=now)] * N_CHANNELS
         self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
         self._trend_source: Received[Telemetry] | None = None
         self._rf_on_s = [0.0] * N_CHANNELS
@@ -256,7 +261,7 @@ class OutputGate:
         """
         with self._lock:
             now = self._clock.now()
-            reasons, mask = self._output_problems(setpoints, imaging, now)
+            reasons, mask, prospective = self._output_problems(setpoints, imaging, now)
             if reasons:
                 self._emit(
                     [SafetyEvent(EventKind.REFUSED, now, f"output {dict(setpoints)}: " + "; ".join(reasons))]
@@ -265,7 +270,7 @@ class OutputGate:
             wire = [0] * N_CHANNELS
             first = self._rules.by_channel[next(iter(setpoints))]
             for channel, value in setpoints.items():
-                wire[channel - 1] = math.floor(value * 100)  # 0.01 W or 0.01 V; floor never passes a cap
+                wire[channel - 1] = _wire_setpoint(value)
             msg = SetOutput(
                 mask,
                 int(first.output_mode),
@@ -275,27 +280,21 @@ class OutputGate:
             )
             seq = self._generator.set_output(self._capability, msg)
             self._version += 1
-            for channel in setpoints:
-                for driven in self._channels_of(self._rules.by_channel[channel].mask):
-                    self._commanded[driven - 1] = self._turned_on(
-                        self._commanded[driven - 1], first.output_mode, wire[channel - 1] / 100, now
-                    )
+            for driven, commanded in prospective.items():
+                self._commanded[driven - 1] = commanded
+            # The setpoints themselves are in the command's own record row (same SEQ): a repr of four floats
+            # here would cost the tick more than every interlock on one channel.
             self._emit(
-                [
-                    SafetyEvent(
-                        EventKind.GRANTED,
-                        now,
-                        f"output {dict(setpoints)} mode {first.output_mode.name}",
-                        seq=seq,
-                    )
-                ]
+                [SafetyEvent(EventKind.GRANTED, now, f"output mask 0x{mask:02X} {first.output_mode.name}", seq=seq)]
             )
             return Decision(True, (), seq)
 
     def _output_problems(
         self, setpoints: Mapping[int, float], imaging: ImagingStatus | None, now: float
-    ) -> tuple[list[str], int]:
+    ) -> tuple[list[str], int, dict[int, CommandedChannel]]:
+        """Every reason to refuse the request; the channels it drives; what they would be commanded."""
         reasons: list[str] = []
+        prospective: dict[int, CommandedChannel] = {}
         mask = 0
         waveforms = set()
         if not setpoints:
@@ -324,7 +323,8 @@ class OutputGate:
             reasons.append("channels of one request must share a mode and waveform")
         reasons += self._blocking(mask, imaging, now)
         if not reasons:
-            reasons += self._prospective_over_power(setpoints, now)
+            prospective = self._prospective(setpoints, now)
+            reasons += self._prospective_over_power(prospective, now)
         stimulating = [c for c in range(1, N_CHANNELS + 1) if self._commanded[c - 1].stim_amplitude_mv]
         if stimulating:
             reasons.append(f"stimulation is on (channel {stimulating[0]}); stop it first")
@@ -333,27 +333,28 @@ class OutputGate:
             last = None if imaging is None else imaging.last_frame_at
             if last is None or not now - last <= self._rules.imaging_max_age_s:
                 reasons.append("starting RF needs live imaging (the loss grace applies only once RF is on)")
-        return reasons, mask
+        return reasons, mask, prospective
 
-    def _prospective_over_power(self, setpoints: Mapping[int, float], now: float) -> list[str]:
+    def _prospective(self, setpoints: Mapping[int, float], now: float) -> dict[int, CommandedChannel]:
+        """What each channel the request drives (bipolar partners too) will be commanded if it is sent."""
+        states: dict[int, CommandedChannel] = {}
+        for channel, value in setpoints.items():
+            rules = self._rules.by_channel[channel]
+            setpoint = _wire_setpoint(value) / 100
+            for driven in self._channels_of(rules.mask):
+                states[driven] = self._turned_on(self._commanded[driven - 1], rules.output_mode, setpoint, now)
+        return states
+
+    def _prospective_over_power(self, prospective: Mapping[int, CommandedChannel], now: float) -> list[str]:
         """Would the measurement trip over-power under the command about to be sent? Then refuse it."""
         rx = self._generator.telemetry
         if rx is None:
             return []
         reasons = []
-        for channel, value in setpoints.items():
-            rules = self._rules.by_channel[channel]
-            for driven in self._channels_of(rules.mask):
-                prospective = self._turned_on(
-                    self._commanded[driven - 1], rules.output_mode, math.floor(value * 100) / 100, now
-                )
-                reason = over_power(
-                    rx.msg.channels[driven - 1], prospective, self._rules.by_channel[driven], now
-                )
-                if reason is not None:
-                    reasons.append(
-                        f"{InterlockId.OVER_POWER.value}: channel {driven}: {reason} (as requested)"
-                    )
+        for driven, commanded in prospective.items():
+            reason = over_power(rx.msg.channels[driven - 1], commanded, self._rules.by_channel[driven], now)
+            if reason is not None:
+                reasons.append(f"{InterlockId.OVER_POWER.value}: channel {driven}: {reason} (as requested)")
         return reasons
 
     def _blocking(self, mask: int, imaging: ImagingStatus | None, now: float) -> list[str]:
@@ -409,8 +410,8 @@ class OutputGate:
             seq = self._generator.stim(self._capability, msg)
             self._version += 1
             previous = self._commanded[channel - 1]
-            self._commanded[channel - 1] = replace(
-                previous, stim_amplitude_mv=amplitude_mv, since=previous.since if previous.energised else now
+            self._commanded[channel - 1] = previous._replace(
+                stim_amplitude_mv=amplitude_mv, since=previous.since if previous.energised else now
             )
             self._emit(
                 [
@@ -434,8 +435,8 @@ class OutputGate:
             self._version += 1
             for index, commanded in enumerate(self._commanded):
                 if commanded.stim_amplitude_mv:
-                    self._commanded[index] = replace(
-                        commanded, stim_amplitude_mv=0, since=now if not commanded.on else commanded.since
+                    self._commanded[index] = commanded._replace(
+                        stim_amplitude_mv=0, since=now if not commanded.on else commanded.since
                     )
             self._emit([SafetyEvent(EventKind.OFF, now, "stimulation stopped", seq=seq)])
             return seq
@@ -619,7 +620,7 @@ class OutputGate:
             self._generator.stim(None, Stim(stim_mask, 0, 0, 0))
         for channel in channels:
             if self._commanded[channel - 1].energised:
-                self._commanded[channel - 1] = replace(_OFF, since=now)
+                self._commanded[channel - 1] = _OFF._replace(since=now)
         return seq
 
     @staticmethod
