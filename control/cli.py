@@ -23,6 +23,7 @@ from benchmarks import runner as bench_runner
 from control import probe_cli, record_cli
 from control.display import ProgressDisplay
 from control.guidance import ProbeGuidance
+from control.guidance_thread import GuidanceThread
 from control.loop import Guidance, Pacer
 from control.operator import ConsoleOperator, Operator, ScriptedOperator
 from control.record import ProcedureRecord, RecordError
@@ -268,9 +269,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rfa run: cannot open the procedure record: {exc}", file=err)
         return EXIT_USAGE
     guidance: Guidance | None = None
+    guidance_thread: GuidanceThread | None = None
     if probe is not None:
         guidance = ProbeGuidance(probe, clock, record, guided_channel=plan.lesions[0].channel,
                                  frame_record_period_s=args.frame_period)
+        if realtime:  # the probe's USB reads and B-mode must never hold up the 10 ms tick
+            guidance = guidance_thread = GuidanceThread(guidance, record)
     operator: Operator = ScriptedOperator(plan) if args.yes else ConsoleOperator()
     session = ProcedureSession(
         plan=plan, generator=generator, clock=clock, pacer=pacer, record=record, operator=operator,
@@ -280,8 +284,12 @@ def _run(args: argparse.Namespace) -> int:
         lesion_estimator=planning_estimator(),
     )
     try:
+        if guidance_thread is not None:
+            guidance_thread.start()
         result = session.run()
     finally:
+        if guidance_thread is not None:
+            guidance_thread.stop()
         record.close()
         generator.close()
         if probe is not None:

@@ -57,3 +57,25 @@ def test_a_short_procedure_completes_in_real_time(generator_url: str, tmp_path: 
     rows = list(reader.rows("telemetry"))
     span_s = rows[-1].mono - rows[0].mono
     assert len(rows) / 4 >= 0.95 * 100 * span_s
+
+
+def test_a_guided_procedure_in_real_time_images_on_its_own_thread(tmp_path: Path) -> None:
+    """In-process simulators in real time, imaging required: the probe is polled and its frames turned into
+    B-mode on the guidance thread (control.guidance_thread), and the 10 ms loop still keeps its period."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.replace("imaging_required = false", "imaging_required = true"))
+    run = subprocess.run(
+        [sys.executable, "-m", "control.cli", "run", "--realtime", "--plan", str(plan), "--yes", "--json",
+         "--record", str(tmp_path)],
+        capture_output=True, text=True, timeout=180,
+    )
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    result = events[-1]
+    assert run.returncode == 0, (result.get("message"), result.get("first_trip"), run.stderr[-2000:])
+    reader = RecordReader(Path(result["record_path"]))
+    assert reader.verify().ok
+    assert reader.count("guidance_error") == 0 and reader.count("alarm") == 0
+    frames = [row.payload for row in reader.rows("frame")]
+    rf_frames = [f for f in frames if f["reason"] == "rf"]
+    assert len(rf_frames) >= 15  # one a second during the 15 s lesion (and its ramp)
+    assert all(f["tip_confidence"] >= 0.5 for f in rf_frames)

@@ -2,7 +2,9 @@
 
 Each kernel has a numpy twin in :mod:`control.imaging.reference` computing the same arithmetic, which
 the tests compare against and the benchmark measures. Single-threaded on purpose (no ``parallel=True``):
-the cart's cores belong to the control loop first, and 60 fps fits in one core.
+the cart's cores belong to the control loop first, and 60 fps fits in one core. They release the GIL
+(``nogil=True``): in a real-time run they execute on the guidance thread while the loop ticks
+(``control.guidance_thread``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ _FLOOR_COUNTS = 1e-3
 """Envelope floor before the logarithm (a silent line must not become -inf dB)."""
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rf_to_beam_db(
     rf: npt.NDArray[np.int16],
     cos_table: npt.NDArray[np.float64],
@@ -56,7 +58,7 @@ def rf_to_beam_db(
             out_db[line, b] = 20.0 * math.log10(max(total * scale, _FLOOR_COUNTS) / full_scale)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def envelope_to_beam_db(
     envelope: npt.NDArray[np.uint8], probe_range_db: float, decimation: int, out_db: npt.NDArray[np.float32]
 ) -> None:  # pragma: no cover - compiled
@@ -72,7 +74,7 @@ def envelope_to_beam_db(
             out_db[line, b] = total / decimation * step - probe_range_db
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_convert(
     beam_db: npt.NDArray[np.float32],
     line0: npt.NDArray[np.int32],

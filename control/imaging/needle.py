@@ -62,7 +62,7 @@ class TipDetectorSettings:
     min_candidates: int = 8
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hough_peak(
     x: npt.NDArray[np.float64],
     z: npt.NDArray[np.float64],
