@@ -224,6 +224,10 @@ class _SteppingPacer:
     behind (the cart gives it the rest of each period). Every 100 ms of simulated time the pacer waits for
     it to catch up, outside the timed section and before the simulator's step, so its queue stays what it
     is on the cart and it has gone back to waiting when the next timed tick starts.
+
+    That models a writer that works in the loop's idle time. On the cart its 50 ms wake-ups are not yet
+    aligned with the loop's slack, so about one tick in a hundred may share the interpreter with it for up
+    to the 0.2 ms switch interval: the figure here is the tick's own cost, not that interference.
     """
 
     def __init__(self, clock: SimClock, sim: SimGenerator, record: ProcedureRecord) -> None:

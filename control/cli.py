@@ -274,7 +274,7 @@ def _run(args: argparse.Namespace) -> int:
         guidance = ProbeGuidance(probe, clock, record, guided_channel=plan.lesions[0].channel,
                                  frame_record_period_s=args.frame_period)
         if realtime:  # the probe's USB reads and B-mode must never hold up the 10 ms tick
-            guidance = guidance_thread = GuidanceThread(guidance, record)
+            guidance = guidance_thread = GuidanceThread(guidance, record, clock)
     operator: Operator = ScriptedOperator(plan) if args.yes else ConsoleOperator()
     session = ProcedureSession(
         plan=plan, generator=generator, clock=clock, pacer=pacer, record=record, operator=operator,

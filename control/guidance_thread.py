@@ -7,9 +7,11 @@ free (time does not pass) and keeps runs reproducible, so the loop calls it dire
 would hold the tick up, so :class:`GuidanceThread` runs it on a thread of its own and the tick only reads
 the latest published :class:`~safety.inputs.ImagingStatus` and guidance view.
 
-Safety does not depend on this thread being healthy: the status carries the time of the last good
-frame, so a thread that stops, hangs or dies leaves that time ageing, and the gate's imaging-lost
-interlock turns RF off. A thread that dies of an unexpected error records it first.
+Safety does not depend on this thread being healthy. The status carries the time of the last good
+frame, so a thread that hangs (a USB call that never returns) leaves that time ageing, and the gate's
+imaging-lost interlock turns RF off as for a probe that stops sending frames. A thread that dies of an
+unexpected error records it, and from then on the tick sees no imaging at all, so imaging-lost acts on
+the next tick and RF cannot start.
 
 The numba kernels the pipeline runs release the GIL (``nogil=True``), so B-mode runs on the other core
 while the loop ticks; the rest of the thread's Python holds the GIL for at most the switch interval the
@@ -19,15 +21,26 @@ real-time runtime sets (``control.runtime``).
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Final, Protocol
 
 from control.display import GuidanceView
 from control.record import ProcedureRecord
+from firmware_bridge.clock import Clock
 from safety.inputs import ImagingStatus
 
 POLL_PERIOD_S: Final = 0.005
 """How often the thread looks for new frames: twice per tick, four times per frame at 20 frames/s."""
+LIVE_MAX_AGE_S: Final = 0.5
+"""The view shows imaging as live only while its last frame is younger than this."""
+ANSWER_TIMEOUT_S: Final = 0.1
+"""How long the tip check before RF may wait for the thread; a busy probe means no RF yet."""
 STOP_TIMEOUT_S: Final = 2.0
+NOT_LIVE: Final = ImagingStatus(None, None)
+"""What the tick sees once the thread has died: no frame, so the imaging-lost interlock acts at once."""
 
 
 class _Guidance(Protocol):
@@ -42,16 +55,26 @@ class _Guidance(Protocol):
 
 
 class GuidanceThread:
-    """The :class:`~control.loop.Guidance` of a real-time run: ``inner`` polled on a thread of its own."""
+    """The :class:`~control.loop.Guidance` of a real-time run: ``inner`` polled on a thread of its own.
 
-    def __init__(self, inner: _Guidance, record: ProcedureRecord, *, poll_period_s: float = POLL_PERIOD_S) -> None:
+    Nothing the loop's thread calls waits on the probe: :meth:`poll` and :meth:`view` read what the thread
+    published; RF started or stopped and frames for the record are queued and applied by the thread, in
+    order, before its next poll; only the tip check before RF starts waits, for at most
+    ``ANSWER_TIMEOUT_S``, and a probe that does not answer in time refuses RF.
+    """
+
+    def __init__(
+        self, inner: _Guidance, record: ProcedureRecord, clock: Clock, *, poll_period_s: float = POLL_PERIOD_S
+    ) -> None:
         self.inner = inner
         self.record = record
+        self.clock = clock
         self.poll_period_s = poll_period_s
         self._lock = threading.Lock()
-        """Held while ``inner`` works: the thread's poll, and the session's rare calls at state changes."""
+        """Held while ``inner`` works."""
         self._status = ImagingStatus(None, None)
         self._view = GuidanceView(live=False)
+        self._pending: deque[Callable[[], None]] = deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="guidance", daemon=True)
         self.failure: BaseException | None = None
@@ -72,42 +95,49 @@ class GuidanceThread:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- the tick's side: never waits --------------------------------------------------------------------
+    # -- the loop's side: never waits ----------------------------------------------------------------
     def poll(self) -> ImagingStatus:
-        """The status the thread last published (one reference read: no lock, no wait)."""
-        return self._status
+        """The status the thread last published (one reference read), or no imaging once it has died."""
+        return NOT_LIVE if self.failure is not None else self._status
 
     def view(self) -> GuidanceView:
-        return self._view
-
-    # -- the session's side, at state changes: waits for at most one poll of ``inner`` ----------------
-    def rf_start_refusals(self) -> list[str]:
-        with self._lock:
-            return self.inner.rf_start_refusals()
+        """The last published view; not live once its frame is older than ``LIVE_MAX_AGE_S`` (a stuck probe)."""
+        view, last = self._view, self.poll().last_frame_at
+        if view.live and (last is None or not self.clock.now() - last < LIVE_MAX_AGE_S):
+            return replace(view, live=False)
+        return view
 
     def rf_started(self, channels: list[int]) -> None:
-        with self._lock:
-            self.inner.rf_started(channels)
+        self._pending.append(partial(self.inner.rf_started, list(channels)))
 
     def rf_stopped(self) -> None:
-        with self._lock:
-            self.inner.rf_stopped()
+        self._pending.append(self.inner.rf_stopped)
 
     def record_frame(self, reason: str) -> None:
-        with self._lock:
-            self.inner.record_frame(reason)
+        self._pending.append(partial(self.inner.record_frame, reason))
+
+    def rf_start_refusals(self) -> list[str]:
+        if self.failure is not None:
+            return [f"guidance stopped: {type(self.failure).__name__}: {self.failure}"]
+        if not self._lock.acquire(timeout=ANSWER_TIMEOUT_S):
+            return [f"the ultrasound probe did not answer within {ANSWER_TIMEOUT_S * 1000:.0f} ms"]
+        try:
+            return self.inner.rf_start_refusals()
+        finally:
+            self._lock.release()
 
     # -- the thread ----------------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 with self._lock:
+                    while self._pending:
+                        self._pending.popleft()()
                     status = self.inner.poll()
                     view = self.inner.view()
                 self._status, self._view = status, view
                 self._stop.wait(self.poll_period_s)
-        except Exception as exc:  # a bug, not a probe fault (those the inner handles): stop, say so, go stale
+        except Exception as exc:  # a bug, not a probe fault (those the inner handles): stop, say so, go dark
             self.failure = exc
-            self._view = GuidanceView(live=False)
             self.record.append("guidance_error", {"error": type(exc).__name__, "detail": str(exc),
-                                                  "effect": "imaging status no longer updated"})
+                                                  "effect": "imaging reported lost from now on"})

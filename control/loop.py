@@ -103,10 +103,12 @@ class ControlLoop:
         except CartError:
             pass  # output off could not be sent: the generator's own heartbeat watchdog turns it off
         finally:
-            if self.realtime:
-                self.watchdog.stop()
-            if self.runtime is not None:
-                self.runtime.exit()
+            try:
+                if self.realtime:
+                    self.watchdog.stop()
+            finally:  # even if stopping the thread is interrupted: never leave the interpreter changed
+                if self.runtime is not None:
+                    self.runtime.exit()
 
     def tick(self) -> list[Trip]:
         """One period: wait, read, poll imaging, evaluate interlocks, kick. Returns the new trips."""

@@ -32,21 +32,35 @@ FULL_EVERY: Final = 500
 """Ticks between collections of the middle and of every generation (0.1 s and 5 s at 100 Hz)."""
 
 
+_active: LoopRuntime | None = None
+"""The runtime currently entered in this process, if any."""
+
+
 class LoopRuntime:
     """Interpreter settings for a real-time loop; :meth:`enter` at start, :meth:`slack` between ticks."""
 
     def __init__(self) -> None:
         self._entered = False
         self._gc_was_enabled = True
+        self._was_frozen = False
         self._switch_interval_s = sys.getswitchinterval()
         self._ticks = 0
 
     def enter(self) -> None:
-        """Collect once, freeze what exists, turn automatic collection off, shorten the switch interval."""
+        """Collect once, freeze what exists, turn automatic collection off, shorten the switch interval.
+
+        One real-time loop per process: a second runtime entered while one is active is refused, since
+        their exits could not both restore what the first found.
+        """
+        global _active
         if self._entered:
             return
+        if _active is not None:
+            raise RuntimeError("another real-time loop already runs in this process")
+        _active = self
         self._entered = True
         self._gc_was_enabled = gc.isenabled()
+        self._was_frozen = gc.get_freeze_count() > 0
         self._switch_interval_s = sys.getswitchinterval()
         gc.collect()
         gc.freeze()
@@ -67,10 +81,13 @@ class LoopRuntime:
 
     def exit(self) -> None:
         """Put the interpreter back as :meth:`enter` found it."""
+        global _active
         if not self._entered:
             return
         self._entered = False
+        _active = None
         sys.setswitchinterval(self._switch_interval_s)
-        gc.unfreeze()
+        if not self._was_frozen:  # a freeze the process made before the loop is the process's to undo
+            gc.unfreeze()
         if self._gc_was_enabled:
             gc.enable()

@@ -168,8 +168,9 @@ class ProcedureSession:
     def steps(self) -> Iterator[None]:
         """The procedure as a generator that yields after every tick, so tests can act between ticks."""
         messages: list[str] = []
-        self.loop.start()
+        warm_up()  # compile or load the numba kernel now, never on a lesion tick (nor after the GC freeze)
         try:
+            self.loop.start()
             try:
                 yield from self._self_test()
                 yield from self._stimulation()
@@ -258,8 +259,7 @@ class ProcedureSession:
     # -- phases --------------------------------------------------------------------------------------
     def _self_test(self) -> Iterator[None]:
         self.procedure.trigger("begin_self_test")
-        self._say("self-test: generator checks, control kernel warm-up", event="phase", phase="self_test")
-        warm_up()  # compile or load the numba kernel now, never on the first lesion tick
+        self._say("self-test: generator checks", event="phase", phase="self_test")
         self.generator.request_self_test()
         deadline = self.clock.now() + SELF_TEST_TIMEOUT_S
         while self.generator.self_test_result is None or self.generator.telemetry is None:

@@ -1,5 +1,5 @@
-"""Guidance on its own thread: the tick's poll never waits, a stuck or dead thread goes stale (so the
-imaging-lost interlock acts), and the session's calls reach the guidance."""
+"""Guidance on its own thread: nothing the loop calls waits for the probe, a stuck thread goes stale and a
+dead one dark (so the imaging-lost interlock acts), and the session's calls reach the guidance in order."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ from pathlib import Path
 import pytest
 
 from control.display import GuidanceView
-from control.guidance_thread import GuidanceThread
+from control.guidance_thread import ANSWER_TIMEOUT_S, LIVE_MAX_AGE_S, GuidanceThread
 from control.record import ProcedureRecord, RecordReader
-from firmware_bridge.clock import RealClock
+from firmware_bridge.clock import RealClock, SimClock
 from safety.inputs import ImagingStatus
 
 WAIT_S = 5.0
 
 
 class _Probe:
-    """A stand-in for ProbeGuidance: each poll is a new frame, unless held or broken."""
+    """A stand-in for ProbeGuidance: each poll is a new frame at the clock's time, unless held or broken."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
         self.frames = 0
         self.release = threading.Event()
         self.release.set()
@@ -36,12 +37,13 @@ class _Probe:
         if self.broken is not None:
             raise self.broken
         self.frames += 1
-        return ImagingStatus(float(self.frames), 30.0)
+        return ImagingStatus(self.clock.now(), 30.0)
 
     def view(self) -> GuidanceView:
         return GuidanceView(live=True, tip_lateral_mm=float(self.frames))
 
     def rf_start_refusals(self) -> list[str]:
+        self.release.wait()
         self.calls.append("refusals")
         return ["no tip"]
 
@@ -69,48 +71,59 @@ def record(tmp_path: Path) -> Iterator[ProcedureRecord]:
     rec.close()
 
 
+def _started(probe: _Probe, record: ProcedureRecord) -> GuidanceThread:
+    return GuidanceThread(probe, record, probe.clock, poll_period_s=0.001)
+
+
 def test_before_its_first_poll_the_status_is_not_live(record: ProcedureRecord) -> None:
-    thread = GuidanceThread(_Probe(), record)
+    thread = GuidanceThread(_Probe(SimClock()), record, SimClock())
     assert thread.poll().last_frame_at is None
     assert not thread.view().live
 
 
 def test_the_thread_publishes_each_new_status_and_view(record: ProcedureRecord) -> None:
-    probe = _Probe()
-    with GuidanceThread(probe, record, poll_period_s=0.001) as thread:
-        _until(lambda: (thread.poll().last_frame_at or 0.0) >= 3.0)
-        assert thread.view().live and thread.view().tip_lateral_mm is not None
+    probe = _Probe(SimClock())
+    with _started(probe, record) as thread:
+        _until(lambda: probe.frames >= 3 and thread.view().live)
+        assert thread.poll().last_frame_at == probe.clock.now()
 
 
-def test_the_ticks_poll_does_not_wait_for_a_guidance_that_is_stuck(record: ProcedureRecord) -> None:
-    probe = _Probe()
-    with GuidanceThread(probe, record, poll_period_s=0.001) as thread:
+def test_nothing_the_loop_calls_waits_for_a_guidance_that_is_stuck(record: ProcedureRecord) -> None:
+    probe = _Probe(SimClock())
+    with _started(probe, record) as thread:
         _until(lambda: thread.poll().last_frame_at is not None)
         probe.busy.clear()
-        probe.release.clear()  # the next poll hangs, as a USB read or reconnect might
+        probe.release.clear()  # the next poll hangs, as a USB read or a reconnect might
         _until(probe.busy.is_set)
         stuck_at = thread.poll().last_frame_at
         t0 = time.perf_counter()
         for _ in range(1000):
-            assert thread.poll().last_frame_at == stuck_at  # stale: the imaging-lost interlock will age it
-        assert time.perf_counter() - t0 < 0.5  # a thousand polls of a hung probe, at once
+            assert thread.poll().last_frame_at == stuck_at  # ageing: the imaging-lost interlock will act
+        thread.rf_started([1])
+        thread.record_frame("state ramping")
+        assert time.perf_counter() - t0 < 0.5  # none of it waited for the hung probe
+        refusals = thread.rf_start_refusals()  # the one call that waits, and only briefly
+        assert time.perf_counter() - t0 < 0.5 + 5 * ANSWER_TIMEOUT_S
+        assert refusals and "did not answer" in refusals[0]
+        probe.clock.advance(LIVE_MAX_AGE_S)
+        assert not thread.view().live  # the physician sees that the image is frozen
         probe.release.set()
-        _until(lambda: (thread.poll().last_frame_at or 0.0) > (stuck_at or 0.0))
+        _until(lambda: probe.calls[:2] == ["started [1]", "frame state ramping"])
+        _until(lambda: thread.view().live)
 
 
-def test_an_unexpected_error_ends_the_thread_on_the_record_and_the_status_goes_stale(
+def test_an_unexpected_error_ends_the_thread_on_the_record_and_imaging_goes_dark(
     record: ProcedureRecord, tmp_path: Path
 ) -> None:
-    probe = _Probe()
-    thread = GuidanceThread(probe, record, poll_period_s=0.001)
-    with thread:
+    probe = _Probe(SimClock())
+    with _started(probe, record) as thread:
         _until(lambda: thread.poll().last_frame_at is not None)
         probe.broken = RuntimeError("kernel bug")
         _until(lambda: thread.failure is not None)
-        last = thread.poll().last_frame_at
-        time.sleep(0.02)
-        assert thread.poll().last_frame_at == last
+        assert thread.poll().last_frame_at is None  # imaging-lost trips on the next tick, no grace
         assert not thread.view().live
+        (refusal,) = thread.rf_start_refusals()
+        assert "guidance stopped" in refusal and "kernel bug" in refusal
     record.flush()
     reader = RecordReader(tmp_path / "g.rfa.db")
     try:
@@ -120,11 +133,12 @@ def test_an_unexpected_error_ends_the_thread_on_the_record_and_the_status_goes_s
         reader.close()
 
 
-def test_the_sessions_calls_reach_the_guidance(record: ProcedureRecord) -> None:
-    probe = _Probe()
-    with GuidanceThread(probe, record, poll_period_s=0.001) as thread:
+def test_the_sessions_calls_reach_the_guidance_in_order(record: ProcedureRecord) -> None:
+    probe = _Probe(SimClock())
+    with _started(probe, record) as thread:
         assert thread.rf_start_refusals() == ["no tip"]
         thread.rf_started([1, 2])
         thread.record_frame("state ramping")
         thread.rf_stopped()
+        _until(lambda: len(probe.calls) == 4)
     assert probe.calls == ["refusals", "started [1, 2]", "frame state ramping", "stopped"]

@@ -70,6 +70,24 @@ def test_exit_leaves_collection_off_if_it_was_off_before() -> None:
         gc.enable()
 
 
+def test_a_second_real_time_loop_in_the_process_is_refused(runtime: LoopRuntime) -> None:
+    with pytest.raises(RuntimeError, match="already runs"):
+        LoopRuntime().enter()
+    assert not gc.isenabled() and sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+
+
+def test_a_freeze_made_before_the_loop_is_left_in_place() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        rt = LoopRuntime()
+        rt.enter()
+        rt.exit()
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_nothing_collects_a_cycle_until_the_slack_does(runtime: LoopRuntime) -> None:
     watched = _cycle()
     for _ in range(2_000):  # plenty of allocations: an enabled collector would have run
@@ -112,6 +130,24 @@ def test_a_real_time_loop_runs_under_the_runtime_and_gives_the_interpreter_back(
         assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
     finally:
         loop.stop()
+    assert (gc.isenabled(), sys.getswitchinterval()) == before
+
+
+def test_the_interpreter_is_restored_even_if_stopping_the_watchdog_is_interrupted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = _loop(RealClock(), realtime=True)
+    before = (gc.isenabled(), sys.getswitchinterval())
+    loop.start()
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    real_stop = loop.watchdog.stop
+    monkeypatch.setattr(loop.watchdog, "stop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loop.stop()
+    real_stop()
     assert (gc.isenabled(), sys.getswitchinterval()) == before
 
 
