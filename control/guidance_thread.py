@@ -25,9 +25,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Final, Protocol
+from typing import Final
 
 from control.display import GuidanceView
+from control.loop import Guidance
 from control.record import ProcedureRecord
 from firmware_bridge.clock import Clock
 from safety.inputs import ImagingStatus
@@ -43,19 +44,9 @@ NOT_LIVE: Final = ImagingStatus(None, None)
 """What the tick sees once the thread has died: no frame, so the imaging-lost interlock acts at once."""
 
 
-class _Guidance(Protocol):
-    """What the thread drives: :class:`~control.guidance.ProbeGuidance`, or a stand-in in tests."""
-
-    def poll(self) -> ImagingStatus: ...
-    def view(self) -> GuidanceView: ...
-    def rf_start_refusals(self) -> list[str]: ...
-    def rf_started(self, channels: list[int]) -> None: ...
-    def rf_stopped(self) -> None: ...
-    def record_frame(self, reason: str) -> None: ...
-
-
 class GuidanceThread:
-    """The :class:`~control.loop.Guidance` of a real-time run: ``inner`` polled on a thread of its own.
+    """The :class:`~control.loop.Guidance` of a real-time run: another one (``inner``, the
+    :class:`~control.guidance.ProbeGuidance`) polled on a thread of its own.
 
     Nothing the loop's thread calls waits on the probe: :meth:`poll` and :meth:`view` read what the thread
     published; RF started or stopped and frames for the record are queued and applied by the thread, in
@@ -64,7 +55,7 @@ class GuidanceThread:
     """
 
     def __init__(
-        self, inner: _Guidance, record: ProcedureRecord, clock: Clock, *, poll_period_s: float = POLL_PERIOD_S
+        self, inner: Guidance, record: ProcedureRecord, clock: Clock, *, poll_period_s: float = POLL_PERIOD_S
     ) -> None:
         self.inner = inner
         self.record = record
