@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 
@@ -64,7 +64,7 @@ from control.controller import CONTINUOUS_GAINS, PULSED_GAINS, ChannelController
 from control.display import GuidanceView
 from control.loop import ControlLoop
 from control.operator import ScriptedOperator
-from control.record import ProcedureRecord
+from control.record import Payload, ProcedureRecord
 from control.runtime import LoopRuntime
 from control.session import ProcedureSession
 from firmware_bridge.clock import Clock, RealClock, SimClock
@@ -180,9 +180,15 @@ class _TimedRecord(ProcedureRecord):
         self.spent_ns = 0
         super().__init__(path, clock)
 
-    def append(self, kind: str, payload: dict[str, Any], mono: float | None = None) -> int:
+    def append(self, kind: str, payload: Payload, mono: float | None = None) -> int:
         t0 = time.perf_counter_ns()
         seq = super().append(kind, payload, mono)
+        self.spent_ns += time.perf_counter_ns() - t0
+        return seq
+
+    def append_rows(self, kind: str, payloads: Sequence[Payload], mono: float) -> int:
+        t0 = time.perf_counter_ns()
+        seq = super().append_rows(kind, payloads, mono)
         self.spent_ns += time.perf_counter_ns() - t0
         return seq
 
@@ -257,6 +263,9 @@ class _LiveImaging:
 
     def view(self) -> GuidanceView:
         return GuidanceView(live=True)
+
+    def rf_start_refusals(self) -> list[str]:
+        return []
 
     def rf_started(self, channels: list[int]) -> None:
         """Nothing to watch: no image is formed in this benchmark."""
@@ -586,6 +595,9 @@ class _ScriptedImaging:
 
     def view(self) -> GuidanceView:
         return GuidanceView(live=self.stopped_at is None)
+
+    def rf_start_refusals(self) -> list[str]:
+        return []
 
     def rf_started(self, channels: list[int]) -> None:
         """Nothing to watch: boiling is published by the scenario."""

@@ -2,8 +2,10 @@
 
 Each tick, in this order:
 
-1. in real time, collect garbage in the slack (:mod:`control.runtime`), then wait for the tick: the
-   :class:`Pacer` sleeps on the cart, or steps the simulator in lockstep;
+1. in the slack left by the previous tick: in real time, collect garbage (:mod:`control.runtime`); send
+   the host heartbeat when it is due (10 Hz: it tells the generator the host is alive, and has no part
+   in the control decision, so it does not delay one); then wait for the tick: the :class:`Pacer` sleeps
+   on the cart, or steps the simulator in lockstep;
 2. read what the generator sent; every frame goes on the procedure record as it is parsed (a listener
    the session installs on the driver), so it is recorded before anything acts on it;
 3. poll imaging (never blocking) and evaluate every interlock in the gate; a trip has put ``OUTPUT_OFF``
@@ -112,8 +114,11 @@ class ControlLoop:
 
     def tick(self) -> list[Trip]:
         """One period: wait, read, poll imaging, evaluate interlocks, kick. Returns the new trips."""
+        # The slack, between the last tick's output request and this tick's wait: housekeeping that must
+        # happen every period but has no part in the control decision.
         if self.runtime is not None:
             self.runtime.slack()
+        self.generator.keep_alive()
         now = self.clock.now()
         self._t_next += PERIOD_S
         if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst
@@ -121,7 +126,7 @@ class ControlLoop:
         self.pacer.sleep_until(self._t_next)
         if not self.realtime:
             self.watchdog.tick()
-        self.generator.service()
+        self.generator.poll()
         self.imaging = self.guidance.poll() if self.guidance is not None else None
         trips = self.gate.evaluate(self.imaging)
         self.watchdog.kick()

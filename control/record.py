@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -121,11 +121,29 @@ class ProcedureRecord:
             self._next_seq += 1
             self._queue.append((seq, t, self._wall(), kind, payload))
             if kind == "telemetry":
-                if self._oldest_telemetry_mono is None:
-                    self._oldest_telemetry_mono = t
-                elif t - self._oldest_telemetry_mono >= TELEMETRY_SPAN_S:
-                    self._cond.notify_all()
+                self._telemetry_queued(t)
             return seq
+
+    def append_rows(self, kind: str, payloads: Sequence[Payload], mono: float) -> int:
+        """Queue several rows of one kind from one moment, in order (one telemetry frame's channels).
+
+        As :meth:`append` for each, for one lock and one wall-clock reading: returns the last row's seq."""
+        self._raise_if_failed()
+        wall = self._wall()
+        with self._cond:
+            first = self._next_seq
+            self._next_seq = first + len(payloads)
+            self._queue.extend([(first + i, mono, wall, kind, payload) for i, payload in enumerate(payloads)])
+            if kind == "telemetry":
+                self._telemetry_queued(mono)
+            return self._next_seq - 1
+
+    def _telemetry_queued(self, mono: float) -> None:
+        """Wake the writer once queued telemetry spans ``TELEMETRY_SPAN_S`` (call with the lock held)."""
+        if self._oldest_telemetry_mono is None:
+            self._oldest_telemetry_mono = mono
+        elif mono - self._oldest_telemetry_mono >= TELEMETRY_SPAN_S:
+            self._cond.notify_all()
 
     def append_durable(self, kind: str, payload: Payload, mono: float | None = None) -> int:
         """Queue a row and wait until it (and everything before it) is committed to disk."""

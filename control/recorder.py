@@ -19,9 +19,10 @@ from typing import Any
 
 from control.record import ProcedureRecord
 from firmware_bridge.framing import Frame
-from firmware_bridge.messages import ElectrodeInfo, Heartbeat, Message, SelfTest, Status, Telemetry
+from firmware_bridge.messages import N_CHANNELS, ElectrodeInfo, Heartbeat, Message, SelfTest, Status, Telemetry
 from safety.gate import EventKind, SafetyEvent
 
+_CHANNELS = tuple(range(1, N_CHANNELS + 1))
 _DURABLE_EVENTS = frozenset({EventKind.TRIP, EventKind.ACKNOWLEDGED, EventKind.ACK_REFUSED, EventKind.INHIBIT})
 """Safety events that are alarms: committed before the gate (and then the procedure) goes on."""
 
@@ -80,8 +81,7 @@ class Recorder:
         msg = frame.msg
         append = self.record.append
         if isinstance(msg, Telemetry):
-            for channel in range(1, len(msg.channels) + 1):
-                append("telemetry", partial(telemetry_row, msg, channel), mono=t)
+            self.record.append_rows("telemetry", [partial(telemetry_row, msg, channel) for channel in _CHANNELS], t)
         elif isinstance(msg, Status):
             if msg != self._last_status:
                 self._last_status = msg

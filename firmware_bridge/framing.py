@@ -109,28 +109,41 @@ def record_dtype(cls: type[Message]) -> np.dtype[np.void]:
 
 
 def _record_fields(cls: type, codes: Iterator[str]) -> list[tuple[Any, ...]]:
-    """numpy fields for the dataclass ``cls``, taking one struct code per wire value, in order."""
+    """numpy fields for the record class ``cls``, taking one struct code per wire value, in order."""
     hints = typing.get_type_hints(cls)
     out: list[tuple[Any, ...]] = []
-    for f in fields(cls):
-        hint = hints[f.name]
+    for name in _field_names(cls):
+        hint = hints[name]
         if hint is int:
-            out.append((f.name, next(codes)))
+            out.append((name, next(codes)))
             continue
         items = typing.get_args(hint)
         if typing.get_origin(hint) is not tuple or not items or len(set(items)) != 1:
-            raise TypeError(f"{cls.__name__}.{f.name}: no record layout for {hint}")
+            raise TypeError(f"{cls.__name__}.{name}: no record layout for {hint}")
         item = items[0]
         if item is int:
             parts: list[Any] = [next(codes) for _ in items]
-        elif isinstance(item, type) and is_dataclass(item):
+        elif _is_record(item):
             parts = [np.dtype(_record_fields(item, codes)) for _ in items]
         else:
-            raise TypeError(f"{cls.__name__}.{f.name}: no record layout for {hint}")
+            raise TypeError(f"{cls.__name__}.{name}: no record layout for {hint}")
         if len(set(parts)) != 1:
-            raise TypeError(f"{cls.__name__}.{f.name}: elements differ on the wire")
-        out.append((f.name, parts[0], (len(items),)))
+            raise TypeError(f"{cls.__name__}.{name}: elements differ on the wire")
+        out.append((name, parts[0], (len(items),)))
     return out
+
+
+def _is_record(item: object) -> bool:
+    """A dataclass or a named tuple: a class whose fields, in declaration order, are the wire's values."""
+    return isinstance(item, type) and (is_dataclass(item) or (issubclass(item, tuple) and hasattr(item, "_fields")))
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The fields of a record class (see :func:`_is_record`), in declaration order."""
+    if is_dataclass(cls):
+        return tuple(f.name for f in fields(cls))
+    names: tuple[str, ...] = getattr(cls, "_fields")  # noqa: B009 (``type`` declares no ``_fields`` for mypy)
+    return names
 
 
 class _Layout(NamedTuple):

@@ -167,11 +167,21 @@ class RfGenerator:
     def service(self, host_state: int = HOST_STATE_ACTIVE) -> list[Frame]:
         """Read what has arrived and send the heartbeat if it is due; returns the new frames."""
         frames = self.poll()
-        now = self.clock.now()
-        if now >= self._next_heartbeat:
-            self.send_heartbeat(host_state)
-            self._next_heartbeat = max(self._next_heartbeat + HEARTBEAT_PERIOD_S, now)
+        self.keep_alive(host_state)
         return frames
+
+    def keep_alive(self, host_state: int = HOST_STATE_ACTIVE) -> int | None:
+        """Send the host heartbeat if it is due (every ``HEARTBEAT_PERIOD_S``); returns its SEQ if sent.
+
+        A loop with a hard deadline calls this in its slack, after the tick's output decision, rather than
+        through :meth:`service`: the heartbeat only says the host is alive, and need not delay control.
+        """
+        now = self.clock.now()
+        if now < self._next_heartbeat:
+            return None
+        seq = self.send_heartbeat(host_state)
+        self._next_heartbeat = max(self._next_heartbeat + HEARTBEAT_PERIOD_S, now)
+        return seq
 
     def poll(self) -> list[Frame]:
         """Parse every byte that has arrived and update the latest messages."""

@@ -26,7 +26,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from firmware_bridge.clock import Clock
 from firmware_bridge.generator import Received, RfGenerator
@@ -114,9 +114,40 @@ _CHANNELS_OF_MASK: Final = tuple(
 _OFF: Final = CommandedChannel(on=False, since=0.0)
 
 
+_REAL: Final = (int, float)
+
+
 def _wire_setpoint(value: float) -> int:
     """A setpoint in the wire's 0.01 W or 0.01 V: rounded down, so rounding never passes a cap."""
     return math.floor(value * 100)
+
+
+def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, now: float) -> CommandedChannel:
+    """A channel's commanded state once a request for ``setpoint`` is sent (see the settling note below)."""
+    if not previous.on:
+        return CommandedChannel(True, now, mode, setpoint)
+    ceiling, until = previous.ceiling, previous.ceiling_until
+    settling = now < until
+    # The measurement may show a lowered setpoint's predecessor for SETPOINT_SETTLE_S. A new ceiling
+    # starts only when the previous setpoint is at least the one still settling: a steadily falling
+    # setpoint (a request every tick) must not keep pushing the deadline, or the ceiling would never
+    # expire and the comparison with the commanded power would stay off.
+    if setpoint < previous.setpoint and (not settling or previous.setpoint >= ceiling):
+        ceiling, until = previous.setpoint, now + hard.SETPOINT_SETTLE_S
+    return CommandedChannel(True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv)
+
+
+class _CheckedOutput(NamedTuple):
+    """An output request after every check: refused if ``reasons``, else what to send and commit."""
+
+    reasons: list[str]
+    mask: int
+    wire: list[int]
+    """Setpoints per channel 1..4 in the wire's 0.01 W or 0.01 V (0 for channels not requested)."""
+    prospective: dict[int, CommandedChannel]
+    """The commanded state of every channel the request drives (bipolar partners too)."""
+    starting: bool
+    """The request turns output on in at least one of its channels."""
 
 
 class OutputGate:
@@ -219,6 +250,8 @@ class OutputGate:
             return self._apply(conditions, now)
 
     def _apply(self, conditions: list[Trip], now: float) -> list[Trip]:
+        if not conditions and not self._active:  # the usual tick: nothing holds, nothing held
+            return []
         active = {t.key: t for t in conditions}
         new_trips = [
             t
@@ -261,18 +294,16 @@ class OutputGate:
         """
         with self._lock:
             now = self._clock.now()
-            reasons, mask, prospective = self._output_problems(setpoints, imaging, now)
-            if reasons:
+            checked = self._check_output(setpoints, imaging, now)
+            if checked.reasons:
                 self._emit(
-                    [SafetyEvent(EventKind.REFUSED, now, f"output {dict(setpoints)}: " + "; ".join(reasons))]
+                    [SafetyEvent(EventKind.REFUSED, now, f"output {dict(setpoints)}: " + "; ".join(checked.reasons))]
                 )
-                return Decision(False, tuple(reasons))
-            wire = [0] * N_CHANNELS
+                return Decision(False, tuple(checked.reasons))
             first = self._rules.by_channel[next(iter(setpoints))]
-            for channel, value in setpoints.items():
-                wire[channel - 1] = _wire_setpoint(value)
+            wire = checked.wire
             msg = SetOutput(
-                mask,
+                checked.mask,
                 int(first.output_mode),
                 (wire[0], wire[1], wire[2], wire[3]),
                 first.pulse_width_us,
@@ -280,27 +311,30 @@ class OutputGate:
             )
             seq = self._generator.set_output(self._capability, msg)
             self._version += 1
-            for driven, commanded in prospective.items():
+            for driven, commanded in checked.prospective.items():
                 self._commanded[driven - 1] = commanded
-            # The setpoints themselves are in the command's own record row (same SEQ): a repr of four floats
-            # here would cost the tick more than every interlock on one channel.
-            self._emit(
-                [SafetyEvent(EventKind.GRANTED, now, f"output mask 0x{mask:02X} {first.output_mode.name}", seq=seq)]
-            )
+            # Output turning on is an event of its own; a new setpoint on a channel already on is in the
+            # command's own record row (same SEQ), which only the gate can have sent.
+            if checked.starting:
+                self._emit(
+                    [SafetyEvent(EventKind.GRANTED, now, f"output on, mask 0x{checked.mask:02X} "
+                                 f"{first.output_mode.name}", seq=seq)]
+                )
             return Decision(True, (), seq)
 
-    def _output_problems(
+    def _check_output(
         self, setpoints: Mapping[int, float], imaging: ImagingStatus | None, now: float
-    ) -> tuple[list[str], int, dict[int, CommandedChannel]]:
-        """Every reason to refuse the request; the channels it drives; what they would be commanded."""
+    ) -> _CheckedOutput:
+        """Every reason to refuse the request, and what it would command if it is granted."""
         reasons: list[str] = []
-        prospective: dict[int, CommandedChannel] = {}
+        by_channel = self._rules.by_channel
+        wire = [0] * N_CHANNELS
         mask = 0
         waveforms = set()
         if not setpoints:
             reasons.append("no channel requested")
         for channel, value in setpoints.items():
-            rules = self._rules.by_channel.get(channel)
+            rules = by_channel.get(channel)
             if rules is None:
                 reasons.append(f"channel {channel} is not in the plan")
                 continue
@@ -308,41 +342,49 @@ class OutputGate:
                 reasons.append(f"channel {channel} is the bipolar partner of channel {rules.lead_channel}")
                 continue
             mask |= rules.mask
-            waveforms.add((rules.output_mode, rules.pulse_width_us, rules.pulse_rate_deci_hz))
-            pulsed = rules.output_mode == OutputMode.RF_PULSED
-            cap, unit = (rules.voltage_max_v, "V") if pulsed else (rules.power_max_w, "W")
-            if isinstance(value, bool) or not (
-                isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= cap
-            ):
+            waveforms.add(rules.waveform)
+            cap = rules.setpoint_max
+            # Written so that NaN and infinities fail the comparison; bool is an int, but no setpoint.
+            if isinstance(value, bool) or not isinstance(value, _REAL) or not 0.0 <= value <= cap:
+                unit = "V" if rules.output_mode == OutputMode.RF_PULSED else "W"
                 reasons.append(f"channel {channel}: setpoint {value!r} {unit} outside 0..{cap} {unit}")
-            if self._rf_on_s[channel - 1] >= rules.rf_time_budget_s:
-                reasons.append(
-                    f"channel {channel}: no RF time left ({self._rf_on_s[channel - 1]:.1f} s used)"
-                )
+            else:
+                wire[channel - 1] = _wire_setpoint(value)
+            if self._rf_on_s[rules.index] >= rules.rf_time_budget_s:
+                reasons.append(f"channel {channel}: no RF time left ({self._rf_on_s[rules.index]:.1f} s used)")
         if len(waveforms) > 1:
             reasons.append("channels of one request must share a mode and waveform")
         reasons += self._blocking(mask, imaging, now)
+        prospective: dict[int, CommandedChannel] = {}
         if not reasons:
-            prospective = self._prospective(setpoints, now)
+            prospective = self._prospective(setpoints, wire, now)
             reasons += self._prospective_over_power(prospective, now)
-        stimulating = [c for c in range(1, N_CHANNELS + 1) if self._commanded[c - 1].stim_amplitude_mv]
-        if stimulating:
-            reasons.append(f"stimulation is on (channel {stimulating[0]}); stop it first")
-        starting = any(not self._commanded[c - 1].on for c in self._channels_of(mask))
+        commanded = self._commanded
+        for index, state in enumerate(commanded):
+            if state.stim_amplitude_mv:
+                reasons.append(f"stimulation is on (channel {index + 1}); stop it first")
+                break
+        starting = False
+        for channel in self._channels_of(mask):
+            if not commanded[channel - 1].on:
+                starting = True
+                break
         if starting and self._rules.imaging_required:
             last = None if imaging is None else imaging.last_frame_at
             if last is None or not now - last <= self._rules.imaging_max_age_s:
                 reasons.append("starting RF needs live imaging (the loss grace applies only once RF is on)")
-        return reasons, mask, prospective
+        return _CheckedOutput(reasons, mask, wire, prospective, starting)
 
-    def _prospective(self, setpoints: Mapping[int, float], now: float) -> dict[int, CommandedChannel]:
+    def _prospective(self, setpoints: Mapping[int, float], wire: list[int], now: float) -> dict[int, CommandedChannel]:
         """What each channel the request drives (bipolar partners too) will be commanded if it is sent."""
         states: dict[int, CommandedChannel] = {}
-        for channel, value in setpoints.items():
-            rules = self._rules.by_channel[channel]
-            setpoint = _wire_setpoint(value) / 100
-            for driven in self._channels_of(rules.mask):
-                states[driven] = self._turned_on(self._commanded[driven - 1], rules.output_mode, setpoint, now)
+        by_channel = self._rules.by_channel
+        commanded = self._commanded
+        for channel in setpoints:
+            rules = by_channel[channel]
+            setpoint = wire[channel - 1] / 100
+            for driven in _CHANNELS_OF_MASK[rules.mask]:
+                states[driven] = _turned_on(commanded[driven - 1], rules.output_mode, setpoint, now)
         return states
 
     def _prospective_over_power(self, prospective: Mapping[int, CommandedChannel], now: float) -> list[str]:
@@ -351,8 +393,10 @@ class OutputGate:
         if rx is None:
             return []
         reasons = []
+        channels = rx.msg.channels
+        by_channel = self._rules.by_channel
         for driven, commanded in prospective.items():
-            reason = over_power(rx.msg.channels[driven - 1], commanded, self._rules.by_channel[driven], now)
+            reason = over_power(channels[driven - 1], commanded, by_channel[driven], now)
             if reason is not None:
                 reasons.append(f"{InterlockId.OVER_POWER.value}: channel {driven}: {reason} (as requested)")
         return reasons
@@ -579,17 +623,17 @@ class OutputGate:
                     self._trends[index], rx.msg.channels[index], gen_time_s, self._commanded[index].on
                 )
         heartbeat = gen.heartbeat
-        return SafetyInputs(
-            telemetry=rx,
-            status=gen.status,
-            generator_heartbeat_at=None if heartbeat is None else heartbeat.arrived_at,
-            electrodes=gen.electrodes,
-            commanded=tuple(self._commanded),
-            rf_on_s=tuple(self._rf_on_s),
-            trends=tuple(self._trends),
-            loop_tick_at=self._last_tick_at,
-            operator_stop=self._operator_stop,
-            imaging=imaging,
+        return SafetyInputs(  # positionally, in SafetyInputs' field order: built every tick
+            rx,
+            gen.status,
+            None if heartbeat is None else heartbeat.arrived_at,
+            gen.electrodes,
+            tuple(self._commanded),
+            tuple(self._rf_on_s),
+            tuple(self._trends),
+            self._last_tick_at,
+            self._operator_stop,
+            imaging,
         )
 
     def _account(self, now: float) -> None:
@@ -622,24 +666,6 @@ class OutputGate:
             if self._commanded[channel - 1].energised:
                 self._commanded[channel - 1] = _OFF._replace(since=now)
         return seq
-
-    @staticmethod
-    def _turned_on(
-        previous: CommandedChannel, mode: OutputMode, setpoint: float, now: float
-    ) -> CommandedChannel:
-        if not previous.on:
-            return CommandedChannel(on=True, since=now, mode=mode, setpoint=setpoint)
-        ceiling, until = previous.ceiling, previous.ceiling_until
-        settling = now < until
-        # The measurement may show a lowered setpoint's predecessor for SETPOINT_SETTLE_S. A new ceiling
-        # starts only when the previous setpoint is at least the one still settling: a steadily falling
-        # setpoint (a request every tick) must not keep pushing the deadline, or the ceiling would never
-        # expire and the comparison with the commanded power would stay off.
-        if setpoint < previous.setpoint and (not settling or previous.setpoint >= ceiling):
-            ceiling, until = previous.setpoint, now + hard.SETPOINT_SETTLE_S
-        return CommandedChannel(
-            True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv
-        )
 
     @staticmethod
     def _event(kind: EventKind, now: float, trip: Trip, seq: int | None = None) -> SafetyEvent:

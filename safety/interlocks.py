@@ -180,6 +180,10 @@ class ChannelRules:
     cooled: bool
     pulse_width_us: int
     pulse_rate_deci_hz: int
+    setpoint_max: float
+    """The highest setpoint a request may ask for: ``voltage_max_v`` (V) if pulsed, else ``power_max_w`` (W)."""
+    waveform: tuple[OutputMode, int, int]
+    """Mode, pulse width and pulse rate: what every channel of one SET_OUTPUT must share."""
 
     @classmethod
     def for_lesion(cls, lesion: Lesion, channel: int, limits: SafetyLimits) -> ChannelRules:
@@ -188,13 +192,17 @@ class ChannelRules:
             mask |= channel_bit(c)
         pulsed = lesion.pulsed
         power_max_w = min(lesion.power_cap_w, limits.power_max_w)
+        voltage_max_v = min(pulsed.max_voltage_v, limits.pulsed_voltage_max_v) if pulsed else 0.0
+        output_mode = lesion.mode.output_mode
+        pulse_width_us = pulsed.pulse_width_us if pulsed else 0
+        pulse_rate_deci_hz = round(pulsed.rate_hz * 10) if pulsed else 0
         return cls(
             channel=channel,
             index=channel - 1,
             lead_channel=lesion.channel,
             mask=mask,
             mode=lesion.mode,
-            output_mode=lesion.mode.output_mode,
+            output_mode=output_mode,
             set_temp_c=lesion.set_temp_c,
             over_temp_c=min(lesion.set_temp_c + limits.over_temp_margin_c, limits.tip_temp_max_c),
             pulsed_tip_max_c=limits.pulsed_tip_temp_max_c,
@@ -203,7 +211,7 @@ class ChannelRules:
                 power_max_w * (1.0 + hard.POWER_MEASUREMENT_TOLERANCE) + hard.POWER_MEASUREMENT_TOLERANCE_W,
                 hard.POWER_MAX_W,
             ),
-            voltage_max_v=min(pulsed.max_voltage_v, limits.pulsed_voltage_max_v) if pulsed else 0.0,
+            voltage_max_v=voltage_max_v,
             impedance_min_ohm=lesion.impedance_min_ohm,
             impedance_max_ohm=lesion.impedance_max_ohm,
             rf_time_budget_s=min(
@@ -212,8 +220,10 @@ class ChannelRules:
             gauge=lesion.electrode.gauge,
             tip_length_deci_mm=round(lesion.electrode.active_tip_mm * 10),
             cooled=lesion.electrode.cooled,
-            pulse_width_us=pulsed.pulse_width_us if pulsed else 0,
-            pulse_rate_deci_hz=round(pulsed.rate_hz * 10) if pulsed else 0,
+            pulse_width_us=pulse_width_us,
+            pulse_rate_deci_hz=pulse_rate_deci_hz,
+            setpoint_max=voltage_max_v if output_mode == OutputMode.RF_PULSED else power_max_w,
+            waveform=(output_mode, pulse_width_us, pulse_rate_deci_hz),
         )
 
 
@@ -334,12 +344,13 @@ def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) 
                 f"generator state {_state_name(status.state)}, not IDLE or OUTPUT",
                 when_idle=False,
             )
-    if any(trend.clock_stalled for trend in inputs.trends):
-        return _sys(
-            InterlockId.GENERATOR_FAULT,
-            "generator clock did not advance between telemetry frames (frozen, or reset by a reboot)",
-            when_idle=False,
-        )
+    for trend in inputs.trends:
+        if trend.clock_stalled:
+            return _sys(
+                InterlockId.GENERATOR_FAULT,
+                "generator clock did not advance between telemetry frames (frozen, or reset by a reboot)",
+                when_idle=False,
+            )
     return None
 
 

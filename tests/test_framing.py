@@ -344,6 +344,8 @@ def as_record(value: Any) -> Any:
     """A message as numpy builds a record from Python values: nested tuples, sub-arrays as lists."""
     if is_dataclass(value):
         return tuple(as_record(getattr(value, f.name)) for f in fields(value))
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple is a record too
+        return tuple(as_record(v) for v in value)
     if isinstance(value, tuple):
         return [as_record(v) for v in value]
     return value
