@@ -236,10 +236,11 @@ class _SteppingPacer:
     to the 0.2 ms switch interval: the figure here is the tick's own cost, not that interference.
     """
 
-    def __init__(self, clock: SimClock, sim: SimGenerator, record: ProcedureRecord) -> None:
+    def __init__(self, clock: SimClock, sim: SimGenerator, record: ProcedureRecord, imaging: _LiveImaging) -> None:
         self.clock = clock
         self.sim = sim
         self.record = record
+        self.imaging = imaging
         self.returned_ns = 0
         self._steps = 0
 
@@ -249,17 +250,25 @@ class _SteppingPacer:
         if self._steps % 10 == 0:
             self.record.flush()
         self.sim.step()
+        self.imaging.frame_arrived()
         self.returned_ns = time.perf_counter_ns()
 
 
 class _LiveImaging:
-    """Guidance with a fresh frame and a cool probe face every tick: a lesion running under imaging."""
+    """Guidance with a fresh frame and a cool probe face every tick: a lesion running under imaging.
+
+    As on the cart (:class:`control.guidance_thread.GuidanceThread`), the status is built off the tick,
+    here by the pacer when a frame "arrives", and ``poll`` only reads it."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        self.status = ImagingStatus(clock.now(), 30.0)
+
+    def frame_arrived(self) -> None:
+        self.status = ImagingStatus(self.clock.now(), 30.0)
 
     def poll(self) -> ImagingStatus:
-        return ImagingStatus(self.clock.now(), 30.0)
+        return self.status
 
     def view(self) -> GuidanceView:
         return GuidanceView(live=True)
@@ -331,9 +340,10 @@ def sample_ticks(
 
     def record_ns() -> int:
         return timed_record.spent_ns if instrumented else 0
-    pacer = _SteppingPacer(clock, sim, record)
+    imaging = _LiveImaging(clock)
+    pacer = _SteppingPacer(clock, sim, record, imaging)
     session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=pacer, record=record,
-                               operator=ScriptedOperator(plan), guidance=_LiveImaging(clock))
+                               operator=ScriptedOperator(plan), guidance=imaging)
     loop, gate = session.loop, session.gate
     runtime = _TimedRuntime()
     loop.runtime = runtime  # as in a real-time run: no automatic collection, a short GIL switch interval

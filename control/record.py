@@ -90,7 +90,10 @@ class ProcedureRecord:
         self._clock = clock
         self._wall = wall_clock
         self._queue: deque[tuple[int, float, float, str, Payload]] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        """Waits on the queue and the commits; the tick's appends take ``_lock`` directly (a C-level
+        ``with``: ``Condition``'s own ``__enter__`` and ``__exit__`` are Python calls)."""
         self._next_seq = 1
         self._committed_seq = 0
         self._oldest_telemetry_mono: float | None = None
@@ -116,7 +119,7 @@ class ProcedureRecord:
         """
         self._raise_if_failed()
         t = self._clock.now() if mono is None else mono
-        with self._cond:
+        with self._lock:
             seq = self._next_seq
             self._next_seq += 1
             self._queue.append((seq, t, self._wall(), kind, payload))
@@ -130,7 +133,7 @@ class ProcedureRecord:
         As :meth:`append` for each, for one lock and one wall-clock reading: returns the last row's seq."""
         self._raise_if_failed()
         wall = self._wall()
-        with self._cond:
+        with self._lock:
             first = self._next_seq
             self._next_seq = first + len(payloads)
             self._queue.extend([(first + i, mono, wall, kind, payload) for i, payload in enumerate(payloads)])

@@ -279,20 +279,26 @@ class FrameParser:
         return FrameBatch(ids, seqs, offsets, payload, groups, self._layouts)
 
     def _loop(self, data: bytes) -> list[Frame]:
-        """The state machine in Python; ``_scan.scan`` is the same machine compiled."""
+        """The state machine in Python; ``_scan.scan`` is the same machine compiled.
+
+        It runs on every control tick, so the counters a good frame touches are kept in locals and added to
+        :attr:`stats` once at the end (an attribute update per frame costs more than the framing test)."""
         out: list[Frame] = []
         stats = self.stats
         sizes = self._sizes
+        extras = self._extras
         messages = self._messages
+        last_seq = self._last_seq
+        gaps = discarded = 0
         pos = 0
         end = len(data)
         while True:
             start = data.find(STX, pos)
             if start < 0:
-                stats.bytes_discarded += end - pos
+                discarded += end - pos
                 pos = end
                 break
-            stats.bytes_discarded += start - pos
+            discarded += start - pos
             pos = start
             if end - pos < HEADER_LEN:
                 break
@@ -301,29 +307,32 @@ class FrameParser:
             expected = sizes.get(msg_id)
             if expected is None:
                 stats.unknown_msg += 1
-                stats.bytes_discarded += 1
+                discarded += 1
                 pos += 1
                 continue
             if length != expected:
                 stats.length_errors += 1
-                stats.bytes_discarded += 1
+                discarded += 1
                 pos += 1
                 continue
             frame_end = pos + HEADER_LEN + length + CRC_LEN
             if frame_end > end:
                 break
-            crc = crc16_mcrf4xx(data[pos + 1 : frame_end - CRC_LEN] + self._extras[msg_id])
+            crc = crc16_mcrf4xx(data[pos + 1 : frame_end - CRC_LEN] + extras[msg_id])
             if crc != data[frame_end - 2] | (data[frame_end - 1] << 8):
                 stats.crc_errors += 1
-                stats.bytes_discarded += 1
+                discarded += 1
                 pos += 1
                 continue
             seq = data[pos + 2]
-            if self._last_seq >= 0:
-                stats.seq_gaps += (seq - self._last_seq - 1) & 0xFF
-            self._last_seq = seq
-            stats.frames_ok += 1
+            if last_seq >= 0:
+                gaps += (seq - last_seq - 1) & 0xFF
+            last_seq = seq
             out.append(Frame(seq, messages[msg_id].unpack_payload(data[pos + HEADER_LEN : frame_end - CRC_LEN])))
             pos = frame_end
+        self._last_seq = last_seq
+        stats.frames_ok += len(out)
+        stats.seq_gaps += gaps
+        stats.bytes_discarded += discarded
         self._pending = data[pos:]
         return out

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, NamedTuple, TypeVar
 
 from firmware_bridge.clock import Clock
 from firmware_bridge.errors import CapabilityError
@@ -44,9 +43,11 @@ HOST_STATE_ACTIVE: Final = 1
 M = TypeVar("M", bound=Message)
 
 
-@dataclass(frozen=True, slots=True)
-class Received(Generic[M]):
-    """A message with its sequence number and the host's clock reading when it arrived."""
+class Received(NamedTuple, Generic[M]):
+    """A message with its sequence number and the host's clock reading when it arrived.
+
+    A named tuple: immutable, and built for every frame on the control tick for a third of a frozen
+    dataclass's cost. Each arrival is a new object, so "is this the frame I saw?" is an identity test."""
 
     msg: M
     seq: int

@@ -144,19 +144,8 @@ def advance_trend(
             window = ((gen_time_s, impedance_ohm),)
     else:
         temp_at_on, max_temp, energy, window = 0.0, 0.0, 0.0, ()
-    return ChannelTrend(
-        gen_time_s,
-        temp,
-        slew,
-        unchanged_since,
-        p_min,
-        p_max,
-        output_on,
-        temp_at_on,
-        max_temp,
-        energy,
-        window,
-        clock_stalled=stalled,
+    return ChannelTrend(  # positionally, in field order: four of these a tick
+        gen_time_s, temp, slew, unchanged_since, p_min, p_max, output_on, temp_at_on, max_temp, energy, window, stalled
     )
 
 
@@ -164,15 +153,14 @@ def _push_impedance(
     window: tuple[tuple[float, float], ...], t: float, z: float
 ) -> tuple[tuple[float, float], ...]:
     """Monotonic-queue update: the first entry is always the minimum over the last ROLLOFF_WINDOW_S."""
-    kept = list(window)
-    while kept and kept[-1][1] >= z:
-        kept.pop()
-    kept.append((t, z))
+    keep = len(window)
+    while keep and window[keep - 1][1] >= z:  # drop the entries the new sample undercuts
+        keep -= 1
     oldest = t - hard.ROLLOFF_WINDOW_S
     start = 0
-    while kept[start][0] < oldest:
+    while start < keep and window[start][0] < oldest:  # and those that have left the window
         start += 1
-    return tuple(kept[start:])
+    return (*window[start:keep], (t, z))
 
 
 class SafetyInputs(NamedTuple):

@@ -123,6 +123,8 @@ _COOLED: Final = int(ElectrodeFlag.COOLED)
 _THERMOCOUPLE_FITTED: Final = int(ElectrodeFlag.THERMOCOUPLE_FITTED)
 _FAULT_STATE: Final = int(GeneratorState.FAULT)
 _READY_STATES: Final = frozenset({int(GeneratorState.IDLE), int(GeneratorState.OUTPUT)})
+_PULSED: Final = OutputMode.RF_PULSED
+_OVER_POWER_FACTOR: Final = 1.0 + hard.OVER_POWER_TOLERANCE
 
 
 def channel_bit(channel: int) -> int:
@@ -398,10 +400,12 @@ def check_imaging_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> 
         return None
     imaging = inputs.imaging
     last = None if imaging is None else imaging.last_frame_at
-    allowed = rules.imaging_max_age_s + (hard.IMAGING_LOSS_GRACE_S if inputs.energised else 0.0)
     if last is None:
         return _sys(InterlockId.IMAGING_LOST, "no imaging frame")
     age_s = now - last
+    if age_s <= rules.imaging_max_age_s:  # fresh: no need to ask whether the grace applies
+        return None
+    allowed = rules.imaging_max_age_s + (hard.IMAGING_LOSS_GRACE_S if inputs.energised else 0.0)
     if not age_s <= allowed:  # written so that a NaN timestamp trips too
         return _sys(InterlockId.IMAGING_LOST, f"last imaging frame {age_s:.2f} s old (limit {allowed:.2f} s)")
     return None
@@ -576,12 +580,12 @@ def over_power(
     if not commanded.on:
         return None
     allowed = commanded.allowed_setpoint(now)
-    if commanded.mode == OutputMode.RF_PULSED:
+    if commanded.mode == _PULSED:
         voltage_v = ch.voltage_centi_v / 100.0
         if voltage_v > allowed + hard.OVER_VOLTAGE_TOLERANCE_V:
             return f"{voltage_v:.2f} V peak above the commanded {allowed:.2f} V + tolerance"
         return None
-    if power_w > allowed * (1.0 + hard.OVER_POWER_TOLERANCE) + hard.OVER_POWER_TOLERANCE_W:
+    if power_w > allowed * _OVER_POWER_FACTOR + hard.OVER_POWER_TOLERANCE_W:
         return f"{power_w:.2f} W above the commanded {allowed:.2f} W + tolerance"
     return None
 
