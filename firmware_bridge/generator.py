@@ -15,6 +15,7 @@ never interleave and sequence numbers never repeat.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Generic, NamedTuple, TypeVar
 
@@ -39,6 +40,8 @@ from firmware_bridge.transport import Transport
 
 HEARTBEAT_PERIOD_S: Final = 0.1
 HOST_STATE_ACTIVE: Final = 1
+ACKS_KEPT: Final = 512
+"""The newest ACKs kept for :meth:`RfGenerator.ack_for`; two seconds of SET_OUTPUT at 100 Hz and then some."""
 
 M = TypeVar("M", bound=Message)
 
@@ -84,7 +87,7 @@ class RfGenerator:
         self._capability: OutputCapability | None = None
         self._origin = clock.now() if uptime_origin is None else uptime_origin
         self._next_heartbeat = self._origin
-        self._acks: dict[tuple[int, int], Received[Ack]] = {}
+        self._acks: OrderedDict[tuple[int, int], Received[Ack]] = OrderedDict()
         self._sent_listeners: list[SentListener] = []
         self._received_listeners: list[ReceivedListener] = []
         self.telemetry: Received[Telemetry] | None = None
@@ -209,10 +212,11 @@ class RfGenerator:
         elif isinstance(msg, ElectrodeInfo):
             self.electrodes = Received(msg, frame.seq, now)
         elif isinstance(msg, Ack):
-            self._acks[(msg.acked_msg_id, msg.acked_seq)] = Received(msg, frame.seq, now)
-            if len(self._acks) > 512:  # keep the last few hundred; old ones nobody will ask for
-                for key in list(self._acks)[:256]:
-                    del self._acks[key]
+            key = (msg.acked_msg_id, msg.acked_seq)
+            self._acks[key] = Received(msg, frame.seq, now)
+            self._acks.move_to_end(key)  # a SEQ come round again is the newest
+            if len(self._acks) > ACKS_KEPT:  # one out per one in: no pause to prune a batch in a tick
+                self._acks.popitem(last=False)
         elif isinstance(msg, SelfTest) and msg.phase == 1:
             self.self_test_result = Received(msg, frame.seq, now)
 

@@ -10,9 +10,10 @@ import pytest
 
 from firmware_bridge.clock import SimClock
 from firmware_bridge.errors import CapabilityError, LinkError
-from firmware_bridge.framing import Frame
-from firmware_bridge.generator import RfGenerator
+from firmware_bridge.framing import Frame, FrameEncoder
+from firmware_bridge.generator import ACKS_KEPT, RfGenerator
 from firmware_bridge.messages import (
+    Ack,
     AckResult,
     GeneratorState,
     Message,
@@ -278,3 +279,20 @@ def test_energy_reducing_commands_reach_the_wire_even_when_a_listener_fails() ->
     with pytest.raises(RuntimeError):
         driver.pump(True, 150)  # anything else is recorded first, so it is not sent when the record fails
     assert FrameParser().feed(device.read()) == []
+
+
+def test_keeps_the_newest_acks_and_forgets_the_oldest_one_at_a_time() -> None:
+    """ACKs are kept by (message id, SEQ) for ``ack_for``; past ``ACKS_KEPT`` the oldest goes, one per
+    arrival, and a SEQ that comes round again is the newest, not the oldest."""
+    host, device = memory_pair("acks")
+    driver = RfGenerator(host, SimClock())
+    encoder = FrameEncoder()
+    acked = [(msg_id, seq) for msg_id in (Stim.MSG_ID, SetOutput.MSG_ID, OutputOff.MSG_ID) for seq in range(256)]
+    acked.append((Stim.MSG_ID, 0))  # comes round again: now the newest
+    for msg_id, seq in acked:
+        device.write(encoder.encode(Ack(msg_id, seq, AckResult.OK))[1])
+        driver.poll()
+    newest = acked[-ACKS_KEPT:]
+    assert all(driver.ack_for(*key) is not None for key in newest)
+    forgotten = [key for key in acked if key not in newest]
+    assert forgotten and all(driver.ack_for(*key) is None for key in forgotten)

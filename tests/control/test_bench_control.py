@@ -66,12 +66,15 @@ def test_tick_parts_add_up_to_no_more_than_the_tick(tmp_path: Path) -> None:
         parts = [samples.parse[i], samples.interlocks_gate[i], samples.control_step[i], samples.record_append[i]]
         assert all(part >= 0 for part in parts)
         assert sum(parts) <= total
+    # every tick reads a telemetry frame and queues its rows: a part that never ran would read 0
+    assert all(samples.parse) and all(samples.record_append)
 
 
 def test_the_whole_tick_is_timed_in_a_plain_run_and_its_parts_in_an_instrumented_one(tmp_path: Path) -> None:
     samples = measure_ticks(40, tmp_path)
     assert len(samples.total) == len(samples.instrumented_total) == len(samples.parse) == 40
     assert len(samples.housekeeping) == 40 and all(v >= 0 for v in samples.housekeeping)
+    assert len(samples.reference) == 40 and all(v > 0 for v in samples.reference)
     records = sorted(tmp_path.glob("tick-*.rfa.db"))
     assert [p.name for p in records] == ["tick-parts.rfa.db", "tick-plain.rfa.db"]
     for path in records:  # both runs recorded the procedure as the cart does, telemetry and all
