@@ -7,13 +7,16 @@ from pathlib import Path
 import pytest
 
 from benchmarks.control import (
+    IDLE_S,
     PERIOD_S,
     SCENARIOS,
     TripScenario,
     measure_ticks,
     measure_trip,
+    paced_ticks,
     percentile,
     record_throughput,
+    reference_after_idle,
     sample_ticks,
 )
 from control.record import RecordReader
@@ -96,3 +99,17 @@ def test_record_throughput_commits_a_verifiable_record_with_durable_rows(tmp_pat
         assert reader.count("state") == len(result.durable_ns)
     finally:
         reader.close()
+
+
+def test_paced_ticks_really_sleep_the_rest_of_each_period(tmp_path: Path) -> None:
+    import time
+
+    n = 5
+    started = time.monotonic()
+    samples = paced_ticks(n, tmp_path)
+    elapsed = time.monotonic() - started
+    assert len(samples.total) == n and all(v > 0 for v in samples.total)
+    assert elapsed >= (50 + n) * IDLE_S  # the warm-up ticks are paced too
+    assert [p.name for p in (tmp_path / "paced").glob("*.rfa.db")] == ["tick-plain.rfa.db"]
+    reference = reference_after_idle(3)
+    assert len(reference) == 3 and all(v > 0 for v in reference)
