@@ -7,14 +7,14 @@ than of one module:
    the session's own :class:`~control.loop.ControlLoop` tick (read and parse what the generator sent,
    poll imaging, evaluate every interlock, watchdog check and kick), then what ``ProcedureSession._deliver``
    does with it that costs time: the numba control step and one ``request_output`` (the checks, then
-   SET_OUTPUT encoded and written). The real session is built, so the record rows its listeners queue are
-   the cart's: four telemetry rows per frame, the SET_OUTPUT command, the generator's ACK of the last one, a
-   STATUS row when it changes. The host heartbeat goes out in the slack before the wait, as on the cart. The simulated generator steps in the pacer, before the timed section starts: it is
-   not cart code. The record's writer thread runs concurrently, as on the cart. Components are timed in the
-   same ticks: parse excludes the rows its listener queues, interlocks+gate is the rest of the loop's tick
-   plus the request less the rows the gate's events queue, and every ``append`` is summed into "record
-   append" (a ``ProcedureRecord`` subclass adds up the time; its two clock reads per row are charged to the
-   record, so the figures err high).
+   SET_OUTPUT encoded and written). The real session is built, so the record rows its listeners queue are the
+   cart's: four telemetry rows per frame, the SET_OUTPUT command, the generator's ACK of the last one, a
+   STATUS row when it changes. The host heartbeat goes out in the slack before the wait, as on the cart. The
+   simulated generator steps in the pacer, before the timed section starts: it is not cart code. The record's
+   writer thread runs concurrently, as on the cart. Components are timed in the same ticks: parse excludes the
+   rows its listener queues, interlocks+gate is the rest of the loop's tick plus the request less the rows the
+   gate's events queue, and every ``append`` is summed into "record append" (a ``ProcedureRecord`` subclass
+   adds up the time; its two clock reads per row are charged to the record, so the figures err high).
 
    Two references put the figure in context. Between the timed ticks, a fixed pure-Python task
    (:func:`reference_work`) is timed too: its p99 over its p50 is what this machine alone does to a
