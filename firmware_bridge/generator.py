@@ -25,6 +25,7 @@ from firmware_bridge.framing import Frame, FrameEncoder, FrameParser, ParserStat
 from firmware_bridge.messages import (
     ALL_CHANNELS,
     Ack,
+    AckResult,
     ElectrodeInfo,
     Heartbeat,
     Message,
@@ -95,6 +96,8 @@ class RfGenerator:
         self.heartbeat: Received[Heartbeat] | None = None
         self.electrodes: Received[ElectrodeInfo] | None = None
         self.self_test_result: Received[SelfTest] | None = None
+        self.last_refusal: Received[Ack] | None = None
+        """The newest ACK whose result is not OK: the generator refused a command."""
         self.last_rx_at: float | None = None
         self.frames_sent = 0
 
@@ -213,7 +216,10 @@ class RfGenerator:
             self.electrodes = Received(msg, frame.seq, now)
         elif isinstance(msg, Ack):
             key = (msg.acked_msg_id, msg.acked_seq)
-            self._acks[key] = Received(msg, frame.seq, now)
+            received = Received(msg, frame.seq, now)
+            self._acks[key] = received
+            if msg.result != AckResult.OK:
+                self.last_refusal = received
             self._acks.move_to_end(key)  # a SEQ come round again is the newest
             if len(self._acks) > ACKS_KEPT:  # one out per one in: no pause to prune a batch in a tick
                 self._acks.popitem(last=False)

@@ -634,6 +634,7 @@ class OutputGate:
             self._last_tick_at,
             self._operator_stop,
             imaging,
+            gen.last_refusal,
         )
 
     def _account(self, now: float) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from firmware_bridge.generator import Received
-from firmware_bridge.messages import ChannelTelemetry, ElectrodeInfo, OutputMode, Status, Telemetry
+from firmware_bridge.messages import Ack, ChannelTelemetry, ElectrodeInfo, OutputMode, Status, Telemetry
 from safety import limits as hard
 
 
@@ -179,6 +179,8 @@ class SafetyInputs(NamedTuple):
     """When the control loop last evaluated the interlocks before this snapshot; None before the first."""
     operator_stop: bool
     imaging: ImagingStatus | None
+    refusal: Received[Ack] | None = None
+    """The generator's newest refusal of a command (an ACK whose result is not OK), if any."""
 
     @property
     def energised(self) -> bool:

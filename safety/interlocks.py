@@ -21,7 +21,9 @@ from typing import Final
 
 from firmware_bridge.messages import (
     ALL_CHANNELS,
+    MESSAGES_BY_ID,
     N_CHANNELS,
+    AckResult,
     ChannelTelemetry,
     ElectrodeFlag,
     GeneratorState,
@@ -330,7 +332,9 @@ def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) 
     (BOOT: it rebooted; an unknown value) or a generator clock that did not advance between telemetry
     frames (frozen, or reset by a reboot: the trends restarted and cannot see roll-off, a frozen or a
     non-tracking thermocouple) only refuses output while idle (a generator still booting must not latch a
-    fault) and trips under power, so output never runs on a rebooted or frozen generator.
+    fault) and trips under power, so output never runs on a rebooted or frozen generator. So does a
+    command the generator refused (an ACK other than OK) while output or stimulation is commanded on: the
+    host would believe in output the generator is not giving (or giving otherwise than commanded).
     """
     rx = inputs.status
     if rx is not None:
@@ -353,7 +357,33 @@ def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) 
                 "generator clock did not advance between telemetry frames (frozen, or reset by a reboot)",
                 when_idle=False,
             )
+    refusal = inputs.refusal
+    if refusal is not None and _refused_while_energised(inputs, refusal.arrived_at):
+        ack = refusal.msg
+        refused = f"{_message_name(ack.acked_msg_id)} (SEQ {ack.acked_seq})"
+        return _sys(
+            InterlockId.GENERATOR_FAULT, f"generator refused {refused}: {_ack_result_name(ack.result)}", when_idle=False
+        )
     return None
+
+
+def _refused_while_energised(inputs: SafetyInputs, refused_at: float) -> bool:
+    """A refusal that arrived while some channel has been commanded on: the host believes output (or
+    stimulation) is on that the generator may not be delivering, an inconsistency; refusals older than
+    the present energised period are history."""
+    return any(commanded.energised and commanded.since <= refused_at for commanded in inputs.commanded)
+
+
+def _message_name(msg_id: int) -> str:
+    cls = MESSAGES_BY_ID.get(msg_id)
+    return f"message 0x{msg_id:02X}" if cls is None else cls.__name__
+
+
+def _ack_result_name(result: int) -> str:
+    try:
+        return AckResult(result).name
+    except ValueError:
+        return f"result {result}"
 
 
 def _state_name(state: int) -> str:

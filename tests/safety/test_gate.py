@@ -10,6 +10,8 @@ import pytest
 from firmware_bridge.errors import CapabilityError
 from firmware_bridge.generator import OutputCapability
 from firmware_bridge.messages import (
+    Ack,
+    AckResult,
     GeneratorState,
     Message,
     OutputMode,
@@ -373,3 +375,27 @@ def test_a_setpoint_lowered_every_tick_does_not_keep_the_settling_ceiling_alive(
     assert [t.interlock for t in trips] == [InterlockId.OVER_POWER]
     # The allowance is the setpoint of at most SETPOINT_SETTLE_S ago (+ tolerance), never the first 20 W.
     assert rig.clock.now() - NOW < 0.3
+
+
+@pytest.mark.parametrize("result", [AckResult.REFUSED_LIMIT, AckResult.REFUSED_STATE, AckResult.BAD_PARAMETER])
+def test_a_refused_set_output_trips_on_the_tick_it_is_read_and_clears_once_output_is_off(result: AckResult) -> None:
+    rig = Rig()
+    _energised(rig)
+    rig.send(Ack(SetOutput.MSG_ID, 42, int(result)))
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(power_w=10.0, flags=ON)}))
+    trips = rig.gate.evaluate(rig.imaging())
+    assert [(t.interlock, t.reason) for t in trips] == [
+        (InterlockId.GENERATOR_FAULT, f"generator refused SetOutput (SEQ 42): {result.name}")
+    ]
+    assert rig.wire() == [OutputOff(0x0F)]
+    rig.healthy_tick()  # output is off now: the refusal belongs to the period that ended
+    assert rig.gate.acknowledge(rig.imaging()) and rig.gate.latched == ()
+
+
+def test_an_ok_ack_is_no_refusal() -> None:
+    rig = Rig()
+    _energised(rig)
+    rig.send(Ack(SetOutput.MSG_ID, 42, int(AckResult.OK)))
+    rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+    assert rig.driver.last_refusal is None and rig.gate.latched == () and rig.gate.commanded[0].on

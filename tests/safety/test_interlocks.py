@@ -14,12 +14,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from firmware_bridge.generator import Received
 from firmware_bridge.messages import (
+    Ack,
+    AckResult,
     ChannelTelemetry,
     ElectrodeInfo,
     ElectrodeSlot,
     GeneratorState,
     OutputMode,
+    SetOutput,
     Status,
     TelemetryFlag,
 )
@@ -383,6 +387,31 @@ def test_generator_fault_iff_not_idle_or_output_or_any_bit(state: int, bits: int
 )
 def test_generator_fault_examples(state: int, bits: int, trips: bool) -> None:
     assert _tripped(InterlockId.GENERATOR_FAULT, inputs(status=Status(int(state), bits, 0))) == trips
+
+
+@given(
+    since_s=st.floats(-10.0, 0.0),
+    arrived_s=st.floats(-20.0, 0.0),
+    result=st.sampled_from([r for r in AckResult if r is not AckResult.OK] + [7]),
+    energised=st.sampled_from(["off", "rf", "stim"]),
+)
+def test_a_refused_command_is_a_generator_fault_iff_it_came_while_energised(
+    since_s: float, arrived_s: float, result: int, energised: str
+) -> None:
+    """Host and generator disagree: the host commanded output the generator refused. It trips (never while
+    idle: then nothing is believed to flow); a refusal from before the present energised period does not."""
+    commanded = {
+        "off": CommandedChannel(on=False, since=NOW + since_s),
+        "rf": on(since=NOW + since_s),
+        "stim": CommandedChannel(on=False, since=NOW + since_s, stim_amplitude_mv=800),
+    }[energised]
+    refusal = Received(Ack(SetOutput.MSG_ID, 7, int(result)), 3, NOW + arrived_s)
+    trip = _generator_fault(inputs(commanded={2: commanded})._replace(refusal=refusal))
+    assert (trip is not None) == (energised != "off" and since_s <= arrived_s)
+    if trip is not None:
+        name = AckResult(result).name if result in iter(AckResult) else f"result {result}"
+        assert trip.reason == f"generator refused SetOutput (SEQ 7): {name}"
+        assert not trip.trips_when_idle and trip.mask == 0x0F
 
 
 def test_a_generator_clock_that_does_not_advance_is_a_generator_fault_under_power() -> None:
