@@ -132,8 +132,8 @@ class ProcedureRecord:
 
         As :meth:`append` for each, for one lock and one wall-clock reading: returns the last row's seq."""
         self._raise_if_failed()
-        wall = self._wall()
-        with self._lock:
+        with self._lock:  # the wall clock read under the lock, as in append: row order is wall-time order
+            wall = self._wall()
             first = self._next_seq
             self._next_seq = first + len(payloads)
             self._queue.extend([(first + i, mono, wall, kind, payload) for i, payload in enumerate(payloads)])

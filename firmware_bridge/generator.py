@@ -42,7 +42,8 @@ from firmware_bridge.transport import Transport
 HEARTBEAT_PERIOD_S: Final = 0.1
 HOST_STATE_ACTIVE: Final = 1
 ACKS_KEPT: Final = 512
-"""The newest ACKs kept for :meth:`RfGenerator.ack_for`; two seconds of SET_OUTPUT at 100 Hz and then some."""
+"""The newest ACKs kept for :meth:`RfGenerator.ack_for`, keyed by (message id, SEQ). The host's SEQ wraps at
+256, so a key names the latest command with that SEQ: ask soon after sending (within 2.5 s at 100 Hz)."""
 
 M = TypeVar("M", bound=Message)
 

@@ -54,8 +54,8 @@ from safety.interlocks import (
 from safety.plan import LesionPlan, check_plan
 
 _TripKey = tuple[InterlockId, int | None]
-# The last evaluation: (now, telemetry, status, heartbeat, electrodes, imaging, version, conditions).
-_Evaluation = tuple[float, object, object, object, object, ImagingStatus | None, int, list[Trip]]
+# The last evaluation: (now, telemetry, status, heartbeat, electrodes, refusal, imaging, version, conditions).
+_Evaluation = tuple[float, object, object, object, object, object, ImagingStatus | None, int, list[Trip]]
 
 
 class EventKind(enum.StrEnum):
@@ -243,6 +243,7 @@ class OutputGate:
                 inputs.status,
                 self._generator.heartbeat,
                 inputs.electrodes,
+                inputs.refusal,
                 imaging,
                 self._version,
                 conditions,
@@ -603,11 +604,12 @@ class OutputGate:
             and cached[2] is gen.status
             and cached[3] is gen.heartbeat
             and cached[4] is gen.electrodes
-            and cached[5] == imaging
-            and cached[6] == self._version
+            and cached[5] is gen.last_refusal
+            and cached[6] == imaging
+            and cached[7] == self._version
         ):
             self._account(now)
-            return cached[7]
+            return cached[8]
         return evaluate_interlocks(self._refresh(imaging, now), self._rules, now)
 
     def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:

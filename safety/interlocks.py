@@ -370,8 +370,12 @@ def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) 
 def _refused_while_energised(inputs: SafetyInputs, refused_at: float) -> bool:
     """A refusal that arrived while some channel has been commanded on: the host believes output (or
     stimulation) is on that the generator may not be delivering, an inconsistency; refusals older than
-    the present energised period are history."""
-    return any(commanded.energised and commanded.since <= refused_at for commanded in inputs.commanded)
+    the present energised period are history.
+
+    Strictly after ``since``: the ACK of the command that turned a channel on is read by a later poll, so
+    nothing real is lost, while a refusal read in the same tick just before the turn-on (same clock
+    reading in simulated time) belongs to the period before."""
+    return any(commanded.energised and commanded.since < refused_at for commanded in inputs.commanded)
 
 
 def _message_name(msg_id: int) -> str:

@@ -407,11 +407,20 @@ def test_a_refused_command_is_a_generator_fault_iff_it_came_while_energised(
     }[energised]
     refusal = Received(Ack(SetOutput.MSG_ID, 7, int(result)), 3, NOW + arrived_s)
     trip = _generator_fault(inputs(commanded={2: commanded})._replace(refusal=refusal))
-    assert (trip is not None) == (energised != "off" and since_s <= arrived_s)
+    assert (trip is not None) == (energised != "off" and since_s < arrived_s)
     if trip is not None:
         name = AckResult(result).name if result in iter(AckResult) else f"result {result}"
         assert trip.reason == f"generator refused SetOutput (SEQ 7): {name}"
         assert not trip.trips_when_idle and trip.mask == 0x0F
+
+
+def test_a_refusal_read_at_the_moment_output_turned_on_belongs_to_the_period_before() -> None:
+    """Same clock reading: read by the poll that preceded the request that turned the channel on."""
+    refusal = Received(Ack(0x13, 3, int(AckResult.REFUSED_LIMIT)), 3, NOW - 1.0)
+    assert _generator_fault(inputs(commanded={1: on(since=NOW - 1.0)})._replace(refusal=refusal)) is None
+    later = refusal._replace(arrived_at=NOW - 0.99)
+    trip = _generator_fault(inputs(commanded={1: on(since=NOW - 1.0)})._replace(refusal=later))
+    assert trip is not None and trip.reason == "generator refused Pump (SEQ 3): REFUSED_LIMIT"
 
 
 def test_a_generator_clock_that_does_not_advance_is_a_generator_fault_under_power() -> None:
