@@ -43,7 +43,7 @@ HEARTBEAT_PERIOD_S: Final = 0.1
 HOST_STATE_ACTIVE: Final = 1
 ACKS_KEPT: Final = 512
 """The newest ACKs kept for :meth:`RfGenerator.ack_for`, keyed by (message id, SEQ). The host's SEQ wraps at
-256, so a key names the latest command with that SEQ: ask soon after sending (within 2.5 s at 100 Hz)."""
+256: sending a command forgets the ACK its SEQ had in the last wrap, so an ACK found answers this command."""
 
 M = TypeVar("M", bound=Message)
 
@@ -135,6 +135,7 @@ class RfGenerator:
         notify_first = not _reduces_energy(msg)
         with self._send_lock:
             seq, frame = self._encoder.encode(msg)
+            self._acks.pop((msg.MSG_ID, seq), None)  # an ACK of this SEQ from the last wrap answers nothing now
             now = self.clock.now()
             if notify_first:
                 for listener in self._sent_listeners:

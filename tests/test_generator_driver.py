@@ -296,3 +296,21 @@ def test_keeps_the_newest_acks_and_forgets_the_oldest_one_at_a_time() -> None:
     assert all(driver.ack_for(*key) is not None for key in newest)
     forgotten = [key for key in acked if key not in newest]
     assert forgotten and all(driver.ack_for(*key) is None for key in forgotten)
+
+
+def test_an_ack_from_the_last_wrap_of_seq_does_not_answer_a_new_command() -> None:
+    host, device = memory_pair("ack-wrap")
+    driver = RfGenerator(host, SimClock())
+    device_encoder = FrameEncoder()
+    first = driver.output_off()
+    device.write(device_encoder.encode(Ack(OutputOff.MSG_ID, first, AckResult.OK))[1])
+    driver.poll()
+    assert driver.ack_for(OutputOff.MSG_ID, first) is not None
+    for _ in range(255):
+        driver.pump(False, 0)
+    again = driver.output_off()
+    assert again == first  # SEQ came round
+    assert driver.ack_for(OutputOff.MSG_ID, again) is None, "the old ACK must not answer the new command"
+    device.write(device_encoder.encode(Ack(OutputOff.MSG_ID, again, AckResult.OK))[1])
+    driver.poll()
+    assert driver.ack_for(OutputOff.MSG_ID, again) is not None
