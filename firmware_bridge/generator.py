@@ -219,10 +219,12 @@ class RfGenerator:
         elif isinstance(msg, Ack):
             key = (msg.acked_msg_id, msg.acked_seq)
             received = Received(msg, frame.seq, now)
+            # Re-inserted, so a SEQ come round again is the newest; pop-then-set, not move_to_end, so that
+            # the watchdog's thread forgetting this key as it sends (see _send) cannot raise here.
+            self._acks.pop(key, None)
             self._acks[key] = received
             if msg.result != AckResult.OK:
                 self.last_refusal = received
-            self._acks.move_to_end(key)  # a SEQ come round again is the newest
             if len(self._acks) > ACKS_KEPT:  # one out per one in: no pause to prune a batch in a tick
                 self._acks.popitem(last=False)
         elif isinstance(msg, SelfTest) and msg.phase == 1:
