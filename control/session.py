@@ -46,6 +46,8 @@ from safety.interlocks import Trip
 from safety.plan import Lesion, LesionMode, LesionPlan
 
 SELF_TEST_TIMEOUT_S: Final = 3.0
+IMAGING_READY_TIMEOUT_S: Final = 10.0
+"""How long self-test waits for the probe's first frame when the plan requires imaging."""
 STIM_STEP_MV: Final = 100
 STIM_STEP_S: Final = 0.5
 """Stimulation amplitude climbs 0.1 V every 0.5 s until the patient responds or the plan's maximum."""
@@ -273,8 +275,25 @@ class ProcedureSession:
         if missing:
             names = ", ".join(flag.name or str(int(flag)) for flag in SelfTestCheck if flag & missing)
             self._fault(f"self-test failed: {names}")
+        if self.plan.imaging_required and self.guidance is not None:
+            yield from self._await_first_frame()
         yield from self._ticks(SETTLE_S)
         self.procedure.trigger("self_test_passed")
+
+    def _await_first_frame(self) -> Iterator[None]:
+        """A guided plan needs the probe streaming before anything is energised: wait for its first frame.
+
+        In real time the frames come from the guidance thread, whose first frame can follow the generator's
+        self-test by a second (opening the probe, loading the B-mode kernels); stimulating before it would
+        only be refused for lost imaging."""
+        deadline = self.clock.now() + IMAGING_READY_TIMEOUT_S
+        if self._imaging is None or self._imaging.last_frame_at is None:
+            self._say("self-test: waiting for the first ultrasound frame", event="phase", phase="self_test")
+        while self._imaging is None or self._imaging.last_frame_at is None:
+            if self.clock.now() > deadline:
+                self._fault(f"self-test: imaging not live, no ultrasound frame within {IMAGING_READY_TIMEOUT_S:.0f} s")
+            self._tick()
+            yield
 
     def _stimulation(self) -> Iterator[None]:
         settings = self.plan.stimulation

@@ -37,7 +37,14 @@ class Realtime:
         self.devices = list(devices)
 
     def sleep_until(self, t: float) -> None:
-        """Sleep until ``t``, then let every device run the ticks that are due."""
-        self.clock.sleep_until(t)
+        """Let every device run the ticks that are due, then sleep until ``t``.
+
+        The devices run first, in the loop's slack, not after the sleep: stepping them (the probe renders a
+        frame in milliseconds) after waking would delay every tick by that much, and the loop's period is
+        supervised (two missed periods trip the watchdog). What the loop reads at ``t`` is then what the
+        devices sent up to one period earlier, as from a real generator, whose telemetry is always some
+        milliseconds old when the host reads it.
+        """
         for step in self.devices:
             step()
+        self.clock.sleep_until(t)

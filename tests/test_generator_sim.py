@@ -41,6 +41,7 @@ from sim import cli as sim_cli
 from sim.generator import SELF_TEST_ALL_PASSED, TICK_S, Fault, FaultKind, SimGenerator, load_faults
 from sim.generator.device import MAX_CATCH_UP_TICKS, OPEN_THERMOCOUPLE_CENTI_C
 from sim.link_faults import LinkFaultConfig, load_link_faults
+from sim.lockstep import Realtime
 from sim.tissue import LumpedTissue
 from tests.test_messages import STRATEGIES
 
@@ -484,3 +485,16 @@ def test_advance_needs_a_sim_clock() -> None:
         sim.advance(0.1)
     sim.step()
     assert sim.counters.frames_unsent_no_host > 0
+
+
+def test_in_real_time_the_devices_step_in_the_slack_before_the_sleep() -> None:
+    """Stepping the simulated devices after waking would delay every tick by the probe's rendering."""
+    events: list[str] = []
+
+    class _Clock(RealClock):
+        def sleep_until(self, t: float) -> None:
+            events.append("sleep")
+
+    pacer = Realtime(_Clock(), [lambda: events.append("generator"), lambda: events.append("probe")])
+    pacer.sleep_until(0.0)
+    assert events == ["generator", "probe", "sleep"]

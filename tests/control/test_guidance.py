@@ -10,7 +10,7 @@ from control.cli import SIM_NEEDLE, SimulatedCart, simulated_cart
 from control.guidance import ProbeGuidance
 from control.operator import ScriptedOperator
 from control.record import ProcedureRecord, RecordReader
-from control.session import ProcedureSession
+from control.session import IMAGING_READY_TIMEOUT_S, ProcedureSession
 from firmware_bridge.clock import SimClock
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.probe import UltrasoundProbe
@@ -70,12 +70,32 @@ def test_a_guided_lesion_records_frames_with_the_tip(tmp_path: Path) -> None:
     assert status.probe_face_temp_c is not None and status.boiling_channels == frozenset()
 
 
-def test_a_lost_image_refuses_arming_and_says_why(tmp_path: Path) -> None:
-    session, _, _, cart, _ = guided_session(tmp_path, 4, silent=True)
+def test_a_probe_that_sends_no_frame_fails_self_test_and_says_why(tmp_path: Path) -> None:
+    session, _, record, cart, clock = guided_session(tmp_path, 4, silent=True)
     result = session.run()
+    record.close()
     assert result.exit_code == 1
-    assert "imaging" in result.message
+    assert f"imaging not live, no ultrasound frame within {IMAGING_READY_TIMEOUT_S:.0f} s" in result.message
+    assert clock.now() >= IMAGING_READY_TIMEOUT_S
     assert not any(ch.output_on for ch in cart.generator_sim.channels)
+    states = [row.payload["dest"] for row in RecordReader(record.path).rows("state")]
+    assert states == ["self_test", "fault"], "nothing was energised"
+
+
+def test_self_test_waits_for_a_first_frame_that_comes_late(tmp_path: Path) -> None:
+    """In real time the first frame can follow the generator's self-test by a second: wait, do not refuse."""
+    session, _, record, cart, clock = guided_session(tmp_path, 6, silent=True)
+    assert cart.probe_sim is not None
+    for _ in session.steps():
+        if clock.now() >= 2.0:
+            cart.probe_sim.set_silent(False)
+    record.close()
+    assert session.result is not None and session.result.exit_code == 0, session.result
+    reader = RecordReader(record.path)
+    (passed,) = [row for row in reader.rows("state") if row.payload["dest"] == "standby"][:1]
+    assert passed.mono >= 2.0
+    assert [row.payload for row in reader.rows("alarm") if row.payload["event"] == "trip"] == []
+    assert reader.count("stimulation") == 1 and reader.count("refused") == 0
 
 
 def test_rf_is_refused_under_guidance_when_the_needle_tip_is_not_in_the_image(tmp_path: Path) -> None:
