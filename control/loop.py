@@ -112,6 +112,10 @@ class ControlLoop:
                 if self.runtime is not None:
                     self.runtime.exit()
 
+    def until_next_tick_s(self) -> float:
+        """How long until the next tick is due (negative when it is late)."""
+        return self._t_next + PERIOD_S - self.clock.now()
+
     def tick(self) -> list[Trip]:
         """One period: wait, read, poll imaging, evaluate interlocks, kick. Returns the new trips."""
         # The slack, between the last tick's output request and this tick's wait: housekeeping that must

@@ -107,8 +107,10 @@ class Procedure:
         guards: Guards,
         outputs_off: Callable[[str], None],
         on_transition: Callable[[State, State], None] | None = None,
+        durable: Callable[[str, dict[str, Any]], int] | None = None,
     ) -> None:
-        self._record = record
+        self._durable = record.append_durable if durable is None else durable
+        """Queue a row and return once it is on disk (the session's keeps the loop ticking meanwhile)."""
         self._guards = guards
         self._outputs_off = outputs_off
         self._on_transition = on_transition
@@ -132,7 +134,7 @@ class Procedure:
     def raise_fault(self, reason: str) -> None:
         """Enter ``fault`` from any state; a fault while in ``fault`` is recorded, not a transition."""
         if self.state is State.FAULT:
-            self._record.append_durable("alarm", {"while_in_fault": reason})
+            self._durable("alarm", {"while_in_fault": reason})
             return
         self.fault_reason = reason
         self.trigger("fault", reason=reason)
@@ -141,7 +143,7 @@ class Procedure:
     def _check(self, event: EventData, refusal: list[str]) -> bool:
         self.refusals = refusal
         if refusal:
-            self._record.append_durable(
+            self._durable(
                 "refused", {"trigger": event.event.name, "state": self.state.value, "reasons": refusal}
             )
         return not refusal
@@ -169,7 +171,7 @@ class Procedure:
         source, dest = self._endpoints(event)
         payload: dict[str, Any] = {"trigger": event.event.name, "source": source.value, "dest": dest.value}
         payload.update({k: v for k, v in event.kwargs.items() if isinstance(v, str | int | float | bool)})
-        self._record.append_durable("state", payload)
+        self._durable("state", payload)
 
     def _after_transition(self, event: EventData) -> None:
         source, _ = self._endpoints(event)

@@ -155,17 +155,26 @@ class ProcedureRecord:
         return seq
 
     def wait_committed(self, seq: int, timeout_s: float = DURABLE_TIMEOUT_S) -> None:
+        """Return once row ``seq`` (and everything before it) is committed; RecordError after ``timeout_s``."""
+        if not self.committed_within(seq, timeout_s):
+            raise RecordError(f"record {self.path} did not commit row {seq} within {timeout_s} s")
+
+    def committed_within(self, seq: int, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` for row ``seq`` to be committed; whether it is. Raises if the writer failed.
+
+        For a caller that must do something else while it waits (the control loop keeps ticking: see
+        :class:`control.durable.CommitWaiter`)."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._cond.notify_all()
-            while self._committed_seq < seq:
-                if self._failure is not None:
-                    break
+            while self._committed_seq < seq and self._failure is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise RecordError(f"record {self.path} did not commit row {seq} within {timeout_s} s")
+                    break
                 self._cond.wait(remaining)
+            committed = self._committed_seq >= seq
         self._raise_if_failed()
+        return committed
 
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""

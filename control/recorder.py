@@ -4,7 +4,10 @@ The :class:`Recorder` listens to the generator driver (every command before it i
 it is parsed) and to the output gate (every safety event), and queues one row per fact. It runs inside
 the 10 ms tick, so it only queues: each row is handed to the record as a function of frozen messages
 (``functools.partial``), and the record's writer thread builds and encodes it. Alarms are the exception
-the architecture asks for: they are committed to disk before the gate goes on.
+the architecture asks for: they are committed to disk before the procedure goes on. Where the gate emits
+them, that is a wait for the disk inside the gate's lock; so on the real-time loop's thread
+(``defer_commit``) the alarm is only queued there, in the same tick, and the session commits it as soon
+as the gate has returned, with the loop still ticking (:mod:`control.durable`).
 
 Heartbeats are not recorded (docs/contract.md): they say only that the link is alive, which the
 telemetry rows already show ten times more often. STATUS and ELECTRODE_INFO are recorded when they
@@ -13,6 +16,7 @@ change, not every time they repeat.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from typing import Any
@@ -72,6 +76,9 @@ class Recorder:
         self._last_electrodes: ElectrodeInfo | None = None
         self.trip_rows: dict[tuple[str, int | None], int] = {}
         """The record row of each trip, by ``(interlock, channel)``: what an alarm message points to."""
+        self.defer_commit: Callable[[], bool] = lambda: False
+        """Whether an alarm emitted now is left for the caller to commit (:meth:`take_uncommitted_alarm`)."""
+        self._uncommitted_alarm: int | None = None
 
     def command(self, seq: int, msg: Message, t: float) -> None:
         if not isinstance(msg, Heartbeat):
@@ -95,8 +102,17 @@ class Recorder:
 
     def safety_event(self, event: SafetyEvent) -> None:
         if event.kind in _DURABLE_EVENTS:
-            row = self.record.append_durable("alarm", partial(safety_row, event), mono=event.at)
+            row = self.record.append("alarm", partial(safety_row, event), mono=event.at)
+            if self.defer_commit():
+                self._uncommitted_alarm = row
+            else:
+                self.record.wait_committed(row)
             if event.kind is EventKind.TRIP and event.interlock is not None:
                 self.trip_rows[(event.interlock.value, event.channel)] = row
         else:
             self.record.append("safety", partial(safety_row, event), mono=event.at)
+
+    def take_uncommitted_alarm(self) -> int | None:
+        """The newest alarm row left to commit (committing it commits every row before it), once."""
+        row, self._uncommitted_alarm = self._uncommitted_alarm, None
+        return row

@@ -25,6 +25,7 @@ import numpy as np
 
 from control.controller import CONTINUOUS_GAINS, PULSED_GAINS, ChannelControllers, warm_up
 from control.display import ChannelView, ProgressDisplay, format_line
+from control.durable import CommitWaiter
 from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
 from control.operator import Operator, Question
 from control.procedure import Procedure, State
@@ -149,7 +150,11 @@ class ProcedureSession:
         self.gate = OutputGate(generator, plan, limits, clock, self.recorder.safety_event)
         self.loop = ControlLoop(clock=clock, pacer=pacer, generator=generator, gate=self.gate, guidance=guidance,
                                 realtime=realtime)
-        self.procedure = Procedure(record, self, self._outputs_off, self._on_transition)
+        self._pending_trips: list[Trip] = []
+        """Trips the loop found that the session has still to act on (one tick's, or a hold's)."""
+        self.commits = CommitWaiter(record, self.loop, self._pending_trips.extend)
+        self.recorder.defer_commit = self.commits.on_loop_thread
+        self.procedure = Procedure(record, self, self._outputs_off, self._on_transition, durable=self.commits.durable)
         self._stop_requested = ""
         self._started_at = clock.now()
         self._session_fault: tuple[str, Callable[[], bool]] | None = None
@@ -173,6 +178,7 @@ class ProcedureSession:
         warm_up()  # compile or load the numba kernel now, never on a lesion tick (nor after the GC freeze)
         try:
             self.loop.start()
+            self.commits.begin()
             try:
                 yield from self._self_test()
                 yield from self._stimulation()
@@ -189,6 +195,7 @@ class ProcedureSession:
         finally:
             with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
                 self.gate.all_off("end of procedure")
+            self.commits.end()
             self.loop.stop()
         state = self.procedure.state
         summaries = [self._predicted(summarise(t)) for t in self.traces]
@@ -223,10 +230,16 @@ class ProcedureSession:
 
     # -- the tick ------------------------------------------------------------------------------------
     def _tick(self) -> None:
-        trips = self.loop.tick()
+        self._pending_trips.extend(self.loop.tick())
         self._imaging = self.loop.imaging
+        alarm = self.recorder.take_uncommitted_alarm()
+        if alarm is not None:  # an alarm the gate emitted in this tick (real time): on disk before going on
+            self.commits.commit(alarm)
+            self._imaging = self.loop.imaging
         if self._stop_requested:
             raise Stopped(self._operator_stop(self._stop_requested))
+        trips = self._pending_trips[:]
+        self._pending_trips.clear()
         for trip in trips:
             self._handle_trip(trip)
 
@@ -305,7 +318,7 @@ class ProcedureSession:
                     ch, kind, settings.max_amplitude_mv
                 )
             self.stimulation.append(result)
-            self.record.append_durable("stimulation", result)
+            self.commits.durable("stimulation", result)
             if result["sensory_threshold_mv"] is None:
                 self._say(
                     f"ch{ch}: no sensory response up to {settings.max_amplitude_mv / 1000:.1f} V: the "
@@ -508,7 +521,7 @@ class ProcedureSession:
         if question.kind == "response":  # one per stimulation step: not a decision the record must hold first
             self.record.append("operator", row)
         else:
-            self.record.append_durable("operator", row)
+            self.commits.durable("operator", row)
         return answer
 
     # -- guards (control.procedure.Guards) -----------------------------------------------------------

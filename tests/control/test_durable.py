@@ -1,0 +1,153 @@
+"""Durable rows in real time: the procedure waits for the disk, the loop does not (control.durable)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from control import durable
+from control import record as record_module
+from control.cli import simulated_cart
+from control.durable import CommitWaiter
+from control.loop import ControlLoop
+from control.operator import ScriptedOperator
+from control.procedure import State
+from control.record import ProcedureRecord, RecordError, RecordReader
+from control.session import ProcedureSession
+from firmware_bridge.clock import RealClock, SimClock
+from firmware_bridge.generator import RfGenerator
+from firmware_bridge.messages import ALL_CHANNELS
+from safety.interlocks import InterlockId, Trip
+from safety.plan import default_genicular_plan
+from sim.lockstep import Realtime
+
+_TRIP = Trip(InterlockId.LINK_LOST, None, "no generator HEARTBEAT", ALL_CHANNELS, False)
+
+
+class _Loop:
+    """A stand-in loop: counts ticks, finds one trip on the first, lets the stuck writer go on the third."""
+
+    def __init__(self, writer_released: threading.Event, *, realtime: bool = True) -> None:
+        self.realtime = realtime
+        self.ticks = 0
+        self._release = writer_released
+
+    def until_next_tick_s(self) -> float:
+        return 0.002
+
+    def tick(self) -> list[Trip]:
+        self.ticks += 1
+        if self.ticks == 3:
+            self._release.set()
+        return [_TRIP] if self.ticks == 1 else []
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Iterator[ProcedureRecord]:
+    rec = ProcedureRecord(tmp_path / "durable.rfa.db", SimClock())
+    yield rec
+    rec.close()
+
+
+def _stuck_writer(record: ProcedureRecord) -> threading.Event:
+    """Queue a row whose building blocks the writer until the returned event is set."""
+    release = threading.Event()
+
+    def slow_row() -> dict[str, Any]:
+        release.wait(10.0)
+        return {"slow": True}
+
+    record.append("frame", slow_row)
+    return release
+
+
+def _waiter(record: ProcedureRecord, loop: _Loop, trips: list[Trip]) -> CommitWaiter:
+    return CommitWaiter(record, cast(ControlLoop, loop), trips.extend)
+
+
+def test_on_the_real_time_loop_a_durable_row_keeps_the_loop_ticking_until_it_is_on_disk(
+    record: ProcedureRecord,
+) -> None:
+    loop = _Loop(_stuck_writer(record))
+    trips: list[Trip] = []
+    waiter = _waiter(record, loop, trips)
+    waiter.begin()
+    seq = waiter.durable("state", {"dest": "standby"})
+    assert loop.ticks == 3 and waiter.hold_ticks == 3, "ticked until the writer could go on, not after"
+    assert trips == [_TRIP], "a hold tick's trip is handed on, not lost"
+    assert record.committed_within(seq, 0.0)
+
+
+@pytest.mark.parametrize("where", ["other thread", "simulated time", "loop stopped"])
+def test_anywhere_else_a_durable_row_is_a_plain_wait(record: ProcedureRecord, where: str) -> None:
+    release = _stuck_writer(record)
+    loop = _Loop(threading.Event(), realtime=where != "simulated time")
+    waiter = _waiter(record, loop, [])
+    if where != "loop stopped":
+        waiter.begin()
+    threading.Timer(0.05, release.set).start()
+    if where == "other thread":
+        done: list[int] = []
+        worker = threading.Thread(target=lambda: done.append(waiter.durable("alarm", {"x": 1})))
+        worker.start()
+        worker.join(5.0)
+        assert done, "the other thread's wait returned"
+    else:
+        waiter.durable("alarm", {"x": 1})
+    assert loop.ticks == 0 and waiter.hold_ticks == 0
+
+
+def test_a_row_the_writer_never_commits_is_a_record_error(
+    record: ProcedureRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(durable, "DURABLE_TIMEOUT_S", 0.05)
+    release = _stuck_writer(record)
+    loop = _Loop(threading.Event())
+    waiter = _waiter(record, loop, [])
+    waiter.begin()
+    try:
+        with pytest.raises(RecordError, match="did not commit row"):
+            waiter.durable("state", {"dest": "standby"})
+        assert loop.ticks >= 2, "the loop ticked while it waited"
+    finally:
+        release.set()
+
+
+def test_a_real_time_procedure_whose_disk_is_slow_keeps_its_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every state change and alarm takes the writer 60 ms (six periods): the watchdog must not see a stalled
+    loop. The operator's stop is an alarm the gate emits, inside its lock, on the loop's thread."""
+    plain_hash = record_module.row_hash
+    slow = threading.Event()
+
+    def slow_state_rows(prev_hash: str, row_id: int, mono: float, wall: float, kind: str, payload: str) -> str:
+        if kind in ("state", "alarm"):
+            slow.set()
+            threading.Event().wait(0.06)
+        return plain_hash(prev_hash, row_id, mono, wall, kind, payload)
+
+    monkeypatch.setattr(record_module, "row_hash", slow_state_rows)
+    plan = default_genicular_plan().model_copy(update={"imaging_required": False})
+    clock = RealClock()
+    cart = simulated_cart(plan, clock, seed=2, physical=False, probe=False)
+    generator = RfGenerator(cart.host_transport, clock)
+    record = ProcedureRecord(tmp_path / "slow-disk.rfa.db", clock)
+    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Realtime(clock, cart.devices),
+                               record=record, operator=ScriptedOperator(plan), realtime=True)
+    try:
+        for _ in session.steps():
+            if session.procedure.state is State.STIMULATING:
+                session.request_stop("test: enough")
+    finally:
+        record.close()
+    assert slow.is_set()
+    reader = RecordReader(record.path)
+    alarms = [row.payload for row in reader.rows("alarm") if row.payload["event"] == "trip"]
+    assert [a["interlock"] for a in alarms] == ["operator_stop"], alarms
+    assert [row.payload["dest"] for row in reader.rows("state")] == ["self_test", "standby", "stimulating", "stopped"]
+    assert session.commits.hold_ticks >= 5 * 4, "each 60 ms commit was waited for with the loop ticking"
