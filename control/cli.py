@@ -290,6 +290,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if guidance_thread is not None:
             guidance_thread.stop()
+        if isinstance(pacer, Realtime):
+            pacer.close()
         record.close()
         generator.close()
         if probe is not None:

@@ -90,6 +90,9 @@ class ControlLoop:
         """Keeps the interpreter from pausing the loop; None in simulated time, where pauses cost nothing."""
         self.imaging: ImagingStatus | None = None
         self.ticks = 0
+        self.longest_period_s = 0.0
+        """The longest time between two ticks' interlock evaluations: what the watchdog limits to two periods."""
+        self._evaluated_at: float | None = None
         self._t_next = clock.now()
 
     def start(self) -> None:
@@ -132,6 +135,10 @@ class ControlLoop:
             self.watchdog.tick()
         self.generator.poll()
         self.imaging = self.guidance.poll() if self.guidance is not None else None
+        now = self.clock.now()
+        if self._evaluated_at is not None and now - self._evaluated_at > self.longest_period_s:
+            self.longest_period_s = now - self._evaluated_at
+        self._evaluated_at = now
         trips = self.gate.evaluate(self.imaging)
         self.watchdog.kick()
         self.ticks += 1

@@ -87,6 +87,9 @@ class SessionResult:
     first_trip: str = ""
     first_trip_row: int | None = None
     message: str = ""
+    loop: dict[str, Any] = field(default_factory=dict)
+    """How the loop kept its period: ticks, the longest period, ticks run while a commit was awaited."""
+    realtime: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -210,6 +213,12 @@ class ProcedureSession:
             first_trip=self.first_trip,
             first_trip_row=self.first_trip_row,
             message=message,
+            loop={
+                "ticks": self.loop.ticks,
+                "longest_period_ms": round(self.loop.longest_period_s * 1000, 2),
+                "hold_ticks": self.commits.hold_ticks,
+            },
+            realtime=self.loop.realtime,
         )
         self.result = result
         try:
@@ -702,5 +711,11 @@ def render_result(result: SessionResult) -> str:
         if result.first_trip:
             where = f" (record row {result.first_trip_row})" if result.first_trip_row else ""
             lines.append(f"First interlock trip: {result.first_trip}{where}")
+    if result.realtime and result.loop:
+        lines.append(
+            f"Loop: {result.loop['ticks']:,} ticks, longest period {result.loop['longest_period_ms']:.1f} ms "
+            f"(watchdog limit {PERIOD_S * hard.LOOP_MISSED_PERIODS * 1000:.0f} ms), "
+            f"{result.loop['hold_ticks']} ticked while the record committed"
+        )
     lines.append(f"Record: {result.record_path}  (verify: rfa record verify {result.record_path})")
     return "\n".join(lines)

@@ -51,6 +51,7 @@ def test_a_short_procedure_completes_in_real_time(generator_url: str, tmp_path: 
     assert summary["overshoot_c"] <= 2.0
     assert summary["hold_rms_error_c"] is not None and summary["hold_rms_error_c"] <= 1.0
     assert result["link"]["crc_errors"] == 0
+    assert result["realtime"] and 0 < result["loop"]["longest_period_ms"] <= 20, result["loop"]
     reader = RecordReader(Path(result["record_path"]))
     assert reader.verify().ok
     # Real time at 100 Hz: the record holds about 100 telemetry frames (x 4 channels) per second of run.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_bridge.clock import RealClock, SimClock
+from firmware_bridge.errors import LinkError
 from firmware_bridge.framing import Frame, FrameEncoder, FrameParser
 from firmware_bridge.messages import (
     Ack,
@@ -487,14 +489,26 @@ def test_advance_needs_a_sim_clock() -> None:
     assert sim.counters.frames_unsent_no_host > 0
 
 
-def test_in_real_time_the_devices_step_in_the_slack_before_the_sleep() -> None:
-    """Stepping the simulated devices after waking would delay every tick by the probe's rendering."""
-    events: list[str] = []
+def test_in_real_time_the_devices_step_on_their_own_thread_and_a_failure_is_a_lost_link() -> None:
+    """Stepping the simulated devices in the loop's thread put the tissue model on its critical path."""
+    stepped_on: list[str] = []
+    failing = threading.Event()
 
-    class _Clock(RealClock):
-        def sleep_until(self, t: float) -> None:
-            events.append("sleep")
+    def generator() -> None:
+        stepped_on.append(threading.current_thread().name)
+        if failing.is_set():
+            raise RuntimeError("tissue model diverged")
 
-    pacer = Realtime(_Clock(), [lambda: events.append("generator"), lambda: events.append("probe")])
-    pacer.sleep_until(0.0)
-    assert events == ["generator", "probe", "sleep"]
+    clock = RealClock()
+    pacer = Realtime(clock, [generator], tick_s=0.001)
+    try:
+        pacer.sleep_until(clock.now() + 0.05)
+        assert len(stepped_on) >= 10 and set(stepped_on) == {"sim-devices"}
+        failing.set()
+        deadline = clock.now() + 2.0
+        while pacer.failure is None and clock.now() < deadline:
+            clock.sleep_until(clock.now() + 0.005)
+        with pytest.raises(LinkError, match="in-process simulator stopped: RuntimeError: tissue model diverged"):
+            pacer.sleep_until(clock.now())
+    finally:
+        pacer.close()

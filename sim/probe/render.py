@@ -284,7 +284,7 @@ _NONE: Final = np.zeros((0, 0))
 """No needle, no gas: an empty field the compiled composer skips."""
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _mixed(
     a: npt.NDArray[np.complex128],
     b: npt.NDArray[np.complex128],
@@ -304,7 +304,7 @@ def _mixed(
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _compose_rf(
     a: npt.NDArray[np.complex128],
     b: npt.NDArray[np.complex128],
@@ -323,7 +323,7 @@ def _compose_rf(
             out[i, j] = min(max(r, -I16_FULL_SCALE), I16_FULL_SCALE)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _compose_envelope(
     a: npt.NDArray[np.complex128],
     b: npt.NDArray[np.complex128],

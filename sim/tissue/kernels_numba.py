@@ -3,6 +3,8 @@ one explicit thermal step.
 
 ``kernels_numpy`` holds the same algorithm in plain numpy with the same arithmetic, term by term, as
 the reference for tests and the benchmark. Change both together.
+They release the GIL (``nogil=True``): in a real-time in-process run the simulated generator steps the
+tissue on its own thread (``sim.lockstep.Realtime``), and the control loop must not wait for a step.
 Array layout: cells ``[j, i]`` (z, r); r-faces ``[j, i]`` with i = 0..nr (face i lies below cell i);
 z-faces ``[j, i]`` with j = 0..nz. Out-of-grid neighbours contribute a zero conductance times a zero value.
 """
@@ -19,7 +21,7 @@ from sim.tissue.mesh import FloatArray
 KELVIN = 273.15
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def conductivity(
     temp_c: FloatArray,
     desiccation: FloatArray,
@@ -45,7 +47,7 @@ def conductivity(
             resistivity[j, i] = 1.0 / sigma[j, i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def face_conductances(
     sigma: FloatArray,
     resistivity: FloatArray,
@@ -86,7 +88,7 @@ def face_conductances(
             inv_diag[j, i] = active[j, i] / (total + (1.0 - active[j, i]))
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, nogil=True, boundscheck=False)
 def sor_sweeps(
     phi: FloatArray,
     g_r: FloatArray,
@@ -131,7 +133,7 @@ def sor_sweeps(
     return sweeps, unsettled
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, nogil=True, boundscheck=False)
 def _pack_colours(
     phi: FloatArray,
     g_r: FloatArray,
@@ -170,7 +172,7 @@ def _pack_colours(
             packed[4, colour, q] = inv_diag[j, i] if cell else 0.0
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, nogil=True, boundscheck=False)
 def _colour_sweep(
     packed: FloatArray,
     colour: int,
@@ -210,7 +212,7 @@ def _colour_sweep(
     return unsettled
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, nogil=True, boundscheck=False)
 def _unpack_colours(potentials: FloatArray, width: int, phi: FloatArray) -> None:
     """Copy the packed potentials back into the padded grid (interior cells; the ghosts stay 0)."""
     nz, nr = phi.shape[0] - 2, phi.shape[1] - 2
@@ -220,7 +222,7 @@ def _unpack_colours(potentials: FloatArray, width: int, phi: FloatArray) -> None
             phi[row, col] = potentials[n % 2, n // 2]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def joule_weights(
     phi: FloatArray,
     g_r: FloatArray,
@@ -255,7 +257,7 @@ def joule_weights(
     return far
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def thermal_step(
     temp_c: FloatArray,
     enthalpy_j_m3: FloatArray,

@@ -137,17 +137,22 @@ def test_a_real_time_procedure_whose_disk_is_slow_keeps_its_period(
     cart = simulated_cart(plan, clock, seed=2, physical=False, probe=False)
     generator = RfGenerator(cart.host_transport, clock)
     record = ProcedureRecord(tmp_path / "slow-disk.rfa.db", clock)
-    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Realtime(clock, cart.devices),
+    pacer = Realtime(clock, cart.devices)
+    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=pacer,
                                record=record, operator=ScriptedOperator(plan), realtime=True)
     try:
         for _ in session.steps():
             if session.procedure.state is State.STIMULATING:
                 session.request_stop("test: enough")
     finally:
+        pacer.close()
         record.close()
     assert slow.is_set()
     reader = RecordReader(record.path)
     alarms = [row.payload for row in reader.rows("alarm") if row.payload["event"] == "trip"]
     assert [a["interlock"] for a in alarms] == ["operator_stop"], alarms
     assert [row.payload["dest"] for row in reader.rows("state")] == ["self_test", "standby", "stimulating", "stopped"]
+    assert session.result is not None and session.result.realtime
+    assert 0 < session.result.loop["longest_period_ms"] < 20, session.result.loop
+    assert session.result.loop["hold_ticks"] == session.commits.hold_ticks
     assert session.commits.hold_ticks >= 5 * 4, "each 60 ms commit was waited for with the loop ticking"
