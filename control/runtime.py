@@ -9,6 +9,11 @@ Two interpreter behaviours, harmless in a batch job, are hazards for a 100 Hz lo
   frozen out of collection (:func:`gc.freeze`); and the loop collects in its slack, after a tick's work
   and before it sleeps: the young generation every tick, the middle one every ``MIDDLE_EVERY`` ticks,
   all of it every ``FULL_EVERY`` ticks. Each pass is short because each generation is collected often.
+  What survives a full pass is frozen too, so the next full pass walks only what survived since: a
+  procedure's heap grows for as long as it runs (traces, frames, record rows in flight), and without
+  this the full pass grew with it, towards the watchdog's limit. The price is that a reference cycle
+  among frozen objects is freed only when the loop stops (objects freed by reference counting, nearly
+  all of them, go at once, frozen or not).
 - **The GIL switch interval** (5 ms by default) is how long a thread that wants the interpreter waits
   before the running thread is made to let go. When the record's writer holds the GIL as a tick begins,
   the loop would wait up to 5 ms; the watchdog's thread likewise. The interval is lowered while the loop
@@ -74,6 +79,7 @@ class LoopRuntime:
         self._ticks += 1
         if self._ticks % FULL_EVERY == 0:
             gc.collect(2)
+            gc.freeze()  # the survivors: the next full pass walks only what is newer (module docstring)
         elif self._ticks % MIDDLE_EVERY == 0:
             gc.collect(1)
         else:
@@ -87,7 +93,9 @@ class LoopRuntime:
         self._entered = False
         _active = None
         sys.setswitchinterval(self._switch_interval_s)
-        if not self._was_frozen:  # a freeze the process made before the loop is the process's to undo
+        # A freeze the process made before the loop is the process's to undo (and the survivors frozen
+        # since cannot be told apart from it: they stay frozen with it).
+        if not self._was_frozen:
             gc.unfreeze()
         if self._gc_was_enabled:
             gc.enable()

@@ -114,6 +114,38 @@ def test_the_slack_collects_each_generation_on_its_turn(runtime: LoopRuntime, mo
     assert set(generations[: MIDDLE_EVERY - 1]) == {0}
 
 
+def _tracked_ids() -> set[int]:
+    """The objects a collection walks (the frozen ones are not among them)."""
+    return {id(o) for o in gc.get_objects()}
+
+
+def test_what_survives_a_full_pass_is_frozen_so_later_passes_do_not_walk_it(runtime: LoopRuntime) -> None:
+    survivor: list[list[int]] = [[] for _ in range(3)]  # made while the loop runs, kept for the procedure
+    assert id(survivor) in _tracked_ids()
+    for _ in range(FULL_EVERY - 1):
+        runtime.slack()
+    assert id(survivor) in _tracked_ids()  # young and middle passes leave it to the full one
+    runtime.slack()
+    assert id(survivor) not in _tracked_ids()
+    runtime.exit()
+    assert id(survivor) in _tracked_ids()  # the loop gives it back to the collector when it stops
+
+
+def test_a_cycle_frozen_by_a_full_pass_is_freed_once_the_loop_stops(runtime: LoopRuntime) -> None:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    watched = weakref.ref(a)
+    for _ in range(FULL_EVERY):
+        runtime.slack()  # the cycle is still referenced: it survives and is frozen
+    del a, b
+    for _ in range(FULL_EVERY):
+        runtime.slack()
+    assert watched() is not None  # the price of freezing survivors: the loop never walks them again
+    runtime.exit()
+    gc.collect()
+    assert watched() is None
+
+
 def test_outside_enter_the_slack_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)

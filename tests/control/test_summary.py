@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from control.summary import ChannelTrace, summarise, summary_table
@@ -37,3 +39,12 @@ def test_a_lesion_that_never_reached_temperature_says_so() -> None:
     s = summarise(t)
     assert s.time_to_set_s is None and s.hold_rms_error_c is None
     assert "impedance_low" in summary_table([s]).splitlines()[-1]
+
+
+def test_a_trace_gives_the_collector_nothing_to_walk() -> None:
+    # Every lesion's trace is kept until the summary; a container of samples would be walked by each of
+    # the real-time loop's full collections, which would then grow with the procedure (control.runtime).
+    t = trace()
+    for series in (t.t_s, t.tip_temp_c, t.impedance_ohm, t.power_w):
+        assert len(series) == 21
+        assert len(gc.get_referents(series)) <= 1  # at most its type, whatever its length
