@@ -20,13 +20,13 @@ from typing import Final
 import sim.cli
 import sim.tissue.cli
 from benchmarks import runner as bench_runner
-from control import probe_cli, record_cli
+from control import campaign, probe_cli, record_cli
 from control.display import ProgressDisplay
 from control.guidance import ProbeGuidance
 from control.guidance_thread import GuidanceThread
 from control.loop import Guidance, Pacer
 from control.operator import ConsoleOperator, Operator, ScriptedOperator
-from control.record import ProcedureRecord, RecordError
+from control.record import ProcedureRecord, RecordError, RecordReader
 from control.record_cli import DEFAULT_RECORD_DIR, RECORD_SUFFIX
 from control.session import ProcedureSession, render_result
 from firmware_bridge.clock import Clock, RealClock, SimClock
@@ -35,10 +35,11 @@ from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import MESSAGE_TYPES, ElectrodeFlag, ElectrodeSlot, GeneratorState, SelfTestCheck
 from firmware_bridge.probe import FrameFormat, ProbeAddress, UltrasoundProbe
 from firmware_bridge.transport import Transport, memory_pair, open_transport
-from safety.config import CartConfig, load_config
+from safety.config import CartConfig, SafetyLimits, load_config
 from safety.errors import RefusedInput
 from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, load_plan
-from sim.generator import Fault, SimGenerator, load_faults
+from sim.generator import Fault, FaultKind, SimGenerator, load_faults
+from sim.link_faults import FaultyTransport, LinkFaultConfig
 from sim.lockstep import Lockstep, Realtime
 from sim.probe import NeedlePose, SimProbe, SimProbeBackend, SimProbeConfig
 from sim.tissue import LumpedTissue, RfLesionModel, TissueModel, warm_up_kernels
@@ -380,6 +381,102 @@ def _protocol(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- rfa campaign ---------------------------------------------------------------------------------------
+def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.Injection | None, run: int,
+                  args: argparse.Namespace, record_dir: Path) -> tuple[campaign.RunOutcome, campaign.DeviceTrace]:
+    """One procedure in simulated time with ``injection``, its generator's outputs sampled every step."""
+    clock = SimClock()
+    faults: list[Fault] = []
+    if injection is not None and injection.kind != campaign.LINK_UNPLUG:
+        faults.append(Fault(FaultKind(injection.kind), injection.at_s, injection.channel, injection.duration_s))
+    cart = simulated_cart(plan, clock, seed=args.seed * 1000 + run, faults=faults, physical=args.physical,
+                          probe=plan.imaging_required)
+    transport = cart.host_transport
+    if injection is not None and injection.kind == campaign.LINK_UNPLUG:
+        unplugged_s = 3600.0 if injection.duration_s is None else injection.duration_s
+        transport = FaultyTransport(transport, clock, LinkFaultConfig(unplug=((injection.at_s, unplugged_s),)))
+    device = campaign.DeviceTrace()
+    channels = cart.generator_sim.channels
+
+    def sample() -> None:
+        device.sample(clock.now(), sum(1 << i for i, ch in enumerate(channels) if ch.output_on),
+                      [ch.reading.tip_temp_c for ch in channels])
+
+    generator = RfGenerator(transport, clock)
+    record = ProcedureRecord(record_dir / f"run-{run:03d}{RECORD_SUFFIX}", clock, meta={
+        "plan_name": plan.name, "campaign_run": str(run),
+        "fault": "none" if injection is None else injection.describe(),
+    })
+    probe: UltrasoundProbe | None = None
+    guidance: ProbeGuidance | None = None
+    if cart.probe_sim is not None:
+        probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
+        guidance = ProbeGuidance(probe, clock, record, guided_channel=plan.lesions[0].channel)
+    pacer = Lockstep(clock, [*cart.devices, sample])
+    session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=pacer, record=record,
+                               operator=ScriptedOperator(plan), guidance=guidance, limits=limits)
+    try:
+        result = session.run()
+        # The generator goes on after the host's procedure ends: a cut link leaves output to its own watchdog.
+        pacer.sleep_until(clock.now() + campaign.AFTERMATH_S)
+    finally:
+        record.close()
+        generator.close()
+        if probe is not None:
+            probe.close()
+    reader = RecordReader(result.record_path)
+    try:
+        verified = reader.verify()
+        trips = [campaign.Trip(row.mono, row.payload["interlock"], row.payload.get("channel"))
+                 for row in reader.rows("alarm") if row.payload.get("event") == "trip"]
+    finally:
+        reader.close()
+    outcome = campaign.judge(run, injection, plan, exit_code=result.exit_code, final_state=result.final_state,
+                             trips=trips, device=device, record_ok=verified.ok, record_rows=verified.rows)
+    return outcome, device
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    err = sys.stderr
+    try:
+        config, plan = _load_inputs(args)
+    except RefusedInput as exc:
+        print(f"rfa campaign: {exc}", file=err)
+        return EXIT_USAGE
+    unknown = sorted(set(args.kinds or ()) - set(campaign.KINDS))
+    if unknown:
+        print(f"rfa campaign: unknown fault kind(s) {unknown}; known: {', '.join(campaign.KINDS)}", file=err)
+        return EXIT_USAGE
+    if args.runs < 1:
+        print(f"rfa campaign: --runs must be at least 1, not {args.runs}", file=err)
+        return EXIT_USAGE
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    record_dir = (args.record or config.record_dir) / f"campaign-{stamp}-seed{args.seed}"
+    record_dir.mkdir(parents=True, exist_ok=True)
+    say = (lambda text: None) if args.json else (lambda text: print(text, file=err, flush=True))
+    say(f"Campaign: plan {plan.name!r}, {args.runs} fault run(s) from seed {args.seed}, records in {record_dir}")
+    limits = config.effective_limits
+    baseline, device = _campaign_run(plan, limits, None, 0, args, record_dir)
+    outcomes = [baseline]
+    say(f"run 0: no fault: {baseline.final_state}, {baseline.verdict}")
+    window = device.window()
+    if window is None:
+        print(campaign.render_table(outcomes), file=err)
+        print("rfa campaign: the fault-free run never turned output on; nothing to inject into", file=err)
+        return EXIT_FAULT
+    injections = campaign.draw_injections(args.runs, args.seed, [lesion.channel for lesion in plan.lesions],
+                                          window, args.kinds or campaign.KINDS)
+    for run, injection in enumerate(injections, start=1):
+        outcome, _ = _campaign_run(plan, limits, injection, run, args, record_dir)
+        outcomes.append(outcome)
+        say(f"run {run}: {injection.describe()}: {outcome.final_state}, {outcome.verdict}")
+    if args.json:
+        print(json.dumps({"records": str(record_dir), "runs": [o.as_dict() for o in outcomes]}, indent=2))
+    else:
+        print(campaign.render_table(outcomes))
+    return EXIT_OK if all(o.passed for o in outcomes) else EXIT_FAULT
+
+
 # -- rfa probe ------------------------------------------------------------------------------------------
 def _probe_factory(args: argparse.Namespace) -> probe_cli.ProbeFactory:
     address = probe_cli.parse_probe_target(args.probe)
@@ -442,6 +539,27 @@ def build_parser() -> argparse.ArgumentParser:
     probe_cmd = commands.add_parser("probe", help="the ultrasound probe at the bench: info, stream, snapshot")
     probe_cli.add_arguments(probe_cmd)
     probe_cmd.set_defaults(handler=_probe)
+
+    campaign_cmd = commands.add_parser(
+        "campaign", help="a seeded fault campaign: one fault per procedure, judged by what the simulator did",
+        description="Run the plan on the in-process simulator in simulated time, once without a fault and then "
+        "once per drawn fault (generator faults and link unplugs, on planned channels, during output), and check "
+        "each run against what the simulated generator really did: output off at the end, stopped within two "
+        "periods of the first trip, faults during output detected, record intact. Exit 1 if a run fails.")
+    campaign_cmd.add_argument("--runs", type=int, default=len(campaign.KINDS),
+                              help=f"fault runs after the fault-free one (default {len(campaign.KINDS)}: "
+                              "each kind once)")
+    campaign_cmd.add_argument("--seed", type=int, default=0, help="draws the faults (kind order, channel, time)")
+    campaign_cmd.add_argument("--kinds", type=lambda text: text.split(","), metavar="K1,K2",
+                              help=f"fault kinds to draw from (default all: {', '.join(campaign.KINDS)})")
+    campaign_cmd.add_argument("--plan", type=Path, help="lesion plan TOML (default: three genicular lesions)")
+    campaign_cmd.add_argument("--config", type=Path, help="cart configuration TOML (tighter limits)")
+    campaign_cmd.add_argument("--record", type=Path, metavar="DIR",
+                              help=f"where the campaign's directory of records goes (default: {DEFAULT_RECORD_DIR})")
+    campaign_cmd.add_argument("--physical", action="store_true",
+                              help="the finite-difference tissue model (slower) instead of the lumped one")
+    campaign_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    campaign_cmd.set_defaults(handler=_campaign)
 
     bench_cmd = commands.add_parser("bench", help="run the benchmarks against their targets")
     bench_runner.add_arguments(bench_cmd)

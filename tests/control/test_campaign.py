@@ -1,0 +1,157 @@
+"""``rfa campaign``: faults drawn from a seed, and each run judged by what the simulated generator did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from control import campaign
+from control.campaign import DeviceTrace, Injection, Trip, draw_injections, judge
+from control.cli import main
+from safety.plan import default_genicular_plan
+from tests.control.test_cli_run import write_plan
+
+PLAN = default_genicular_plan()  # channels 1, 2, 3
+
+
+@given(st.integers(0, 2**32), st.integers(1, 30), st.floats(0.0, 100.0), st.floats(0.1, 100.0))
+def test_draws_cover_every_kind_first_and_stay_on_planned_channels_in_the_window(
+    seed: int, runs: int, start: float, length: float
+) -> None:
+    drawn = draw_injections(runs, seed, [1, 2, 3], (start, start + length))
+    assert drawn == draw_injections(runs, seed, [1, 2, 3], (start, start + length))  # the seed decides all
+    assert len(drawn) == runs
+    first = [i.kind for i in drawn[: len(campaign.KINDS)]]
+    assert len(set(first)) == len(first)  # no kind repeats before every kind has had its turn
+    for injection in drawn:
+        assert injection.channel in (1, 2, 3)
+        assert start - 0.01 <= injection.at_s <= start + length + 0.01
+        assert injection.duration_s is None or 0.2 <= injection.duration_s <= 5.0
+
+
+@st.composite
+def traces(draw: st.DrawFn) -> list[tuple[float, int]]:
+    """Device samples every 10 ms: (time, mask on)."""
+    masks = draw(st.lists(st.integers(0, 15), min_size=1, max_size=60))
+    return [(k * 0.01, m) for k, m in enumerate(masks)]
+
+
+@given(traces(), st.integers(0, 70), st.integers(1, 15))
+def test_device_trace_answers_as_the_samples_say(samples: list[tuple[float, int]], at: int, mask: int) -> None:
+    trace = DeviceTrace()
+    for t, m in samples:
+        trace.sample(t, m)
+    t = at * 0.01
+    seen = [m for s, m in samples if s <= t + 1e-12]
+    on_now = bool(seen and seen[-1] & mask)
+    assert trace.on_at(t, mask) == on_now
+    later_off = [s for s, m in samples if s > t + 1e-12 and not m & mask]
+    expected = t if not on_now else (later_off[0] if later_off else None)
+    stopped = trace.stopped_at(t, mask)
+    assert (stopped is None) == (expected is None)
+    if expected is not None and stopped is not None:
+        assert stopped == pytest.approx(expected)
+    assert trace.final_mask == samples[-1][1]
+
+
+def _device(*changes: tuple[float, int]) -> DeviceTrace:
+    trace = DeviceTrace()
+    for t, mask in changes:
+        trace.sample(t, mask)
+    return trace
+
+
+def _judge(injection: Injection | None, trips: list[Trip], device: DeviceTrace, exit_code: int = 1,
+           record_ok: bool = True) -> campaign.RunOutcome:
+    return judge(1, injection, PLAN, exit_code=exit_code, final_state="fault" if exit_code else "standby",
+                 trips=trips, device=device, record_ok=record_ok, record_rows=10)
+
+
+SHORT = Injection("impedance_short", 1, 50.0, None)
+
+
+def test_a_trip_that_stops_its_channel_within_two_periods_passes() -> None:
+    outcome = _judge(SHORT, [Trip(50.01, "impedance_low", 1)], _device((10.0, 0b111), (50.02, 0b110), (60.0, 0)))
+    assert outcome.passed and outcome.verdict == "ok"
+    assert outcome.fault_met_rf and outcome.stopped_after_ms == pytest.approx(10.0)
+
+
+def test_output_that_runs_on_after_a_trip_fails() -> None:
+    outcome = _judge(SHORT, [Trip(50.01, "impedance_low", 1)], _device((10.0, 0b111), (50.06, 0b110), (60.0, 0)))
+    assert not outcome.passed and "50 ms after the impedance_low trip" in outcome.problems[0]
+
+
+def test_a_cut_link_is_allowed_the_generators_own_heartbeat_timeout() -> None:
+    unplug = Injection(campaign.LINK_UNPLUG, 1, 50.0, None)
+    stops_on_its_own = _device((10.0, 0b111), (50.3, 0))
+    assert _judge(unplug, [Trip(50.05, "telemetry_stale", None)], stops_on_its_own).passed
+    too_late = _device((10.0, 0b111), (50.5, 0))
+    assert not _judge(unplug, [Trip(50.05, "telemetry_stale", None)], too_late).passed
+
+
+def test_output_on_at_the_end_fails_whatever_else_happened() -> None:
+    outcome = _judge(None, [], _device((10.0, 0b1)), exit_code=0)
+    assert outcome.problems == ["output still on at the end (mask 0x01)"]
+
+
+def test_a_fault_during_output_that_trips_nothing_fails_unless_it_may_hide() -> None:
+    device = _device((10.0, 0b111), (100.0, 0))
+    assert not _judge(SHORT, [], device, exit_code=0).passed
+    frozen = _judge(Injection("thermocouple_frozen", 1, 50.0, None), [], device, exit_code=0)
+    assert frozen.passed and frozen.verdict == "tolerated"
+    before_output = _judge(Injection("impedance_short", 1, 5.0, 1.0), [], device, exit_code=0)
+    assert before_output.passed and not before_output.fault_met_rf
+
+
+def test_a_trip_with_exit_0_or_a_broken_record_fails() -> None:
+    device = _device((10.0, 0b111), (50.01, 0b110), (60.0, 0))
+    assert "but exit 0" in _judge(SHORT, [Trip(50.01, "impedance_low", 1)], device, exit_code=0).problems[0]
+    assert _judge(SHORT, [Trip(50.01, "impedance_low", 1)], device, record_ok=False).problems == [
+        "the record does not verify"
+    ]
+
+
+def test_a_tip_that_really_got_hotter_than_its_trip_level_fails_even_unseen() -> None:
+    # Channel 1 of the default plan trips above 85 °C (80 + 5); its thermocouple froze at 80 °C.
+    frozen = Injection("thermocouple_frozen", 1, 50.0, None)
+    device = _device((10.0, 0b111), (100.0, 0))
+    device.sample(100.0, 0, [80.5, 79.0, 81.0, 37.0])
+    assert _judge(frozen, [], device, exit_code=0).verdict == "tolerated"
+    device.sample(100.01, 0, [86.5, 79.0, 81.0, 37.0])
+    outcome = _judge(frozen, [], device, exit_code=0)
+    assert outcome.true_tip_max_c == pytest.approx(86.5)
+    assert outcome.problems == ["ch1 tip really reached 86.5 °C, trip level 85.0 °C"]
+
+
+def test_a_fault_free_run_that_trips_fails() -> None:
+    device = _device((10.0, 0b111), (50.01, 0))
+    assert not _judge(None, [Trip(50.0, "over_temperature", 1)], device).passed
+
+
+def test_the_command_runs_a_campaign_and_judges_each_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = write_plan(tmp_path)
+    code = main(["campaign", "--plan", str(plan), "--runs", "2", "--kinds", "impedance_short,link_unplug",
+                 "--seed", "4", "--record", str(tmp_path / "records"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    runs = report["runs"]
+    assert code == 0, runs
+    assert runs[0]["injection"] is None and runs[0]["final_state"] == "standby"
+    assert all(r["true_tip_max_c"] is not None and r["true_tip_max_c"] > 40.0 for r in runs)
+    kinds = {r["injection"]["kind"]: r for r in runs[1:]}
+    assert set(kinds) == {"impedance_short", "link_unplug"}
+    for run in runs[1:]:
+        assert run["verdict"] == "ok"
+        if run["fault_met_rf"]:
+            assert run["first_trip"] is not None and run["exit_code"] == 1
+    records = sorted((Path(report["records"])).glob("run-*.rfa.db"))
+    assert len(records) == 3
+
+
+def test_an_unknown_fault_kind_exits_2_naming_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["campaign", "--kinds", "meteor"]) == 2
+    err = capsys.readouterr().err
+    assert "meteor" in err and "impedance_short" in err
