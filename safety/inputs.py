@@ -71,10 +71,12 @@ class ChannelTrend(NamedTuple):
     slew_c_per_s: float = 0.0
     """Tip temperature change per second between the last two samples."""
     unchanged_since_s: float = 0.0
-    """Generator time of the last change of the tip temperature reading."""
+    """Generator time of the last change of the tip temperature reading, or of output turning on or off:
+    the frozen-thermocouple window. A reading that froze before RF started is judged from the start of RF
+    (what the tip did while no power flowed says nothing of whether its thermocouple follows power)."""
     power_min_w: float = 0.0
     power_max_w: float = 0.0
-    """Measured power range since the tip temperature reading last changed."""
+    """Measured power range over that window."""
     powered_on: bool = False
     """Whether the gate had output commanded on at the last sample."""
     temp_at_on_c: float = 0.0
@@ -92,7 +94,7 @@ class ChannelTrend(NamedTuple):
 
     @property
     def frozen_s(self) -> float:
-        """How long the tip temperature reading has not moved by one count."""
+        """How long the tip temperature reading has not moved by one count, with output on or off throughout."""
         return 0.0 if self.gen_time_s is None else self.gen_time_s - self.unchanged_since_s
 
     @property
@@ -128,7 +130,7 @@ def advance_trend(
         dt = gen_time_s - last_t
         slew = (temp - trend.tip_temp_centi_c) / 100.0 / dt
         changed = temp != trend.tip_temp_centi_c
-    if changed:
+    if changed or output_on != trend.powered_on:
         unchanged_since, p_min, p_max = gen_time_s, power_w, power_w
     else:
         unchanged_since = trend.unchanged_since_s

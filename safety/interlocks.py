@@ -567,11 +567,15 @@ def check_thermocouple_implausible(inputs: SafetyInputs, rules: ChannelRules, no
 
 
 def check_thermocouple_frozen(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
-    """The reading has not moved while delivered power swung: the thermocouple is not reading the tip."""
+    """With output on, the reading has not moved while delivered power swung: the thermocouple is not reading
+    the tip. The window starts when output comes on at the latest, so a reading that froze before RF (at
+    body temperature, where a still reading is normal) is caught once the ramp moves the power; requiring
+    the power never to fall below a minimum, as this check once did, let exactly that case through (the
+    window held the unpowered samples), and the fault campaign found the tip at 96 °C."""
     trend = inputs.trends[rules.index]
     if (
-        trend.frozen_s > hard.THERMOCOUPLE_FROZEN_S
-        and trend.power_min_w >= hard.THERMOCOUPLE_FROZEN_MIN_POWER_W
+        trend.powered_on
+        and trend.frozen_s > hard.THERMOCOUPLE_FROZEN_S
         and trend.power_max_w - trend.power_min_w > hard.THERMOCOUPLE_FROZEN_POWER_SWING_W
     ):
         return _ch(

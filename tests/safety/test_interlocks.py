@@ -577,6 +577,33 @@ def test_energy_integrates_measured_power_while_on(powers: list[int]) -> None:
     assert trend.energy_since_on_j == pytest.approx(sum(p / 100 * 0.01 for p in powers[1:]))
 
 
+def _frozen_then(samples: list[tuple[bool, float]], start_s: float = 10.0) -> ChannelTrend:
+    """A reading stuck at 37 °C through ``(output on, power W)`` samples 10 ms apart."""
+    trend = ChannelTrend()
+    for i, (output_on, power_w) in enumerate(samples):
+        trend = advance_trend(trend, channel(37.0, power_w=power_w), start_s + i * 0.01, output_on)
+    return trend
+
+
+def test_a_thermocouple_frozen_before_rf_is_caught_once_the_ramp_moves_the_power() -> None:
+    # Frozen at body temperature for 5 s before RF (normal: nothing heats it), then RF ramps from 0 W.
+    idle = [(False, 0.0)] * 500
+    ramp = [(True, min(25.0, i * 0.05)) for i in range(1, 400)]
+    at_3_s = _frozen_then(idle + ramp[:290])
+    assert at_3_s.frozen_s < hard.THERMOCOUPLE_FROZEN_S  # the window started when output came on
+    assert not _tripped(InterlockId.THERMOCOUPLE_FROZEN, inputs(trends={1: at_3_s}))
+    later = _frozen_then(idle + ramp)
+    assert later.frozen_s > hard.THERMOCOUPLE_FROZEN_S
+    assert _tripped(InterlockId.THERMOCOUPLE_FROZEN, inputs(trends={1: later}))
+
+
+def test_a_still_reading_with_output_off_is_never_frozen() -> None:
+    # Output just went off: the measurement falls from 8 W to 0 while the reading stands still.
+    trend = _frozen_then([(True, 8.0)] * 10 + [(False, 8.0)] + [(False, 0.0)] * 500)
+    assert trend.frozen_s > hard.THERMOCOUPLE_FROZEN_S and trend.power_max_w - trend.power_min_w > 2.0
+    assert not _tripped(InterlockId.THERMOCOUPLE_FROZEN, inputs(trends={1: trend}))
+
+
 def test_trend_restarts_when_output_goes_off_or_the_generator_clock_jumps_back() -> None:
     trend = _rolloff_trend(80.0)
     assert trend.impedance_rise_ohm > 0
