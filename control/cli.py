@@ -20,7 +20,7 @@ from typing import Final
 import sim.cli
 import sim.tissue.cli
 from benchmarks import runner as bench_runner
-from control import campaign, probe_cli, record_cli
+from control import campaign, history, probe_cli, record_cli
 from control.display import ProgressDisplay
 from control.guidance import ProbeGuidance
 from control.guidance_thread import GuidanceThread
@@ -405,6 +405,7 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
     generator = RfGenerator(transport, clock)
     record = ProcedureRecord(record_dir / f"run-{run:03d}{RECORD_SUFFIX}", clock, meta={
         "plan_name": plan.name, "campaign_run": str(run),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "fault": "none" if injection is None else injection.describe(),
     })
     probe: UltrasoundProbe | None = None
@@ -539,6 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     probe_cmd = commands.add_parser("probe", help="the ultrasound probe at the bench: info, stream, snapshot")
     probe_cli.add_arguments(probe_cmd)
     probe_cmd.set_defaults(handler=_probe)
+
+    history_cmd = commands.add_parser("history", help="the procedures run on this cart: outcome and lesions",
+                                      description="Every procedure in the record directory, oldest first: when, "
+                                      "which plan, how it ended and why, and each lesion's channel, set "
+                                      "temperature, RF time, energy and predicted size.")
+    history.add_arguments(history_cmd)
+    history_cmd.set_defaults(handler=history.run)
 
     campaign_cmd = commands.add_parser(
         "campaign", help="a seeded fault campaign: one fault per procedure, judged by what the simulator did",

@@ -1,0 +1,76 @@
+"""``rfa history``: each procedure's outcome and lesions, read back from its record."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from control.cli import main
+from control.record import ProcedureRecord
+from firmware_bridge.clock import SimClock
+from tests.control.test_cli_run import write_plan
+
+
+def _history(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, object]]:
+    assert main(["history", *args, "--json"]) == 0
+    entries: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+    return entries
+
+
+def test_a_completed_and_a_faulted_procedure_read_back_with_their_lesions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(tmp_path)
+    records = tmp_path / "records"
+    assert main(["run", "--yes", "--probe", "none", "--plan", str(plan), "--record", str(records)]) == 0
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[fault]]\nkind = "impedance_short"\nat_s = 8.0\nchannel = 1\n')
+    assert main(["run", "--yes", "--probe", "none", "--plan", str(plan), "--faults", str(faults),
+                 "--record", str(records)]) == 1
+    capsys.readouterr()
+    by_outcome = {entry["outcome"]: entry for entry in _history(capsys, "--dir", str(records), "--verify")}
+    complete, faulted = by_outcome["complete"], by_outcome["fault"]
+    assert complete["outcome"] == "complete" and complete["plan"] == "short" and complete["intact"] is True
+    [lesion] = complete["lesions"]  # type: ignore[misc]
+    assert lesion["channel"] == 1 and lesion["set_temp_c"] == 60.0
+    assert lesion["rf_time_s"] == pytest.approx(20.0, abs=0.1) and lesion["energy_j"] > 0
+    assert faulted["outcome"] == "fault" and "impedance_low" in str(faulted["reason"])
+    assert faulted["alarms"] == 1
+    assert main(["history", "--dir", str(records), "--last", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.count(".rfa.db") == 1 and "°C" in text
+
+
+def _unfinished(path: Path, source: str, dest: str) -> None:
+    """A record whose procedure got as far as one state change and never wrote its summary."""
+    record = ProcedureRecord(path, SimClock(), meta={"plan_name": "p", "started": "2026-01-01"})
+    record.append_durable("state", {"source": source, "dest": dest})
+    record.close()
+
+
+def test_a_record_without_a_summary_is_an_interrupted_procedure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _unfinished(tmp_path / "died.rfa.db", "standby", "ramping")
+    [entry] = _history(capsys, "--dir", str(tmp_path))
+    assert entry["outcome"] == "interrupted" and entry["final_state"] == "ramping" and entry["lesions"] == []
+    assert main(["history", "--dir", str(tmp_path)]) == 0
+    assert "interrupted (last state ramping)" in capsys.readouterr().out
+
+
+def test_a_tampered_record_is_flagged_and_a_stray_file_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _unfinished(tmp_path / "a.rfa.db", "off", "self_test")
+    db = sqlite3.connect(tmp_path / "a.rfa.db")
+    db.execute("UPDATE events SET payload = ? WHERE id = 1", ('{"dest":"standby"}',))
+    db.commit()
+    db.close()
+    (tmp_path / "b.rfa.db").write_text("not a database")
+    assert main(["history", "--dir", str(tmp_path), "--verify"]) == 0
+    captured = capsys.readouterr()
+    assert "RECORD BROKEN" in captured.out
+    assert "skipped" in captured.err and "b.rfa.db" in captured.err
