@@ -567,21 +567,32 @@ def check_thermocouple_implausible(inputs: SafetyInputs, rules: ChannelRules, no
 
 
 def check_thermocouple_frozen(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
-    """With output on, the reading has not moved while delivered power swung: the thermocouple is not reading
-    the tip. The window starts when output comes on at the latest, so a reading that froze before RF (at
-    body temperature, where a still reading is normal) is caught once the ramp moves the power; requiring
-    the power never to fall below a minimum, as this check once did, let exactly that case through (the
-    window held the unpowered samples), and the fault campaign found the tip at 96 °C."""
+    """With output on, the reading has not moved while delivered power swung, or has not moved for so long
+    that no live thermocouple would: it is not reading the tip.
+
+    The window starts when output comes on at the latest, so a reading that froze before RF (at body
+    temperature, where a still reading is normal) is caught once the ramp moves the power; requiring the
+    power never to fall below a minimum, as this check once did, let exactly that case through, and the
+    fault campaign found the tip at 96 °C. A reading that froze at the set temperature during a steady hold
+    gives the controller no reason to move the power, so the swing alone took 19 s to come, with the tip
+    6 °C over its set temperature: the stillness limit bounds that."""
     trend = inputs.trends[rules.index]
-    if (
-        trend.powered_on
-        and trend.frozen_s > hard.THERMOCOUPLE_FROZEN_S
-        and trend.power_max_w - trend.power_min_w > hard.THERMOCOUPLE_FROZEN_POWER_SWING_W
+    if not trend.powered_on:
+        return None
+    frozen_s = trend.frozen_s
+    if frozen_s > hard.THERMOCOUPLE_STILL_S:
+        return _ch(
+            InterlockId.THERMOCOUPLE_FROZEN,
+            rules,
+            f"tip reading unchanged for {frozen_s:.1f} s with output on (limit {hard.THERMOCOUPLE_STILL_S:.0f} s)",
+        )
+    if frozen_s > hard.THERMOCOUPLE_FROZEN_S and trend.power_max_w - trend.power_min_w > (
+        hard.THERMOCOUPLE_FROZEN_POWER_SWING_W
     ):
         return _ch(
             InterlockId.THERMOCOUPLE_FROZEN,
             rules,
-            f"tip reading unchanged for {trend.frozen_s:.1f} s "
+            f"tip reading unchanged for {frozen_s:.1f} s "
             f"while power swung {trend.power_min_w:.1f}.."
             f"{trend.power_max_w:.1f} W",
         )

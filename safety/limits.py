@@ -91,6 +91,10 @@ THERMOCOUPLE_MAX_SLEW_C_PER_S: Final = 100.0
 # than this while the power swung by more than the given amount (a real tip reacts within a second).
 THERMOCOUPLE_FROZEN_S: Final = 3.0
 THERMOCOUPLE_FROZEN_POWER_SWING_W: Final = 2.0
+# ... or for longer than this with output on, swing or not: a live tip under RF, read to 0.01 °C through an
+# amplifier's noise, does not give a thousand identical readings in a row, while a reading that froze at
+# the set temperature during a steady hold leaves the controller no reason to move the power.
+THERMOCOUPLE_STILL_S: Final = 10.0
 # Temperature not tracking power: once more than this energy has gone in since output came on, the tip
 # must have risen this far (or be within it of the set temperature); else the thermocouple is not where
 # the heat is.

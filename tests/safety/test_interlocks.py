@@ -196,6 +196,13 @@ CASES = [
         label="swing",
     ),
     Case(
+        InterlockId.THERMOCOUPLE_FROZEN,
+        lambda v: inputs(trends={1: _frozen_trend(v, 6.0, 6.0)}),
+        hard.THERMOCOUPLE_STILL_S,
+        0.01,
+        label="still",
+    ),
+    Case(
         InterlockId.TEMPERATURE_NOT_TRACKING,
         lambda v: inputs(trends={1: _tracking_trend(v, 38.0)}),
         hard.NOT_TRACKING_ENERGY_J,
