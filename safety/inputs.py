@@ -20,6 +20,7 @@ a dozen of them per 10 ms tick.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -70,13 +71,14 @@ class ChannelTrend(NamedTuple):
     tip_temp_centi_c: int | None = None
     slew_c_per_s: float = 0.0
     """Tip temperature change per second between the last two samples."""
-    unchanged_since_s: float = 0.0
-    """Generator time of the last change of the tip temperature reading, or of output turning on or off:
-    the frozen-thermocouple window. A reading that froze before RF started is judged from the start of RF
-    (what the tip did while no power flowed says nothing of whether its thermocouple follows power)."""
-    power_min_w: float = 0.0
-    power_max_w: float = 0.0
-    """Measured power range over that window."""
+    frozen_s: float = 0.0
+    """Generator seconds with output commanded on since the tip temperature reading last moved by one count:
+    the frozen-thermocouple window. Only time with output on counts, so a reading that froze before RF (at
+    body temperature, where stillness is normal) is judged from the start of RF, and switching output off
+    for a moment does not start the count again."""
+    power_min_w: float = math.inf
+    power_max_w: float = -math.inf
+    """Measured power range over the samples with output on in that window (inf, -inf: none yet)."""
     powered_on: bool = False
     """Whether the gate had output commanded on at the last sample."""
     temp_at_on_c: float = 0.0
@@ -91,11 +93,6 @@ class ChannelTrend(NamedTuple):
     generator-fault interlock reports it, so output never runs on a generator whose clock is stuck or has
     restarted. The first sample of a trend has nothing to advance past and never sets it.
     """
-
-    @property
-    def frozen_s(self) -> float:
-        """How long the tip temperature reading has not moved by one count, with output on or off throughout."""
-        return 0.0 if self.gen_time_s is None else self.gen_time_s - self.unchanged_since_s
 
     @property
     def impedance_rise_ohm(self) -> float:
@@ -130,11 +127,14 @@ def advance_trend(
         dt = gen_time_s - last_t
         slew = (temp - trend.tip_temp_centi_c) / 100.0 / dt
         changed = temp != trend.tip_temp_centi_c
-    if changed or output_on != trend.powered_on:
-        unchanged_since, p_min, p_max = gen_time_s, power_w, power_w
+    if changed:
+        frozen_s, p_min, p_max = 0.0, math.inf, -math.inf
     else:
-        unchanged_since = trend.unchanged_since_s
-        p_min, p_max = min(trend.power_min_w, power_w), max(trend.power_max_w, power_w)
+        frozen_s, p_min, p_max = trend.frozen_s, trend.power_min_w, trend.power_max_w
+        if output_on:
+            frozen_s += dt
+    if output_on:
+        p_min, p_max = min(p_min, power_w), max(p_max, power_w)
     if output_on:
         if trend.powered_on:
             temp_at_on = trend.temp_at_on_c
@@ -147,7 +147,7 @@ def advance_trend(
     else:
         temp_at_on, max_temp, energy, window = 0.0, 0.0, 0.0, ()
     return ChannelTrend(  # positionally, in field order: four of these a tick
-        gen_time_s, temp, slew, unchanged_since, p_min, p_max, output_on, temp_at_on, max_temp, energy, window, stalled
+        gen_time_s, temp, slew, frozen_s, p_min, p_max, output_on, temp_at_on, max_temp, energy, window, stalled
     )
 
 

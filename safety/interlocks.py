@@ -570,12 +570,13 @@ def check_thermocouple_frozen(inputs: SafetyInputs, rules: ChannelRules, now: fl
     """With output on, the reading has not moved while delivered power swung, or has not moved for so long
     that no live thermocouple would: it is not reading the tip.
 
-    The window starts when output comes on at the latest, so a reading that froze before RF (at body
-    temperature, where a still reading is normal) is caught once the ramp moves the power; requiring the
-    power never to fall below a minimum, as this check once did, let exactly that case through, and the
-    fault campaign found the tip at 96 °C. A reading that froze at the set temperature during a steady hold
-    gives the controller no reason to move the power, so the swing alone took 19 s to come, with the tip
-    6 °C over its set temperature: the stillness limit bounds that."""
+    Only time with output on counts (:attr:`ChannelTrend.frozen_s`), so a reading that froze before RF (at
+    body temperature, where a still reading is normal) is caught once the ramp moves the power, and output
+    switched off for a moment does not restart the count; requiring the power never to fall below a
+    minimum, as this check once did, let the first case through, and the fault campaign found the tip at
+    96 °C. A reading that froze at the set temperature during a steady hold gives the controller no reason
+    to move the power, so the swing alone took 19 s to come, with the tip 6 °C over its set temperature:
+    the stillness limit bounds that."""
     trend = inputs.trends[rules.index]
     if not trend.powered_on:
         return None

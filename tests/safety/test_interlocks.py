@@ -605,10 +605,23 @@ def test_a_thermocouple_frozen_before_rf_is_caught_once_the_ramp_moves_the_power
 
 
 def test_a_still_reading_with_output_off_is_never_frozen() -> None:
-    # Output just went off: the measurement falls from 8 W to 0 while the reading stands still.
-    trend = _frozen_then([(True, 8.0)] * 10 + [(False, 8.0)] + [(False, 0.0)] * 500)
-    assert trend.frozen_s > hard.THERMOCOUPLE_FROZEN_S and trend.power_max_w - trend.power_min_w > 2.0
+    # Output on for 1 s with the power swinging, then off: the measurement falls from 8 W to 0 and the
+    # reading stands still for 20 s. Only time with output on counts.
+    trend = _frozen_then([(True, 4.0 + (i % 2) * 4.0) for i in range(100)] + [(False, 8.0)] + [(False, 0.0)] * 2000)
+    assert trend.frozen_s == pytest.approx(0.99)
     assert not _tripped(InterlockId.THERMOCOUPLE_FROZEN, inputs(trends={1: trend}))
+
+
+@pytest.mark.parametrize("power_w", [(10.0, 15.0), (6.0, 6.0)], ids=["swinging", "steady"])
+def test_switching_output_off_for_a_moment_does_not_restart_the_frozen_count(power_w: tuple[float, float]) -> None:
+    # A hostile or broken control layer turning output off for 20 ms every 2.9 s: each burst alone is below
+    # both limits; together they are not.
+    burst = [(True, power_w[i % 2]) for i in range(290)] + [(False, 0.0), (False, 0.0)]
+    limit_s = hard.THERMOCOUPLE_FROZEN_S if power_w[0] != power_w[1] else hard.THERMOCOUPLE_STILL_S
+    bursts = int(limit_s // 2.9) + 1
+    trend = _frozen_then(burst * bursts + [(True, power_w[0])] * 2)
+    assert trend.frozen_s > limit_s
+    assert _tripped(InterlockId.THERMOCOUPLE_FROZEN, inputs(trends={1: trend}))
 
 
 def test_trend_restarts_when_output_goes_off_or_the_generator_clock_jumps_back() -> None:
