@@ -9,11 +9,12 @@ does not ask the host whether it did the right thing, it watches the simulated g
 
 * output is off on every channel once the procedure has ended (``AFTERMATH_S`` later: the generator goes
   on when the host stops, and with the link cut only its own watchdog can turn output off);
-* after the first trip the record shows, the generator stopped delivering on the tripped channels within
-  two periods (the tick that sends ``OUTPUT_OFF``, the generator's step that obeys it); with the link cut,
-  within the generator's own host-heartbeat timeout, which is then the only way to stop it;
-* a fault that must be detected (every kind but a frozen thermocouple, which a steady hold can hide) and
-  that began while its channel delivered RF ended the lesion with a trip;
+* after every trip the record shows, the generator stopped delivering on the tripped channels within two
+  periods (the tick that sends ``OUTPUT_OFF``, the generator's step that obeys it; with the link cut, its
+  own host-heartbeat timeout, which is then the only way to stop it) and did not deliver there again;
+* a fault that lasted while its channel delivered output for ``DETECT_WITHIN_S`` (a frozen thermocouple:
+  ``FROZEN_DETECT_WITHIN_S``) was tripped on: a trip of its channel (or of all channels) at or after its
+  onset. One that met less output and tripped nothing is *tolerated*;
 * the tip's true temperature (the simulated tissue's, whatever the thermocouple reports to the host) never
   passed the channel's over-temperature trip level by more than ``TRUE_TIP_ALLOWANCE_C``: this is what
   judges a fault the host cannot see, such as a frozen thermocouple;
@@ -25,6 +26,7 @@ judges; the composition root (:mod:`control.cli`) builds the simulated cart, inj
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +34,7 @@ from typing import Any, Final
 
 from firmware_bridge.messages import ALL_CHANNELS
 from safety import limits as hard
-from safety.config import HARD_LIMITS
+from safety.config import SafetyLimits
 from safety.interlocks import SafetyRules
 from safety.plan import LesionMode, LesionPlan
 
@@ -43,9 +45,13 @@ GENERATOR_KINDS: Final = (
 """The simulator's fault kinds (``sim.generator.FaultKind``), by value."""
 LINK_UNPLUG: Final = "link_unplug"
 KINDS: Final = (*GENERATOR_KINDS, LINK_UNPLUG)
-MAY_GO_UNDETECTED: Final = frozenset({"thermocouple_frozen"})
-"""A reading frozen during a steady hold looks like a good hold: the frozen-thermocouple interlock needs the
-power to swing. The campaign reports such a run as tolerated, never as failed."""
+SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG})
+DETECT_WITHIN_S: Final = 1.0
+"""Output time on the faulted channel after which the fault must have tripped. Every interlock but the frozen
+thermocouple's sees its condition within a period or a STATUS (0.1 s); the rest is margin for a power stage
+still coming up (a runaway of a few hundred mW is within over-power's tolerance)."""
+FROZEN_DETECT_WITHIN_S: Final = hard.THERMOCOUPLE_STILL_S + DETECT_WITHIN_S
+"""A frozen reading during a steady hold is certain to be seen only by the stillness limit."""
 STOP_WITHIN_S: Final = 2 * hard.LOOP_PERIOD_S
 """The tick that sends ``OUTPUT_OFF`` and the generator step that obeys it."""
 GENERATOR_HEARTBEAT_TIMEOUT_S: Final = 0.25
@@ -94,8 +100,11 @@ class DeviceTrace:
     changes: list[tuple[float, int]] = field(default_factory=list)
     true_tip_max_c: dict[int, float] = field(default_factory=dict)
     """The hottest each channel's tip really got (channel 1..4)."""
+    last_t: float = 0.0
+    """The last sample's time: where the trace ends."""
 
     def sample(self, t: float, mask: int, true_tips_c: Sequence[float] = ()) -> None:
+        self.last_t = t
         if not self.changes or self.changes[-1][1] != mask:
             self.changes.append((t, mask))
         for index, tip_c in enumerate(true_tips_c):
@@ -123,6 +132,18 @@ class DeviceTrace:
             if at > after and not on & mask:
                 return at
         return None
+
+    def on_again(self, after: float, mask: int) -> float | None:
+        """The first moment after ``after`` (when the channels of ``mask`` were all off) that one was on."""
+        return next((at for at, on in self.changes if at > after and on & mask), None)
+
+    def on_time(self, mask: int, start: float, end: float) -> float:
+        """Seconds between ``start`` and ``end`` during which some channel of ``mask`` was on."""
+        total = 0.0
+        for (at, on), (next_at, _) in itertools.pairwise([*self.changes, (self.last_t, 0)]):
+            if on & mask:
+                total += max(0.0, min(next_at, end) - max(at, start))
+        return total
 
     def window(self) -> tuple[float, float] | None:
         """First and last moment any output was on."""
@@ -152,6 +173,10 @@ class RunOutcome:
     fault_met_rf: bool
     """The fault began while its channel (any channel, for a system fault) delivered output."""
     record_rows: int
+    exposure_s: float = 0.0
+    """How long the faulted channel (any channel, for a system fault) delivered output while the fault lasted."""
+    detected_by: Trip | None = None
+    """The first trip of the faulted channel (or of all channels) at or after the fault's onset."""
     true_tip_max_c: float | None = None
     """The hottest any planned channel's tip really got."""
     problems: list[str] = field(default_factory=list)
@@ -164,7 +189,7 @@ class RunOutcome:
     def verdict(self) -> str:
         if self.problems:
             return "FAIL"
-        if self.injection is not None and self.fault_met_rf and self.first_trip is None:
+        if self.injection is not None and self.exposure_s > 0 and self.detected_by is None:
             return "tolerated"
         return "ok"
 
@@ -184,23 +209,32 @@ def tripped_mask(trip: Trip, plan: LesionPlan) -> int:
     return 1 << (trip.channel - 1)
 
 
-def trip_levels_c(plan: LesionPlan) -> dict[int, float]:
-    """Each planned channel's over-temperature trip level under the hard limits (configuration can only lower it)."""
-    rules = SafetyRules.compile(plan, HARD_LIMITS)
+def trip_levels_c(plan: LesionPlan, limits: SafetyLimits) -> dict[int, float]:
+    """Each planned channel's over-temperature trip level under ``limits``."""
+    rules = SafetyRules.compile(plan, limits)
     return {r.channel: r.pulsed_tip_max_c if r.mode is LesionMode.PULSED else r.over_temp_c for r in rules.channels}
 
 
-def judge(run: int, injection: Injection | None, plan: LesionPlan, *, exit_code: int, final_state: str,
-          trips: Sequence[Trip], device: DeviceTrace, record_ok: bool, record_rows: int) -> RunOutcome:
+def _fault_mask(injection: Injection) -> int:
+    return ALL_CHANNELS if injection.kind in SYSTEM_KINDS else 1 << (injection.channel - 1)
+
+
+def _stop_limit_s(trip: Trip, injection: Injection | None) -> float:
+    """How long after ``trip`` the tripped channels may still deliver."""
+    if injection is not None and injection.kind == LINK_UNPLUG and trip.at >= injection.at_s:
+        return STOP_WITHIN_S + GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF cannot cross a cut link
+    return STOP_WITHIN_S
+
+
+def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: SafetyLimits, *, exit_code: int,
+          final_state: str, trips: Sequence[Trip], device: DeviceTrace, record_ok: bool,
+          record_rows: int) -> RunOutcome:
     """The run's outcome against the campaign's properties (module docstring)."""
-    first = min(trips, key=lambda t: t.at) if trips else None
-    met_rf = False
-    if injection is not None:
-        system = injection.kind in ("generator_fault", LINK_UNPLUG)
-        met_rf = device.on_at(injection.at_s, ALL_CHANNELS if system else 1 << (injection.channel - 1))
-    outcome = RunOutcome(run, injection, exit_code, final_state, first, None, met_rf, record_rows)
+    trips = sorted(trips, key=lambda t: t.at)
+    first = trips[0] if trips else None
+    outcome = RunOutcome(run, injection, exit_code, final_state, first, None, False, record_rows)
     problems = outcome.problems
-    for channel, limit_c in trip_levels_c(plan).items():
+    for channel, limit_c in trip_levels_c(plan, limits).items():
         true_c = device.true_tip_max_c.get(channel)
         if true_c is None:
             continue
@@ -211,25 +245,36 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, *, exit_code:
         problems.append(f"output still on at the end (mask 0x{device.final_mask:02X})")
     if not record_ok:
         problems.append("the record does not verify")
-    if first is not None:
-        mask = tripped_mask(first, plan)
-        stopped = device.stopped_at(first.at, mask)
-        limit_s = STOP_WITHIN_S
-        if injection is not None and injection.kind == LINK_UNPLUG:
-            limit_s += GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF cannot cross a cut link
+    for trip in trips:
+        mask = tripped_mask(trip, plan)
+        stopped = device.stopped_at(trip.at, mask)
         if stopped is None:
-            problems.append(f"output never stopped after the {first.interlock} trip")
-        else:
-            outcome.stopped_after_ms = (stopped - first.at) * 1e3
-            if stopped - first.at > limit_s + 1e-9:
-                problems.append(f"output stopped {outcome.stopped_after_ms:.0f} ms after the {first.interlock} trip "
-                                f"(limit {limit_s * 1e3:.0f} ms)")
-        if exit_code != 1:
-            problems.append(f"a trip ({first.interlock}) but exit {exit_code}")
-    elif injection is not None and met_rf and injection.kind not in MAY_GO_UNDETECTED:
-        problems.append(f"{injection.kind} began during output and nothing tripped")
-    if injection is None and (first is not None or exit_code != 0):
-        problems.append(f"the fault-free run ended in {final_state} (exit {exit_code})")
+            problems.append(f"output never stopped after the {trip.interlock} trip at {trip.at:.2f} s")
+            continue
+        if trip is first:
+            outcome.stopped_after_ms = (stopped - trip.at) * 1e3
+        limit_s = _stop_limit_s(trip, injection)
+        if stopped - trip.at > limit_s + 1e-9:
+            problems.append(f"output stopped {(stopped - trip.at) * 1e3:.0f} ms after the {trip.interlock} trip "
+                            f"at {trip.at:.2f} s (limit {limit_s * 1e3:.0f} ms)")
+        back_on = device.on_again(stopped, mask)
+        if back_on is not None:
+            problems.append(f"output back on at {back_on:.2f} s on the channels of the {trip.interlock} trip")
+    if first is not None and exit_code != 1:
+        problems.append(f"a trip ({first.interlock}) but exit {exit_code}")
+    if injection is None:
+        if first is not None or exit_code != 0:
+            problems.append(f"the fault-free run ended in {final_state} (exit {exit_code})")
+        return outcome
+    fault_mask = _fault_mask(injection)
+    fault_end = device.last_t if injection.duration_s is None else injection.at_s + injection.duration_s
+    outcome.fault_met_rf = device.on_at(injection.at_s, fault_mask)
+    outcome.exposure_s = device.on_time(fault_mask, injection.at_s, fault_end)
+    outcome.detected_by = next((t for t in trips if t.at >= injection.at_s - 1e-9
+                                and (injection.kind in SYSTEM_KINDS or tripped_mask(t, plan) & fault_mask)), None)
+    must_detect_s = FROZEN_DETECT_WITHIN_S if injection.kind == "thermocouple_frozen" else DETECT_WITHIN_S
+    if outcome.detected_by is None and outcome.exposure_s >= must_detect_s:
+        problems.append(f"{injection.kind} lasted {outcome.exposure_s:.1f} s of output and nothing tripped on it")
     return outcome
 
 

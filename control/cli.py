@@ -432,8 +432,9 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
                  for row in reader.rows("alarm") if row.payload.get("event") == "trip"]
     finally:
         reader.close()
-    outcome = campaign.judge(run, injection, plan, exit_code=result.exit_code, final_state=result.final_state,
-                             trips=trips, device=device, record_ok=verified.ok, record_rows=verified.rows)
+    outcome = campaign.judge(run, injection, plan, limits, exit_code=result.exit_code,
+                             final_state=result.final_state, trips=trips, device=device, record_ok=verified.ok,
+                             record_rows=verified.rows)
     return outcome, device
 
 
@@ -462,8 +463,9 @@ def _campaign(args: argparse.Namespace) -> int:
     say(f"run 0: no fault: {baseline.final_state}, {baseline.verdict}")
     window = device.window()
     if window is None:
-        print(campaign.render_table(outcomes), file=err)
         print("rfa campaign: the fault-free run never turned output on; nothing to inject into", file=err)
+        print(json.dumps({"records": str(record_dir), "runs": [baseline.as_dict()]}, indent=2) if args.json
+              else campaign.render_table(outcomes))
         return EXIT_FAULT
     injections = campaign.draw_injections(args.runs, args.seed, [lesion.channel for lesion in plan.lesions],
                                           window, args.kinds or campaign.KINDS)

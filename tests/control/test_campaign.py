@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from control import campaign
 from control.campaign import DeviceTrace, Injection, Trip, draw_injections, judge
 from control.cli import main
+from safety.config import HARD_LIMITS
 from safety.plan import default_genicular_plan
 from tests.control.test_cli_run import write_plan
 
@@ -56,6 +58,13 @@ def test_device_trace_answers_as_the_samples_say(samples: list[tuple[float, int]
     if expected is not None and stopped is not None:
         assert stopped == pytest.approx(expected)
     assert trace.final_mask == samples[-1][1]
+    if not on_now:
+        came_on = [s for s, m in samples if s > t + 1e-12 and m & mask]
+        assert trace.on_again(t, mask) == (came_on[0] if came_on else None)
+    for start, end in ((t, t + 0.15), (0.0, 1.0)):
+        expected_s = sum(max(0.0, min(b, end) - max(a, start))
+                         for (a, m), (b, _) in itertools.pairwise(samples) if m & mask)
+        assert trace.on_time(mask, start, end) == pytest.approx(expected_s, abs=1e-9)
 
 
 def _device(*changes: tuple[float, int]) -> DeviceTrace:
@@ -67,8 +76,9 @@ def _device(*changes: tuple[float, int]) -> DeviceTrace:
 
 def _judge(injection: Injection | None, trips: list[Trip], device: DeviceTrace, exit_code: int = 1,
            record_ok: bool = True) -> campaign.RunOutcome:
-    return judge(1, injection, PLAN, exit_code=exit_code, final_state="fault" if exit_code else "standby",
-                 trips=trips, device=device, record_ok=record_ok, record_rows=10)
+    return judge(1, injection, PLAN, HARD_LIMITS, exit_code=exit_code,
+                 final_state="fault" if exit_code else "standby", trips=trips, device=device, record_ok=record_ok,
+                 record_rows=10)
 
 
 SHORT = Injection("impedance_short", 1, 50.0, None)
@@ -98,13 +108,33 @@ def test_output_on_at_the_end_fails_whatever_else_happened() -> None:
     assert outcome.problems == ["output still on at the end (mask 0x01)"]
 
 
-def test_a_fault_during_output_that_trips_nothing_fails_unless_it_may_hide() -> None:
+def test_a_fault_that_met_enough_output_must_have_tripped_on_its_channel() -> None:
     device = _device((10.0, 0b111), (100.0, 0))
-    assert not _judge(SHORT, [], device, exit_code=0).passed
-    frozen = _judge(Injection("thermocouple_frozen", 1, 50.0, None), [], device, exit_code=0)
-    assert frozen.passed and frozen.verdict == "tolerated"
-    before_output = _judge(Injection("impedance_short", 1, 5.0, 1.0), [], device, exit_code=0)
-    assert before_output.passed and not before_output.fault_met_rf
+    assert "nothing tripped on it" in _judge(SHORT, [], device, exit_code=0).problems[0]
+    unrelated = _judge(SHORT, [Trip(30.0, "impedance_low", 1), Trip(60.0, "over_power", 2)], device)
+    assert any("nothing tripped on it" in p for p in unrelated.problems)  # before the fault, or another channel
+    system = _judge(SHORT, [Trip(50.5, "generator_fault", None)], _device((10.0, 0b111), (50.51, 0)))
+    assert system.passed and system.detected_by == Trip(50.5, "generator_fault", None)
+
+
+def test_a_fault_that_met_too_little_output_to_be_seen_is_tolerated() -> None:
+    device = _device((10.0, 0b111), (50.5, 0))  # the lesion ended half a second into the fault
+    brief = _judge(SHORT, [], device, exit_code=0)
+    assert brief.passed and brief.verdict == "tolerated" and brief.exposure_s == pytest.approx(0.5)
+    # A frozen reading is certain to be seen only by the 10 s stillness limit.
+    frozen = _judge(Injection("thermocouple_frozen", 1, 50.0, None), [], _device((10.0, 0b111), (58.0, 0)))
+    assert frozen.verdict == "tolerated"
+    too_long = _judge(Injection("thermocouple_frozen", 1, 50.0, None), [], _device((10.0, 0b111), (70.0, 0)))
+    assert not too_long.passed
+    before_output = _judge(Injection("impedance_short", 1, 5.0, 1.0), [], _device((10.0, 0b111), (100.0, 0)),
+                           exit_code=0)
+    assert before_output.passed and not before_output.fault_met_rf and before_output.verdict == "ok"
+
+
+def test_output_back_on_after_a_trip_fails() -> None:
+    device = _device((10.0, 0b111), (50.02, 0b110), (60.0, 0b111), (90.0, 0))
+    outcome = _judge(SHORT, [Trip(50.01, "impedance_low", 1)], device)
+    assert outcome.problems == ["output back on at 60.00 s on the channels of the impedance_low trip"]
 
 
 def test_a_trip_with_exit_0_or_a_broken_record_fails() -> None:
@@ -118,10 +148,10 @@ def test_a_trip_with_exit_0_or_a_broken_record_fails() -> None:
 def test_a_tip_that_really_got_hotter_than_its_trip_level_fails_even_unseen() -> None:
     # Channel 1 of the default plan trips above 85 °C (80 + 5); its thermocouple froze at 80 °C.
     frozen = Injection("thermocouple_frozen", 1, 50.0, None)
-    device = _device((10.0, 0b111), (100.0, 0))
-    device.sample(100.0, 0, [80.5, 79.0, 81.0, 37.0])
+    device = _device((10.0, 0b111), (55.0, 0))
+    device.sample(55.0, 0, [80.5, 79.0, 81.0, 37.0])
     assert _judge(frozen, [], device, exit_code=0).verdict == "tolerated"
-    device.sample(100.01, 0, [86.5, 79.0, 81.0, 37.0])
+    device.sample(55.01, 0, [86.5, 79.0, 81.0, 37.0])
     outcome = _judge(frozen, [], device, exit_code=0)
     assert outcome.true_tip_max_c == pytest.approx(86.5)
     assert outcome.problems == ["ch1 tip really reached 86.5 °C, trip level 85.0 °C"]
