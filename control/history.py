@@ -4,7 +4,7 @@
 it ended and why, and per lesion the channel, set temperature, RF time, energy and the predicted size,
 read from each record's summary row. A record without a summary (the process died mid-procedure) is
 listed as interrupted with its last state, since that is exactly the one someone will ask about;
-``--verify`` also walks each hash chain.
+``--verify`` also walks each hash chain and, like ``rfa record verify``, exits 1 if one is broken.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from control.record import RecordError, RecordReader
 from control.record_cli import DEFAULT_RECORD_DIR, RECORD_SUFFIX
 
-EXIT_OK = 0
+EXIT_OK, EXIT_BROKEN = 0, 1
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,14 @@ def read_procedure(path: Path, *, verify: bool = False) -> Procedure:
             alarms=sum(1 for row in reader.rows("alarm") if row.payload.get("event") == "trip"),
         )
         for lesion in [] if summary is None else summary.get("summaries", []):
-            procedure.lesions.append(LesionLine(
-                lesion["channel"], lesion["set_temp_c"], lesion.get("rf_time_s", 0.0), lesion.get("energy_j", 0.0),
-                lesion.get("tripped", ""), lesion.get("predicted_width_mm"), lesion.get("predicted_length_mm"),
-            ))
+            try:
+                procedure.lesions.append(LesionLine(
+                    lesion["channel"], lesion["set_temp_c"], lesion.get("rf_time_s", 0.0),
+                    lesion.get("energy_j", 0.0), lesion.get("tripped", ""), lesion.get("predicted_width_mm"),
+                    lesion.get("predicted_length_mm"),
+                ))
+            except (KeyError, TypeError) as exc:
+                raise RecordError(f"{path}: its summary row has a malformed lesion ({exc!r})") from exc
         if verify:
             procedure.intact = reader.verify().ok
         return procedure
@@ -130,4 +134,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"no procedures recorded in {args.dir}")
     else:
         render(procedures, sys.stdout)
-    return EXIT_OK
+    return EXIT_BROKEN if any(p.intact is False for p in procedures) else EXIT_OK

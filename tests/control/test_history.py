@@ -70,7 +70,12 @@ def test_a_tampered_record_is_flagged_and_a_stray_file_skipped(
     db.commit()
     db.close()
     (tmp_path / "b.rfa.db").write_text("not a database")
-    assert main(["history", "--dir", str(tmp_path), "--verify"]) == 0
+    malformed = ProcedureRecord(tmp_path / "c.rfa.db", SimClock(), meta={"plan_name": "p", "started": "2026-01-02"})
+    malformed.append_durable("summary", {"exit_code": 0, "final_state": "standby", "summaries": [{"energy_j": 1}]})
+    malformed.close()
+    assert main(["history", "--dir", str(tmp_path), "--verify"]) == 1  # as `rfa record verify` does
     captured = capsys.readouterr()
     assert "RECORD BROKEN" in captured.out
     assert "skipped" in captured.err and "b.rfa.db" in captured.err
+    assert "c.rfa.db" in captured.err and "malformed lesion" in captured.err
+    assert main(["history", "--dir", str(tmp_path)]) == 0  # without --verify nothing is judged
