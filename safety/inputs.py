@@ -135,7 +135,6 @@ def advance_trend(
             frozen_s += dt
     if output_on:
         p_min, p_max = min(p_min, power_w), max(p_max, power_w)
-    if output_on:
         if trend.powered_on:
             temp_at_on = trend.temp_at_on_c
             max_temp = max(trend.max_temp_since_on_c, temp_c)

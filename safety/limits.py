@@ -87,8 +87,8 @@ THERMOCOUPLE_PLAUSIBLE_MAX_C: Final = 110.0
 # Tissue around a tip cannot change temperature faster than ~20 °C/s even at full power; a faster step
 # between two samples is a wiring fault or interference.
 THERMOCOUPLE_MAX_SLEW_C_PER_S: Final = 100.0
-# A frozen thermocouple: with output on throughout, the reading has not changed by one count for longer
-# than this while the power swung by more than the given amount (a real tip reacts within a second).
+# A frozen thermocouple: the reading has not changed by one count for longer than this, counting only time
+# with output on, while the power swung by more than the given amount (a real tip reacts within a second).
 THERMOCOUPLE_FROZEN_S: Final = 3.0
 THERMOCOUPLE_FROZEN_POWER_SWING_W: Final = 2.0
 # ... or for longer than this with output on, swing or not: a live tip under RF, read to 0.01 °C through an
