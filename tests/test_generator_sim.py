@@ -388,6 +388,21 @@ def test_power_runaway_over_delivers_without_the_generator_noticing() -> None:
     assert h.sim.fault_bits == 0, "a runaway is not a fault the generator reports"
 
 
+def test_power_runaway_raises_a_pulsed_peak_voltage_and_a_bipolar_pairs_power() -> None:
+    pulsed = LockstepHost(noise=False, faults=[Fault(FaultKind.POWER_RUNAWAY, at_s=0.5, channel=1, value=1.5)])
+    pulsed.run(0.2)
+    pulsed.command(SetOutput(0x01, OutputMode.RF_PULSED, (3000, 0, 0, 0), 20_000, 20))  # 30 V peak
+    pulsed.run(0.2)
+    assert pulsed.last_telemetry().channels[0].voltage_v == pytest.approx(30.0, rel=0.01)
+    pulsed.run(0.3)
+    assert pulsed.last_telemetry().channels[0].voltage_v == pytest.approx(45.0, rel=0.01)
+    bipolar = run_with_fault(Fault(FaultKind.POWER_RUNAWAY, at_s=0.5, channel=1), watts=0.0)
+    bipolar.command(SetOutput(0x03, OutputMode.RF_BIPOLAR, (500, 0, 0, 0)))  # 5 W for the pair
+    bipolar.run(0.1)
+    pair = bipolar.last_telemetry().channels
+    assert pair[0].power_w + pair[1].power_w == pytest.approx(10.0, rel=0.01)
+
+
 def test_channel_fault_turns_that_channel_off_only() -> None:
     h = run_with_fault(Fault(FaultKind.CHANNEL_FAULT, at_s=0.5, channel=4, duration_s=0.1))
     t = next(t for t in h.telemetry() if t.gen_time_us == 550_000)  # during the fault

@@ -498,7 +498,8 @@ class SimGenerator:
                 # Telemetry reports the pulse's peak voltage and current and the time-averaged power,
                 # which is what heats the tissue.
                 duty = ch.pulse_width_us * 1e-6 * ch.pulse_rate_deci_hz / 10.0
-                current = min(ch.setpoint / 100.0 / load, self.caps.max_current_a)
+                peak_v = min(ch.setpoint / 100.0 * self._runaway(i), self.caps.max_voltage_v)
+                current = min(peak_v / load, self.caps.max_current_a)
                 ch.voltage_v, ch.current_a = current * load, current
                 ch.power_w = ch.voltage_v * current * duty
             elif ch.mode is OutputMode.RF_BIPOLAR and i % 2 == 0:
@@ -506,7 +507,7 @@ class SimGenerator:
                 # channel's setpoint is the pair's power and each side heats by I^2 Z_side.
                 mate = self.channels[i + 1]
                 load_mate = self._load_ohm(i + 1)
-                voltage, current = self._constant_power(ch.setpoint / 100.0, load + load_mate)
+                voltage, current = self._constant_power(ch.setpoint / 100.0 * self._runaway(i), load + load_mate)
                 for side, z in ((ch, load), (mate, load_mate)):
                     side.voltage_v, side.current_a, side.power_w = voltage, current, current * current * z
             elif ch.stim is not None:
