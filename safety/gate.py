@@ -397,7 +397,7 @@ class OutputGate:
         channels = rx.msg.channels
         by_channel = self._rules.by_channel
         for driven, commanded in prospective.items():
-            reason = over_power(channels[driven - 1], commanded, by_channel[driven], now)
+            reason = over_power(channels, commanded, by_channel[driven], now)
             if reason is not None:
                 reasons.append(f"{InterlockId.OVER_POWER.value}: channel {driven}: {reason} (as requested)")
         return reasons

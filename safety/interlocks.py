@@ -15,7 +15,7 @@ latches. The gate applies this rule; the functions here only say whether the con
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -617,16 +617,27 @@ def check_temperature_not_tracking(inputs: SafetyInputs, rules: ChannelRules, no
 
 
 def over_power(
-    ch: ChannelTelemetry, commanded: CommandedChannel, rules: ChannelRules, now: float
+    channels: Sequence[ChannelTelemetry], commanded: CommandedChannel, rules: ChannelRules, now: float
 ) -> str | None:
-    """Why the measured output exceeds what ``commanded`` allows, or None.
+    """Why the measured output of ``rules``' channel exceeds what ``commanded`` allows, or None.
 
     Shared by the interlock and by the gate, which asks it about the command it is about to send, so a
-    request is never granted into a measurement that would trip at once.
+    request is never granted into a measurement that would trip at once. A bipolar pair's current flows
+    through both electrodes, and its setpoint and cap are the pair's power: the pair is judged once, on its
+    lead channel, by the sum of the two sides. Judged side by side, each side carried half, so the pair could
+    deliver twice its cap, or run away to twice its setpoint, unseen (the fault campaign found the latter).
     """
-    power_w = ch.power_centi_w / 100.0
+    ch = channels[rules.index]
+    if rules.mode is LesionMode.BIPOLAR:
+        if rules.channel != rules.lead_channel:
+            return None
+        power_w = (ch.power_centi_w + channels[rules.index + 1].power_centi_w) / 100.0
+        what = f"pair {rules.channel}–{rules.channel + 1} {power_w:.2f} W"
+    else:
+        power_w = ch.power_centi_w / 100.0
+        what = f"{power_w:.2f} W"
     if power_w > rules.over_power_w:
-        return f"{power_w:.2f} W above the maximum {rules.over_power_w:.2f} W (cap {rules.power_max_w:.2f} W)"
+        return f"{what} above the maximum {rules.over_power_w:.2f} W (cap {rules.power_max_w:.2f} W)"
     if not commanded.on:
         return None
     allowed = commanded.allowed_setpoint(now)
@@ -636,7 +647,7 @@ def over_power(
             return f"{voltage_v:.2f} V peak above the commanded {allowed:.2f} V + tolerance"
         return None
     if power_w > allowed * _OVER_POWER_FACTOR + hard.OVER_POWER_TOLERANCE_W:
-        return f"{power_w:.2f} W above the commanded {allowed:.2f} W + tolerance"
+        return f"{what} above the commanded {allowed:.2f} W + tolerance"
     return None
 
 
@@ -645,7 +656,7 @@ def check_over_power(inputs: SafetyInputs, rules: ChannelRules, now: float) -> T
     rx = inputs.telemetry
     if rx is None:
         return None
-    reason = over_power(rx.msg.channels[rules.index], inputs.commanded[rules.index], rules, now)
+    reason = over_power(rx.msg.channels, inputs.commanded[rules.index], rules, now)
     return None if reason is None else _ch(InterlockId.OVER_POWER, rules, reason)
 
 

@@ -538,6 +538,23 @@ def test_a_bipolar_channel_trip_stops_the_pair() -> None:
     assert [t.mask for t in trips if t.interlock is InterlockId.OVER_TEMPERATURE] == [0b0011]
 
 
+@given(side_1=st.floats(0.0, 30.0), side_2=st.floats(0.0, 30.0), setpoint=st.floats(1.0, 25.0))
+def test_a_bipolar_pair_is_judged_by_the_power_of_both_sides(side_1: float, side_2: float, setpoint: float) -> None:
+    # The pair's setpoint and its 25 W cap are the power of the pair: each side carries part of it, so a
+    # runaway to twice the setpoint shows as about the setpoint on each side.
+    from tests.safety.support import bipolar_plan
+
+    rules = SafetyRules.compile(bipolar_plan(), HARD_LIMITS)
+    on = CommandedChannel(True, 0.0, OutputMode.RF_BIPOLAR, setpoint)
+    snapshot = inputs(telemetry({1: channel(60.0, power_w=side_1), 2: channel(60.0, power_w=side_2)}),
+                      commanded={1: on, 2: on})
+    trips = [t for t in evaluate_interlocks(snapshot, rules, NOW) if t.interlock is InterlockId.OVER_POWER]
+    pair_w = (round(side_1 * 100) + round(side_2 * 100)) / 100.0  # as the interlock sums the wire values
+    lead = rules.by_channel[1]
+    expected = pair_w > min(lead.over_power_w, setpoint * (1 + hard.OVER_POWER_TOLERANCE) + hard.OVER_POWER_TOLERANCE_W)
+    assert [(t.channel, t.mask) for t in trips] == ([(1, 0b0011)] if expected else [])
+
+
 _channel_values = st.builds(
     ChannelTelemetry,
     st.integers(-32768, 32767),
