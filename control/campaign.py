@@ -46,6 +46,9 @@ GENERATOR_KINDS: Final = (
 LINK_UNPLUG: Final = "link_unplug"
 KINDS: Final = (*GENERATOR_KINDS, LINK_UNPLUG)
 SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG})
+RF_ONLY_KINDS: Final = frozenset({"power_runaway", "thermocouple_frozen"})
+"""Faults that only RF output can show: a runaway of the RF power stage, a reading that does not follow RF
+heating. Their exposure counts RF time, not stimulation."""
 DETECT_WITHIN_S: Final = 1.0
 """Output time on the faulted channel after which the fault must have tripped. Every interlock but the frozen
 thermocouple's sees its condition within a period or a STATUS (0.1 s); the rest is margin for a power stage
@@ -98,15 +101,21 @@ class DeviceTrace:
     stored only when the mask changes."""
 
     changes: list[tuple[float, int]] = field(default_factory=list)
+    rf_changes: list[tuple[float, int]] = field(default_factory=list)
+    """The same for RF output alone (``changes`` counts stimulation too)."""
     true_tip_max_c: dict[int, float] = field(default_factory=dict)
     """The hottest each channel's tip really got (channel 1..4)."""
     last_t: float = 0.0
     """The last sample's time: where the trace ends."""
 
-    def sample(self, t: float, mask: int, true_tips_c: Sequence[float] = ()) -> None:
+    def sample(self, t: float, mask: int, true_tips_c: Sequence[float] = (), rf_mask: int | None = None) -> None:
+        """``mask``: channels with any output on; ``rf_mask``: with RF on (default: ``mask``)."""
         self.last_t = t
         if not self.changes or self.changes[-1][1] != mask:
             self.changes.append((t, mask))
+        rf = mask if rf_mask is None else rf_mask
+        if not self.rf_changes or self.rf_changes[-1][1] != rf:
+            self.rf_changes.append((t, rf))
         for index, tip_c in enumerate(true_tips_c):
             if tip_c > self.true_tip_max_c.get(index + 1, -273.15):
                 self.true_tip_max_c[index + 1] = tip_c
@@ -137,10 +146,12 @@ class DeviceTrace:
         """The first moment after ``after`` (when the channels of ``mask`` were all off) that one was on."""
         return next((at for at, on in self.changes if at > after and on & mask), None)
 
-    def on_time(self, mask: int, start: float, end: float) -> float:
-        """Seconds between ``start`` and ``end`` during which some channel of ``mask`` was on."""
+    def on_time(self, mask: int, start: float, end: float, *, rf_only: bool = False) -> float:
+        """Seconds between ``start`` and ``end`` during which some channel of ``mask`` was on (RF alone if
+        ``rf_only``)."""
         total = 0.0
-        for (at, on), (next_at, _) in itertools.pairwise([*self.changes, (self.last_t, 0)]):
+        changes = self.rf_changes if rf_only else self.changes
+        for (at, on), (next_at, _) in itertools.pairwise([*changes, (self.last_t, 0)]):
             if on & mask:
                 total += max(0.0, min(next_at, end) - max(at, start))
         return total
@@ -174,7 +185,8 @@ class RunOutcome:
     """The fault began while its channel (any channel, for a system fault) delivered output."""
     record_rows: int
     exposure_s: float = 0.0
-    """How long the faulted channel (any channel, for a system fault) delivered output while the fault lasted."""
+    """How long the faulted channel (any channel, for a system fault) delivered output while the fault lasted
+    (RF output, for the ``RF_ONLY_KINDS``)."""
     detected_by: Trip | None = None
     """The first trip of the faulted channel (or of all channels) at or after the fault's onset."""
     true_tip_max_c: float | None = None
@@ -269,7 +281,8 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
     fault_mask = _fault_mask(injection)
     fault_end = device.last_t if injection.duration_s is None else injection.at_s + injection.duration_s
     outcome.fault_met_rf = device.on_at(injection.at_s, fault_mask)
-    outcome.exposure_s = device.on_time(fault_mask, injection.at_s, fault_end)
+    outcome.exposure_s = device.on_time(fault_mask, injection.at_s, fault_end,
+                                        rf_only=injection.kind in RF_ONLY_KINDS)
     outcome.detected_by = next((t for t in trips if t.at >= injection.at_s - 1e-9
                                 and (injection.kind in SYSTEM_KINDS or tripped_mask(t, plan) & fault_mask)), None)
     must_detect_s = FROZEN_DETECT_WITHIN_S if injection.kind == "thermocouple_frozen" else DETECT_WITHIN_S

@@ -400,7 +400,8 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
 
     def sample() -> None:
         device.sample(clock.now(), sum(1 << i for i, ch in enumerate(channels) if ch.output_on),
-                      [ch.reading.tip_temp_c for ch in channels])
+                      [ch.reading.tip_temp_c for ch in channels],
+                      rf_mask=sum(1 << i for i, ch in enumerate(channels) if ch.mode is not None))
 
     generator = RfGenerator(transport, clock)
     record = ProcedureRecord(record_dir / f"run-{run:03d}{RECORD_SUFFIX}", clock, meta={

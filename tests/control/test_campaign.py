@@ -131,6 +131,20 @@ def test_a_fault_that_met_too_little_output_to_be_seen_is_tolerated() -> None:
     assert before_output.passed and not before_output.fault_met_rf and before_output.verdict == "ok"
 
 
+def test_a_runaway_during_stimulation_alone_need_not_trip() -> None:
+    # Stimulation on channel 1 from 10 to 40 s, RF from 50 s: a runaway of the RF stage during stimulation
+    # has nothing to show; an impedance short does (the interlocks guard stimulation too).
+    device = DeviceTrace()
+    for k in range(10_000):
+        t = k * 0.01
+        stim, rf = 10.0 <= t < 40.0, 50.0 <= t < 90.0
+        device.sample(t, 0b1 if stim or rf else 0, rf_mask=0b1 if rf else 0)
+    runaway = _judge(Injection("power_runaway", 1, 20.0, 5.0), [], device, exit_code=0)
+    assert runaway.passed and runaway.exposure_s == 0.0 and runaway.verdict == "ok"
+    short = _judge(Injection("impedance_short", 1, 20.0, 5.0), [], device, exit_code=0)
+    assert not short.passed and short.exposure_s == pytest.approx(5.0)
+
+
 def test_output_back_on_after_a_trip_fails() -> None:
     device = _device((10.0, 0b111), (50.02, 0b110), (60.0, 0b111), (90.0, 0))
     outcome = _judge(SHORT, [Trip(50.01, "impedance_low", 1)], device)
@@ -185,3 +199,14 @@ def test_an_unknown_fault_kind_exits_2_naming_the_known_ones(capsys: pytest.Capt
     assert main(["campaign", "--kinds", "meteor"]) == 2
     err = capsys.readouterr().err
     assert "meteor" in err and "impedance_short" in err
+
+
+def test_the_example_plans_load(tmp_path: Path) -> None:
+    # The docs point `rfa campaign --plan` and `rfa run --plan` at them: a refused example is a broken doc.
+    from safety.config import HARD_LIMITS as limits
+    from safety.plan import load_plan
+
+    examples = sorted(Path(__file__).parents[2].joinpath("docs", "examples").glob("*.toml"))
+    assert len(examples) >= 2
+    for path in examples:
+        assert load_plan(path, limits).lesions
