@@ -210,3 +210,18 @@ def test_the_example_plans_load(tmp_path: Path) -> None:
     assert len(examples) >= 2
     for path in examples:
         assert load_plan(path, limits).lesions
+
+
+def test_a_runaway_is_tripped_on_in_bipolar_and_in_pulsed_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # End to end, the two findings: a bipolar pair judged by its summed power, a pulsed runaway simulated.
+    example = Path(__file__).parents[2] / "docs" / "examples" / "bipolar-pulsed.toml"
+    code = main(["campaign", "--plan", str(example), "--kinds", "power_runaway", "--runs", "2", "--seed", "1",
+                 "--record", str(tmp_path), "--json"])
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert code == 0, runs
+    assert {r["injection"]["channel"]: r["detected_by"]["interlock"] for r in runs[1:]} == {
+        1: "over_power",  # the bipolar pair 1-2
+        3: "over_power",  # pulsed
+    }
