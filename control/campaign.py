@@ -291,6 +291,13 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
     return outcome
 
 
+def crashed(run: int, injection: Injection | None, exc: BaseException) -> RunOutcome:
+    """A run whose procedure raised instead of ending: a failed run, and the campaign goes on."""
+    outcome = RunOutcome(run, injection, -1, "crashed", None, None, False, 0)
+    outcome.problems.append(f"the run raised {type(exc).__name__}: {exc}")
+    return outcome
+
+
 def render_table(outcomes: Sequence[RunOutcome]) -> str:
     rows = [("run", "fault", "first trip", "output off after", "true tip max", "ended", "verdict")]
     for o in outcomes:

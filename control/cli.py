@@ -471,7 +471,10 @@ def _campaign(args: argparse.Namespace) -> int:
     injections = campaign.draw_injections(args.runs, args.seed, [lesion.channel for lesion in plan.lesions],
                                           window, args.kinds or campaign.KINDS)
     for run, injection in enumerate(injections, start=1):
-        outcome, _ = _campaign_run(plan, limits, injection, run, args, record_dir)
+        try:
+            outcome, _ = _campaign_run(plan, limits, injection, run, args, record_dir)
+        except Exception as exc:  # one run's crash is that run's failure, not the end of the campaign
+            outcome = campaign.crashed(run, injection, exc)
         outcomes.append(outcome)
         say(f"run {run}: {injection.describe()}: {outcome.final_state}, {outcome.verdict}")
     if args.json:

@@ -225,3 +225,26 @@ def test_a_runaway_is_tripped_on_in_bipolar_and_in_pulsed_output(
         1: "over_power",  # the bipolar pair 1-2
         3: "over_power",  # pulsed
     }
+
+
+def test_a_run_that_crashes_is_a_failed_run_and_the_campaign_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control.session import ProcedureSession
+
+    real_run = ProcedureSession.run
+    calls: list[int] = []
+
+    def second_run_raises(self: ProcedureSession) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated bug")
+        return real_run(self)
+
+    monkeypatch.setattr(ProcedureSession, "run", second_run_raises)
+    code = main(["campaign", "--plan", str(write_plan(tmp_path)), "--runs", "2", "--kinds", "impedance_short",
+                 "--record", str(tmp_path / "records")])
+    out = capsys.readouterr().out
+    assert code == 1 and len(calls) == 3  # the third run still ran
+    assert "run 1: the run raised RuntimeError: simulated bug" in out
+    assert "3 runs, 1 failed" in out
