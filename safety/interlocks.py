@@ -303,7 +303,8 @@ def check_telemetry_stale(inputs: SafetyInputs, rules: SafetyRules, now: float) 
     if age > rules.limits.telemetry_stale_s:
         return _sys(
             InterlockId.TELEMETRY_STALE,
-            f"telemetry {age * 1000:.0f} ms old (limit {rules.limits.telemetry_stale_s * 1000:.0f} ms)",
+            f"last telemetry read {(now - rx.arrived_at) * 1000:.0f} ms ago: it may be {age * 1000:.0f} ms old, "
+            f"at or past the {rules.limits.telemetry_stale_s * 1000:.0f} ms limit",
         )
     return None
 
