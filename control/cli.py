@@ -468,8 +468,8 @@ def _campaign(args: argparse.Namespace) -> int:
         print(json.dumps({"records": str(record_dir), "runs": [baseline.as_dict()]}, indent=2) if args.json
               else campaign.render_table(outcomes))
         return EXIT_FAULT
-    injections = campaign.draw_injections(args.runs, args.seed, [lesion.channel for lesion in plan.lesions],
-                                          window, args.kinds or campaign.KINDS)
+    planned = sorted(channel for lesion in plan.lesions for channel in lesion.channels)  # bipolar partners too
+    injections = campaign.draw_injections(args.runs, args.seed, planned, window, args.kinds or campaign.KINDS)
     for run, injection in enumerate(injections, start=1):
         try:
             outcome, _ = _campaign_run(plan, limits, injection, run, args, record_dir)

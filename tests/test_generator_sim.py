@@ -396,7 +396,7 @@ def test_power_runaway_raises_a_pulsed_peak_voltage_and_a_bipolar_pairs_power() 
     assert pulsed.last_telemetry().channels[0].voltage_v == pytest.approx(30.0, rel=0.01)
     pulsed.run(0.3)
     assert pulsed.last_telemetry().channels[0].voltage_v == pytest.approx(45.0, rel=0.01)
-    bipolar = run_with_fault(Fault(FaultKind.POWER_RUNAWAY, at_s=0.5, channel=1), watts=0.0)
+    bipolar = run_with_fault(Fault(FaultKind.POWER_RUNAWAY, at_s=0.5, channel=2), watts=0.0)  # either side
     bipolar.command(SetOutput(0x03, OutputMode.RF_BIPOLAR, (500, 0, 0, 0)))  # 5 W for the pair
     bipolar.run(0.1)
     pair = bipolar.last_telemetry().channels

@@ -507,7 +507,8 @@ class SimGenerator:
                 # channel's setpoint is the pair's power and each side heats by I^2 Z_side.
                 mate = self.channels[i + 1]
                 load_mate = self._load_ohm(i + 1)
-                voltage, current = self._constant_power(ch.setpoint / 100.0 * self._runaway(i), load + load_mate)
+                gain = max(self._runaway(i), self._runaway(i + 1))  # one power stage drives the pair
+                voltage, current = self._constant_power(ch.setpoint / 100.0 * gain, load + load_mate)
                 for side, z in ((ch, load), (mate, load_mate)):
                     side.voltage_v, side.current_a, side.power_w = voltage, current, current * current * z
             elif ch.stim is not None:

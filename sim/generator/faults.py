@@ -33,8 +33,8 @@ class FaultKind(enum.StrEnum):
     """The electrode is unplugged (and plugged back in when the fault ends)."""
     POWER_RUNAWAY = "power_runaway"
     """The power stage loses regulation and delivers ``value`` times (default 2) what was commanded (the
-    power; pulsed: the peak voltage; bipolar: the pair's power, on the pair's first channel), up to the
-    hardware caps; the generator does not notice (only the host's over-power check can)."""
+    power; pulsed: the peak voltage; bipolar: the pair's power, injected on either channel of the pair), up
+    to the hardware caps; the generator does not notice (only the host's over-power check can)."""
 
 
 DEFAULT_VALUES: Final[dict[FaultKind, float]] = {
