@@ -166,7 +166,9 @@ class DeviceTrace:
 
 
 @dataclass(frozen=True)
-class Trip:
+class TripRow:
+    """A trip as the record's alarm row has it (not ``safety.interlocks.Trip``: this is read back)."""
+
     at: float
     interlock: str
     channel: int | None
@@ -178,7 +180,7 @@ class RunOutcome:
     injection: Injection | None
     exit_code: int
     final_state: str
-    first_trip: Trip | None
+    first_trip: TripRow | None
     stopped_after_ms: float | None
     """How long after the first trip the generator was delivering on the tripped channels."""
     fault_met_rf: bool
@@ -187,7 +189,7 @@ class RunOutcome:
     exposure_s: float = 0.0
     """How long the faulted channel (any channel, for a system fault) delivered output while the fault lasted
     (RF output, for the ``RF_ONLY_KINDS``)."""
-    detected_by: Trip | None = None
+    detected_by: TripRow | None = None
     """The first trip of the faulted channel (or of all channels) at or after the fault's onset."""
     true_tip_max_c: float | None = None
     """The hottest any planned channel's tip really got."""
@@ -211,7 +213,7 @@ class RunOutcome:
         return d
 
 
-def tripped_mask(trip: Trip, plan: LesionPlan) -> int:
+def tripped_mask(trip: TripRow, plan: LesionPlan) -> int:
     """The channels a trip stops: its lesion's channels (a bipolar pair together), or all of them."""
     if trip.channel is None:
         return ALL_CHANNELS
@@ -231,7 +233,7 @@ def _fault_mask(injection: Injection) -> int:
     return ALL_CHANNELS if injection.kind in SYSTEM_KINDS else 1 << (injection.channel - 1)
 
 
-def _stop_limit_s(trip: Trip, injection: Injection | None) -> float:
+def _stop_limit_s(trip: TripRow, injection: Injection | None) -> float:
     """How long after ``trip`` the tripped channels may still deliver."""
     if injection is not None and injection.kind == LINK_UNPLUG and trip.at >= injection.at_s:
         return STOP_WITHIN_S + GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF cannot cross a cut link
@@ -239,7 +241,7 @@ def _stop_limit_s(trip: Trip, injection: Injection | None) -> float:
 
 
 def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: SafetyLimits, *, exit_code: int,
-          final_state: str, trips: Sequence[Trip], device: DeviceTrace, record_ok: bool,
+          final_state: str, trips: Sequence[TripRow], device: DeviceTrace, record_ok: bool,
           record_rows: int) -> RunOutcome:
     """The run's outcome against the campaign's properties (module docstring)."""
     trips = sorted(trips, key=lambda t: t.at)

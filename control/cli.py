@@ -429,7 +429,7 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
     reader = RecordReader(result.record_path)
     try:
         verified = reader.verify()
-        trips = [campaign.Trip(row.mono, row.payload["interlock"], row.payload.get("channel"))
+        trips = [campaign.TripRow(row.mono, row.payload["interlock"], row.payload.get("channel"))
                  for row in reader.rows("alarm") if row.payload.get("event") == "trip"]
     finally:
         reader.close()

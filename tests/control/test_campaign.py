@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control import campaign
-from control.campaign import DeviceTrace, Injection, Trip, draw_injections, judge
+from control.campaign import DeviceTrace, Injection, TripRow, draw_injections, judge
 from control.cli import main
 from safety.config import HARD_LIMITS
 from safety.plan import default_genicular_plan
@@ -74,7 +74,7 @@ def _device(*changes: tuple[float, int]) -> DeviceTrace:
     return trace
 
 
-def _judge(injection: Injection | None, trips: list[Trip], device: DeviceTrace, exit_code: int = 1,
+def _judge(injection: Injection | None, trips: list[TripRow], device: DeviceTrace, exit_code: int = 1,
            record_ok: bool = True) -> campaign.RunOutcome:
     return judge(1, injection, PLAN, HARD_LIMITS, exit_code=exit_code,
                  final_state="fault" if exit_code else "standby", trips=trips, device=device, record_ok=record_ok,
@@ -85,22 +85,22 @@ SHORT = Injection("impedance_short", 1, 50.0, None)
 
 
 def test_a_trip_that_stops_its_channel_within_two_periods_passes() -> None:
-    outcome = _judge(SHORT, [Trip(50.01, "impedance_low", 1)], _device((10.0, 0b111), (50.02, 0b110), (60.0, 0)))
+    outcome = _judge(SHORT, [TripRow(50.01, "impedance_low", 1)], _device((10.0, 0b111), (50.02, 0b110), (60.0, 0)))
     assert outcome.passed and outcome.verdict == "ok"
     assert outcome.fault_met_rf and outcome.stopped_after_ms == pytest.approx(10.0)
 
 
 def test_output_that_runs_on_after_a_trip_fails() -> None:
-    outcome = _judge(SHORT, [Trip(50.01, "impedance_low", 1)], _device((10.0, 0b111), (50.06, 0b110), (60.0, 0)))
+    outcome = _judge(SHORT, [TripRow(50.01, "impedance_low", 1)], _device((10.0, 0b111), (50.06, 0b110), (60.0, 0)))
     assert not outcome.passed and "50 ms after the impedance_low trip" in outcome.problems[0]
 
 
 def test_a_cut_link_is_allowed_the_generators_own_heartbeat_timeout() -> None:
     unplug = Injection(campaign.LINK_UNPLUG, 1, 50.0, None)
     stops_on_its_own = _device((10.0, 0b111), (50.3, 0))
-    assert _judge(unplug, [Trip(50.05, "telemetry_stale", None)], stops_on_its_own).passed
+    assert _judge(unplug, [TripRow(50.05, "telemetry_stale", None)], stops_on_its_own).passed
     too_late = _device((10.0, 0b111), (50.5, 0))
-    assert not _judge(unplug, [Trip(50.05, "telemetry_stale", None)], too_late).passed
+    assert not _judge(unplug, [TripRow(50.05, "telemetry_stale", None)], too_late).passed
 
 
 def test_output_on_at_the_end_fails_whatever_else_happened() -> None:
@@ -111,10 +111,10 @@ def test_output_on_at_the_end_fails_whatever_else_happened() -> None:
 def test_a_fault_that_met_enough_output_must_have_tripped_on_its_channel() -> None:
     device = _device((10.0, 0b111), (100.0, 0))
     assert "nothing tripped on it" in _judge(SHORT, [], device, exit_code=0).problems[0]
-    unrelated = _judge(SHORT, [Trip(30.0, "impedance_low", 1), Trip(60.0, "over_power", 2)], device)
+    unrelated = _judge(SHORT, [TripRow(30.0, "impedance_low", 1), TripRow(60.0, "over_power", 2)], device)
     assert any("nothing tripped on it" in p for p in unrelated.problems)  # before the fault, or another channel
-    system = _judge(SHORT, [Trip(50.5, "generator_fault", None)], _device((10.0, 0b111), (50.51, 0)))
-    assert system.passed and system.detected_by == Trip(50.5, "generator_fault", None)
+    system = _judge(SHORT, [TripRow(50.5, "generator_fault", None)], _device((10.0, 0b111), (50.51, 0)))
+    assert system.passed and system.detected_by == TripRow(50.5, "generator_fault", None)
 
 
 def test_a_fault_that_met_too_little_output_to_be_seen_is_tolerated() -> None:
@@ -147,14 +147,14 @@ def test_a_runaway_during_stimulation_alone_need_not_trip() -> None:
 
 def test_output_back_on_after_a_trip_fails() -> None:
     device = _device((10.0, 0b111), (50.02, 0b110), (60.0, 0b111), (90.0, 0))
-    outcome = _judge(SHORT, [Trip(50.01, "impedance_low", 1)], device)
+    outcome = _judge(SHORT, [TripRow(50.01, "impedance_low", 1)], device)
     assert outcome.problems == ["output back on at 60.00 s on the channels of the impedance_low trip"]
 
 
 def test_a_trip_with_exit_0_or_a_broken_record_fails() -> None:
     device = _device((10.0, 0b111), (50.01, 0b110), (60.0, 0))
-    assert "but exit 0" in _judge(SHORT, [Trip(50.01, "impedance_low", 1)], device, exit_code=0).problems[0]
-    assert _judge(SHORT, [Trip(50.01, "impedance_low", 1)], device, record_ok=False).problems == [
+    assert "but exit 0" in _judge(SHORT, [TripRow(50.01, "impedance_low", 1)], device, exit_code=0).problems[0]
+    assert _judge(SHORT, [TripRow(50.01, "impedance_low", 1)], device, record_ok=False).problems == [
         "the record does not verify"
     ]
 
@@ -173,7 +173,7 @@ def test_a_tip_that_really_got_hotter_than_its_trip_level_fails_even_unseen() ->
 
 def test_a_fault_free_run_that_trips_fails() -> None:
     device = _device((10.0, 0b111), (50.01, 0))
-    assert not _judge(None, [Trip(50.0, "over_temperature", 1)], device).passed
+    assert not _judge(None, [TripRow(50.0, "over_temperature", 1)], device).passed
 
 
 def test_the_command_runs_a_campaign_and_judges_each_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
