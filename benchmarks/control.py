@@ -89,7 +89,7 @@ from firmware_bridge.transport import Transport, memory_pair
 from safety import interlocks as il
 from safety import limits as hard
 from safety.config import HARD_LIMITS
-from safety.gate import EventKind, OutputGate, SafetyEvent
+from safety.gate import EventKind, OutputGate, SafetyEvent, StimKind
 from safety.inputs import EMPTY_TREND, ChannelTrend, ImagingStatus, SafetyInputs, advance_trend
 from safety.interlocks import InterlockId, SafetyRules, Trip
 from safety.plan import Electrode, Lesion, LesionMode, LesionPlan, PulsedSettings
@@ -891,6 +891,17 @@ def _pin_tip_in_heat_sink(rig: TripRig) -> None:
     tissue.inner = LumpedTissue(heat_capacity_j_per_k=30.0)  # the heat goes into a large, perfused volume
 
 
+MOTOR_TEST_MV: Final = 2000
+
+
+def _motor_test_instead_of_rf(rig: TripRig) -> None:
+    """No RF: ch1 stimulates as in the motor test at 2 V (its last step before the lesion would be allowed)."""
+    rig.active.clear()
+    decision = rig.gate.request_stim(1, StimKind.MOTOR, MOTOR_TEST_MV, rig.loop.imaging)
+    if not decision:
+        raise RuntimeError(f"trip bench: motor stimulation refused: {decision.reasons}")
+
+
 def _nothing(rig: TripRig) -> None:
     return None
 
@@ -974,6 +985,9 @@ SCENARIOS: Final[tuple[TripScenario, ...]] = (
     TripScenario(_I.OVER_POWER, "simulator fault power_runaway (x2) on ch1: the power stage delivers twice "
                  "the commanded power; onset = first frame above commanded + tolerance",
                  _fault(FaultKind.POWER_RUNAWAY), on_channel(il.check_over_power)),
+    TripScenario(_I.STIMULATION_MISMATCH, "simulator fault stim_weak (x0.5) on ch1 during a 2 V motor test: "
+                 "the stimulator delivers 1 V; onset = first frame showing it", _fault(FaultKind.STIM_WEAK),
+                 on_channel(il.check_stimulation_mismatch), setup=_motor_test_instead_of_rf),
     TripScenario(_I.CHANNEL_FAULT, "simulator fault channel_fault on ch1", _fault(FaultKind.CHANNEL_FAULT),
                  on_channel(il.check_channel_fault)),
     TripScenario(_I.ELECTRODE_MISMATCH, "simulator fault electrode_removed on ch1 (ELECTRODE_INFO at once)",

@@ -2,7 +2,8 @@
 
 Each run is one whole procedure in simulated time with one fault drawn from a seed: a generator fault
 (the simulator's fault kinds) or the link unplugged, on a planned channel, at a moment somewhere between
-the first and the last output of a fault-free run of the same plan, lasting a while or for good. Run 0 is
+the first and the last output of a fault-free run of the same plan (a stimulator fault: of its stimulation,
+on a channel that stimulates), lasting a while or for good. Run 0 is
 that fault-free run. A campaign is the procedure-level counterpart of ``rfa bench``'s trip latencies: it
 does not ask the host whether it did the right thing, it watches the simulated generator's outputs every
 10 ms step (the composition root samples them) and reads the record, and says for every run:
@@ -40,7 +41,7 @@ from safety.plan import LesionMode, LesionPlan
 
 GENERATOR_KINDS: Final = (
     "thermocouple_open", "thermocouple_frozen", "impedance_spike", "impedance_short", "generator_fault",
-    "channel_fault", "electrode_removed", "power_runaway",
+    "channel_fault", "electrode_removed", "power_runaway", "stim_weak",
 )
 """The simulator's fault kinds (``sim.generator.FaultKind``), by value."""
 LINK_UNPLUG: Final = "link_unplug"
@@ -49,6 +50,9 @@ SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG})
 RF_ONLY_KINDS: Final = frozenset({"power_runaway", "thermocouple_frozen"})
 """Faults that only RF output can show: a runaway of the RF power stage, a reading that does not follow RF
 heating. Their exposure counts RF time, not stimulation."""
+STIM_ONLY_KINDS: Final = frozenset({"stim_weak"})
+"""Faults of the stimulator: drawn inside the fault-free run's stimulation, and their exposure counts
+stimulation time only."""
 DETECT_WITHIN_S: Final = 1.0
 """Output time on the faulted channel after which the fault must have tripped. Every interlock but the frozen
 thermocouple's sees its condition within a period or a STATUS (0.1 s); the rest is margin for a power stage
@@ -81,17 +85,23 @@ class Injection:
 
 
 def draw_injections(runs: int, seed: int, channels: Sequence[int], window_s: tuple[float, float],
-                    kinds: Sequence[str] = KINDS) -> list[Injection]:
-    """``runs`` faults from ``seed``: every kind once before any repeats, on a planned channel, in the window."""
+                    kinds: Sequence[str] = KINDS, stim_window_s: tuple[float, float] | None = None,
+                    stim_channels: Sequence[int] | None = None) -> list[Injection]:
+    """``runs`` faults from ``seed``: every kind once before any repeats, on a planned channel, in the window.
+
+    A stimulator fault (``STIM_ONLY_KINDS``) is drawn in ``stim_window_s`` on one of ``stim_channels`` (the
+    channels that stimulate: lesions' lead channels), where it can show, if both are given."""
     rng = random.Random(seed)
     order = list(kinds)
     rng.shuffle(order)
-    start, end = window_s
     out = []
     for i in range(runs):
+        kind = order[i % len(order)]
         duration = FOR_GOOD if rng.random() < 0.5 else round(rng.uniform(0.2, 5.0), 1)
-        out.append(Injection(order[i % len(order)], rng.choice(list(channels)), round(rng.uniform(start, end), 2),
-                             duration))
+        stim = kind in STIM_ONLY_KINDS and stim_window_s is not None and bool(stim_channels)
+        start, end = stim_window_s if stim and stim_window_s is not None else window_s
+        where = list(stim_channels) if stim and stim_channels else list(channels)
+        out.append(Injection(kind, rng.choice(where), round(rng.uniform(start, end), 2), duration))
     return out
 
 
@@ -103,6 +113,8 @@ class DeviceTrace:
     changes: list[tuple[float, int]] = field(default_factory=list)
     rf_changes: list[tuple[float, int]] = field(default_factory=list)
     """The same for RF output alone (``changes`` counts stimulation too)."""
+    stim_changes: list[tuple[float, int]] = field(default_factory=list)
+    """The same for stimulation alone (a channel stimulates or delivers RF, never both)."""
     true_tip_max_c: dict[int, float] = field(default_factory=dict)
     """The hottest each channel's tip really got (channel 1..4)."""
     last_t: float = 0.0
@@ -116,6 +128,9 @@ class DeviceTrace:
         rf = mask if rf_mask is None else rf_mask
         if not self.rf_changes or self.rf_changes[-1][1] != rf:
             self.rf_changes.append((t, rf))
+        stim = mask & ~rf
+        if not self.stim_changes or self.stim_changes[-1][1] != stim:
+            self.stim_changes.append((t, stim))
         for index, tip_c in enumerate(true_tips_c):
             if tip_c > self.true_tip_max_c.get(index + 1, -273.15):
                 self.true_tip_max_c[index + 1] = tip_c
@@ -146,20 +161,22 @@ class DeviceTrace:
         """The first moment after ``after`` (when the channels of ``mask`` were all off) that one was on."""
         return next((at for at, on in self.changes if at > after and on & mask), None)
 
-    def on_time(self, mask: int, start: float, end: float, *, rf_only: bool = False) -> float:
+    def on_time(self, mask: int, start: float, end: float, *, rf_only: bool = False,
+                stim_only: bool = False) -> float:
         """Seconds between ``start`` and ``end`` during which some channel of ``mask`` was on (RF alone if
-        ``rf_only``)."""
+        ``rf_only``, stimulation alone if ``stim_only``)."""
         total = 0.0
-        changes = self.rf_changes if rf_only else self.changes
+        changes = self.rf_changes if rf_only else self.stim_changes if stim_only else self.changes
         for (at, on), (next_at, _) in itertools.pairwise([*changes, (self.last_t, 0)]):
             if on & mask:
                 total += max(0.0, min(next_at, end) - max(at, start))
         return total
 
-    def window(self) -> tuple[float, float] | None:
-        """First and last moment any output was on."""
-        ons = [t for t, mask in self.changes if mask]
-        offs = [t for t, mask in self.changes if not mask]
+    def window(self, *, stim_only: bool = False) -> tuple[float, float] | None:
+        """First and last moment any output (stimulation, if ``stim_only``) was on."""
+        changes = self.stim_changes if stim_only else self.changes
+        ons = [t for t, mask in changes if mask]
+        offs = [t for t, mask in changes if not mask]
         if not ons:
             return None
         return ons[0], max([t for t in offs if t > ons[0]], default=ons[0])
@@ -188,7 +205,7 @@ class RunOutcome:
     record_rows: int
     exposure_s: float = 0.0
     """How long the faulted channel (any channel, for a system fault) delivered output while the fault lasted
-    (RF output, for the ``RF_ONLY_KINDS``)."""
+    (RF output, for the ``RF_ONLY_KINDS``; stimulation, for the ``STIM_ONLY_KINDS``)."""
     detected_by: TripRow | None = None
     """The first trip of the faulted channel (or of all channels) at or after the fault's onset."""
     true_tip_max_c: float | None = None
@@ -284,7 +301,8 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
     fault_end = device.last_t if injection.duration_s is None else injection.at_s + injection.duration_s
     outcome.fault_met_rf = device.on_at(injection.at_s, fault_mask)
     outcome.exposure_s = device.on_time(fault_mask, injection.at_s, fault_end,
-                                        rf_only=injection.kind in RF_ONLY_KINDS)
+                                        rf_only=injection.kind in RF_ONLY_KINDS,
+                                        stim_only=injection.kind in STIM_ONLY_KINDS)
     outcome.detected_by = next((t for t in trips if t.at >= injection.at_s - 1e-9
                                 and (injection.kind in SYSTEM_KINDS or tripped_mask(t, plan) & fault_mask)), None)
     must_detect_s = FROZEN_DETECT_WITHIN_S if injection.kind == "thermocouple_frozen" else DETECT_WITHIN_S

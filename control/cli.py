@@ -469,7 +469,9 @@ def _campaign(args: argparse.Namespace) -> int:
               else campaign.render_table(outcomes))
         return EXIT_FAULT
     planned = sorted(channel for lesion in plan.lesions for channel in lesion.channels)  # bipolar partners too
-    injections = campaign.draw_injections(args.runs, args.seed, planned, window, args.kinds or campaign.KINDS)
+    injections = campaign.draw_injections(args.runs, args.seed, planned, window, args.kinds or campaign.KINDS,
+                                          stim_window_s=device.window(stim_only=True),
+                                          stim_channels=[lesion.channel for lesion in plan.lesions])
     for run, injection in enumerate(injections, start=1):
         try:
             outcome, _ = _campaign_run(plan, limits, injection, run, args, record_dir)

@@ -134,7 +134,8 @@ def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, no
     # expire and the comparison with the commanded power would stay off.
     if setpoint < previous.setpoint and (not settling or previous.setpoint >= ceiling):
         ceiling, until = previous.setpoint, now + hard.SETPOINT_SETTLE_S
-    return CommandedChannel(True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv)
+    return CommandedChannel(True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv,
+                            previous.stim_since)
 
 
 class _CheckedOutput(NamedTuple):
@@ -456,7 +457,7 @@ class OutputGate:
             self._version += 1
             previous = self._commanded[channel - 1]
             self._commanded[channel - 1] = previous._replace(
-                stim_amplitude_mv=amplitude_mv, since=previous.since if previous.energised else now
+                stim_amplitude_mv=amplitude_mv, since=previous.since if previous.energised else now, stim_since=now
             )
             self._emit(
                 [
@@ -481,7 +482,7 @@ class OutputGate:
             for index, commanded in enumerate(self._commanded):
                 if commanded.stim_amplitude_mv:
                     self._commanded[index] = commanded._replace(
-                        stim_amplitude_mv=0, since=now if not commanded.on else commanded.since
+                        stim_amplitude_mv=0, since=now if not commanded.on else commanded.since, stim_since=now
                     )
             self._emit([SafetyEvent(EventKind.OFF, now, "stimulation stopped", seq=seq)])
             return seq

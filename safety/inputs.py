@@ -53,6 +53,8 @@ class CommandedChannel(NamedTuple):
     """The highest setpoint the measured value may still reflect: a lowered setpoint takes time to show."""
     ceiling_until: float = 0.0
     stim_amplitude_mv: int = 0
+    stim_since: float = 0.0
+    """When the stimulation amplitude was last commanded: what it is measured against settles from then."""
 
     @property
     def energised(self) -> bool:

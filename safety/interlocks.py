@@ -47,6 +47,7 @@ class InterlockId(enum.StrEnum):
     THERMOCOUPLE_FROZEN = "thermocouple_frozen"
     TEMPERATURE_NOT_TRACKING = "temperature_not_tracking"
     OVER_POWER = "over_power"
+    STIMULATION_MISMATCH = "stimulation_mismatch"
     CHANNEL_FAULT = "channel_fault"
     ELECTRODE_MISMATCH = "electrode_mismatch"
     BOILING_DETECTED = "boiling_detected"
@@ -102,6 +103,7 @@ SPECS: Final[dict[InterlockId, InterlockSpec]] = {
     InterlockId.THERMOCOUPLE_FROZEN: InterlockSpec(_H, True, _C),
     InterlockId.TEMPERATURE_NOT_TRACKING: InterlockSpec(_H, True, _C),
     InterlockId.OVER_POWER: InterlockSpec(_H, True, _C),
+    InterlockId.STIMULATION_MISMATCH: InterlockSpec(_M, True, _C),
     InterlockId.CHANNEL_FAULT: InterlockSpec(_H, True, _C),
     InterlockId.ELECTRODE_MISMATCH: InterlockSpec(_M, True, _C),
     InterlockId.BOILING_DETECTED: InterlockSpec(_H, True, _C),
@@ -661,6 +663,30 @@ def check_over_power(inputs: SafetyInputs, rules: ChannelRules, now: float) -> T
     return None if reason is None else _ch(InterlockId.OVER_POWER, rules, reason)
 
 
+def check_stimulation_mismatch(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """Stimulation delivered at another amplitude than commanded: the sensory or motor test would mislead.
+
+    The generator reports the stimulation pulse amplitude in the voltage field while it stimulates
+    (docs/contract.md). A frame read within ``STIM_SETTLE_S`` of the amplitude's command may still show the
+    previous one and is not judged; every later frame is. A missing or weak stimulus is the dangerous side: no
+    twitch "at 2 V" reads as a motor nerve safely far from the tip, and the lesion that follows may reach it."""
+    commanded = inputs.commanded[rules.index]
+    amplitude_mv = commanded.stim_amplitude_mv
+    rx = inputs.telemetry
+    if not amplitude_mv or rx is None or not rx.arrived_at > commanded.stim_since + hard.STIM_SETTLE_S:
+        return None
+    measured_mv = rx.msg.channels[rules.index].voltage_centi_v * 10
+    tolerance_mv = amplitude_mv * hard.STIM_AMPLITUDE_TOLERANCE_PERCENT // 100 + hard.STIM_AMPLITUDE_TOLERANCE_MV
+    if abs(measured_mv - amplitude_mv) > tolerance_mv:
+        return _ch(
+            InterlockId.STIMULATION_MISMATCH,
+            rules,
+            f"stimulation measured {measured_mv / 1000:.2f} V, commanded {amplitude_mv / 1000:.2f} V "
+            f"(tolerance {tolerance_mv / 1000:.3f} V): a response, or its absence, at this amplitude would mislead",
+        )
+    return None
+
+
 def check_channel_fault(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
     """The generator flags a fault on this channel."""
     rx = inputs.telemetry
@@ -731,6 +757,7 @@ CHANNEL_CHECKS: Final[tuple[ChannelCheck, ...]] = (
     check_thermocouple_frozen,
     check_temperature_not_tracking,
     check_over_power,
+    check_stimulation_mismatch,
     check_channel_fault,
     check_impedance_low,
     check_impedance_high,

@@ -126,6 +126,15 @@ POWER_REGULATION_MAX_W: Final = (POWER_MAX_W - POWER_MEASUREMENT_TOLERANCE_W) / 
 # commanded off for longer than the generator needs to obey (two telemetry frames plus transit).
 UNCOMMANDED_POWER_W: Final = 1.0
 UNCOMMANDED_GRACE_S: Final = 0.1
+# Stimulation as delivered: the amplitude the generator measures (the voltage field of TELEMETRY while it
+# stimulates) within 10 % + 20 mV of the commanded one (two counts of the wire's 0.01 V), once the generator
+# has had as long to apply a new amplitude as it has to obey OUTPUT_OFF. A stimulator that under-delivers
+# makes a motor nerve near the tip look safely distant ("no twitch at 2 V" when 1 V was given), and one that
+# over-delivers stimulates beyond what the physician chose; either way the test's answer is wrong, so it
+# stops (docs/safety.md). Integer millivolts, so the boundary is exact.
+STIM_AMPLITUDE_TOLERANCE_PERCENT: Final = 10
+STIM_AMPLITUDE_TOLERANCE_MV: Final = 20
+STIM_SETTLE_S: Final = 0.1
 # The RF time beyond the planned lesion time that the loop's tick granularity may use before the gate
 # stops the lesion itself.
 LESION_TIME_TOLERANCE_S: Final = 2.0

@@ -403,6 +403,21 @@ def test_power_runaway_raises_a_pulsed_peak_voltage_and_a_bipolar_pairs_power() 
     assert pair[0].power_w + pair[1].power_w == pytest.approx(10.0, rel=0.01)
 
 
+def test_stim_weak_under_delivers_the_stimulus_and_reports_what_it_delivers() -> None:
+    h = LockstepHost(noise=False, faults=[Fault(FaultKind.STIM_WEAK, at_s=0.5, channel=2)])
+    h.run(0.2)
+    h.command(Stim(0x02, 20, 1000, 2000))  # motor test at 2 V on channel 2
+    h.run(0.2)
+    assert h.last_telemetry().channels[1].voltage_v == pytest.approx(2.0)
+    h.run(0.2)
+    assert h.last_telemetry().channels[1].voltage_v == pytest.approx(1.0)
+    assert h.command(Stim(0x02, 20, 1000, 0)) == AckResult.OK
+    assert h.command(Stim(0x01, 20, 1000, 2000)) == AckResult.OK  # only the faulted channel is weak
+    h.run(0.1)
+    assert h.last_telemetry().channels[0].voltage_v == pytest.approx(2.0)
+    assert h.sim.fault_bits == 0, "a weak stimulus is not a fault the generator reports"
+
+
 def test_channel_fault_turns_that_channel_off_only() -> None:
     h = run_with_fault(Fault(FaultKind.CHANNEL_FAULT, at_s=0.5, channel=4, duration_s=0.1))
     t = next(t for t in h.telemetry() if t.gen_time_us == 550_000)  # during the fault

@@ -414,6 +414,11 @@ class SimGenerator:
         return max((f.magnitude for f in self._active_faults
                     if f.channel == index + 1 and f.kind is FaultKind.POWER_RUNAWAY), default=1.0)
 
+    def _stim_gain(self, index: int) -> float:
+        """The stimulator's gain: 1 when it delivers what was commanded, the fault's factor while injected."""
+        return next((f.magnitude for f in self._active_faults
+                     if f.channel == index + 1 and f.kind is FaultKind.STIM_WEAK), 1.0)
+
     def _active_kinds(self, index: int) -> set[FaultKind]:
         return {f.kind for f in self._active_faults if f.channel == index + 1}
 
@@ -513,7 +518,7 @@ class SimGenerator:
                     side.voltage_v, side.current_a, side.power_w = voltage, current, current * current * z
             elif ch.stim is not None:
                 stim = ch.stim
-                voltage = min(stim.amplitude_mv / 1000.0, self.caps.max_voltage_v)
+                voltage = min(stim.amplitude_mv / 1000.0 * self._stim_gain(i), self.caps.max_voltage_v)
                 duty = stim.pulse_width_us * 1e-6 * stim.frequency_deci_hz / 10.0
                 ch.voltage_v, ch.current_a = voltage, voltage / load
                 ch.power_w = voltage * voltage / load * duty

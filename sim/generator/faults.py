@@ -35,6 +35,10 @@ class FaultKind(enum.StrEnum):
     """The power stage loses regulation and delivers ``value`` times (default 2) what was commanded (the
     power; pulsed: the peak voltage; bipolar: the pair's power, injected on either channel of the pair), up
     to the hardware caps; the generator does not notice (only the host's over-power check can)."""
+    STIM_WEAK = "stim_weak"
+    """The stimulator delivers ``value`` times (default 0.5) the commanded amplitude (above 1: more), up to the
+    hardware cap, and reports what it delivers; the generator does not notice (only the host's stimulation
+    check can)."""
 
 
 DEFAULT_VALUES: Final[dict[FaultKind, float]] = {
@@ -42,6 +46,7 @@ DEFAULT_VALUES: Final[dict[FaultKind, float]] = {
     FaultKind.IMPEDANCE_SHORT: 5.0,
     FaultKind.GENERATOR_FAULT: 0x01,
     FaultKind.POWER_RUNAWAY: 2.0,
+    FaultKind.STIM_WEAK: 0.5,
 }
 
 

@@ -35,6 +35,39 @@ def test_draws_cover_every_kind_first_and_stay_on_planned_channels_in_the_window
         assert injection.duration_s is None or 0.2 <= injection.duration_s <= 5.0
 
 
+@given(st.integers(0, 2**32), st.integers(1, 30))
+def test_a_stimulator_fault_is_drawn_inside_the_stimulation_on_a_channel_that_stimulates(seed: int, runs: int) -> None:
+    drawn = draw_injections(runs, seed, [1, 2, 3, 4], (50.0, 200.0), stim_window_s=(5.0, 20.0), stim_channels=[1, 3])
+    for injection in drawn:
+        stim = injection.kind in campaign.STIM_ONLY_KINDS
+        assert (5.0 <= injection.at_s <= 20.0) if stim else (50.0 <= injection.at_s <= 200.0)
+        assert injection.channel in ((1, 3) if stim else (1, 2, 3, 4))
+
+
+def test_a_weak_stimulus_is_judged_by_the_stimulation_it_met_not_by_rf() -> None:
+    """ch1 stimulates 5..20 s, then delivers RF 30..100 s: a weak stimulus from 19.5 s met 0.5 s of
+    stimulation, not enough to require a trip; one from 10 s met 10 s, and must have tripped."""
+    device = DeviceTrace()
+    for t, mask, rf in ((5.0, 0b1, 0), (20.0, 0, 0), (30.0, 0b1, 0b1), (100.0, 0, 0)):
+        device.sample(t, mask, rf_mask=rf)
+    late = _judge(Injection("stim_weak", 1, 19.5, None), [], device, exit_code=0)
+    assert late.exposure_s == pytest.approx(0.5) and late.verdict == "tolerated"
+    missed = _judge(Injection("stim_weak", 1, 10.0, None), [], device, exit_code=0)
+    assert missed.exposure_s == pytest.approx(10.0)
+    assert "stim_weak lasted 10.0 s of output and nothing tripped on it" in missed.problems
+    caught = _judge(Injection("stim_weak", 1, 10.0, None), [TripRow(10.12, "stimulation_mismatch", 1)],
+                    _device_stim_then_off(10.13))
+    assert caught.passed and caught.detected_by == TripRow(10.12, "stimulation_mismatch", 1)
+    assert device.window(stim_only=True) == (5.0, 20.0)
+
+
+def _device_stim_then_off(off_at: float) -> DeviceTrace:
+    device = DeviceTrace()
+    for t, mask in ((5.0, 0b1), (off_at, 0)):
+        device.sample(t, mask, rf_mask=0)
+    return device
+
+
 @st.composite
 def traces(draw: st.DrawFn) -> list[tuple[float, int]]:
     """Device samples every 10 ms: (time, mask on)."""

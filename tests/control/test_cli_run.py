@@ -108,6 +108,23 @@ def test_a_procedure_that_faults_exits_1_naming_the_interlock_and_its_record_row
     assert reader.count("frame") > 0, "frames were recorded while RF was on and at state changes"
 
 
+def test_a_weak_stimulus_stops_the_test_before_any_lesion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stimulator delivering half the amplitude would report "no response at 1 V" for 0.5 V: the test
+    stops on the mismatch, and the procedure never reaches RF."""
+    plan = write_plan(tmp_path, **{"max_amplitude_mv = 100": "max_amplitude_mv = 1000"})
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[fault]]\nkind = "stim_weak"\nat_s = 0.0\nchannel = 1\n')
+    code = main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--faults", str(faults),
+                 "--record", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "First interlock trip: stimulation_mismatch ch1" in out
+    reader = RecordReader(Path(out.split("Record: ")[1].split()[0]))
+    (trip,) = [r.payload for r in reader.rows("alarm") if r.payload["event"] == "trip"]
+    assert "measured 0.05 V, commanded 0.10 V" in trip["detail"]
+    assert not [r for r in reader.rows("safety") if "output on" in r.payload["detail"]], "no RF after the trip"
+
+
 def test_faults_for_an_external_generator_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     faults = tmp_path / "faults.toml"
     faults.write_text("")

@@ -20,9 +20,10 @@ from firmware_bridge.messages import (
     Status,
     Stim,
 )
+from safety import limits as hard
 from safety.gate import Decision, EventKind, OutputGate, StimKind
 from safety.inputs import ImagingStatus
-from safety.interlocks import InterlockId
+from safety.interlocks import InterlockId, Trip
 from safety.plan import default_genicular_plan
 from tests.safety.support import NOW, ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
 
@@ -289,6 +290,34 @@ def test_a_trip_during_stimulation_stops_it_after_output_off() -> None:
     rig.feed(telemetry({1: channel(flags=0x0A)}))
     rig.gate.evaluate(rig.imaging())
     assert rig.wire() == [OutputOff(0b0001), Stim(0b0001, 0, 0, 0)]
+
+
+def test_a_stimulus_off_its_commanded_amplitude_trips_once_each_new_amplitude_has_settled() -> None:
+    """The session raises the amplitude step by step: a frame that still shows the previous step within the
+    settling time is not a mismatch; a stimulus that stays weak is, and is stopped like any trip."""
+    rig = Rig()
+    ready(rig)
+
+    def stimulus_for(seconds: float, volts: float) -> list[Trip]:
+        trips = []
+        for _ in range(round(seconds / 0.01)):
+            rig.clock.advance(0.01)
+            rig.feed(telemetry({1: channel(voltage_v=volts, flags=ON)}))
+            trips += rig.gate.evaluate(rig.imaging())
+        return trips
+
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 1000, rig.imaging())
+    assert stimulus_for(0.05, 0.0) == []  # the generator has not applied it yet
+    assert stimulus_for(0.5, 1.0) == []
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 1500, rig.imaging())
+    assert stimulus_for(hard.STIM_SETTLE_S - 0.01, 1.0) == []  # the previous step, still settling
+    assert stimulus_for(0.5, 1.5) == []
+    rig.wire()
+    (trip,) = stimulus_for(0.02, 0.7)
+    assert (trip.interlock, trip.channel) == (InterlockId.STIMULATION_MISMATCH, 1)
+    assert "measured 0.70 V, commanded 1.50 V" in trip.reason
+    assert rig.wire() == [OutputOff(0b0001), Stim(0b0001, 0, 0, 0)]
+    assert not rig.gate.request_stim(1, StimKind.MOTOR, 1500, rig.imaging()), "latched until acknowledged"
 
 
 def test_channel_off_and_load_plan() -> None:

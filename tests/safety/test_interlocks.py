@@ -54,6 +54,11 @@ from tests.safety.support import (
 )
 
 CH1 = RULES.by_channel[1]
+
+
+def stimulating(amplitude_mv: int, age_s: float = 1.0) -> CommandedChannel:
+    """Stimulation commanded at ``amplitude_mv`` ``age_s`` ago (RF off)."""
+    return CommandedChannel(on=False, since=NOW - age_s, stim_amplitude_mv=amplitude_mv, stim_since=NOW - age_s)
 PULSED_CH1 = PULSED_RULES.by_channel[1]
 
 
@@ -311,6 +316,11 @@ CASES = [
     Case(
         InterlockId.PROBE_FACE_OVER_TEMPERATURE, lambda v: inputs(imaging=ImagingStatus(NOW, v)), 43.0, 0.01
     ),
+    # The stimulus is judged once 0.1 s have passed since its amplitude was commanded (its two-sided
+    # tolerance has its own boundary test and property below).
+    Case(InterlockId.STIMULATION_MISMATCH, lambda v: inputs(telemetry({1: channel(voltage_v=1.0, flags=ON)}),
+                                                            commanded={1: stimulating(2000, age_s=v)}),
+         hard.STIM_SETTLE_S, 0.001, label="settle"),
 ]
 
 
@@ -516,6 +526,36 @@ def test_electrode_mismatch_iff_not_the_planned_electrode(
 
 
 # -- scope, masks and the whole table ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("measured_v", "trips"), [(1.77, True), (1.78, False), (2.0, False), (2.22, False),
+                                                    (2.23, True), (0.0, True)])
+def test_a_2_v_motor_stimulus_is_judged_within_10_percent_plus_20_mv(measured_v: float, trips: bool) -> None:
+    snapshot = inputs(telemetry({1: channel(voltage_v=measured_v, flags=ON)}), commanded={1: stimulating(2000)})
+    assert _tripped(InterlockId.STIMULATION_MISMATCH, snapshot) is trips
+
+
+@given(amplitude_mv=st.integers(1, hard.STIM_AMPLITUDE_MAX_MV), measured_centi_v=st.integers(0, 500),
+       age_s=st.floats(0.0, 5.0), stim_channel=st.integers(1, 4))
+def test_stimulation_trips_iff_measured_off_the_commanded_amplitude_once_settled(
+    amplitude_mv: int, measured_centi_v: int, age_s: float, stim_channel: int
+) -> None:
+    """Only a planned channel that stimulates is judged, only after the settling time, and then by both
+    sides of the tolerance: under-delivery (the dangerous side) and over-delivery alike."""
+    snapshot = inputs(telemetry({stim_channel: channel(voltage_v=measured_centi_v / 100, flags=ON)}),
+                      commanded={stim_channel: stimulating(amplitude_mv, age_s)})
+    off_by_mv = abs(measured_centi_v * 10 - amplitude_mv)
+    tolerance_mv = amplitude_mv / 10 + 20  # 10 % + 20 mV, the integer floor of which is what is allowed
+    expected = stim_channel in RULES.by_channel and age_s > hard.STIM_SETTLE_S and off_by_mv >= int(tolerance_mv) + 1
+    trips = [t for t in evaluate_interlocks(snapshot, RULES, NOW) if t.interlock is InterlockId.STIMULATION_MISMATCH]
+    assert [t.channel for t in trips] == ([stim_channel] if expected else [])
+    assert all("commanded" in t.reason and "measured" in t.reason for t in trips)
+
+
+@given(measured_centi_v=st.integers(0, 5000))
+def test_without_stimulation_the_voltage_is_not_judged_against_any_amplitude(measured_centi_v: int) -> None:
+    snapshot = inputs(telemetry({1: channel(voltage_v=measured_centi_v / 100)}))
+    assert not _tripped(InterlockId.STIMULATION_MISMATCH, snapshot)
 
 
 def test_every_interlock_has_a_spec_and_a_check() -> None:
