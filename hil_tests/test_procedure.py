@@ -11,8 +11,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from control.record import RecordReader
+from hil_tests.stall_witness import run_until_unspoiled
 
 PLAN = """
 name = "hil-short"
@@ -35,23 +37,41 @@ active_tip_mm = 10.0
 """
 
 
+PERIOD_LIMIT_MS = 20.0
+"""Two loop periods: the watchdog's limit, and what a real-time run's longest period must stay within."""
+
+
+def run_realtime(command: list[str]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``rfa run ... --json`` in real time: the process and its result event, from the first run that a
+    machine stall did not spoil (hil_tests/stall_witness.py)."""
+    def attempt() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        run = subprocess.run([sys.executable, "-m", "control.cli", *command], capture_output=True, text=True,
+                             timeout=180)
+        events = [json.loads(line) for line in run.stdout.splitlines()]
+        return run, events[-1] if events else {"message": run.stderr[-2000:]}
+
+    def broke_period(outcome: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> str | None:
+        _, result = outcome
+        longest_ms = (result.get("loop") or {}).get("longest_period_ms", 0.0)
+        if longest_ms > PERIOD_LIMIT_MS or "control_loop_overrun" in str(result.get("message")):
+            return f"longest period {longest_ms} ms ({result.get('message') or 'no trip'})"
+        return None
+
+    return run_until_unspoiled(attempt, broke_period)
+
+
 def test_a_short_procedure_completes_in_real_time(generator_url: str, tmp_path: Path) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
-    run = subprocess.run(
-        [sys.executable, "-m", "control.cli", "run", "--generator", generator_url, "--probe", "none",
-         "--plan", str(plan), "--yes", "--json", "--record", str(tmp_path)],
-        capture_output=True, text=True, timeout=180,
-    )
-    events = [json.loads(line) for line in run.stdout.splitlines()]
-    result = events[-1]
+    run, result = run_realtime(["run", "--generator", generator_url, "--probe", "none", "--plan", str(plan),
+                                "--yes", "--json", "--record", str(tmp_path)])
     assert run.returncode == 0, (result.get("message"), result.get("first_trip"), run.stderr[-2000:])
     (summary,) = result["summaries"]
     assert summary["tripped"] == ""
     assert summary["overshoot_c"] <= 2.0
     assert summary["hold_rms_error_c"] is not None and summary["hold_rms_error_c"] <= 1.0
     assert result["link"]["crc_errors"] == 0
-    assert result["realtime"] and 0 < result["loop"]["longest_period_ms"] <= 20, result["loop"]
+    assert result["realtime"] and 0 < result["loop"]["longest_period_ms"] <= PERIOD_LIMIT_MS, result["loop"]
     reader = RecordReader(Path(result["record_path"]))
     assert reader.verify().ok
     # Real time at 100 Hz: the record holds about 100 telemetry frames (x 4 channels) per second of run.
@@ -65,13 +85,8 @@ def test_a_guided_procedure_in_real_time_images_on_its_own_thread(tmp_path: Path
     B-mode on the guidance thread (control.guidance_thread), and the 10 ms loop still keeps its period."""
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN.replace("imaging_required = false", "imaging_required = true"))
-    run = subprocess.run(
-        [sys.executable, "-m", "control.cli", "run", "--realtime", "--plan", str(plan), "--yes", "--json",
-         "--record", str(tmp_path)],
-        capture_output=True, text=True, timeout=180,
-    )
-    events = [json.loads(line) for line in run.stdout.splitlines()]
-    result = events[-1]
+    run, result = run_realtime(["run", "--realtime", "--plan", str(plan), "--yes", "--json", "--record",
+                                str(tmp_path)])
     assert run.returncode == 0, (result.get("message"), result.get("first_trip"), run.stderr[-2000:])
     reader = RecordReader(Path(result["record_path"]))
     assert reader.verify().ok

@@ -1,0 +1,62 @@
+"""The HIL tests' stall witness: a run that broke its period is run again only if the machine stopped."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from hil_tests.stall_witness import STALL_S, StallWitness, run_until_unspoiled
+
+
+def hold_the_interpreter() -> None:
+    """Stop every other thread of this process for well over ``STALL_S``: one C call that keeps the GIL."""
+    values = [random.random() for _ in range(400_000)]
+    sorted(values)
+
+
+def test_a_quiet_machine_is_not_taken_for_a_stall() -> None:
+    with StallWitness() as witness:
+        time.sleep(0.1)
+    assert witness.longest_s < STALL_S
+
+
+def test_the_witness_sees_its_process_stop() -> None:
+    with StallWitness() as witness:
+        time.sleep(0.01)
+        hold_the_interpreter()
+    assert witness.longest_s >= STALL_S
+
+
+def test_a_run_that_kept_its_period_is_judged_as_it_is_even_through_a_stall() -> None:
+    runs = []
+
+    def attempt() -> int:
+        runs.append(1)
+        hold_the_interpreter()
+        return len(runs)
+
+    assert run_until_unspoiled(attempt, lambda n: None) == 1
+
+
+def test_a_run_that_broke_its_period_during_a_stall_is_run_again_and_the_retry_is_reported() -> None:
+    runs: list[int] = []
+
+    def attempt() -> int:
+        runs.append(1)
+        if len(runs) == 1:
+            hold_the_interpreter()
+        return len(runs)
+
+    with pytest.warns(UserWarning, match="spoiled by a machine stall"):
+        assert run_until_unspoiled(attempt, lambda n: "overrun") == 2
+
+
+def test_a_run_that_broke_its_period_with_no_stall_is_returned_to_fail() -> None:
+    assert run_until_unspoiled(lambda: "slow loop", lambda run: "overrun") == "slow loop"
+
+
+def test_every_attempt_spoiled_fails_saying_so() -> None:
+    with pytest.warns(UserWarning), pytest.raises(AssertionError, match="every one of 2 real-time runs"):
+        run_until_unspoiled(hold_the_interpreter, lambda run: "overrun", attempts=2)
