@@ -9,7 +9,8 @@ Each tick, in this order:
 2. read what the generator sent; every frame goes on the procedure record as it is parsed (a listener
    the session installs on the driver), so it is recorded before anything acts on it;
 3. poll imaging (never blocking) and evaluate every interlock in the gate; a trip has put ``OUTPUT_OFF``
-   on the wire before :meth:`ControlLoop.tick` returns it;
+   on the wire before :meth:`ControlLoop.tick` returns it (the watchdog's too, though it trips from its
+   own thread);
 4. kick the independent watchdog.
 
 The control step and the output request (through the gate, the only holder of the output capability)
@@ -29,7 +30,7 @@ from firmware_bridge.generator import RfGenerator
 from safety import limits as hard
 from safety.gate import OutputGate
 from safety.inputs import ImagingStatus
-from safety.interlocks import Trip
+from safety.interlocks import InterlockId, Trip
 from safety.watchdog import Watchdog
 
 PERIOD_S: Final = hard.LOOP_PERIOD_S
@@ -94,6 +95,7 @@ class ControlLoop:
         """The longest time between two ticks' interlock evaluations: what the watchdog limits to two periods."""
         self._evaluated_at: float | None = None
         self._t_next = clock.now()
+        self._watchdog_trips_reported = 0
 
     def start(self) -> None:
         if self.runtime is not None:
@@ -142,4 +144,14 @@ class ControlLoop:
         trips = self.gate.evaluate(self.imaging)
         self.watchdog.kick()
         self.ticks += 1
-        return trips
+        return self._watchdog_trips() + trips
+
+    def _watchdog_trips(self) -> list[Trip]:
+        """The overrun the watchdog latched since the last tick, if it did: it tripped outside the tick (from
+        its thread, on the cart), so no evaluation returns it, and the procedure would otherwise learn of it
+        only as refused output, unable to say which interlock tripped and where in the record."""
+        tripped = self.watchdog.trips
+        if tripped == self._watchdog_trips_reported:
+            return []
+        self._watchdog_trips_reported = tripped
+        return [t for t in self.gate.latched if t.interlock is InterlockId.CONTROL_LOOP_OVERRUN]

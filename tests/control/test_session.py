@@ -11,7 +11,7 @@ from control.record import RecordReader
 from firmware_bridge.messages import Message, Pump, SetOutput
 from safety.plan import Lesion, LesionPlan, default_genicular_plan
 from sim.generator import Fault, FaultKind
-from tests.control.harness import build_cart
+from tests.control.harness import SimCart, build_cart
 
 
 def plan_without_imaging() -> LesionPlan:
@@ -64,6 +64,33 @@ def test_a_channel_fault_mid_lesion_stops_that_channel_and_ends_in_fault(tmp_pat
     assert first.payload["channel"] == 2
     # A full-scale open thermocouple reads as over-temperature too: both trip, in the same tick.
     assert {"thermocouple_open", "over_temperature"} <= {r.payload.get("interlock") for r in alarms}
+    assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+class StallOnce:
+    """The loop's pacer, stalling once, 60 ms, when the lesions are ramping (the devices keep stepping)."""
+
+    def __init__(self, cart: SimCart) -> None:
+        self.cart, self.inner, self.stalled = cart, cart.session.loop.pacer, False
+
+    def sleep_until(self, t: float) -> None:
+        if not self.stalled and self.cart.session.procedure.state is State.RAMPING:
+            self.stalled = True
+            t += 0.06
+        self.inner.sleep_until(t)
+
+
+def test_a_stall_the_watchdog_trips_is_reported_as_its_interlock_with_its_record_row(tmp_path: Path) -> None:
+    """The watchdog trips a stalled loop from outside the tick (its thread, on the cart); the procedure must
+    still say which interlock tripped and where in the record, not only that output was then refused."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    cart.session.loop.pacer = StallOnce(cart)
+    result = cart.session.run()
+    cart.record.close()
+    assert (result.exit_code, result.final_state) == (1, "fault")
+    assert result.first_trip.startswith("control_loop_overrun: watchdog: no loop kick for 7"), result.first_trip
+    row = next(r for r in RecordReader(result.record_path).rows("alarm") if r.id == result.first_trip_row)
+    assert (row.payload["event"], row.payload["interlock"]) == ("trip", "control_loop_overrun")
     assert not any(ch.output_on for ch in cart.sim.channels)
 
 
