@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -85,12 +85,13 @@ class Injection:
 
 
 def draw_injections(runs: int, seed: int, channels: Sequence[int], window_s: tuple[float, float],
-                    kinds: Sequence[str] = KINDS, stim_window_s: tuple[float, float] | None = None,
-                    stim_channels: Sequence[int] | None = None) -> list[Injection]:
+                    kinds: Sequence[str] = KINDS,
+                    stim_windows_s: Mapping[int, tuple[float, float]] | None = None) -> list[Injection]:
     """``runs`` faults from ``seed``: every kind once before any repeats, on a planned channel, in the window.
 
-    A stimulator fault (``STIM_ONLY_KINDS``) is drawn in ``stim_window_s`` on one of ``stim_channels`` (the
-    channels that stimulate: lesions' lead channels), where it can show, if both are given."""
+    A stimulator fault (``STIM_ONLY_KINDS``) is drawn, where it can show, on a channel of ``stim_windows_s``
+    (each channel that stimulated in the fault-free run, with the first and last moment it did) inside its
+    window, if there is one."""
     rng = random.Random(seed)
     order = list(kinds)
     rng.shuffle(order)
@@ -98,10 +99,13 @@ def draw_injections(runs: int, seed: int, channels: Sequence[int], window_s: tup
     for i in range(runs):
         kind = order[i % len(order)]
         duration = FOR_GOOD if rng.random() < 0.5 else round(rng.uniform(0.2, 5.0), 1)
-        stim = kind in STIM_ONLY_KINDS and stim_window_s is not None and bool(stim_channels)
-        start, end = stim_window_s if stim and stim_window_s is not None else window_s
-        where = list(stim_channels) if stim and stim_channels else list(channels)
-        out.append(Injection(kind, rng.choice(where), round(rng.uniform(start, end), 2), duration))
+        if kind in STIM_ONLY_KINDS and stim_windows_s:
+            channel = rng.choice(sorted(stim_windows_s))
+            start, end = stim_windows_s[channel]
+        else:
+            channel = rng.choice(list(channels))
+            start, end = window_s
+        out.append(Injection(kind, channel, round(rng.uniform(start, end), 2), duration))
     return out
 
 
@@ -172,14 +176,14 @@ class DeviceTrace:
                 total += max(0.0, min(next_at, end) - max(at, start))
         return total
 
-    def window(self, *, stim_only: bool = False) -> tuple[float, float] | None:
-        """First and last moment any output (stimulation, if ``stim_only``) was on."""
+    def window(self, *, stim_only: bool = False, mask: int = ALL_CHANNELS) -> tuple[float, float] | None:
+        """When output (stimulation, if ``stim_only``) first came on on a channel of ``mask``, and when it last
+        went off there (the last sample if it never did)."""
         changes = self.stim_changes if stim_only else self.changes
-        ons = [t for t, mask in changes if mask]
-        offs = [t for t, mask in changes if not mask]
+        ons = [t for t, on in changes if on & mask]
         if not ons:
             return None
-        return ons[0], max([t for t in offs if t > ons[0]], default=ons[0])
+        return ons[0], next((t for t, on in changes if t > ons[-1] and not on & mask), self.last_t)
 
 
 @dataclass(frozen=True)

@@ -469,9 +469,10 @@ def _campaign(args: argparse.Namespace) -> int:
               else campaign.render_table(outcomes))
         return EXIT_FAULT
     planned = sorted(channel for lesion in plan.lesions for channel in lesion.channels)  # bipolar partners too
+    stimulated = {lesion.channel: device.window(stim_only=True, mask=1 << (lesion.channel - 1))
+                  for lesion in plan.lesions}
     injections = campaign.draw_injections(args.runs, args.seed, planned, window, args.kinds or campaign.KINDS,
-                                          stim_window_s=device.window(stim_only=True),
-                                          stim_channels=[lesion.channel for lesion in plan.lesions])
+                                          {ch: w for ch, w in stimulated.items() if w is not None})
     for run, injection in enumerate(injections, start=1):
         try:
             outcome, _ = _campaign_run(plan, limits, injection, run, args, record_dir)

@@ -36,12 +36,12 @@ def test_draws_cover_every_kind_first_and_stay_on_planned_channels_in_the_window
 
 
 @given(st.integers(0, 2**32), st.integers(1, 30))
-def test_a_stimulator_fault_is_drawn_inside_the_stimulation_on_a_channel_that_stimulates(seed: int, runs: int) -> None:
-    drawn = draw_injections(runs, seed, [1, 2, 3, 4], (50.0, 200.0), stim_window_s=(5.0, 20.0), stim_channels=[1, 3])
+def test_a_stimulator_fault_is_drawn_inside_the_stimulation_of_a_channel_that_stimulated(seed: int, runs: int) -> None:
+    stimulated = {1: (5.0, 10.0), 3: (15.0, 20.0)}
+    drawn = draw_injections(runs, seed, [1, 2, 3, 4], (50.0, 200.0), stim_windows_s=stimulated)
     for injection in drawn:
-        stim = injection.kind in campaign.STIM_ONLY_KINDS
-        assert (5.0 <= injection.at_s <= 20.0) if stim else (50.0 <= injection.at_s <= 200.0)
-        assert injection.channel in ((1, 3) if stim else (1, 2, 3, 4))
+        start, end = stimulated[injection.channel] if injection.kind in campaign.STIM_ONLY_KINDS else (50.0, 200.0)
+        assert start <= injection.at_s <= end
 
 
 def test_a_weak_stimulus_is_judged_by_the_stimulation_it_met_not_by_rf() -> None:
@@ -59,6 +59,13 @@ def test_a_weak_stimulus_is_judged_by_the_stimulation_it_met_not_by_rf() -> None
                     _device_stim_then_off(10.13))
     assert caught.passed and caught.detected_by == TripRow(10.12, "stimulation_mismatch", 1)
     assert device.window(stim_only=True) == (5.0, 20.0)
+    assert device.window(stim_only=True, mask=0b10) is None
+    two = DeviceTrace()
+    for t, mask in ((5.0, 0b01), (9.0, 0), (12.0, 0b10), (20.0, 0), (30.0, 0b01), (31.0, 0b01)):
+        two.sample(t, mask, rf_mask=0)
+    assert two.window(stim_only=True, mask=0b10) == (12.0, 20.0), "a channel's own stimulation, not the others'"
+    assert two.window(stim_only=True, mask=0b01) == (5.0, 31.0), "still on at the end: the last sample"
+    assert two.window() == (5.0, 31.0)
 
 
 def _device_stim_then_off(off_at: float) -> DeviceTrace:
