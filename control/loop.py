@@ -30,7 +30,7 @@ from firmware_bridge.generator import RfGenerator
 from safety import limits as hard
 from safety.gate import OutputGate
 from safety.inputs import ImagingStatus
-from safety.interlocks import InterlockId, Trip
+from safety.interlocks import Trip
 from safety.watchdog import Watchdog
 
 PERIOD_S: Final = hard.LOOP_PERIOD_S
@@ -95,7 +95,6 @@ class ControlLoop:
         """The longest time between two ticks' interlock evaluations: what the watchdog limits to two periods."""
         self._evaluated_at: float | None = None
         self._t_next = clock.now()
-        self._watchdog_trips_reported = 0
 
     def start(self) -> None:
         if self.runtime is not None:
@@ -144,14 +143,8 @@ class ControlLoop:
         trips = self.gate.evaluate(self.imaging)
         self.watchdog.kick()
         self.ticks += 1
-        return self._watchdog_trips() + trips
-
-    def _watchdog_trips(self) -> list[Trip]:
-        """The overrun the watchdog latched since the last tick, if it did: it tripped outside the tick (from
-        its thread, on the cart), so no evaluation returns it, and the procedure would otherwise learn of it
-        only as refused output, unable to say which interlock tripped and where in the record."""
-        tripped = self.watchdog.trips
-        if tripped == self._watchdog_trips_reported:
-            return []
-        self._watchdog_trips_reported = tripped
-        return [t for t in self.gate.latched if t.interlock is InterlockId.CONTROL_LOOP_OVERRUN]
+        # The watchdog's trips happen outside any evaluation (from its thread, on the cart): without them here
+        # the procedure would learn of a stall only as refused output, unable to say which interlock tripped
+        # and where in the record. When the evaluation found the same stall too (both woke from it), once.
+        found = {trip.key for trip in trips}
+        return [trip for trip in self.gate.take_watchdog_trips() if trip.key not in found] + trips

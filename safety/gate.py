@@ -188,6 +188,8 @@ class OutputGate:
         self._active: dict[_TripKey, Trip] = {}
         self._tripped: set[_TripKey] = set()
         self._latched: dict[_TripKey, Trip] = {}
+        self._watchdog_trips: list[Trip] = []
+        """Trips the watchdog forced since :meth:`take_watchdog_trips` last handed them over."""
         self._version = 0
         """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
         self._evaluated: _Evaluation | None = None
@@ -457,7 +459,11 @@ class OutputGate:
             self._version += 1
             previous = self._commanded[channel - 1]
             self._commanded[channel - 1] = previous._replace(
-                stim_amplitude_mv=amplitude_mv, since=previous.since if previous.energised else now, stim_since=now
+                stim_amplitude_mv=amplitude_mv,
+                since=previous.since if previous.energised else now,
+                # The measurement settles from a new amplitude; re-sending the same one must not keep the
+                # check blind by restarting the settling time.
+                stim_since=previous.stim_since if amplitude_mv == previous.stim_amplitude_mv else now,
             )
             self._emit(
                 [
@@ -530,10 +536,18 @@ class OutputGate:
         try:
             now = self._clock.now()
             self._account(now)
-            self._force_trip(InterlockId.CONTROL_LOOP_OVERRUN, detail, now)
+            self._watchdog_trips.append(self._force_trip(InterlockId.CONTROL_LOOP_OVERRUN, detail, now))
             return True
         finally:
             self._lock.release()
+
+    def take_watchdog_trips(self) -> list[Trip]:
+        """The trips the watchdog forced (and recorded) since the last call, once each: they happen outside
+        any evaluation (on the watchdog's thread), so the loop hands them to its owner with the tick's own.
+        One the loop's evaluation also found, in the same stall, is the loop's to drop."""
+        with self._lock:
+            trips, self._watchdog_trips = self._watchdog_trips, []
+            return trips
 
     def emergency_off(self) -> int:
         """OUTPUT_OFF on every channel straight to the wire: no lock, no state change, no record.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from safety.gate import Decision, EventKind, OutputGate, StimKind
 from safety.inputs import ImagingStatus
 from safety.interlocks import InterlockId, Trip
 from safety.plan import default_genicular_plan
+from safety.watchdog import Watchdog
 from tests.safety.support import NOW, ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,6 +320,41 @@ def test_a_stimulus_off_its_commanded_amplitude_trips_once_each_new_amplitude_ha
     assert "measured 0.70 V, commanded 1.50 V" in trip.reason
     assert rig.wire() == [OutputOff(0b0001), Stim(0b0001, 0, 0, 0)]
     assert not rig.gate.request_stim(1, StimKind.MOTOR, 1500, rig.imaging()), "latched until acknowledged"
+
+
+def test_re_sending_the_same_amplitude_does_not_restart_the_settling_time() -> None:
+    """Only a new amplitude takes time to show: a caller re-sending the same one often must not keep the
+    check blind."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 1000, rig.imaging())
+    for _ in range(30):
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({1: channel(voltage_v=1.0, flags=ON)}))
+        assert rig.gate.evaluate(rig.imaging()) == []
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 1000, rig.imaging())
+    rig.clock.advance(0.01)
+    rig.feed(telemetry({1: channel(voltage_v=0.5, flags=ON)}))
+    assert [t.interlock for t in rig.gate.evaluate(rig.imaging())] == [InterlockId.STIMULATION_MISMATCH]
+
+
+def test_a_watchdog_trip_is_handed_over_once_and_a_failed_one_not_at_all() -> None:
+    rig = Rig()
+    dog = Watchdog(rig.gate, rig.clock)
+    dog.kick()
+    rig.clock.advance(0.03)
+    assert dog.tick()
+    (trip,) = rig.gate.take_watchdog_trips()
+    assert trip.interlock is InterlockId.CONTROL_LOOP_OVERRUN and trip.reason.startswith("watchdog: no loop kick")
+    assert rig.gate.take_watchdog_trips() == []
+    rig.gate._lock.acquire()  # a caller stuck inside the gate: the watchdog can only turn output off
+    try:
+        done = threading.Thread(target=lambda: rig.gate.trip_from_watchdog("stuck", lock_timeout_s=0.01))
+        done.start()
+        done.join()
+    finally:
+        rig.gate._lock.release()
+    assert rig.gate.take_watchdog_trips() == []
 
 
 def test_channel_off_and_load_plan() -> None:

@@ -1,0 +1,64 @@
+"""The loop's tick hands over every trip once, including the watchdog's, whichever of the two saw a stall first."""
+
+from __future__ import annotations
+
+from control.loop import ControlLoop
+from safety.inputs import ImagingStatus
+from safety.interlocks import InterlockId, Trip
+from tests.safety.support import Rig, telemetry
+
+
+class StallingPacer:
+    """Steps a gate test rig's generator side every period; ``stall_s`` more before the next tick."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.stall_s = 0.0
+
+    def sleep_until(self, t: float) -> None:
+        self.rig.clock.sleep_until(t + self.stall_s)
+        self.stall_s = 0.0
+        self.rig.feed(telemetry())
+
+
+def lesion_running(*, watchdog_wakes_second: bool) -> tuple[Rig, ControlLoop, StallingPacer]:
+    """A loop ticking with output on ch1; if ``watchdog_wakes_second``, the watchdog's thread checks right
+    after each evaluation (as when both wake from one stall and the loop's thread runs first)."""
+    rig = Rig()
+    pacer = StallingPacer(rig)
+    loop = ControlLoop(clock=rig.clock, pacer=pacer, generator=rig.driver, gate=rig.gate, guidance=None,
+                       realtime=False)
+    for _ in range(3):
+        assert loop.tick() == []
+    assert rig.gate.request_output({1: 5.0}, ImagingStatus(rig.clock.now(), 30.0))
+    if watchdog_wakes_second:
+        loop.realtime = True  # its check no longer runs inside the tick: the "thread" below does it
+        evaluate = rig.gate.evaluate
+
+        def evaluate_then_watchdog(imaging: ImagingStatus | None = None) -> list[Trip]:
+            trips = evaluate(imaging)
+            loop.watchdog.tick()
+            return trips
+
+        rig.gate.evaluate = evaluate_then_watchdog  # type: ignore[method-assign]
+    return rig, loop, pacer
+
+
+def overruns(trips: list[Trip]) -> list[str]:
+    return [t.reason for t in trips if t.interlock is InterlockId.CONTROL_LOOP_OVERRUN]
+
+
+def test_a_stall_the_watchdog_trips_first_comes_out_of_the_next_tick_once() -> None:
+    _, loop, pacer = lesion_running(watchdog_wakes_second=False)
+    pacer.stall_s = 0.03
+    assert [r.split(" for ")[0] for r in overruns(loop.tick())] == ["watchdog: no loop kick"]
+    assert overruns(loop.tick()) == []
+
+
+def test_a_stall_both_see_comes_out_once_whichever_records_it_second() -> None:
+    rig, loop, pacer = lesion_running(watchdog_wakes_second=True)
+    pacer.stall_s = 0.03
+    (reason,) = overruns(loop.tick())
+    assert reason.endswith("since the last tick (limit 20 ms)"), "the evaluation's own, found first"
+    assert rig.gate.take_watchdog_trips() == []
+    assert overruns(loop.tick()) == []
