@@ -8,10 +8,17 @@ that did nothing but sleep 1 ms at a time saw a 52.5 ms gap; once in about ten r
 procedure can keep its period through that, and a product that kept output on through it would be wrong.
 
 So the witness is independent of the procedure: a thread of the *test's* process (the procedure runs in a
-subprocess) that sleeps 1 ms at a time and notes every gap over ``STALL_S``. A run that broke its period
-while the witness saw the machine stop for a period or more is spoiled, not failed, and
-is run again (:func:`run_until_unspoiled`); a run that broke its period while the witness saw nothing is a
-failure of the loop. Every retry is reported as a warning naming the stall, so none goes unseen.
+subprocess) that sleeps 1 ms at a time and notes every gap over ``STALL_S``. A run is *spoiled*, not failed,
+only if the machine stopped long enough to explain how far it broke its period: a loop period is 10 ms
+plus whatever held the loop, and a healthy run's own jitter reaches 5–9 ms (longest periods of 12–19 ms
+measured), so a longest period of L needs a stall of at least L − 20 ms (and never less than
+``STALL_S``). A stall that does not explain the overrun does not excuse it: a loop that regressed fails.
+A spoiled run is run again (:func:`run_until_unspoiled`), each time reported as a warning naming the
+stall. On real hardware nothing is retried: a retry would be a second lesion, and a cart that stalls must
+be fixed, not excused.
+
+What the witness cannot tell: a stall caused by the procedure's own processes starving the machine (on
+this VM a guided real-time run takes about half of one of its two cores, so it does not).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Final, TypeVar
 
 STALL_S: Final = 0.010
 """One loop period: a machine stall this long, on top of the period itself, reaches the loop's 20 ms limit."""
+JITTER_ALLOWANCE_S: Final = 0.020
+"""A period and the loop's own jitter: what part of a longest period a stall need not explain."""
 NAP_S: Final = 0.001
 ATTEMPTS: Final = 3
 
@@ -60,21 +69,28 @@ class StallWitness:
             last = now
 
 
-def run_until_unspoiled(attempt: Callable[[], T], broke_period: Callable[[T], str | None],
+def stall_needed_s(longest_period_s: float) -> float:
+    """How long the machine must have stopped for a run's longest period to be its doing, not the loop's."""
+    return max(STALL_S, longest_period_s - JITTER_ALLOWANCE_S)
+
+
+def run_until_unspoiled(attempt: Callable[[], T], broke_period: Callable[[T], float | None],
                         attempts: int = ATTEMPTS) -> T:
     """Run ``attempt`` under a witness until a run is not spoiled by a machine stall; return that run.
 
-    ``broke_period`` says how a run broke its real-time period (or None). A run that did, while the witness
-    saw the machine stop for ``STALL_S`` or more, is run again, at most ``attempts`` times in all; any other
-    run is returned for the test to judge, a loop that broke its period included."""
+    ``broke_period`` gives the longest period (s) of a run that broke its real-time period, or None. A run
+    that did, while the witness saw the machine stop for :func:`stall_needed_s` of it, is run again, at most
+    ``attempts`` times in all; any other run is returned for the test to judge, a loop that broke its period
+    included."""
     spoiled: list[str] = []
     for _ in range(attempts):
         with StallWitness() as witness:
             result = attempt()
-        broke = broke_period(result)
-        if broke is None or witness.longest_s < STALL_S:
+        longest_s = broke_period(result)
+        if longest_s is None or witness.longest_s < stall_needed_s(longest_s):
             return result
-        spoiled.append(f"{broke} while the machine stalled {witness.longest_s * 1e3:.1f} ms")
+        spoiled.append(f"longest period {longest_s * 1e3:.1f} ms while the machine stalled "
+                       f"{witness.longest_s * 1e3:.1f} ms")
         warnings.warn(f"real-time run spoiled by a machine stall, run again: {spoiled[-1]} (seen by an "
                       "independent thread of the test process, not the procedure's)", stacklevel=2)
     raise AssertionError(f"every one of {attempts} real-time runs was spoiled by a machine stall: {spoiled}")

@@ -28,7 +28,7 @@ from firmware_bridge.messages import (
     Telemetry,
 )
 from firmware_bridge.transport import open_transport
-from hil_tests.conftest import SimProcess
+from hil_tests.sim_process import SimProcess
 
 WAIT_S = 3.0
 HOST_PERIOD_S = 0.002
