@@ -145,6 +145,5 @@ class ControlLoop:
         self.ticks += 1
         # The watchdog's trips happen outside any evaluation (from its thread, on the cart): without them here
         # the procedure would learn of a stall only as refused output, unable to say which interlock tripped
-        # and where in the record. When the evaluation found the same stall too (both woke from it), once.
-        found = {trip.key for trip in trips}
-        return [trip for trip in self.gate.take_watchdog_trips() if trip.key not in found] + trips
+        # and where in the record. The gate hands each over once, and never one the evaluation returned.
+        return self.gate.take_watchdog_trips() + trips

@@ -536,15 +536,19 @@ class OutputGate:
         try:
             now = self._clock.now()
             self._account(now)
-            self._watchdog_trips.append(self._force_trip(InterlockId.CONTROL_LOOP_OVERRUN, detail, now))
+            # Handed over once per trip: not when the loop's own evaluation already tripped (and returned)
+            # this stall, nor again when a failed record makes the watchdog force the same trip once more.
+            fresh = (InterlockId.CONTROL_LOOP_OVERRUN, None) not in self._tripped
+            self._force_trip(InterlockId.CONTROL_LOOP_OVERRUN, detail, now,
+                             hand_over=self._watchdog_trips if fresh else None)
             return True
         finally:
             self._lock.release()
 
     def take_watchdog_trips(self) -> list[Trip]:
-        """The trips the watchdog forced (and recorded) since the last call, once each: they happen outside
-        any evaluation (on the watchdog's thread), so the loop hands them to its owner with the tick's own.
-        One the loop's evaluation also found, in the same stall, is the loop's to drop."""
+        """The trips the watchdog forced since the last call, each once and never one an evaluation already
+        returned: they happen outside any evaluation (on the watchdog's thread), so the loop hands them to
+        its owner with the tick's own."""
         with self._lock:
             trips, self._watchdog_trips = self._watchdog_trips, []
             return trips
@@ -557,12 +561,15 @@ class OutputGate:
         """
         return self._generator.output_off(ALL_CHANNELS)
 
-    def _force_trip(self, interlock: InterlockId, reason: str, now: float) -> Trip:
+    def _force_trip(self, interlock: InterlockId, reason: str, now: float, hand_over: list[Trip] | None = None) -> Trip:
+        """Off, latched, handed over (if ``hand_over``), then recorded: a record that fails loses none of those."""
         trip = Trip(interlock, None, reason, ALL_CHANNELS, SPECS[interlock].trips_when_idle)
         seq = self._off(ALL_CHANNELS, now)
         self._tripped.add(trip.key)
         self._latched[trip.key] = trip
         self._active[trip.key] = trip
+        if hand_over is not None:
+            hand_over.append(trip)
         self._emit([self._event(EventKind.TRIP, now, trip, seq)])
         return trip
 

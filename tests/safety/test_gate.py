@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge.clock import SimClock
 from firmware_bridge.errors import CapabilityError
-from firmware_bridge.generator import OutputCapability
+from firmware_bridge.generator import OutputCapability, RfGenerator
 from firmware_bridge.messages import (
     Ack,
     AckResult,
@@ -21,8 +22,10 @@ from firmware_bridge.messages import (
     Status,
     Stim,
 )
+from firmware_bridge.transport import memory_pair
 from safety import limits as hard
-from safety.gate import Decision, EventKind, OutputGate, StimKind
+from safety.config import HARD_LIMITS
+from safety.gate import Decision, EventKind, OutputGate, SafetyEvent, StimKind
 from safety.inputs import ImagingStatus
 from safety.interlocks import InterlockId, Trip
 from safety.plan import default_genicular_plan
@@ -355,6 +358,40 @@ def test_a_watchdog_trip_is_handed_over_once_and_a_failed_one_not_at_all() -> No
     finally:
         rig.gate._lock.release()
     assert rig.gate.take_watchdog_trips() == []
+
+
+def test_a_stall_an_evaluation_already_tripped_is_not_handed_over_again_by_the_watchdog() -> None:
+    """The watchdog's thread read a stale kick, then waited for the gate while the loop evaluated (and
+    returned) the same overrun: forcing it afterwards must not make it a second trip for the procedure."""
+    rig = Rig()
+    ready(rig)
+    dog = Watchdog(rig.gate, rig.clock)
+    assert rig.gate.request_output({1: 5.0}, rig.imaging())
+    rig.healthy_tick()
+    dog.kick()
+    rig.clock.advance(0.03)
+    rig.feed(telemetry())
+    assert [t.interlock for t in rig.gate.evaluate(rig.imaging())] == [InterlockId.CONTROL_LOOP_OVERRUN]
+    rig.gate.trip_from_watchdog("watchdog: no loop kick for 30.0 ms (limit 20 ms)")
+    assert rig.gate.take_watchdog_trips() == []
+
+
+def test_a_watchdog_trip_whose_record_failed_is_handed_over_all_the_same_and_once() -> None:
+    failing = [True]
+
+    def record(event: SafetyEvent) -> None:
+        if failing[0] and event.kind is EventKind.TRIP:
+            raise OSError("disk full")
+
+    clock = SimClock(0.0)
+    gate = OutputGate(RfGenerator(memory_pair("gate")[0], clock), default_genicular_plan(), HARD_LIMITS, clock,
+                      record)
+    with pytest.raises(OSError):
+        gate.trip_from_watchdog("watchdog: no loop kick for 30.0 ms (limit 20 ms)")
+    failing[0] = False
+    gate.trip_from_watchdog("watchdog: no loop kick for 35.0 ms (limit 20 ms)")  # the thread's next check
+    (trip,) = gate.take_watchdog_trips()
+    assert trip.reason.endswith("30.0 ms (limit 20 ms)") and [t.key for t in gate.latched] == [trip.key]
 
 
 def test_channel_off_and_load_plan() -> None:
