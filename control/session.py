@@ -353,7 +353,10 @@ class ProcedureSession:
             self._show(f"{kind.value} ch{channel} {amplitude_mv / 1000:.1f} V")
             yield from self._ticks(STIM_STEP_S)
             what = "sensory response (tingling, concordant)" if kind is StimKind.SENSORY else "motor twitch"
-            question = Question(f"ch{channel} {kind.value} at {amplitude_mv / 1000:.2f} V: {what}?", "response",
+            # What the generator measured, beside what was asked for: the physician's answer is about it.
+            delivered_v = self._telemetry().channels[channel - 1].voltage_v
+            question = Question(f"ch{channel} {kind.value} at {amplitude_mv / 1000:.2f} V (delivered "
+                                f"{delivered_v:.2f} V): {what}?", "response",
                                 stim=kind, channel=channel, amplitude_mv=amplitude_mv)
             if (yield from self._ask(question)):
                 threshold = amplitude_mv
