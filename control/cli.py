@@ -20,7 +20,7 @@ from typing import Final
 import sim.cli
 import sim.tissue.cli
 from benchmarks import runner as bench_runner
-from control import campaign, history, probe_cli, record_cli
+from control import campaign, console, history, probe_cli, record_cli
 from control.display import ProgressDisplay
 from control.guidance import ProbeGuidance
 from control.guidance_thread import GuidanceThread
@@ -556,6 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "temperature, RF time, energy and predicted size.")
     history.add_arguments(history_cmd)
     history_cmd.set_defaults(handler=history.run)
+
+    console_cmd = commands.add_parser(
+        "console", help="follow a procedure live from its record (read-only second screen)",
+        description="Print a procedure's state changes, alarms, operator questions and a status line per "
+        "channel as its record fills, then how it ended (exit 0 complete, 1 fault or stop). Reads the record "
+        "only: it cannot disturb the running procedure, and answers stay with `rfa run` at the cart.")
+    console.add_arguments(console_cmd)
+    console_cmd.set_defaults(handler=console.run)
 
     campaign_cmd = commands.add_parser(
         "campaign", help="a seeded fault campaign: one fault per procedure, judged by what the simulator did",

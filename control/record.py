@@ -302,6 +302,12 @@ class RecordReader:
         for row_id, mono, wall, k, payload in self._db.execute(query + " ORDER BY id", args):
             yield RecordRow(row_id, mono, wall, k, json.loads(payload))
 
+    def rows_after(self, row_id: int) -> Iterator[RecordRow]:
+        """Rows newer than ``row_id``, in order: what a reader following a live record has not seen yet."""
+        query = "SELECT id, mono, wall, kind, payload FROM events WHERE id > ? ORDER BY id"
+        for rid, mono, wall, kind, payload in self._db.execute(query, (row_id,)):
+            yield RecordRow(rid, mono, wall, kind, json.loads(payload))
+
     def count(self, kind: str | None = None) -> int:
         if kind is None:
             (n,) = self._db.execute("SELECT count(*) FROM events").fetchone()

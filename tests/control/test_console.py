@@ -1,0 +1,98 @@
+"""``rfa console``: a procedure followed from its record, finished or still being written."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from control.cli import main
+from control.console import follow
+from control.record import ProcedureRecord
+from firmware_bridge.clock import SimClock
+from tests.control.test_cli_run import write_plan
+
+CONNECTED, ON = 0x08, 0x09
+
+
+def test_a_finished_procedure_is_told_from_its_record_with_its_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(tmp_path)
+    assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--record", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["console", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "plan 'short'" in out
+    assert "state armed → ramping" in out and "state cooldown → standby" in out
+    assert "asked: ch1 sensory at 0.10 V (delivered 0.10 V)" in out
+    assert out.rstrip().endswith("Procedure ended in standby (exit 0)")
+
+
+def test_a_faulted_procedure_shows_its_trip_and_row_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(tmp_path, **{"max_amplitude_mv = 100": "max_amplitude_mv = 1000"})
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[fault]]\nkind = "stim_weak"\nat_s = 0.0\nchannel = 1\n')
+    assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--faults", str(faults),
+                 "--record", str(tmp_path)]) == 1
+    capsys.readouterr()
+    assert main(["console", "--dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "ALARM (medium) stimulation_mismatch ch1: channel 1: stimulation measured 0.05 V" in out
+    assert "(record row " in out and "Procedure ended in fault (exit 1)" in out
+
+
+def test_a_record_still_being_written_is_followed_until_its_summary(tmp_path: Path) -> None:
+    """Each wait of the console lets the writer add more: what it prints comes from rows it found later."""
+    clock = SimClock(0.0)
+    record = ProcedureRecord(tmp_path / "live.rfa.db", clock, meta={"plan_name": "live"})
+    batches = [
+        [("state", {"source": "off", "dest": "self_test"})],
+        [("telemetry", {"ch": 1, "flags": ON, "tip_c": 61.5, "z_ohm": 180.0, "w": 7.5, "v": 36.7}),
+         ("telemetry", {"ch": 4, "flags": 0, "tip_c": 0.0, "z_ohm": 6553.5, "w": 0.0, "v": 0.0})],
+        [("alarm", {"event": "trip", "interlock": "over_temperature", "channel": 1, "priority": "high",
+                    "detail": "channel 1: tip 86.00 °C above 85.00 °C"}),
+         ("state", {"source": "lesioning", "dest": "fault"})],
+        [("summary", {"exit_code": 1, "final_state": "fault", "first_trip": "over_temperature ch1"})],
+    ]
+    waits: list[float] = []
+
+    def write_next(seconds: float) -> None:
+        waits.append(seconds)
+        clock.advance(seconds)
+        for kind, payload in batches.pop(0):
+            record.append(kind, payload)
+        record.flush()
+
+    write_next(0.0)
+    out = io.StringIO()
+    try:
+        assert follow(record.path, out, interval_s=0.25, sleep=write_next) == 1
+    finally:
+        record.close()
+    text = out.getvalue()
+    assert waits == [0.0, 0.25, 0.25, 0.25] and not batches
+    assert "state off → self_test" in text
+    assert "ch1  61.5°C  180Ω  7.5W 36.70V" in text and "ch4" not in text, "only channels with an electrode"
+    assert "ALARM (high) over_temperature ch1: channel 1: tip 86.00 °C above 85.00 °C (record row 4)" in text
+    assert text.rstrip().endswith("Procedure ended in fault (exit 1): over_temperature ch1")
+
+
+def test_once_reports_a_running_procedure_and_returns(tmp_path: Path) -> None:
+    record = ProcedureRecord(tmp_path / "running.rfa.db", SimClock(0.0))
+    record.append("state", {"source": "off", "dest": "self_test"})
+    record.flush()
+    out = io.StringIO()
+    try:
+        assert follow(record.path, out, once=True, sleep=lambda s: pytest.fail("--once must not wait")) == 0
+    finally:
+        record.close()
+    assert "still running" in out.getvalue()
+
+
+def test_no_record_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["console", "--dir", str(tmp_path / "none")]) == 2
+    assert "no records in" in capsys.readouterr().err
