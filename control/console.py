@@ -28,6 +28,9 @@ from firmware_bridge.messages import TelemetryFlag
 EXIT_OK, EXIT_FAULT, EXIT_USAGE = 0, 1, 2
 INTERVAL_S: Final = 0.5
 """How often a live record is read again: five telemetry commits."""
+SILENT_S: Final = 2.0
+"""A running procedure commits telemetry at least every 100 ms: this long without a new row, its writer has
+stopped (the process ended without a summary, or is stuck)."""
 _CONNECTED: Final = int(TelemetryFlag.ELECTRODE_CONNECTED)
 
 
@@ -104,12 +107,15 @@ def follow(path: Path, out: TextIO, *, once: bool = False, interval_s: float = I
         meta = reader.meta()
         print(f"Following {path}: plan {meta.get('plan_name', '?')!r}, started {meta.get('started', '?')}",
               file=out, flush=True)
+        silent_s = 0.0
         while True:
+            seen = follower.last_id
             for row in reader.rows_after(follower.last_id):
                 line = follower.feed(row)
                 if line is not None:
                     print(line, file=out, flush=True)
-            if follower.channels:
+            silent_s = 0.0 if follower.last_id != seen else silent_s + interval_s
+            if follower.channels and not silent_s:
                 print(follower.status_line(), file=out, flush=True)
             if follower.summary is not None:
                 code, line = follower.outcome()
@@ -118,6 +124,9 @@ def follow(path: Path, out: TextIO, *, once: bool = False, interval_s: float = I
             if once:
                 print("(still running: no summary row yet)", file=out, flush=True)
                 return EXIT_OK
+            if silent_s >= SILENT_S > silent_s - interval_s:  # once per silence
+                print(f"(no new rows for {silent_s:.0f} s: the procedure has stopped writing without a summary, "
+                      "or is stuck; still following, Ctrl-C to leave)", file=out, flush=True)
             sleep(interval_s)
     finally:
         reader.close()

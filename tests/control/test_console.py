@@ -93,6 +93,26 @@ def test_once_reports_a_running_procedure_and_returns(tmp_path: Path) -> None:
     assert "still running" in out.getvalue()
 
 
+def test_a_record_that_stops_growing_without_a_summary_is_said_once(tmp_path: Path) -> None:
+    record = ProcedureRecord(tmp_path / "interrupted.rfa.db", SimClock(0.0))
+    record.append("state", {"source": "off", "dest": "self_test"})
+    record.flush()
+    polls: list[float] = []
+
+    def wait(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 12:  # 6 s of silence, then the writer comes back with the end
+            record.append("summary", {"exit_code": 1, "final_state": "fault", "message": "ended late"})
+            record.flush()
+
+    out = io.StringIO()
+    try:
+        assert follow(record.path, out, interval_s=0.5, sleep=wait) == 1
+    finally:
+        record.close()
+    assert out.getvalue().count("no new rows for 2 s") == 1
+
+
 def test_no_record_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["console", "--dir", str(tmp_path / "none")]) == 2
     assert "no records in" in capsys.readouterr().err
