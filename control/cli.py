@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import sim.cli
 import sim.tissue.cli
@@ -520,15 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(run_cmd)
     run_cmd.set_defaults(handler=_run)
 
-    sim_cmd = commands.add_parser("sim", help="run the simulated generator as its own process",
-                                  description="Serve the simulated RF generator in real time; the first "
-                                  "line printed is the URL to pass to --generator.")
-    sim.cli.add_arguments(sim_cmd)
-    sim_cmd.set_defaults(handler=sim.cli.run)
-
-    record_cmd = commands.add_parser("record", help="list, show, export, verify or report procedure records")
-    record_cli.add_arguments(record_cmd)
-    record_cmd.set_defaults(handler=record_cli.run)
+    _module_command(commands, "sim", sim.cli, help="run the simulated generator as its own process",
+                    description="Serve the simulated RF generator in real time; the first line printed is the URL "
+                    "to pass to --generator.")
+    _module_command(commands, "record", record_cli, help="list, show, export, verify or report procedure records")
 
     selftest_cmd = commands.add_parser("selftest", help="run the generator's self-test and show each check")
     selftest_cmd.add_argument("--generator", metavar="URL", help="pyserial URL (default: the in-process simulator)")
@@ -542,28 +537,20 @@ def build_parser() -> argparse.ArgumentParser:
     protocol_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     protocol_cmd.set_defaults(handler=_protocol)
 
-    lesion_cmd = commands.add_parser("lesion", help="estimate a lesion's size with the tissue model")
-    sim.tissue.cli.add_arguments(lesion_cmd)
-    lesion_cmd.set_defaults(handler=sim.tissue.cli.run)
+    _module_command(commands, "lesion", sim.tissue.cli, help="estimate a lesion's size with the tissue model")
 
     probe_cmd = commands.add_parser("probe", help="the ultrasound probe at the bench: info, stream, snapshot")
     probe_cli.add_arguments(probe_cmd)
     probe_cmd.set_defaults(handler=_probe)
 
-    history_cmd = commands.add_parser("history", help="the procedures run on this cart: outcome and lesions",
-                                      description="Every procedure in the record directory, oldest first: when, "
-                                      "which plan, how it ended and why, and each lesion's channel, set "
-                                      "temperature, RF time, energy and predicted size.")
-    history.add_arguments(history_cmd)
-    history_cmd.set_defaults(handler=history.run)
-
-    console_cmd = commands.add_parser(
-        "console", help="follow a procedure live from its record (read-only second screen)",
-        description="Print a procedure's state changes, alarms, operator questions and a status line per "
-        "channel as its record fills, then how it ended (exit 0 complete, 1 fault or stop). Reads the record "
-        "only: it cannot disturb the running procedure, and answers stay with `rfa run` at the cart.")
-    console.add_arguments(console_cmd)
-    console_cmd.set_defaults(handler=console.run)
+    _module_command(commands, "history", history, help="the procedures run on this cart: outcome and lesions",
+                    description="Every procedure in the record directory, oldest first: when, which plan, how it "
+                    "ended and why, and each lesion's channel, set temperature, RF time, energy and predicted size.")
+    _module_command(commands, "console", console, help="follow a procedure live from its record (read-only "
+                    "second screen)", description="Print a procedure's state changes, alarms, operator questions "
+                    "and a status line per channel as its record fills, then how it ended (exit 0 complete, 1 fault "
+                    "or stop). Reads the record only: it cannot disturb the running procedure, and answers stay "
+                    "with `rfa run` at the cart.")
 
     campaign_cmd = commands.add_parser(
         "campaign", help="a seeded fault campaign: one fault per procedure, judged by what the simulator did",
@@ -586,10 +573,23 @@ def build_parser() -> argparse.ArgumentParser:
     campaign_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     campaign_cmd.set_defaults(handler=_campaign)
 
-    bench_cmd = commands.add_parser("bench", help="run the benchmarks against their targets")
-    bench_runner.add_arguments(bench_cmd)
-    bench_cmd.set_defaults(handler=bench_runner.run)
+    _module_command(commands, "bench", bench_runner, help="run the benchmarks against their targets")
     return parser
+
+
+class _CommandModule(Protocol):
+    """A module that brings a subcommand's arguments and its handler."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _module_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                    module: _CommandModule, *, help: str, description: str | None = None) -> None:
+    command = commands.add_parser(name, help=help, description=description)
+    module.add_arguments(command)
+    command.set_defaults(handler=module.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
