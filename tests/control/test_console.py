@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,23 @@ def test_a_record_that_stops_growing_without_a_summary_is_said_once(tmp_path: Pa
     finally:
         record.close()
     assert out.getvalue().count("no new rows for 2 s") == 1
+
+
+def test_a_reader_that_goes_away_ends_the_console_quietly(tmp_path: Path) -> None:
+    """`rfa console | head -1`: the console's next write finds the pipe closed; exit 0, no traceback."""
+    record = ProcedureRecord(tmp_path / "running.rfa.db", SimClock(0.0))
+    record.append("state", {"source": "off", "dest": "self_test"})
+    record.flush()
+    console = subprocess.Popen([sys.executable, "-m", "control.cli", "console", str(record.path), "--interval",
+                                "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert console.stdout is not None and console.stdout.readline().startswith("Following")
+        console.stdout.close()  # then the silence notice, 2 s on, is written to no one
+        assert console.wait(timeout=30) == 0
+        assert console.stderr is not None and "Traceback" not in console.stderr.read()
+    finally:
+        console.kill()
+        record.close()
 
 
 def test_no_record_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
