@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from control.record import RecordError, RecordReader, RecordRow
-from control.record_cli import DEFAULT_RECORD_DIR, RECORD_SUFFIX
+from control.record_cli import DEFAULT_RECORD_DIR, records_in
 from firmware_bridge.messages import TelemetryFlag
 
 EXIT_OK, EXIT_FAULT, EXIT_USAGE = 0, 1, 2
@@ -40,7 +40,7 @@ class Follower:
 
     state: str = "off"
     channels: dict[int, dict[str, Any]] = field(default_factory=dict)
-    """The latest telemetry row of each channel that has had output or an electrode."""
+    """The latest telemetry row of each channel (the status line shows those with an electrode)."""
     start_mono: float | None = None
     now_mono: float = 0.0
     last_id: int = 0
@@ -133,7 +133,7 @@ def follow(path: Path, out: TextIO, *, once: bool = False, interval_s: float = I
 
 
 def newest_record(directory: Path) -> Path | None:
-    records = sorted(directory.glob(f"*{RECORD_SUFFIX}")) if directory.is_dir() else []
+    records = records_in(directory)
     return max(records, key=lambda p: p.stat().st_mtime) if records else None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from control.record import RecordError, RecordReader
-from control.record_cli import DEFAULT_RECORD_DIR, RECORD_SUFFIX
+from control.record_cli import DEFAULT_RECORD_DIR, records_in
 
 EXIT_OK, EXIT_BROKEN = 0, 1
 
@@ -118,7 +118,7 @@ def render(procedures: list[Procedure], out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = sorted(args.dir.glob(f"*{RECORD_SUFFIX}")) if args.dir.is_dir() else []
+    paths = records_in(args.dir)
     procedures: list[Procedure] = []
     for path in paths:
         try:

@@ -55,8 +55,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def records_in(directory: Path) -> list[Path]:
+    """The procedure records in ``directory``, by name (names start with the start time: oldest first)."""
+    return sorted(directory.glob(f"*{RECORD_SUFFIX}")) if directory.is_dir() else []
+
+
 def _list(args: argparse.Namespace) -> int:
-    paths = sorted(args.dir.glob(f"*{RECORD_SUFFIX}")) if args.dir.is_dir() else []
+    paths = records_in(args.dir)
     entries = []
     for path in paths:
         reader = RecordReader(path)
