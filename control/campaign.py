@@ -10,6 +10,9 @@ does not ask the host whether it did the right thing, it watches the simulated g
 
 * output is off on every channel once the procedure has ended (``AFTERMATH_S`` later: the generator goes
   on when the host stops, and with the link cut only its own watchdog can turn output off);
+* after every ``OUTPUT_OFF`` the host sent (the record's command rows), the generator stopped delivering on its
+  channels within two periods (with the link cut: its own host-heartbeat timeout; with a stuck output stage:
+  the host's uncommanded-output grace, then that timeout, since only the withheld heartbeat can stop it);
 * after every trip the record shows, the generator stopped delivering on the tripped channels within two
   periods (the tick that sends ``OUTPUT_OFF``, the generator's step that obeys it; with the link cut, its
   own host-heartbeat timeout, which is then the only way to stop it) and did not deliver there again;
@@ -21,8 +24,10 @@ does not ask the host whether it did the right thing, it watches the simulated g
   judges a fault the host cannot see, such as a frozen thermocouple;
 * a trip ends the run with exit 1, and the record's hash chain verifies.
 
-A run that breaks one of these is a failed run and the campaign exits 1. This module only draws and
-judges; the composition root (:mod:`control.cli`) builds the simulated cart, injects, and samples.
+A run that breaks one of these is a failed run and the campaign exits 1. The operator is scripted (``--yes``)
+but reads each alarm for ``ALARM_READING_S`` before declining to acknowledge it, so the procedure waits in
+``fault``, ticking, as it would at a cart, and what the cart does meanwhile is judged too. This module only
+draws and judges; the composition root (:mod:`control.cli`) builds the simulated cart, injects, and samples.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from safety.plan import LesionMode, LesionPlan
 
 GENERATOR_KINDS: Final = (
     "thermocouple_open", "thermocouple_frozen", "impedance_spike", "impedance_short", "generator_fault",
-    "channel_fault", "electrode_removed", "power_runaway", "stim_weak",
+    "channel_fault", "electrode_removed", "power_runaway", "stim_weak", "output_stuck",
 )
 """The simulator's fault kinds (``sim.generator.FaultKind``), by value."""
 LINK_UNPLUG: Final = "link_unplug"
@@ -50,6 +55,9 @@ SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG})
 RF_ONLY_KINDS: Final = frozenset({"power_runaway", "thermocouple_frozen"})
 """Faults that only RF output can show: a runaway of the RF power stage, a reading that does not follow RF
 heating. Their exposure counts RF time, not stimulation."""
+LATENT_KINDS: Final = frozenset({"output_stuck"})
+"""Faults that show only when the host turns the channel off (a stuck output stage delivers what it is asked to
+until then): judged by the OUTPUT_OFF property, not by a trip during the fault's output time."""
 STIM_ONLY_KINDS: Final = frozenset({"stim_weak"})
 """Faults of the stimulator: drawn inside the fault-free run's stimulation, and their exposure counts
 stimulation time only."""
@@ -61,11 +69,11 @@ FROZEN_DETECT_WITHIN_S: Final = hard.THERMOCOUPLE_STILL_S + DETECT_WITHIN_S
 """A frozen reading during a steady hold is certain to be seen only by the stillness limit."""
 STOP_WITHIN_S: Final = 2 * hard.LOOP_PERIOD_S
 """The tick that sends ``OUTPUT_OFF`` and the generator step that obeys it."""
-GENERATOR_HEARTBEAT_TIMEOUT_S: Final = 0.25
-"""ARCHITECTURE.md section 4: the generator turns all output off after 250 ms without a host heartbeat."""
 TRUE_TIP_ALLOWANCE_C: Final = 1.0
 """How far past its trip level the true tip may get: thermocouple lag and one period's heating before the trip."""
 AFTERMATH_S: Final = 1.0
+ALARM_READING_S: Final = 5.0
+"""How long the campaign's operator reads an alarm before declining to acknowledge it."""
 """How long the simulated generator is watched after the procedure ends: "at the end" means then."""
 FOR_GOOD: Final = None
 
@@ -254,17 +262,25 @@ def _fault_mask(injection: Injection) -> int:
     return ALL_CHANNELS if injection.kind in SYSTEM_KINDS else 1 << (injection.channel - 1)
 
 
-def _stop_limit_s(trip: TripRow, injection: Injection | None) -> float:
-    """How long after ``trip`` the tripped channels may still deliver."""
-    if injection is not None and injection.kind == LINK_UNPLUG and trip.at >= injection.at_s:
-        return STOP_WITHIN_S + GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF cannot cross a cut link
+def _stop_limit_s(at: float, mask: int, injection: Injection | None, *, tripped: bool) -> float:
+    """How long after a trip (``tripped``) or an OUTPUT_OFF at ``at`` the channels of ``mask`` may still deliver."""
+    if injection is None or at < injection.at_s:
+        return STOP_WITHIN_S
+    if injection.kind == LINK_UNPLUG:
+        return STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF cannot cross a cut link
+    if injection.kind in LATENT_KINDS and mask & _fault_mask(injection):
+        # A stuck stage ignores OUTPUT_OFF: the host trips on it after its grace (a trip, at once), then withholds
+        # its heartbeat, and the generator's own watchdog cuts output within its timeout of the last one.
+        grace_s = 0.0 if tripped else hard.UNCOMMANDED_GRACE_S + hard.LOOP_PERIOD_S
+        return grace_s + STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S
     return STOP_WITHIN_S
 
 
 def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: SafetyLimits, *, exit_code: int,
           final_state: str, trips: Sequence[TripRow], device: DeviceTrace, record_ok: bool,
-          record_rows: int) -> RunOutcome:
-    """The run's outcome against the campaign's properties (module docstring)."""
+          record_rows: int, off_commands: Sequence[tuple[float, int]] = ()) -> RunOutcome:
+    """The run's outcome against the campaign's properties (module docstring); ``off_commands``: the time and
+    channel mask of every OUTPUT_OFF the record shows the host sent."""
     trips = sorted(trips, key=lambda t: t.at)
     first = trips[0] if trips else None
     outcome = RunOutcome(run, injection, exit_code, final_state, first, None, False, record_rows)
@@ -288,13 +304,21 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
             continue
         if trip is first:
             outcome.stopped_after_ms = (stopped - trip.at) * 1e3
-        limit_s = _stop_limit_s(trip, injection)
+        limit_s = _stop_limit_s(trip.at, mask, injection, tripped=True)
         if stopped - trip.at > limit_s + 1e-9:
             problems.append(f"output stopped {(stopped - trip.at) * 1e3:.0f} ms after the {trip.interlock} trip "
                             f"at {trip.at:.2f} s (limit {limit_s * 1e3:.0f} ms)")
         back_on = device.on_again(stopped, mask)
         if back_on is not None:
             problems.append(f"output back on at {back_on:.2f} s on the channels of the {trip.interlock} trip")
+    for at, mask in off_commands:
+        stopped = device.stopped_at(at, mask)
+        limit_s = _stop_limit_s(at, mask, injection, tripped=False)
+        if stopped is None or stopped - at > limit_s + 1e-9:
+            late = "never" if stopped is None else f"{(stopped - at) * 1e3:.0f} ms after"
+            problems.append(f"output on mask 0x{mask:02X} stopped {late} the OUTPUT_OFF at {at:.2f} s "
+                            f"(limit {limit_s * 1e3:.0f} ms)")
+            break  # the first is the finding; every OUTPUT_OFF re-sent after it would repeat it
     if first is not None and exit_code != 1:
         problems.append(f"a trip ({first.interlock}) but exit {exit_code}")
     if injection is None:
@@ -310,7 +334,7 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
     outcome.detected_by = next((t for t in trips if t.at >= injection.at_s - 1e-9
                                 and (injection.kind in SYSTEM_KINDS or tripped_mask(t, plan) & fault_mask)), None)
     must_detect_s = FROZEN_DETECT_WITHIN_S if injection.kind == "thermocouple_frozen" else DETECT_WITHIN_S
-    if outcome.detected_by is None and outcome.exposure_s >= must_detect_s:
+    if outcome.detected_by is None and outcome.exposure_s >= must_detect_s and injection.kind not in LATENT_KINDS:
         problems.append(f"{injection.kind} lasted {outcome.exposure_s:.1f} s of output and nothing tripped on it")
     return outcome
 

@@ -417,7 +417,8 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
         guidance = ProbeGuidance(probe, clock, record, guided_channel=plan.lesions[0].channel)
     pacer = Lockstep(clock, [*cart.devices, sample])
     session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=pacer, record=record,
-                               operator=ScriptedOperator(plan), guidance=guidance, limits=limits)
+                               operator=ScriptedOperator(plan, clock=clock, reading_s=campaign.ALARM_READING_S),
+                               guidance=guidance, limits=limits)
     try:
         result = session.run()
         # The generator goes on after the host's procedure ends: a cut link leaves output to its own watchdog.
@@ -432,11 +433,13 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
         verified = reader.verify()
         trips = [campaign.TripRow(row.mono, row.payload["interlock"], row.payload.get("channel"))
                  for row in reader.rows("alarm") if row.payload.get("event") == "trip"]
+        off_commands = [(row.mono, int(row.payload["channel_mask"]))
+                        for row in reader.rows("command") if row.payload.get("msg") == "OutputOff"]
     finally:
         reader.close()
     outcome = campaign.judge(run, injection, plan, limits, exit_code=result.exit_code,
                              final_state=result.final_state, trips=trips, device=device, record_ok=verified.ok,
-                             record_rows=verified.rows)
+                             record_rows=verified.rows, off_commands=off_commands)
     return outcome, device
 
 

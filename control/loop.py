@@ -4,8 +4,9 @@ Each tick, in this order:
 
 1. in the slack left by the previous tick: in real time, collect garbage (:mod:`control.runtime`); send
    the host heartbeat when it is due (10 Hz: it tells the generator the host is alive, and has no part
-   in the control decision, so it does not delay one); then wait for the tick: the :class:`Pacer` sleeps
-   on the cart, or steps the simulator in lockstep;
+   in the control decision, so it does not delay one; the gate withholds it from a generator that keeps
+   output on against ``OUTPUT_OFF``); then wait for the tick: the :class:`Pacer` sleeps on the cart, or
+   steps the simulator in lockstep;
 2. read what the generator sent; every frame goes on the procedure record as it is parsed (a listener
    the session installs on the driver), so it is recorded before anything acts on it;
 3. poll imaging (never blocking) and evaluate every interlock in the gate; a trip has put ``OUTPUT_OFF``
@@ -126,7 +127,7 @@ class ControlLoop:
         # happen every period but has no part in the control decision.
         if self.runtime is not None:
             self.runtime.slack()
-        self.generator.keep_alive()
+        self.gate.keep_alive()
         now = self.clock.now()
         self._t_next += PERIOD_S
         if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst

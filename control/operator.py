@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
+from firmware_bridge.clock import Clock
 from safety.gate import StimKind
 from safety.plan import LesionPlan
 
@@ -75,15 +76,34 @@ class AnsweringOperator(abc.ABC):
 
 class ScriptedOperator(AnsweringOperator):
     """Unattended: confirms, responds at the plan's scripted thresholds, never acknowledges (with no one
-    present a fault ends the run with exit 1, ARCHITECTURE.md section 11)."""
+    present a fault ends the run with exit 1, ARCHITECTURE.md section 11).
+
+    With ``reading_s`` (and the procedure's ``clock``) it declines an acknowledgement only after reading the
+    alarm that long, as a person at the cart would: the procedure waits in ``fault`` meanwhile, its loop
+    ticking, so what the cart does while someone reads an alarm can be judged (``rfa campaign``)."""
 
     name = "scripted (--yes)"
 
-    def __init__(self, plan: LesionPlan) -> None:
+    def __init__(self, plan: LesionPlan, *, clock: Clock | None = None, reading_s: float = 0.0) -> None:
         super().__init__()
         scripted = plan.stimulation.scripted
         self._sensory_mv = scripted.sensory_threshold_mv if scripted else None
         self._motor_mv = scripted.motor_threshold_mv if scripted else None
+        if reading_s and clock is None:
+            raise ValueError("reading an alarm for a while needs the procedure's clock")
+        self._clock = clock
+        self._reading_s = reading_s
+        self._reading_until: float | None = None
+
+    def ask(self, question: Question) -> None:
+        super().ask(question)
+        reading = question.kind == "acknowledge" and self._clock is not None and self._reading_s > 0
+        self._reading_until = self._clock.now() + self._reading_s if reading and self._clock else None
+
+    def answer(self) -> bool | None:
+        if self._reading_until is not None and self._clock is not None and self._clock.now() < self._reading_until:
+            return None
+        return super().answer()
 
     def confirm(self, text: str) -> bool:
         return True

@@ -27,7 +27,8 @@ from firmware_bridge.messages import N_CHANNELS, ElectrodeInfo, Heartbeat, Messa
 from safety.gate import EventKind, SafetyEvent
 
 _CHANNELS = tuple(range(1, N_CHANNELS + 1))
-_DURABLE_EVENTS = frozenset({EventKind.TRIP, EventKind.ACKNOWLEDGED, EventKind.ACK_REFUSED, EventKind.INHIBIT})
+_DURABLE_EVENTS = frozenset({EventKind.TRIP, EventKind.ACKNOWLEDGED, EventKind.ACK_REFUSED, EventKind.INHIBIT,
+                             EventKind.HEARTBEAT_WITHHELD, EventKind.OUTPUT_UNSTOPPABLE})
 """Safety events that are alarms: committed before the gate (and then the procedure) goes on."""
 
 

@@ -159,6 +159,8 @@ class ProcedureSession:
         self.recorder.defer_commit = self.commits.on_loop_thread
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition, durable=self.commits.durable)
         self._stop_requested = ""
+        self._heartbeat_withheld = False
+        self._unstoppable_said = False
         self._started_at = clock.now()
         self._session_fault: tuple[str, Callable[[], bool]] | None = None
         self.result: SessionResult | None = None
@@ -245,12 +247,28 @@ class ProcedureSession:
         if alarm is not None:  # an alarm the gate emitted in this tick (real time): on disk before going on
             self.commits.commit(alarm)
             self._imaging = self.loop.imaging
+        if (self.gate.heartbeat_withheld_since is not None) != self._heartbeat_withheld:
+            self._say_heartbeat()
+        elif self._heartbeat_withheld and not self._unstoppable_said and self.gate.output_unstoppable:
+            self._unstoppable_said = True
+            self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF and its own watchdog: "
+                      "SWITCH THE GENERATOR OFF AT ITS MAINS SWITCH", event="alarm", detail="output_unstoppable")
         if self._stop_requested:
             raise Stopped(self._operator_stop(self._stop_requested))
         trips = self._pending_trips[:]
         self._pending_trips.clear()
         for trip in trips:
             self._handle_trip(trip)
+
+    def _say_heartbeat(self) -> None:
+        """Tell the operator that the gate began or stopped withholding the host heartbeat (safety.gate)."""
+        self._heartbeat_withheld = not self._heartbeat_withheld
+        self._unstoppable_said = False
+        if self._heartbeat_withheld:
+            self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF: host heartbeat withheld, so "
+                      "that its own watchdog turns all output off", event="alarm", detail="heartbeat_withheld")
+        else:
+            self._say("output obeys OUTPUT_OFF again: host heartbeat resumed", event="warning")
 
     def _ticks(self, seconds: float) -> Iterator[None]:
         end = self.clock.now() + seconds

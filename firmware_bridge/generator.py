@@ -189,7 +189,10 @@ class RfGenerator:
         if now < self._next_heartbeat:
             return None
         seq = self.send_heartbeat(host_state)
-        self._next_heartbeat = max(self._next_heartbeat + HEARTBEAT_PERIOD_S, now)
+        # On time, the next is one period after this one was due (no drift); after a gap longer than a period
+        # (a heartbeat withheld, a stalled loop), one period from now: never two in a row to catch up.
+        due = self._next_heartbeat + HEARTBEAT_PERIOD_S
+        self._next_heartbeat = due if due > now else now + HEARTBEAT_PERIOD_S
         return seq
 
     def poll(self) -> list[Frame]:

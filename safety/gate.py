@@ -10,7 +10,10 @@ status. Each tick the control loop calls :meth:`OutputGate.evaluate`:
   stops any stimulation there, latches the latching trips, and only then calls ``record``;
 * a condition that holds while its scope is idle is an **inhibit**: requests are refused, nothing latches;
 * while output the gate did not command persists, ``OUTPUT_OFF`` (all channels) is re-sent every tick,
-  in case a frame was lost.
+  in case a frame was lost, and the host heartbeat is withheld (:meth:`OutputGate.keep_alive`): a generator
+  that does not obey ``OUTPUT_OFF`` is stopped by its own heartbeat watchdog, the one path left that does not
+  go through its command handling. The heartbeat is the generator's dead man's switch, so, like the output
+  capability, it is the gate's to give.
 
 :meth:`OutputGate.request_output` and :meth:`OutputGate.request_stim` re-check every interlock, every
 latch and the setpoint against the plan and the limits before sending anything, and return a
@@ -74,6 +77,12 @@ class EventKind(enum.StrEnum):
     OFF = "off"
     """Output or stimulation turned off on request (not a trip)."""
     PLAN_LOADED = "plan_loaded"
+    HEARTBEAT_WITHHELD = "heartbeat_withheld"
+    """The generator keeps output on against OUTPUT_OFF: the host heartbeat stops so its own watchdog acts."""
+    HEARTBEAT_RESUMED = "heartbeat_resumed"
+    """No output against OUTPUT_OFF any more: the host heartbeat goes out again."""
+    OUTPUT_UNSTOPPABLE = "output_unstoppable"
+    """Output still on ``WITHHELD_HEARTBEAT_LIMIT_S`` after the heartbeat stopped: only the mains switch is left."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,9 @@ class OutputGate:
         self._latched: dict[_TripKey, Trip] = {}
         self._watchdog_trips: list[Trip] = []
         """Trips the watchdog forced since :meth:`take_watchdog_trips` last handed them over."""
+        self._withheld_since: float | None = None
+        """When the host heartbeat was withheld (output against OUTPUT_OFF); None while it goes out."""
+        self._unstoppable = False
         self._version = 0
         """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
         self._evaluated: _Evaluation | None = None
@@ -207,6 +219,18 @@ class OutputGate:
         with self._lock:
             merged = {**self._latched, **self._active}
         return tuple(sorted(merged.values(), key=lambda t: (-t.priority, t.channel or 0, t.interlock.value)))
+
+    @property
+    def heartbeat_withheld_since(self) -> float | None:
+        """Since when the host heartbeat is withheld from a generator that keeps output on; None if it is not."""
+        with self._lock:
+            return self._withheld_since
+
+    @property
+    def output_unstoppable(self) -> bool:
+        """Output went on ``WITHHELD_HEARTBEAT_LIMIT_S`` after the heartbeat stopped: switch off at the mains."""
+        with self._lock:
+            return self._unstoppable
 
     @property
     def latched(self) -> tuple[Trip, ...]:
@@ -284,8 +308,41 @@ class OutputGate:
                 self._tripped.discard(key)
                 events.append(self._event(EventKind.CLEARED, now, trip))
         self._active = active
+        self._withhold_heartbeat(active.get((InterlockId.UNCOMMANDED_OUTPUT, None)), now, events)
         self._emit(events)
         return new_trips
+
+    def _withhold_heartbeat(self, uncommanded: Trip | None, now: float, events: list[SafetyEvent]) -> None:
+        """Withhold the host heartbeat while output the gate did not command persists; resume when it ends."""
+        if uncommanded is None:
+            if self._withheld_since is not None:
+                self._withheld_since, self._unstoppable = None, False
+                events.append(SafetyEvent(EventKind.HEARTBEAT_RESUMED, now,
+                                          "output obeys OUTPUT_OFF again: host heartbeat resumed"))
+            return
+        interlock, priority = InterlockId.UNCOMMANDED_OUTPUT, Priority.HIGH
+        if self._withheld_since is None:
+            self._withheld_since = now
+            events.append(SafetyEvent(
+                EventKind.HEARTBEAT_WITHHELD, now,
+                f"{uncommanded.reason}: host heartbeat withheld, so that the generator's own watchdog turns all "
+                f"output off within {hard.GENERATOR_HEARTBEAT_TIMEOUT_S * 1000:.0f} ms", interlock, None, priority))
+        elif not self._unstoppable and now - self._withheld_since > hard.WITHHELD_HEARTBEAT_LIMIT_S:
+            self._unstoppable = True
+            events.append(SafetyEvent(
+                EventKind.OUTPUT_UNSTOPPABLE, now,
+                f"{uncommanded.reason} {(now - self._withheld_since) * 1000:.0f} ms after the host heartbeat was "
+                "withheld: the generator obeys neither OUTPUT_OFF nor its own watchdog; switch it off at its mains "
+                "switch", interlock, None, priority))
+
+    def keep_alive(self) -> int | None:
+        """Send the host heartbeat if it is due and not withheld (module docstring); its SEQ if sent.
+
+        The control loop calls this in its slack, every tick, instead of the driver's own ``keep_alive``."""
+        with self._lock:
+            if self._withheld_since is not None:
+                return None
+            return self._generator.keep_alive()
 
     # -- requests ------------------------------------------------------------------------------------------
     def request_output(

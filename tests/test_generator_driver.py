@@ -108,6 +108,19 @@ def test_output_on_power_and_temperature_respond(link: Lockstep) -> None:
     assert link.sim.counters.watchdog_trips == 0
 
 
+def test_the_host_heartbeat_keeps_its_period_and_resumes_after_a_gap_without_a_burst() -> None:
+    clock = SimClock()
+    host, device = memory_pair("heartbeat")
+    driver = RfGenerator(host, clock)
+    sent_at = []
+    for tick in range(100):  # 1 s at 100 Hz, with the heartbeat not asked for between 0.3 s and 0.65 s
+        clock.sleep_until(tick / 100)
+        if not 30 <= tick < 65 and driver.keep_alive() is not None:
+            sent_at.append(clock.now())
+    assert sent_at == [0.0, 0.1, 0.2, 0.65, 0.75, 0.85, 0.95]
+    assert device.read(), "they went on the wire"
+
+
 def test_generator_turns_output_off_when_host_heartbeats_stop(link: Lockstep) -> None:
     cap = link.driver.claim_output_capability()
     link.driver.set_output(cap, continuous(0x0F, 5.0))

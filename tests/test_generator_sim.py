@@ -418,6 +418,19 @@ def test_stim_weak_under_delivers_the_stimulus_and_reports_what_it_delivers() ->
     assert h.sim.fault_bits == 0, "a weak stimulus is not a fault the generator reports"
 
 
+def test_a_stuck_output_stage_acknowledges_output_off_ignores_it_and_obeys_only_the_heartbeat_watchdog() -> None:
+    h = run_with_fault(Fault(FaultKind.OUTPUT_STUCK, at_s=0.5, channel=2))
+    assert h.command(OutputOff(0x0F)) is AckResult.OK
+    h.run(1.0)
+    on = [ch.output_on for ch in h.last_telemetry().channels]
+    assert on == [False, True, False, False], "the other channels obey; channel 2 goes on delivering"
+    assert h.last_telemetry().channels[1].power_w == pytest.approx(5.0, abs=0.5)
+    h.heartbeats = False
+    h.run(0.4)
+    assert not any(ch.output_on for ch in h.last_telemetry().channels)
+    assert h.sim.counters.watchdog_trips == 1
+
+
 def test_channel_fault_turns_that_channel_off_only() -> None:
     h = run_with_fault(Fault(FaultKind.CHANNEL_FAULT, at_s=0.5, channel=4, duration_s=0.1))
     t = next(t for t in h.telemetry() if t.gen_time_us == 550_000)  # during the fault

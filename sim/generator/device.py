@@ -271,7 +271,7 @@ class SimGenerator:
             return
         self.counters.commands += 1
         if isinstance(msg, OutputOff):
-            result = self._output_off(msg.channel_mask)
+            result = self._output_off(msg.channel_mask, commanded=True)
         elif isinstance(msg, SetOutput):
             result = self._set_output(msg, now)
         elif isinstance(msg, Stim):
@@ -295,12 +295,15 @@ class SimGenerator:
         kinds = self._active_kinds(index)
         return not ch.electrode.connected or FaultKind.CHANNEL_FAULT in kinds
 
-    def _output_off(self, mask: int) -> AckResult:
+    def _output_off(self, mask: int, *, commanded: bool = False) -> AckResult:
+        """Output off on the channels of ``mask``; ``commanded``: by the host's OUTPUT_OFF, which a stuck
+        output stage ignores (its own watchdog and faults go through another path)."""
         for i, ch in enumerate(self.channels):
-            if mask & (1 << i):
-                if ch.mode is OutputMode.RF_BIPOLAR:  # a pair goes off together
-                    self.channels[i ^ 1].mode = None
-                ch.off()
+            if not mask & (1 << i) or (commanded and FaultKind.OUTPUT_STUCK in self._active_kinds(i)):
+                continue
+            if ch.mode is OutputMode.RF_BIPOLAR:  # a pair goes off together
+                self.channels[i ^ 1].mode = None
+            ch.off()
         return AckResult.OK
 
     def _set_output(self, msg: SetOutput, now: float) -> AckResult:

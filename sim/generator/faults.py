@@ -39,6 +39,10 @@ class FaultKind(enum.StrEnum):
     """The stimulator delivers ``value`` times (default 0.5) the commanded amplitude (above 1: more), up to the
     hardware cap, and reports what it delivers; the generator does not notice (only the host's stimulation
     check can)."""
+    OUTPUT_STUCK = "output_stuck"
+    """The channel's output stage no longer obeys the host's OUTPUT_OFF (which is still acknowledged OK): once on,
+    it keeps delivering its last setpoint. The generator's own host-heartbeat watchdog, a separate cut, still
+    turns it off, as do its internal faults."""
 
 
 DEFAULT_VALUES: Final[dict[FaultKind, float]] = {

@@ -115,10 +115,10 @@ def _device(*changes: tuple[float, int]) -> DeviceTrace:
 
 
 def _judge(injection: Injection | None, trips: list[TripRow], device: DeviceTrace, exit_code: int = 1,
-           record_ok: bool = True) -> campaign.RunOutcome:
+           record_ok: bool = True, off_commands: tuple[tuple[float, int], ...] = ()) -> campaign.RunOutcome:
     return judge(1, injection, PLAN, HARD_LIMITS, exit_code=exit_code,
                  final_state="fault" if exit_code else "standby", trips=trips, device=device, record_ok=record_ok,
-                 record_rows=10)
+                 record_rows=10, off_commands=off_commands)
 
 
 SHORT = Injection("impedance_short", 1, 50.0, None)
@@ -141,6 +141,36 @@ def test_a_cut_link_is_allowed_the_generators_own_heartbeat_timeout() -> None:
     assert _judge(unplug, [TripRow(50.05, "telemetry_stale", None)], stops_on_its_own).passed
     too_late = _device((10.0, 0b111), (50.5, 0))
     assert not _judge(unplug, [TripRow(50.05, "telemetry_stale", None)], too_late).passed
+
+
+def test_output_that_runs_on_after_an_output_off_fails_even_without_a_trip() -> None:
+    """ch1's lesion ends at 100 s: the OUTPUT_OFF the host sent for it must stop it within two periods."""
+    obeyed = _device((10.0, 0b111), (100.01, 0b110), (130.0, 0))
+    assert _judge(None, [], obeyed, exit_code=0, off_commands=((100.0, 0b1), (130.0, 0x0F))).passed
+    ignored = _device((10.0, 0b111), (100.5, 0b110), (130.0, 0))
+    outcome = _judge(None, [], ignored, exit_code=0, off_commands=((100.0, 0b1), (130.0, 0x0F)))
+    assert outcome.problems == ["output on mask 0x01 stopped 500 ms after the OUTPUT_OFF at 100.00 s (limit 20 ms)"]
+
+
+def test_a_stuck_output_stage_is_allowed_the_grace_and_the_generators_heartbeat_timeout_not_more() -> None:
+    """A stuck stage shows only at the OUTPUT_OFF that ends its lesion (no trip needed while it delivered as asked);
+    then the host's grace, its trip and the withheld heartbeat stop it: 0.1 + 0.01 + 0.02 + 0.25 s at most."""
+    stuck = Injection("output_stuck", 1, 60.0, None)
+    off = ((100.0, 0b111),)
+    trip = [TripRow(100.11, "uncommanded_output", None)]
+    cut_in_time = _device((10.0, 0b111), (100.01, 0b001), (100.37, 0))
+    outcome = _judge(stuck, trip, cut_in_time, off_commands=off)
+    assert outcome.passed and outcome.verdict == "ok", outcome.problems
+    assert outcome.stopped_after_ms == pytest.approx(260.0)
+    cut_late = _device((10.0, 0b111), (100.01, 0b001), (100.5, 0))
+    assert _judge(stuck, trip, cut_late, off_commands=off).problems == [
+        "output stopped 390 ms after the uncommanded_output trip at 100.11 s (limit 270 ms)",
+        "output on mask 0x07 stopped 500 ms after the OUTPUT_OFF at 100.00 s (limit 380 ms)",
+    ]
+    latent = _judge(stuck, [], _device((10.0, 0b111), (130.01, 0)), exit_code=0, off_commands=((130.0, 0x0F),))
+    assert latent.passed and latent.exposure_s > 1.0, "delivering what it was asked to is not yet a fault"
+    not_stuck = _judge(SHORT, trip, cut_in_time, off_commands=off)
+    assert "output on mask 0x07 stopped 370 ms after the OUTPUT_OFF at 100.00 s (limit 20 ms)" in not_stuck.problems
 
 
 def test_output_on_at_the_end_fails_whatever_else_happened() -> None:

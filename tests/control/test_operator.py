@@ -7,7 +7,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from control.operator import ConsoleOperator, Question, ScriptedOperator
+from firmware_bridge.clock import SimClock
 from safety.gate import StimKind
 from safety.plan import default_genicular_plan
 from tests.control.harness import build_cart
@@ -75,6 +78,20 @@ def test_scripted_answers_come_from_the_plan() -> None:
     assert op.answer() is True
     op.ask(Question("acknowledge?", "acknowledge"))
     assert op.answer() is False
+
+
+def test_a_scripted_operator_with_a_reading_time_declines_an_acknowledgement_only_after_it() -> None:
+    clock = SimClock()
+    op = ScriptedOperator(default_genicular_plan(), clock=clock, reading_s=2.0)
+    op.ask(Question("acknowledge?", "acknowledge"))
+    clock.advance(1.99)
+    assert op.answer() is None, "still reading the alarm"
+    clock.advance(0.01)
+    assert op.answer() is False
+    op.ask(Question("arm?", "confirm"))
+    assert op.answer() is True, "other questions are answered at once"
+    with pytest.raises(ValueError, match="clock"):
+        ScriptedOperator(default_genicular_plan(), reading_s=2.0)
 
 
 class SlowOperator(ScriptedOperator):

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from control.operator import ScriptedOperator
 from control.procedure import State
 from control.record import RecordReader
 from firmware_bridge.messages import Message, Pump, SetOutput
+from safety import limits as hard
 from safety.plan import Lesion, LesionPlan, default_genicular_plan
 from sim.generator import Fault, FaultKind
 from tests.control.harness import SimCart, build_cart
@@ -94,6 +96,48 @@ def test_a_stall_the_watchdog_trips_is_reported_as_its_interlock_with_its_record
     row = next(r for r in RecordReader(result.record_path).rows("alarm") if r.id == result.first_trip_row)
     assert (row.payload["event"], row.payload["interlock"]) == ("trip", "control_loop_overrun")
     assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+class OutputWatch:
+    """The loop's pacer, noting each step when the simulated generator's channel 1 delivered RF."""
+
+    def __init__(self, cart: SimCart) -> None:
+        self.cart, self.inner = cart, cart.session.loop.pacer
+        self.on_at: list[float] = []
+
+    def sleep_until(self, t: float) -> None:
+        self.inner.sleep_until(t)
+        if self.cart.sim.channels[0].output_on:
+            self.on_at.append(self.cart.clock.now())
+
+
+def test_a_generator_that_ignores_output_off_is_stopped_by_its_own_watchdog_while_the_alarm_is_read(
+    tmp_path: Path,
+) -> None:
+    """Channel 1's output stage sticks on: its OUTPUT_OFF at the end of the lesion is acknowledged and ignored,
+    and so is every OUTPUT_OFF after it. Sending more cannot help; withholding the host heartbeat makes the
+    generator's own watchdog cut all output, while the operator is still reading the alarm."""
+    plan = plan_without_imaging()
+    cart = build_cart(plan, tmp_path, faults=[Fault(FaultKind.OUTPUT_STUCK, at_s=60.0, channel=1)])
+    cart.session.operator = ScriptedOperator(plan, clock=cart.clock, reading_s=5.0)
+    watch = OutputWatch(cart)
+    cart.session.loop.pacer = watch
+    result = cart.session.run()
+    cart.record.close()
+    assert (result.exit_code, result.final_state) == (1, "fault")
+    assert result.first_trip.startswith("uncommanded_output: channel 1 delivers"), result.first_trip
+    reader = RecordReader(result.record_path)
+    trip = next(r for r in reader.rows("alarm") if r.id == result.first_trip_row)
+    withheld = [r for r in reader.rows("alarm") if r.payload["event"] == "heartbeat_withheld"]
+    assert len(withheld) == 1 and withheld[0].mono == trip.mono
+    assert [r.payload["event"] for r in reader.rows("safety")].count("heartbeat_resumed") == 1
+    assert not [r for r in reader.rows("alarm") if r.payload["event"] == "output_unstoppable"]
+    assert cart.sim.counters.watchdog_trips == 1, "the generator's own watchdog, not an OUTPUT_OFF, stopped it"
+    last_on = max(watch.on_at)
+    assert last_on - trip.mono <= hard.WITHHELD_HEARTBEAT_LIMIT_S, "off well before the operator answered"
+    assert cart.clock.now() - trip.mono >= 5.0, "the procedure waited in fault, ticking, meanwhile"
+    assert not any(ch.output_on for ch in cart.sim.channels)
+    assert reader.verify().ok
 
 
 def test_a_generator_fault_stops_everything_at_once(tmp_path: Path) -> None:

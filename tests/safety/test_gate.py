@@ -10,10 +10,11 @@ import pytest
 
 from firmware_bridge.clock import SimClock
 from firmware_bridge.errors import CapabilityError
-from firmware_bridge.generator import OutputCapability, RfGenerator
+from firmware_bridge.generator import HEARTBEAT_PERIOD_S, OutputCapability, RfGenerator
 from firmware_bridge.messages import (
     Ack,
     AckResult,
+    ChannelTelemetry,
     GeneratorState,
     Message,
     OutputMode,
@@ -27,9 +28,10 @@ from safety import limits as hard
 from safety.config import HARD_LIMITS
 from safety.gate import Decision, EventKind, OutputGate, SafetyEvent, StimKind
 from safety.inputs import ImagingStatus
-from safety.interlocks import InterlockId, Trip
+from safety.interlocks import InterlockId, Priority, Trip
 from safety.plan import default_genicular_plan
 from safety.watchdog import Watchdog
+from sim.generator.device import HOST_HEARTBEAT_TIMEOUT_S
 from tests.safety.support import NOW, ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,6 +224,69 @@ def test_uncommanded_output_is_switched_off_again_every_tick() -> None:
         rig.gate.evaluate(rig.imaging())
     assert rig.wire() == [OutputOff(0x0F)] * 3
     assert sum(e.kind is EventKind.TRIP for e in rig.events) == 1
+
+
+def _heartbeats_sent(rig: Rig, ticks: int, chans: dict[int, ChannelTelemetry] | None) -> int:
+    """Run ``ticks`` loop ticks (slack heartbeat through the gate, then the generator's frame, then evaluate);
+    how many host heartbeats went on the wire."""
+    sent = 0
+    for _ in range(ticks):
+        sent += rig.gate.keep_alive() is not None
+        rig.clock.advance(0.01)
+        rig.feed(telemetry(chans))
+        rig.gate.evaluate(rig.imaging())
+    return sent
+
+
+def test_a_generator_that_keeps_output_on_against_output_off_has_its_heartbeat_withheld_until_it_stops() -> None:
+    """OUTPUT_OFF re-sent every tick cannot stop a generator that ignores it; its own watchdog can, 250 ms after
+    the last host heartbeat. So while the output persists the gate sends no heartbeat, and resumes once it ends."""
+    rig = Rig()
+    rig.clock.advance(0.2)
+    ready(rig)
+    _heartbeats_sent(rig, 5, None)
+    assert _heartbeats_sent(rig, 30, None) == 3, "10 Hz while all is well"
+    stuck = {2: channel(power_w=8.0, flags=ON)}
+    assert _heartbeats_sent(rig, 1, stuck) <= 1  # the slack before the frame that shows it
+    tripped_at = rig.clock.now()
+    assert rig.gate.heartbeat_withheld_since == tripped_at
+    assert _heartbeats_sent(rig, 30, stuck) == 0, "withheld for as long as the output persists"
+    assert not rig.gate.output_unstoppable
+    kinds = [e.kind for e in rig.events if e.at >= tripped_at]
+    assert kinds[:2] == [EventKind.TRIP, EventKind.HEARTBEAT_WITHHELD]
+    withheld = next(e for e in rig.events if e.kind is EventKind.HEARTBEAT_WITHHELD)
+    assert (withheld.interlock, withheld.priority) == (InterlockId.UNCOMMANDED_OUTPUT, Priority.HIGH)
+    assert "channel 2 delivers 8.00 W" in withheld.detail
+    assert _heartbeats_sent(rig, 1, None) == 0  # the watchdog cut it: the frame that shows it ends the withholding
+    assert rig.gate.heartbeat_withheld_since is None
+    assert rig.events[-1].kind is EventKind.HEARTBEAT_RESUMED
+    assert _heartbeats_sent(rig, 20, None) == 2, "and the heartbeat goes out again at 10 Hz"
+    assert rig.gate.latched, "the trip stays latched until acknowledged"
+
+
+def test_the_withheld_heartbeat_limit_is_the_generators_timeout_plus_one_heartbeat_period_and_two_frames() -> None:
+    assert hard.GENERATOR_HEARTBEAT_TIMEOUT_S == HOST_HEARTBEAT_TIMEOUT_S == 0.25  # ARCHITECTURE.md section 4
+    expected = hard.GENERATOR_HEARTBEAT_TIMEOUT_S + HEARTBEAT_PERIOD_S + 2 * hard.LOOP_PERIOD_S
+    assert pytest.approx(expected) == hard.WITHHELD_HEARTBEAT_LIMIT_S
+
+
+def test_output_that_outlasts_the_withheld_heartbeat_is_reported_once_as_unstoppable() -> None:
+    rig = Rig()
+    rig.clock.advance(0.2)
+    ready(rig)
+    stuck = {1: channel(power_w=12.0, flags=ON)}
+    _heartbeats_sent(rig, 1, stuck)
+    since = rig.gate.heartbeat_withheld_since
+    assert since is not None
+    _heartbeats_sent(rig, round(hard.WITHHELD_HEARTBEAT_LIMIT_S / 0.01) - 1, stuck)
+    assert not rig.gate.output_unstoppable, "not before the generator's watchdog has had its time"
+    _heartbeats_sent(rig, 50, stuck)
+    assert rig.gate.output_unstoppable
+    unstoppable = [e for e in rig.events if e.kind is EventKind.OUTPUT_UNSTOPPABLE]
+    assert len(unstoppable) == 1
+    assert unstoppable[0].at - since > hard.WITHHELD_HEARTBEAT_LIMIT_S
+    assert unstoppable[0].at - since <= hard.WITHHELD_HEARTBEAT_LIMIT_S + 0.01 + 1e-9
+    assert "mains switch" in unstoppable[0].detail
 
 
 def test_operator_stop_turns_off_at_once_and_needs_acknowledge() -> None:

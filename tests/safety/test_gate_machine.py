@@ -33,7 +33,7 @@ from firmware_bridge.messages import (
 )
 from safety.gate import EventKind, SafetyEvent, StimKind
 from safety.inputs import ImagingStatus
-from safety.interlocks import Trip, evaluate_interlocks
+from safety.interlocks import InterlockId, Trip, evaluate_interlocks
 from safety.watchdog import Watchdog
 from tests.safety.support import CONNECTED, Rig, telemetry
 
@@ -253,7 +253,21 @@ class GateMachine(RuleBasedStateMachine):
         if armed:
             assert not any(self.wire_on), "a stalled loop's output is off (now or since the stall began)"
 
+    @rule()
+    def slack(self) -> None:
+        """The loop's slack between ticks: the host heartbeat, through the gate."""
+        withheld = self.rig.gate.heartbeat_withheld_since is not None
+        sent = self.rig.gate.keep_alive()
+        event(f"slack with the heartbeat {'withheld' if withheld else 'free'}")
+        assert sent is None or not withheld, "a host heartbeat went out while it was withheld"
+
     # -- invariants ---------------------------------------------------------------------------------------
+    @invariant()
+    def heartbeat_withheld_exactly_while_uncommanded_output_holds(self) -> None:
+        gate = self.rig.gate
+        holds = (InterlockId.UNCOMMANDED_OUTPUT, None) in gate._active
+        assert (gate.heartbeat_withheld_since is not None) == holds
+
     @invariant()
     def wire_agrees_with_the_gate(self) -> None:
         commanded = [c.on for c in self.rig.gate.commanded]
