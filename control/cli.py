@@ -277,7 +277,9 @@ def _run(args: argparse.Namespace) -> int:
                                  frame_record_period_s=args.frame_period)
         if realtime:  # the probe's USB reads and B-mode must never hold up the 10 ms tick
             guidance = guidance_thread = GuidanceThread(guidance, record, clock)
-    operator: Operator = ScriptedOperator(plan) if args.yes else ConsoleOperator()
+    # With --json the stream on stdout is events only (questions among them); the prompts go to stderr.
+    operator: Operator = ScriptedOperator(plan) if args.yes else ConsoleOperator(
+        out=sys.stderr if args.json else sys.stdout)
     session = ProcedureSession(
         plan=plan, generator=generator, clock=clock, pacer=pacer, record=record, operator=operator,
         guidance=guidance, limits=config.effective_limits, realtime=realtime,

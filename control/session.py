@@ -247,28 +247,31 @@ class ProcedureSession:
         if alarm is not None:  # an alarm the gate emitted in this tick (real time): on disk before going on
             self.commits.commit(alarm)
             self._imaging = self.loop.imaging
-        if (self.gate.heartbeat_withheld_since is not None) != self._heartbeat_withheld:
-            self._say_heartbeat()
-        elif self._heartbeat_withheld and not self._unstoppable_said and self.gate.output_unstoppable:
-            self._unstoppable_said = True
-            self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF and its own watchdog: "
-                      "SWITCH THE GENERATOR OFF AT ITS MAINS SWITCH", event="alarm", detail="output_unstoppable")
         if self._stop_requested:
             raise Stopped(self._operator_stop(self._stop_requested))
         trips = self._pending_trips[:]
         self._pending_trips.clear()
-        for trip in trips:
-            self._handle_trip(trip)
+        try:
+            for trip in trips:
+                self._handle_trip(trip)
+        finally:  # after the trip's own alarm, which says what happened
+            self._say_heartbeat()
 
     def _say_heartbeat(self) -> None:
-        """Tell the operator that the gate began or stopped withholding the host heartbeat (safety.gate)."""
-        self._heartbeat_withheld = not self._heartbeat_withheld
-        self._unstoppable_said = False
-        if self._heartbeat_withheld:
-            self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF: host heartbeat withheld, so "
-                      "that its own watchdog turns all output off", event="alarm", detail="heartbeat_withheld")
-        else:
-            self._say("output obeys OUTPUT_OFF again: host heartbeat resumed", event="warning")
+        """Tell the operator when the gate begins or ends withholding the host heartbeat (safety.gate), and when
+        output outlasts it."""
+        withheld = self.gate.heartbeat_withheld_since is not None
+        if withheld != self._heartbeat_withheld:
+            self._heartbeat_withheld, self._unstoppable_said = withheld, False
+            if withheld:
+                self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF: host heartbeat withheld, "
+                          "so that its own watchdog turns all output off", event="alarm", detail="heartbeat_withheld")
+            else:
+                self._say("output obeys OUTPUT_OFF again: host heartbeat resumed", event="warning")
+        elif withheld and not self._unstoppable_said and self.gate.output_unstoppable:
+            self._unstoppable_said = True
+            self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF and its own watchdog: "
+                      "SWITCH THE GENERATOR OFF AT ITS MAINS SWITCH", event="alarm", detail="output_unstoppable")
 
     def _ticks(self, seconds: float) -> Iterator[None]:
         end = self.clock.now() + seconds
@@ -542,7 +545,12 @@ class ProcedureSession:
                 self._say("acknowledge refused: " + "; ".join(self.procedure.refusals), event="warning")
 
     def _ask(self, question: Question) -> Generator[None, None, bool]:
-        """Put a question to the operator and keep the loop ticking until the answer comes."""
+        """Put a question to the operator and keep the loop ticking until the answer comes.
+
+        With ``--json`` the question is an event on the stream too (the console's prompt goes to stderr), so a
+        script reading the events knows what it is answering on stdin."""
+        if self.events is not None:
+            self._say(question.text, event="question", kind=question.kind, alarms=list(question.alarms))
         self.operator.ask(question)
         while (answer := self.operator.answer()) is None:
             self._tick()

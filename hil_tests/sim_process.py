@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 START_TIMEOUT_S = 10.0
 SIM_LIFETIME_S = 300.0
@@ -32,10 +33,11 @@ class SimProcess:
         return self.process.returncode, out
 
 
-def start_sim(serial: str) -> SimProcess:
+def start_sim(serial: str, faults: Path | None = None) -> SimProcess:
+    """``python -m sim`` on ``serial``, with the fault script ``faults`` if given; returns once it printed its URL."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sim", "--serial", serial, "--report-s", "3600",
-         "--duration-s", str(SIM_LIFETIME_S)],
+         "--duration-s", str(SIM_LIFETIME_S), *(["--faults", str(faults)] if faults is not None else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     assert process.stdout is not None

@@ -8,8 +8,11 @@ The plan is short (a 60 °C lesion of 15 s) so the real-time run takes about hal
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 from control.record import RecordReader
 from hil_tests.sim_process import start_sim
 from hil_tests.stall_witness import run_until_unspoiled
+from safety import limits as hard
 
 PLAN = """
 name = "hil-short"
@@ -116,3 +120,91 @@ def test_a_guided_procedure_in_real_time_images_on_its_own_thread(tmp_path: Path
     rf_frames = [f for f in frames if f["reason"] == "rf"]
     assert len(rf_frames) >= 15  # one a second during the 15 s lesion (and its ramp)
     assert all(f["tip_confidence"] >= 0.5 for f in rf_frames)
+
+
+STUCK = """
+[[fault]]
+kind = "output_stuck"   # channel 1's output stage ignores OUTPUT_OFF from the start
+at_s = 0.0
+channel = 1
+"""
+ANSWERS = {"response": "n", "confirm": "y"}
+
+
+def answered_run(url: str, plan: Path, record_dir: Path) -> tuple[Outcome, list[dict[str, Any]]]:
+    """``rfa run --generator URL --json`` without ``--yes``, answered on stdin like a HIL script: no response to
+    any stimulus, arming confirmed, and an alarm declined only once the generator's output is off again (or after
+    10 s): the procedure waits in fault meanwhile, its loop and the heartbeat decisions going on."""
+    command = [sys.executable, "-m", "control.cli", "run", "--generator", url, "--probe", "none", "--plan",
+               str(plan), "--json", "--record", str(record_dir)]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True)
+    reader.start()
+    events: list[dict[str, Any]] = []
+    acknowledge_asked_at: float | None = None
+    deadline = time.monotonic() + 120.0
+    while time.monotonic() < deadline and (reader.is_alive() or not lines.empty()):
+        if acknowledge_asked_at is not None and (time.monotonic() > acknowledge_asked_at + 10.0 or any(
+                e["event"] == "warning" and "heartbeat resumed" in e["text"] for e in events)):
+            proc.stdin.write("n\n")
+            proc.stdin.flush()
+            acknowledge_asked_at = None
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        events.append(json.loads(line))  # with --json, stdout is events only (the prompts go to stderr)
+        event = events[-1]
+        if event["event"] == "question" and event["kind"] in ANSWERS:
+            proc.stdin.write(ANSWERS[event["kind"]] + "\n")
+            proc.stdin.flush()
+        elif event["event"] == "question":
+            acknowledge_asked_at = time.monotonic()
+    proc.stdin.close()
+    stderr = proc.stderr.read() if proc.stderr is not None else ""
+    proc.wait(timeout=30)
+    run = subprocess.CompletedProcess(command, proc.returncode, "", stderr)
+    result = next((e for e in reversed(events) if e["event"] == "result"), {"message": stderr[-2000:]})
+    return (run, result), events
+
+
+@pytest.mark.sim_only
+def test_a_generator_that_ignores_output_off_is_stopped_by_its_own_watchdog_while_the_alarm_is_read(
+    tmp_path: Path,
+) -> None:
+    """The simulator process's channel 1 acknowledges every OUTPUT_OFF and ignores it. At the end of the lesion
+    the cart trips on the output it did not command and withholds its heartbeat; the generator's own watchdog
+    turns output off while the operator is still reading the alarm (docs/safety.md)."""
+    plan, faults = tmp_path / "plan.toml", tmp_path / "stuck.toml"
+    plan.write_text(PLAN)
+    faults.write_text(STUCK)
+
+    def attempt() -> tuple[Outcome, list[dict[str, Any]]]:
+        sim = start_sim("tcp:0", faults)
+        try:
+            return answered_run(sim.url, plan, tmp_path)
+        finally:
+            sim.stop()
+
+    (run, result), events = run_until_unspoiled(attempt, lambda outcome: broke_period(outcome[0]))
+    assert run.returncode == 1 and result.get("event") == "result", (result.get("message"), run.stderr[-2000:])
+    assert result["first_trip"].startswith("uncommanded_output: channel 1 delivers"), result["first_trip"]
+    said = [(e["event"], e.get("detail") or e["text"]) for e in events if e["event"] in ("alarm", "warning")]
+    whats = [what for _, what in said]
+    assert "heartbeat_withheld" in whats and any("heartbeat resumed" in what for what in whats), said
+    withheld = whats.index("heartbeat_withheld")
+    resumed = next(i for i, what in enumerate(whats) if "heartbeat resumed" in what)
+    assert said[withheld - 1][1].startswith("uncommanded_output"), "the trip's alarm first, then what is done"
+    assert withheld < resumed and not any(what == "output_unstoppable" for _, what in said)
+    asked = next(i for i, e in enumerate(events) if e["event"] == "question" and e["kind"] == "acknowledge")
+    after = [e["text"] for e in events[asked:] if e["event"] == "warning"]
+    assert any("heartbeat resumed" in text for text in after), "output went off while the alarm was being read"
+    reader = RecordReader(Path(result["record_path"]))
+    assert reader.verify().ok
+    trip_at = next(r.mono for r in reader.rows("alarm") if r.payload["event"] == "trip")
+    ch1_on = [r.mono for r in reader.rows("telemetry") if r.payload["ch"] == 1 and r.payload["flags"] & 1]
+    assert max(ch1_on) - trip_at <= hard.WITHHELD_HEARTBEAT_LIMIT_S
+    assert [r.payload["event"] for r in reader.rows("safety")].count("heartbeat_resumed") == 1

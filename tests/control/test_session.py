@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,19 @@ def test_a_generator_that_ignores_output_off_is_stopped_by_its_own_watchdog_whil
     assert cart.clock.now() - trip.mono >= 5.0, "the procedure waited in fault, ticking, meanwhile"
     assert not any(ch.output_on for ch in cart.sim.channels)
     assert reader.verify().ok
+
+
+def test_with_json_events_every_question_is_an_event_before_it_is_answered(tmp_path: Path) -> None:
+    """A script driving ``rfa run --json`` on stdin must see each question on the event stream, in order."""
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=60.0)])
+    cart.session.events = stream = io.StringIO()
+    cart.session.run()
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    asked = [e for e in events if e["event"] == "question"]
+    assert {e["kind"] for e in asked} == {"response", "confirm", "acknowledge"}
+    assert asked[-1]["alarms"] and asked[-1]["alarms"][0].startswith("generator_fault")
+    arm = next(i for i, e in enumerate(events) if e["event"] == "question" and e["kind"] == "confirm")
+    assert all(e["event"] != "state" or e["dest"] != "armed" for e in events[:arm]), "asked before arming"
 
 
 def test_a_generator_fault_stops_everything_at_once(tmp_path: Path) -> None:
