@@ -72,9 +72,9 @@ STOP_WITHIN_S: Final = 2 * hard.LOOP_PERIOD_S
 TRUE_TIP_ALLOWANCE_C: Final = 1.0
 """How far past its trip level the true tip may get: thermocouple lag and one period's heating before the trip."""
 AFTERMATH_S: Final = 1.0
+"""How long the simulated generator is watched after the procedure ends: "at the end" means then."""
 ALARM_READING_S: Final = 5.0
 """How long the campaign's operator reads an alarm before declining to acknowledge it."""
-"""How long the simulated generator is watched after the procedure ends: "at the end" means then."""
 FOR_GOOD: Final = None
 
 
@@ -262,17 +262,16 @@ def _fault_mask(injection: Injection) -> int:
     return ALL_CHANNELS if injection.kind in SYSTEM_KINDS else 1 << (injection.channel - 1)
 
 
-def _stop_limit_s(at: float, mask: int, injection: Injection | None, *, tripped: bool) -> float:
-    """How long after a trip (``tripped``) or an OUTPUT_OFF at ``at`` the channels of ``mask`` may still deliver."""
+def _stop_limit_s(at: float, mask: int, injection: Injection | None) -> float:
+    """How long after a trip or an OUTPUT_OFF at ``at`` the channels of ``mask`` may still deliver."""
     if injection is None or at < injection.at_s:
         return STOP_WITHIN_S
     if injection.kind == LINK_UNPLUG:
         return STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF cannot cross a cut link
     if injection.kind in LATENT_KINDS and mask & _fault_mask(injection):
-        # A stuck stage ignores OUTPUT_OFF: the host trips on it after its grace (a trip, at once), then withholds
-        # its heartbeat, and the generator's own watchdog cuts output within its timeout of the last one.
-        grace_s = 0.0 if tripped else hard.UNCOMMANDED_GRACE_S + hard.LOOP_PERIOD_S
-        return grace_s + STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S
+        # A stuck stage ignores OUTPUT_OFF: the host trips on the output it did not command after its grace (and
+        # a frame), withholds its heartbeat, and the generator's own watchdog cuts output within its timeout.
+        return hard.UNCOMMANDED_GRACE_S + hard.LOOP_PERIOD_S + STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S
     return STOP_WITHIN_S
 
 
@@ -304,7 +303,7 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
             continue
         if trip is first:
             outcome.stopped_after_ms = (stopped - trip.at) * 1e3
-        limit_s = _stop_limit_s(trip.at, mask, injection, tripped=True)
+        limit_s = _stop_limit_s(trip.at, mask, injection)
         if stopped - trip.at > limit_s + 1e-9:
             problems.append(f"output stopped {(stopped - trip.at) * 1e3:.0f} ms after the {trip.interlock} trip "
                             f"at {trip.at:.2f} s (limit {limit_s * 1e3:.0f} ms)")
@@ -313,7 +312,7 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
             problems.append(f"output back on at {back_on:.2f} s on the channels of the {trip.interlock} trip")
     for at, mask in off_commands:
         stopped = device.stopped_at(at, mask)
-        limit_s = _stop_limit_s(at, mask, injection, tripped=False)
+        limit_s = _stop_limit_s(at, mask, injection)
         if stopped is None or stopped - at > limit_s + 1e-9:
             late = "never" if stopped is None else f"{(stopped - at) * 1e3:.0f} ms after"
             problems.append(f"output on mask 0x{mask:02X} stopped {late} the OUTPUT_OFF at {at:.2f} s "

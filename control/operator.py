@@ -91,17 +91,17 @@ class ScriptedOperator(AnsweringOperator):
         self._motor_mv = scripted.motor_threshold_mv if scripted else None
         if reading_s and clock is None:
             raise ValueError("reading an alarm for a while needs the procedure's clock")
-        self._clock = clock
+        self._clock = clock if reading_s else None
         self._reading_s = reading_s
-        self._reading_until: float | None = None
+        self._reading_until = 0.0
 
     def ask(self, question: Question) -> None:
         super().ask(question)
-        reading = question.kind == "acknowledge" and self._clock is not None and self._reading_s > 0
-        self._reading_until = self._clock.now() + self._reading_s if reading and self._clock else None
+        if self._clock is not None and question.kind == "acknowledge":
+            self._reading_until = self._clock.now() + self._reading_s
 
     def answer(self) -> bool | None:
-        if self._reading_until is not None and self._clock is not None and self._clock.now() < self._reading_until:
+        if self._clock is not None and self._clock.now() < self._reading_until:
             return None
         return super().answer()
 

@@ -264,10 +264,11 @@ class ProcedureSession:
         if withheld != self._heartbeat_withheld:
             self._heartbeat_withheld, self._unstoppable_said = withheld, False
             if withheld:
-                self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF: host heartbeat withheld, "
-                          "so that its own watchdog turns all output off", event="alarm", detail="heartbeat_withheld")
+                self._say("ALARM (high) output not seen off where it was commanded off: host heartbeat withheld, "
+                          "so that the generator's own watchdog turns all output off", event="alarm",
+                          detail="heartbeat_withheld")
             else:
-                self._say("output obeys OUTPUT_OFF again: host heartbeat resumed", event="warning")
+                self._say("output seen off after the generator's watchdog: host heartbeat resumed", event="warning")
         elif withheld and not self._unstoppable_said and self.gate.output_unstoppable:
             self._unstoppable_said = True
             self._say("ALARM (high) the generator keeps output on against OUTPUT_OFF and its own watchdog: "

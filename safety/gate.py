@@ -10,10 +10,14 @@ status. Each tick the control loop calls :meth:`OutputGate.evaluate`:
   stops any stimulation there, latches the latching trips, and only then calls ``record``;
 * a condition that holds while its scope is idle is an **inhibit**: requests are refused, nothing latches;
 * while output the gate did not command persists, ``OUTPUT_OFF`` (all channels) is re-sent every tick,
-  in case a frame was lost, and the host heartbeat is withheld (:meth:`OutputGate.keep_alive`): a generator
-  that does not obey ``OUTPUT_OFF`` is stopped by its own heartbeat watchdog, the one path left that does not
-  go through its command handling. The heartbeat is the generator's dead man's switch, so, like the output
-  capability, it is the gate's to give.
+  in case a frame was lost;
+* while the gate cannot see output off where it commanded it off (output against ``OUTPUT_OFF``, or a trip on
+  lost telemetry or link), the host heartbeat is withheld (:meth:`OutputGate.keep_alive`), for at least as
+  long as the generator's own watchdog needs to act: a generator that does not obey ``OUTPUT_OFF`` is stopped
+  by that watchdog, the one path left that does not go through its command handling. The heartbeat is the
+  generator's dead man's switch, so, like the output capability, it is the gate's to give. A generator that
+  went on delivering through ten re-sent ``OUTPUT_OFF`` keeps its uncommanded-output latch for the rest of
+  the session: acknowledging cannot re-arm it.
 
 :meth:`OutputGate.request_output` and :meth:`OutputGate.request_stim` re-check every interlock, every
 latch and the setpoint against the plan and the limits before sending anything, and return a
@@ -57,6 +61,9 @@ from safety.interlocks import (
 from safety.plan import LesionPlan, check_plan
 
 _TripKey = tuple[InterlockId, int | None]
+_UNCOMMANDED: Final[_TripKey] = (InterlockId.UNCOMMANDED_OUTPUT, None)
+_UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (InterlockId.LINK_LOST, None))
+"""Trips after which the host cannot see whether output went off."""
 # The last evaluation: (now, telemetry, status, heartbeat, electrodes, refusal, imaging, version, conditions).
 _Evaluation = tuple[float, object, object, object, object, object, ImagingStatus | None, int, list[Trip]]
 
@@ -78,9 +85,9 @@ class EventKind(enum.StrEnum):
     """Output or stimulation turned off on request (not a trip)."""
     PLAN_LOADED = "plan_loaded"
     HEARTBEAT_WITHHELD = "heartbeat_withheld"
-    """The generator keeps output on against OUTPUT_OFF: the host heartbeat stops so its own watchdog acts."""
+    """Output may be on against OUTPUT_OFF: the host heartbeat stops so the generator's own watchdog acts."""
     HEARTBEAT_RESUMED = "heartbeat_resumed"
-    """No output against OUTPUT_OFF any more: the host heartbeat goes out again."""
+    """The watchdog has had its time and output is seen off: the host heartbeat goes out again."""
     OUTPUT_UNSTOPPABLE = "output_unstoppable"
     """Output still on ``WITHHELD_HEARTBEAT_LIMIT_S`` after the heartbeat stopped: only the mains switch is left."""
 
@@ -200,8 +207,15 @@ class OutputGate:
         self._watchdog_trips: list[Trip] = []
         """Trips the watchdog forced since :meth:`take_watchdog_trips` last handed them over."""
         self._withheld_since: float | None = None
-        """When the host heartbeat was withheld (output against OUTPUT_OFF); None while it goes out."""
+        """When the host heartbeat was withheld (output may be on against OUTPUT_OFF); None while it goes out."""
         self._unstoppable = False
+        self._unsafe_seen_at = 0.0
+        """The last evaluation at which output could not be seen off where it was commanded off."""
+        self._uncommanded_since: float | None = None
+        """When output against OUTPUT_OFF began to be seen; None while it is not."""
+        self._disobeyed = False
+        """The generator went on delivering against OUTPUT_OFF re-sent for ``UNCOMMANDED_GRACE_S``: its
+        uncommanded-output latch cannot be acknowledged in this session."""
         self._version = 0
         """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
         self._evaluated: _Evaluation | None = None
@@ -278,7 +292,7 @@ class OutputGate:
             return self._apply(conditions, now)
 
     def _apply(self, conditions: list[Trip], now: float) -> list[Trip]:
-        if not conditions and not self._active:  # the usual tick: nothing holds, nothing held
+        if not conditions and not self._active and self._withheld_since is None:  # the usual tick: all quiet
             return []
         active = {t.key: t for t in conditions}
         new_trips = [
@@ -297,7 +311,7 @@ class OutputGate:
                 if SPECS[trip.interlock].latching:
                     self._latched[trip.key] = trip
                 events.append(self._event(EventKind.TRIP, now, trip, seq))
-        elif (InterlockId.UNCOMMANDED_OUTPUT, None) in active:
+        elif _UNCOMMANDED in active:
             self._generator.output_off(ALL_CHANNELS)
         tripped_now = {t.key for t in new_trips}
         for key, trip in active.items():
@@ -308,41 +322,71 @@ class OutputGate:
                 self._tripped.discard(key)
                 events.append(self._event(EventKind.CLEARED, now, trip))
         self._active = active
-        self._withhold_heartbeat(active.get((InterlockId.UNCOMMANDED_OUTPUT, None)), now, events)
+        self._watch_uncommanded(active.get(_UNCOMMANDED), now)
+        self._withhold_heartbeat(self._unconfirmed_off(active), now, events)
         self._emit(events)
         return new_trips
 
-    def _withhold_heartbeat(self, uncommanded: Trip | None, now: float, events: list[SafetyEvent]) -> None:
-        """Withhold the host heartbeat while output the gate did not command persists; resume when it ends."""
+    def _watch_uncommanded(self, uncommanded: Trip | None, now: float) -> None:
+        """Note how long output against OUTPUT_OFF has lasted; past the grace (ten re-sent OUTPUT_OFF, where a
+        lost frame is put right by the first) the generator is not obeying, and its latch stays."""
         if uncommanded is None:
-            if self._withheld_since is not None:
-                self._withheld_since, self._unstoppable = None, False
-                events.append(SafetyEvent(EventKind.HEARTBEAT_RESUMED, now,
-                                          "output obeys OUTPUT_OFF again: host heartbeat resumed"))
+            self._uncommanded_since = None
+        elif self._uncommanded_since is None:
+            self._uncommanded_since = now
+        elif now - self._uncommanded_since >= hard.UNCOMMANDED_GRACE_S:
+            self._disobeyed = True
+
+    def _unconfirmed_off(self, active: Mapping[_TripKey, Trip]) -> Trip | None:
+        """Why output may be on where the gate commanded it off: output seen against OUTPUT_OFF, or a trip (not
+        an inhibit: energy was commanded) on lost telemetry or link, after which nothing shows it off."""
+        uncommanded = active.get(_UNCOMMANDED)
+        if uncommanded is not None:
+            return uncommanded
+        return next((active[key] for key in _UNSEEN if key in active and key in self._tripped), None)
+
+    def _withhold_heartbeat(self, cause: Trip | None, now: float, events: list[SafetyEvent]) -> None:
+        """Withhold the host heartbeat while ``cause`` holds, at least until the generator's own watchdog has
+        certainly acted (:data:`~safety.limits.WITHHELD_HEARTBEAT_LIMIT_S`), and until output has been seen off
+        for a whole watchdog timeout: a heartbeat sent on the first clean frame would reset that watchdog, and
+        an output that comes and goes could keep it from ever acting (it is reported unstoppable instead)."""
+        if cause is not None:
+            self._unsafe_seen_at = now
+        since = self._withheld_since
+        if since is None:
+            if cause is not None:
+                self._withheld_since = now
+                events.append(SafetyEvent(
+                    EventKind.HEARTBEAT_WITHHELD, now,
+                    f"{cause.reason}: host heartbeat withheld, so that the generator's own watchdog turns all output "
+                    f"off within {hard.GENERATOR_HEARTBEAT_TIMEOUT_S * 1000:.0f} ms", cause.interlock, None,
+                    Priority.HIGH))
             return
-        interlock, priority = InterlockId.UNCOMMANDED_OUTPUT, Priority.HIGH
-        if self._withheld_since is None:
-            self._withheld_since = now
-            events.append(SafetyEvent(
-                EventKind.HEARTBEAT_WITHHELD, now,
-                f"{uncommanded.reason}: host heartbeat withheld, so that the generator's own watchdog turns all "
-                f"output off within {hard.GENERATOR_HEARTBEAT_TIMEOUT_S * 1000:.0f} ms", interlock, None, priority))
-        elif not self._unstoppable and now - self._withheld_since > hard.WITHHELD_HEARTBEAT_LIMIT_S:
+        if now - since < hard.WITHHELD_HEARTBEAT_LIMIT_S:
+            return
+        if cause is None:
+            if now - self._unsafe_seen_at < hard.GENERATOR_HEARTBEAT_TIMEOUT_S:
+                return
+            self._withheld_since, self._unstoppable = None, False
+            events.append(SafetyEvent(EventKind.HEARTBEAT_RESUMED, now,
+                                      "output seen off after the generator's watchdog: host heartbeat resumed"))
+        elif not self._unstoppable and cause.interlock is InterlockId.UNCOMMANDED_OUTPUT:
             self._unstoppable = True
             events.append(SafetyEvent(
                 EventKind.OUTPUT_UNSTOPPABLE, now,
-                f"{uncommanded.reason} {(now - self._withheld_since) * 1000:.0f} ms after the host heartbeat was "
-                "withheld: the generator obeys neither OUTPUT_OFF nor its own watchdog; switch it off at its mains "
-                "switch", interlock, None, priority))
+                f"{cause.reason} {(now - since) * 1000:.0f} ms after the host heartbeat was withheld: the generator "
+                "obeys neither OUTPUT_OFF nor its own watchdog; switch it off at its mains switch",
+                cause.interlock, None, Priority.HIGH))
 
     def keep_alive(self) -> int | None:
         """Send the host heartbeat if it is due and not withheld (module docstring); its SEQ if sent.
 
-        The control loop calls this in its slack, every tick, instead of the driver's own ``keep_alive``."""
+        The control loop calls this in its slack, every tick, instead of the driver's own ``keep_alive``. Only the
+        loop's own evaluation changes whether it is withheld, so the write happens outside the gate's lock: a
+        blocked serial write must not keep the watchdog's thread from the gate."""
         with self._lock:
-            if self._withheld_since is not None:
-                return None
-            return self._generator.keep_alive()
+            withheld = self._withheld_since is not None
+        return None if withheld else self._generator.keep_alive()
 
     # -- requests ------------------------------------------------------------------------------------------
     def request_output(
@@ -647,6 +691,11 @@ class OutputGate:
             for key, trip in list(self._latched.items()):
                 if key in holding:
                     events.append(self._event(EventKind.ACK_REFUSED, now, trip))
+                elif key == _UNCOMMANDED and self._disobeyed:
+                    events.append(SafetyEvent(
+                        EventKind.ACK_REFUSED, now, f"{trip.reason}; the generator went on delivering against "
+                        "OUTPUT_OFF: it must be serviced before any more output (this latch stays for the session)",
+                        trip.interlock, trip.channel, trip.priority))
                 else:
                     del self._latched[key]
                     cleared.append(trip)

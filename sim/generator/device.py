@@ -298,10 +298,13 @@ class SimGenerator:
     def _output_off(self, mask: int, *, commanded: bool = False) -> AckResult:
         """Output off on the channels of ``mask``; ``commanded``: by the host's OUTPUT_OFF, which a stuck
         output stage ignores (its own watchdog and faults go through another path)."""
+        def stuck(index: int) -> bool:
+            return commanded and FaultKind.OUTPUT_STUCK in self._active_kinds(index)
+
         for i, ch in enumerate(self.channels):
-            if not mask & (1 << i) or (commanded and FaultKind.OUTPUT_STUCK in self._active_kinds(i)):
+            if not mask & (1 << i) or stuck(i):
                 continue
-            if ch.mode is OutputMode.RF_BIPOLAR:  # a pair goes off together
+            if ch.mode is OutputMode.RF_BIPOLAR and not stuck(i ^ 1):  # a pair goes off together
                 self.channels[i ^ 1].mode = None
             ch.off()
         return AckResult.OK

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from control import campaign
 from control.campaign import DeviceTrace, Injection, TripRow, draw_injections, judge
 from control.cli import main
+from safety import limits as hard
 from safety.config import HARD_LIMITS
+from safety.gate import OutputGate
 from safety.plan import default_genicular_plan
 from tests.control.test_cli_run import write_plan
 
@@ -164,7 +166,7 @@ def test_a_stuck_output_stage_is_allowed_the_grace_and_the_generators_heartbeat_
     assert outcome.stopped_after_ms == pytest.approx(260.0)
     cut_late = _device((10.0, 0b111), (100.01, 0b001), (100.5, 0))
     assert _judge(stuck, trip, cut_late, off_commands=off).problems == [
-        "output stopped 390 ms after the uncommanded_output trip at 100.11 s (limit 270 ms)",
+        "output stopped 390 ms after the uncommanded_output trip at 100.11 s (limit 380 ms)",
         "output on mask 0x07 stopped 500 ms after the OUTPUT_OFF at 100.00 s (limit 380 ms)",
     ]
     latent = _judge(stuck, [], _device((10.0, 0b111), (130.01, 0)), exit_code=0, off_commands=((130.0, 0x0F),))
@@ -263,6 +265,25 @@ def test_the_command_runs_a_campaign_and_judges_each_run(tmp_path: Path, capsys:
             assert run["first_trip"] is not None and run["exit_code"] == 1
     records = sorted((Path(report["records"])).glob("run-*.rfa.db"))
     assert len(records) == 3
+
+
+def test_a_stuck_output_stage_holds_in_a_campaign_because_the_heartbeat_is_withheld(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: channel 1's stage sticks (seed 1: from 6 s, for good); the OUTPUT_OFF that ends its lesion is
+    ignored. With the gate's withholding the generator's watchdog stops it within the limit; with the loop sending
+    the heartbeat regardless (as before the withholding), the campaign fails the run."""
+    plan = write_plan(tmp_path)
+    args = ["campaign", "--plan", str(plan), "--runs", "1", "--kinds", "output_stuck", "--seed", "1",
+            "--record", str(tmp_path / "records"), "--json"]
+    assert main(args) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][1]
+    assert run["injection"]["kind"] == "output_stuck" and run["first_trip"]["interlock"] == "uncommanded_output"
+    assert run["stopped_after_ms"] <= hard.GENERATOR_HEARTBEAT_TIMEOUT_S * 1e3 + 20
+    monkeypatch.setattr(OutputGate, "keep_alive", lambda gate: gate._generator.keep_alive())
+    assert main(args) == 1
+    problems = json.loads(capsys.readouterr().out)["runs"][1]["problems"]
+    assert any("after the uncommanded_output trip" in p for p in problems), problems
 
 
 def test_an_unknown_fault_kind_exits_2_naming_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,6 +72,7 @@ class GateMachine(RuleBasedStateMachine):
         self.decided_at: float | None = None
         self.call_frames: list[Message] = []
         self.record_problems: list[str] = []
+        self.withheld_for_cause = False
         self.rig.wire()
 
     # -- helpers ------------------------------------------------------------------------------------------
@@ -263,10 +264,18 @@ class GateMachine(RuleBasedStateMachine):
 
     # -- invariants ---------------------------------------------------------------------------------------
     @invariant()
-    def heartbeat_withheld_exactly_while_uncommanded_output_holds(self) -> None:
+    def heartbeat_withheld_while_output_is_not_seen_off(self) -> None:
+        """Withheld whenever output shows against OUTPUT_OFF, or a trip on lost telemetry or link leaves it unseen,
+        and never before any of that happened (how long it lasts afterwards: tests/safety/test_gate.py)."""
         gate = self.rig.gate
-        holds = (InterlockId.UNCOMMANDED_OUTPUT, None) in gate._active
-        assert (gate.heartbeat_withheld_since is not None) == holds
+        uncommanded = (InterlockId.UNCOMMANDED_OUTPUT, None) in gate._active
+        unseen = any((i, None) in gate._active and (i, None) in gate._tripped
+                     for i in (InterlockId.TELEMETRY_STALE, InterlockId.LINK_LOST))
+        self.withheld_for_cause = self.withheld_for_cause or uncommanded or unseen
+        if uncommanded or unseen:
+            assert gate.heartbeat_withheld_since is not None
+        elif gate.heartbeat_withheld_since is not None:
+            assert self.withheld_for_cause, "withheld with nothing that could have started it"
 
     @invariant()
     def wire_agrees_with_the_gate(self) -> None:
