@@ -30,7 +30,7 @@ _CRC_TABLE: Final = np.array(CRC_TABLE, dtype=np.uint16)
 
 U8Array = npt.NDArray[np.uint8]
 I64Array = npt.NDArray[np.int64]
-ScanResult = tuple[U8Array, U8Array, I64Array, U8Array, I64Array, int, int, int, int, int, int, int]
+ScanResult = tuple[U8Array, U8Array, I64Array, U8Array, I64Array, int, int, int, int, int, int, int, int]
 
 
 def message_table(sizes_and_extras: dict[int, tuple[int, int]]) -> I64Array:
@@ -42,7 +42,7 @@ def message_table(sizes_and_extras: dict[int, tuple[int, int]]) -> I64Array:
 
 
 @njit(cache=True)
-def scan(buf: U8Array, table: I64Array, last_seq: int) -> ScanResult:
+def scan(buf: U8Array, table: I64Array, last_key: int) -> ScanResult:
     """Frame everything complete in ``buf``; see :func:`run_scan` for what comes back.
 
     Pass 1 is the state machine; pass 2 copies the payloads, grouped by message id in id order (each
@@ -53,7 +53,7 @@ def scan(buf: U8Array, table: I64Array, last_seq: int) -> ScanResult:
     ids = np.empty(cap, np.uint8)
     seqs = np.empty(cap, np.uint8)
     per_id = np.zeros(256, np.int64)
-    n_frames = crc_errors = length_errors = unknown_msg = seq_gaps = discarded = 0
+    n_frames = crc_errors = length_errors = unknown_msg = seq_gaps = duplicates = discarded = 0
     pos = 0
     while pos < n:
         if buf[pos] != STX:
@@ -88,9 +88,14 @@ def scan(buf: U8Array, table: I64Array, last_seq: int) -> ScanResult:
             pos += 1
             continue
         seq = int(buf[pos + 2])
-        if last_seq >= 0:
-            seq_gaps += (seq - last_seq - 1) & 0xFF
-        last_seq = seq
+        key = seq | (msg_id << 8) | (crc << 16)
+        if key == last_key:
+            duplicates += 1
+            pos = frame_end
+            continue
+        if last_key >= 0:
+            seq_gaps += (seq - (last_key & 0xFF) - 1) & 0xFF
+        last_key = key
         starts[n_frames] = pos + HEADER_LEN
         ids[n_frames] = msg_id
         seqs[n_frames] = seq
@@ -119,21 +124,22 @@ def scan(buf: U8Array, table: I64Array, last_seq: int) -> ScanResult:
         payload[dst : dst + size] = buf[starts[f] : starts[f] + size]
         offsets[f] = dst
         cursor[msg_id] = dst + size
-    return (ids[:n_frames], seqs[:n_frames], offsets, payload, groups, pos, last_seq,
-            crc_errors, length_errors, unknown_msg, seq_gaps, discarded)
+    return (ids[:n_frames], seqs[:n_frames], offsets, payload, groups, pos, last_key,
+            crc_errors, length_errors, unknown_msg, seq_gaps, duplicates, discarded)
 
 
-def run_scan(data: bytes, table: I64Array, last_seq: int) -> ScanResult:
-    """Scan ``data`` (the parser's pending bytes plus the new chunk); ``last_seq`` is -1 before any frame.
+def run_scan(data: bytes, table: I64Array, last_key: int) -> ScanResult:
+    """Scan ``data`` (the parser's pending bytes plus the new chunk); ``last_key`` is the last good frame's
+    ``SEQ | id << 8 | CRC << 16`` (-1 before any): a frame with the same key is a repeat of it, dropped.
 
     Returns, per good frame in order, its message id, SEQ and the offset of its payload in the
     returned payload buffer; the payload buffer; one row ``(message id, byte offset, frames)`` per
     message id present, for its contiguous group of payloads; then the bytes consumed (the rest is an
-    incomplete frame to keep), the last good SEQ, and the increments of ``crc_errors``,
-    ``length_errors``, ``unknown_msg``, ``seq_gaps`` and ``bytes_discarded``. ``data`` is always
+    incomplete frame to keep), the last good frame's key, and the increments of ``crc_errors``,
+    ``length_errors``, ``unknown_msg``, ``seq_gaps``, ``duplicates`` and ``bytes_discarded``. ``data`` is always
     ``bytes``, so the kernel only ever sees one argument type and never recompiles after
     :func:`warm_up`."""
-    result: ScanResult = scan(np.frombuffer(data, dtype=np.uint8), table, last_seq)
+    result: ScanResult = scan(np.frombuffer(data, dtype=np.uint8), table, last_key)
     return result
 
 

@@ -79,6 +79,9 @@ class ParserStats:
     length_errors: int = 0
     unknown_msg: int = 0
     seq_gaps: int = 0
+    duplicates: int = 0
+    """Frames identical to the good frame just before them (same SEQ, message id and CRC): a link that repeated
+    a frame. Dropped, as they carry nothing new, and not counted as the 255 frames a SEQ gap would make them."""
     bytes_discarded: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -245,7 +248,8 @@ class FrameParser:
                                            for mid, cls in self._messages.items()})
         self._kernel_from_bytes = kernel_from_bytes
         self._pending = b""
-        self._last_seq = -1  # none yet
+        self._last_key = -1
+        """The last good frame's ``SEQ | id << 8 | CRC << 16``; -1 before any."""
         self.stats = ParserStats()
         _scan.warm_up()
 
@@ -265,9 +269,8 @@ class FrameParser:
         return self._scan(self._pending + chunk if self._pending else bytes(chunk))
 
     def _scan(self, data: bytes) -> FrameBatch:
-        (ids, seqs, offsets, payload, groups, consumed, self._last_seq,
-         crc_errors, length_errors, unknown_msg, seq_gaps, discarded) = _scan.run_scan(data, self._table,
-                                                                                       self._last_seq)
+        (ids, seqs, offsets, payload, groups, consumed, self._last_key, crc_errors, length_errors, unknown_msg,
+         seq_gaps, duplicates, discarded) = _scan.run_scan(data, self._table, self._last_key)
         self._pending = data[consumed:]
         stats = self.stats
         stats.frames_ok += len(ids)
@@ -275,6 +278,7 @@ class FrameParser:
         stats.length_errors += length_errors
         stats.unknown_msg += unknown_msg
         stats.seq_gaps += seq_gaps
+        stats.duplicates += duplicates
         stats.bytes_discarded += discarded
         return FrameBatch(ids, seqs, offsets, payload, groups, self._layouts)
 
@@ -288,8 +292,8 @@ class FrameParser:
         sizes = self._sizes
         extras = self._extras
         messages = self._messages
-        last_seq = self._last_seq
-        gaps = discarded = 0
+        last_key = self._last_key
+        gaps = duplicates = discarded = 0
         pos = 0
         end = len(data)
         while True:
@@ -325,14 +329,20 @@ class FrameParser:
                 pos += 1
                 continue
             seq = data[pos + 2]
-            if last_seq >= 0:
-                gaps += (seq - last_seq - 1) & 0xFF
-            last_seq = seq
+            key = seq | (msg_id << 8) | (crc << 16)
+            if key == last_key:
+                duplicates += 1
+                pos = frame_end
+                continue
+            if last_key >= 0:
+                gaps += (seq - (last_key & 0xFF) - 1) & 0xFF
+            last_key = key
             out.append(Frame(seq, messages[msg_id].unpack_payload(data[pos + HEADER_LEN : frame_end - CRC_LEN])))
             pos = frame_end
-        self._last_seq = last_seq
+        self._last_key = last_key
         stats.frames_ok += len(out)
         stats.seq_gaps += gaps
+        stats.duplicates += duplicates
         stats.bytes_discarded += discarded
         self._pending = data[pos:]
         return out

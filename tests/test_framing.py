@@ -320,6 +320,41 @@ def test_sequence_gaps_count_across_the_wrap(path: int) -> None:
     assert parser.stats.seq_gaps == 2
 
 
+@on_each_path
+def test_a_frame_repeated_back_to_back_is_dropped_and_counted_not_taken_for_255_lost(path: int) -> None:
+    a, b = encode_frame(OutputOff(0x01), 7), encode_frame(OutputOff(0x02), 8)
+    parser = FrameParser(kernel_from_bytes=path)
+    assert parser.feed(a + a + b) == [Frame(7, OutputOff(0x01)), Frame(8, OutputOff(0x02))]
+    assert parser.feed(b) == [], "a repeat split from its original by a chunk boundary is still a repeat"
+    stats = parser.stats
+    assert (stats.frames_ok, stats.duplicates, stats.seq_gaps) == (2, 2, 0)
+
+
+@on_each_path
+def test_the_same_seq_with_other_content_is_another_frame_256_on(path: int) -> None:
+    parser = FrameParser(kernel_from_bytes=path)
+    assert len(parser.feed(encode_frame(OutputOff(0x01), 7) + encode_frame(OutputOff(0x02), 7))) == 2
+    assert (parser.stats.duplicates, parser.stats.seq_gaps) == (0, 255)
+
+
+@on_each_path
+@given(st.lists(st.tuples(any_message, st.integers(0, 3)), min_size=1, max_size=20),
+       st.lists(st.integers(0, 10_000), max_size=10))
+def test_repeating_frames_changes_nothing_but_the_duplicates_counter(
+    path: int, sent: list[tuple[Message, int]], cuts: list[int]
+) -> None:
+    """A link that repeats frames (a bridge retrying): each repeat is dropped and counted, and the frames and
+    every other counter are those of the stream without repeats."""
+    frames = [encode_frame(msg, seq % 256) for seq, (msg, _) in enumerate(sent)]
+    plain, repeated = FrameParser(kernel_from_bytes=path), FrameParser(kernel_from_bytes=path)
+    expected = feed_in_chunks(plain, b"".join(frames), cuts)
+    got = feed_in_chunks(repeated, b"".join(f * (1 + times) for f, (_, times) in zip(frames, sent, strict=True)),
+                         cuts)
+    assert got == expected
+    assert repeated.stats.duplicates == sum(times for _, times in sent)
+    assert {**repeated.stats.as_dict(), "duplicates": 0} == plain.stats.as_dict()
+
+
 # -- the two paths, and the columns ------------------------------------------------------------------
 def flipped(frame: bytes, offset: int, bit: int) -> bytes:
     out = bytearray(frame)
@@ -407,9 +442,10 @@ def test_feeding_never_compiles() -> None:
     """Building the parser compiles the kernel; any chunk type afterwards reuses that one signature."""
     parser = FrameParser(kernel_from_bytes=PATHS["kernel"])
     compiled = list(_scan.scan.signatures)
-    frame_bytes = encode_frame(Heartbeat(1, 2), 0)
-    for chunk in (frame_bytes, bytearray(frame_bytes), memoryview(frame_bytes)):
-        assert parser.feed(chunk) == parser.feed_batch(chunk) == [Frame(0, Heartbeat(1, 2))]
+    for seq, make in enumerate((bytes, bytearray, memoryview)):
+        assert parser.feed(make(encode_frame(Heartbeat(1, 2), 2 * seq))) == [Frame(2 * seq, Heartbeat(1, 2))]
+        assert parser.feed_batch(make(encode_frame(Heartbeat(1, 2), 2 * seq + 1))) == [
+            Frame(2 * seq + 1, Heartbeat(1, 2))]
     assert list(_scan.scan.signatures) == compiled and len(compiled) == 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,41 @@ def test_a_generator_clock_that_does_not_advance_trips_within_one_tick(gen_step_
     assert [t.interlock for t in trips] == [InterlockId.GENERATOR_FAULT]
     assert rig.wire() == [OutputOff(0x0F)]
     assert [t.interlock for t in rig.gate.latched] == [InterlockId.GENERATOR_FAULT]
+
+
+def test_a_telemetry_frame_the_link_repeats_is_not_taken_for_a_frozen_generator_clock() -> None:
+    """A repeated frame (same SEQ, same bytes) is the link's doing, not the generator's: the driver drops it, so
+    the trend sees no clock standing still and nothing trips (a different frame with a stalled clock does)."""
+    rig = Rig()
+    _energised(rig)
+    rig.clock.advance(0.01)
+    rig.gen_time_us += 10_000
+    _, frame = rig.encoder.encode(replace(telemetry({1: channel(power_w=10.0, flags=ON)}), gen_time_us=rig.gen_time_us))
+    rig.device.write(frame + frame)
+    rig.driver.poll()
+    assert rig.gate.evaluate(rig.imaging()) == []
+    assert (rig.driver.stats.duplicates, rig.driver.stats.seq_gaps) == (1, 0)
+    assert rig.wire() == [] and rig.gate.latched == ()
+
+
+def test_a_generator_replaying_its_last_frame_reads_as_silent() -> None:
+    """A transmitter stuck replaying one TELEMETRY frame: the repeats are dropped, so the host sees no new frame
+    and trips on stale telemetry (50 ms), with output off and the heartbeat withheld."""
+    rig = Rig()
+    _energised(rig)
+    rig.gen_time_us += 10_000
+    _, frame = rig.encoder.encode(replace(telemetry({1: channel(power_w=10.0, flags=ON)}), gen_time_us=rig.gen_time_us))
+    tripped_at = None
+    for tick in range(10):
+        rig.clock.advance(0.01)
+        rig.device.write(frame)
+        rig.driver.poll()
+        if rig.gate.evaluate(rig.imaging()) and tripped_at is None:
+            tripped_at = tick
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.TELEMETRY_STALE]
+    assert tripped_at is not None and tripped_at <= 5
+    assert rig.driver.stats.duplicates == 9
+    assert rig.gate.heartbeat_withheld_since is not None
 
 
 @pytest.mark.parametrize("state", [int(GeneratorState.BOOT), 9], ids=["boot", "unknown"])
