@@ -200,8 +200,12 @@ class ProcedureSession:
         finally:
             with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
                 self.gate.all_off("end of procedure")
+                self._settle_withholding()
             self.commits.end()
             self.loop.stop()
+        if self.gate.output_unstoppable:
+            messages.append("OUTPUT MAY STILL BE ON: the generator obeyed neither OUTPUT_OFF nor its own watchdog; "
+                            "switch it off at its mains switch")
         state = self.procedure.state
         summaries = [self._predicted(summarise(t)) for t in self.traces]
         message = "; ".join(messages)
@@ -248,6 +252,7 @@ class ProcedureSession:
             self.commits.commit(alarm)
             self._imaging = self.loop.imaging
         if self._stop_requested:
+            self._say_heartbeat()
             raise Stopped(self._operator_stop(self._stop_requested))
         trips = self._pending_trips[:]
         self._pending_trips.clear()
@@ -255,6 +260,16 @@ class ProcedureSession:
             for trip in trips:
                 self._handle_trip(trip)
         finally:  # after the trip's own alarm, which says what happened
+            self._say_heartbeat()
+
+    def _settle_withholding(self) -> None:
+        """Before the loop stops: while the gate withholds the host heartbeat, keep ticking (the generator's own
+        watchdog acting, the gate watching) until output is seen off or reported unstoppable, so a procedure
+        never ends without saying which. Bounded by the gate's own limits: under a second."""
+        deadline = self.clock.now() + hard.WITHHELD_HEARTBEAT_LIMIT_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S + 0.1
+        while (self.gate.heartbeat_withheld_since is not None and not self.gate.output_unstoppable
+               and self.clock.now() < deadline):
+            self.loop.tick()  # its trips are latched and recorded by the gate; the procedure is ending
             self._say_heartbeat()
 
     def _say_heartbeat(self) -> None:

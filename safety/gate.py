@@ -9,15 +9,15 @@ status. Each tick the control loop calls :meth:`OutputGate.evaluate`:
   the new trips' channels goes on the wire first (one frame per tick however many trips), then the gate
   stops any stimulation there, latches the latching trips, and only then calls ``record``;
 * a condition that holds while its scope is idle is an **inhibit**: requests are refused, nothing latches;
-* while output the gate did not command persists, ``OUTPUT_OFF`` (all channels) is re-sent every tick,
-  in case a frame was lost;
-* while the gate cannot see output off where it commanded it off (output against ``OUTPUT_OFF``, or a trip on
-  lost telemetry or link), the host heartbeat is withheld (:meth:`OutputGate.keep_alive`), for at least as
-  long as the generator's own watchdog needs to act: a generator that does not obey ``OUTPUT_OFF`` is stopped
-  by that watchdog, the one path left that does not go through its command handling. The heartbeat is the
-  generator's dead man's switch, so, like the output capability, it is the gate's to give. A generator that
-  went on delivering through ten re-sent ``OUTPUT_OFF`` keeps its uncommanded-output latch for the rest of
-  the session: acknowledging cannot re-arm it.
+* while the gate cannot see output off where it commanded it off (output against ``OUTPUT_OFF``, or stale
+  telemetry or a lost link before a frame has shown off a channel that was on), ``OUTPUT_OFF`` (all
+  channels) is re-sent every tick, in case a frame was lost, and the host heartbeat is withheld
+  (:meth:`OutputGate.keep_alive`; requests are refused meanwhile) for at least as long as the generator's
+  own watchdog needs to act: a generator that does not obey ``OUTPUT_OFF`` is stopped by that watchdog, the
+  one path left that does not go through its command handling. The heartbeat is the generator's dead man's
+  switch, so, like the output capability, it is the gate's to give. A generator that went on delivering
+  through ten re-sent ``OUTPUT_OFF``, or past its own watchdog, keeps its uncommanded-output latch for the
+  rest of the session: acknowledging cannot re-arm it.
 
 :meth:`OutputGate.request_output` and :meth:`OutputGate.request_stim` re-check every interlock, every
 latch and the setpoint against the plan and the limits before sending anything, and return a
@@ -31,13 +31,22 @@ from __future__ import annotations
 import enum
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from firmware_bridge.clock import Clock
 from firmware_bridge.generator import Received, RfGenerator
-from firmware_bridge.messages import ALL_CHANNELS, N_CHANNELS, OutputMode, SetOutput, Stim, Telemetry
+from firmware_bridge.messages import (
+    ALL_CHANNELS,
+    N_CHANNELS,
+    ChannelTelemetry,
+    OutputMode,
+    SetOutput,
+    Stim,
+    Telemetry,
+    TelemetryFlag,
+)
 from safety import limits as hard
 from safety.config import SafetyLimits, validated_limits
 from safety.inputs import (
@@ -63,7 +72,9 @@ from safety.plan import LesionPlan, check_plan
 _TripKey = tuple[InterlockId, int | None]
 _UNCOMMANDED: Final[_TripKey] = (InterlockId.UNCOMMANDED_OUTPUT, None)
 _UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (InterlockId.LINK_LOST, None))
-"""Trips after which the host cannot see whether output went off."""
+"""Conditions under which the host cannot see whether output went off."""
+_OUTPUT_ON_FLAG: Final = int(TelemetryFlag.OUTPUT_ON)
+_UNCOMMANDED_CENTI_W: Final = round(hard.UNCOMMANDED_POWER_W * 100)
 # The last evaluation: (now, telemetry, status, heartbeat, electrodes, refusal, imaging, version, conditions).
 _Evaluation = tuple[float, object, object, object, object, object, ImagingStatus | None, int, list[Trip]]
 
@@ -214,8 +225,11 @@ class OutputGate:
         self._uncommanded_since: float | None = None
         """When output against OUTPUT_OFF began to be seen; None while it is not."""
         self._disobeyed = False
-        """The generator went on delivering against OUTPUT_OFF re-sent for ``UNCOMMANDED_GRACE_S``: its
-        uncommanded-output latch cannot be acknowledged in this session."""
+        """The generator went on delivering against OUTPUT_OFF re-sent for ``UNCOMMANDED_GRACE_S``, or beyond its
+        own watchdog: its uncommanded-output latch cannot be acknowledged in this session."""
+        self._unseen_off = 0
+        """Channels turned off from energised that no telemetry frame read since has shown off."""
+        self._unseen_off_since = now
         self._version = 0
         """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
         self._evaluated: _Evaluation | None = None
@@ -262,6 +276,8 @@ class OutputGate:
         with self._lock:
             rules = self._rules.by_channel.get(channel)
             if rules is None or rules.lead_channel != channel:
+                return False
+            if self._withheld_since is not None:
                 return False
             return not any(t.mask & rules.mask for t in (*self._latched.values(), *self._active.values()))
 
@@ -311,7 +327,8 @@ class OutputGate:
                 if SPECS[trip.interlock].latching:
                     self._latched[trip.key] = trip
                 events.append(self._event(EventKind.TRIP, now, trip, seq))
-        elif _UNCOMMANDED in active:
+        cause = self._unconfirmed_off(active)
+        if cause is not None and not new_trips:  # a trip has just sent its own
             self._generator.output_off(ALL_CHANNELS)
         tripped_now = {t.key for t in new_trips}
         for key, trip in active.items():
@@ -323,7 +340,7 @@ class OutputGate:
                 events.append(self._event(EventKind.CLEARED, now, trip))
         self._active = active
         self._watch_uncommanded(active.get(_UNCOMMANDED), now)
-        self._withhold_heartbeat(self._unconfirmed_off(active), now, events)
+        self._withhold_heartbeat(cause, now, events)
         self._emit(events)
         return new_trips
 
@@ -338,12 +355,21 @@ class OutputGate:
             self._disobeyed = True
 
     def _unconfirmed_off(self, active: Mapping[_TripKey, Trip]) -> Trip | None:
-        """Why output may be on where the gate commanded it off: output seen against OUTPUT_OFF, or a trip (not
-        an inhibit: energy was commanded) on lost telemetry or link, after which nothing shows it off."""
+        """Why output may be on where the gate commanded it off: output seen against OUTPUT_OFF, or stale
+        telemetry or a lost link while a channel that was on has not yet been seen off (a trip on them turns
+        every channel off; a lesion's own end does too, and the generator may hang just then)."""
         uncommanded = active.get(_UNCOMMANDED)
-        if uncommanded is not None:
+        if uncommanded is not None or not self._unseen_off:
             return uncommanded
-        return next((active[key] for key in _UNSEEN if key in active and key in self._tripped), None)
+        return next((active[key] for key in _UNSEEN if key in active), None)
+
+    def _see_off(self, channels: Sequence[ChannelTelemetry]) -> None:
+        """Clear the channels a frame read after their OUTPUT_OFF shows off (no output flag, at most 1 W)."""
+        for index in range(N_CHANNELS):
+            if self._unseen_off & (1 << index):
+                ch = channels[index]
+                if not ch.flags & _OUTPUT_ON_FLAG and ch.power_centi_w <= _UNCOMMANDED_CENTI_W:
+                    self._unseen_off &= ~(1 << index)
 
     def _withhold_heartbeat(self, cause: Trip | None, now: float, events: list[SafetyEvent]) -> None:
         """Withhold the host heartbeat while ``cause`` holds, at least until the generator's own watchdog has
@@ -371,7 +397,7 @@ class OutputGate:
             events.append(SafetyEvent(EventKind.HEARTBEAT_RESUMED, now,
                                       "output seen off after the generator's watchdog: host heartbeat resumed"))
         elif not self._unstoppable and cause.interlock is InterlockId.UNCOMMANDED_OUTPUT:
-            self._unstoppable = True
+            self._unstoppable = self._disobeyed = True
             events.append(SafetyEvent(
                 EventKind.OUTPUT_UNSTOPPABLE, now,
                 f"{cause.reason} {(now - since) * 1000:.0f} ms after the host heartbeat was withheld: the generator "
@@ -418,6 +444,7 @@ class OutputGate:
             self._version += 1
             for driven, commanded in checked.prospective.items():
                 self._commanded[driven - 1] = commanded
+            self._unseen_off &= ~checked.mask
             # Output turning on is an event of its own; a new setpoint on a channel already on is in the
             # command's own record row (same SEQ), which only the gate can have sent.
             if checked.starting:
@@ -514,6 +541,8 @@ class OutputGate:
         reasons += [
             f"latched {t.interlock.value}: {t.reason}" for t in self._latched.values() if t.mask & mask
         ]
+        if self._withheld_since is not None:  # the generator refuses output without a live host heartbeat anyway
+            reasons.append("host heartbeat withheld until output is seen off (safety.gate)")
         return reasons
 
     def request_stim(
@@ -747,6 +776,8 @@ class OutputGate:
         rx = gen.telemetry
         if rx is not None and rx is not self._trend_source:
             self._trend_source = rx
+            if self._unseen_off and rx.arrived_at > self._unseen_off_since:
+                self._see_off(rx.msg.channels)
             gen_time_s = rx.msg.gen_time_us / 1e6
             for index in range(N_CHANNELS):
                 self._trends[index] = advance_trend(
@@ -796,6 +827,8 @@ class OutputGate:
         for channel in channels:
             if self._commanded[channel - 1].energised:
                 self._commanded[channel - 1] = _OFF._replace(since=now)
+                self._unseen_off |= channel_bit(channel)
+                self._unseen_off_since = now
         return seq
 
     @staticmethod

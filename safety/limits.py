@@ -130,11 +130,13 @@ UNCOMMANDED_GRACE_S: Final = 0.1
 # through its command handling: the host withholds its heartbeat, and the generator's own watchdog turns all
 # output off 250 ms after the last one it received (ARCHITECTURE.md section 4). The last one went out at or
 # before the withholding began, so this long after it (the watchdog's 250 ms, its own 10 ms step, two
-# telemetry frames to see the result) the watchdog has acted: the heartbeat stays withheld at least this
-# long, and output still on then is beyond anything the host can send: the operator is told to switch the
-# generator off at its mains switch.
+# telemetry frames to see the result, and the link's latency both ways: a USB-serial adapter holds bytes up
+# to 16 ms) the watchdog has acted: the heartbeat stays withheld at least this long, and output still on
+# then is beyond anything the host can send: the operator is told to switch the generator off at its mains
+# switch.
 GENERATOR_HEARTBEAT_TIMEOUT_S: Final = 0.25
-WITHHELD_HEARTBEAT_LIMIT_S: Final = GENERATOR_HEARTBEAT_TIMEOUT_S + 3 * LOOP_PERIOD_S
+LINK_LATENCY_S: Final = 0.025
+WITHHELD_HEARTBEAT_LIMIT_S: Final = GENERATOR_HEARTBEAT_TIMEOUT_S + 3 * LOOP_PERIOD_S + 2 * LINK_LATENCY_S
 # Stimulation as delivered: the amplitude the generator measures (the voltage field of TELEMETRY while it
 # stimulates) within 10 % + 20 mV of the commanded one (two counts of the wire's 0.01 V), once the generator
 # has had as long to apply a new amplitude as it has to obey OUTPUT_OFF. A stimulator that under-delivers

@@ -142,6 +142,33 @@ def test_a_generator_that_ignores_output_off_is_stopped_by_its_own_watchdog_whil
     assert reader.verify().ok
 
 
+def test_a_procedure_does_not_end_before_output_withheld_for_is_seen_off(tmp_path: Path) -> None:
+    """Unattended (--yes), the procedure ends at the fault at once; before its loop stops it keeps ticking, the
+    heartbeat withheld, until the generator's watchdog has cut the stuck channel and a frame shows it off."""
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.OUTPUT_STUCK, at_s=60.0, channel=1)])
+    result = cart.session.run()
+    cart.record.close()
+    assert result.first_trip.startswith("uncommanded_output") and "MAINS" not in result.message.upper()
+    assert not any(ch.output_on for ch in cart.sim.channels), "off before the procedure ended"
+    reader = RecordReader(result.record_path)
+    resumed = next(r for r in reader.rows("safety") if r.payload["event"] == "heartbeat_resumed")
+    assert resumed.id < next(reader.rows("summary")).id
+
+
+def test_output_that_nothing_stops_ends_the_procedure_telling_the_operator_to_switch_off_at_the_mains(
+    tmp_path: Path,
+) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.OUTPUT_STUCK, at_s=60.0, channel=1)])
+    cart.sim._host_alive = lambda now: True  # type: ignore[method-assign]  # its watchdog is broken too
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == 1
+    assert "OUTPUT MAY STILL BE ON" in result.message and "mains switch" in result.message
+    assert cart.sim.channels[0].output_on
+    reader = RecordReader(result.record_path)
+    assert [r.payload["event"] for r in reader.rows("alarm")].count("output_unstoppable") == 1
+
+
 def test_with_json_events_every_question_is_an_event_before_it_is_answered(tmp_path: Path) -> None:
     """A script driving ``rfa run --json`` on stdin must see each question on the event stream, in order."""
     cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=60.0)])

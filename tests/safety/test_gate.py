@@ -357,6 +357,54 @@ def test_a_trip_on_lost_telemetry_withholds_the_heartbeat_but_silence_before_any
     assert rig.gate.keep_alive() is None
 
 
+def test_a_generator_that_falls_silent_before_a_channel_is_seen_off_has_its_heartbeat_withheld() -> None:
+    """The lesion ends (channel_off), and the generator hangs before any frame shows the channel off: nothing
+    is commanded, so stale telemetry is only an inhibit, yet output may be on. OUTPUT_OFF goes out every tick,
+    the heartbeat is withheld, and requests are refused meanwhile."""
+    rig = Rig()
+    _energised(rig)
+    rig.gate.channel_off(1)
+    rig.wire()
+    for _ in range(6):  # silent from here on
+        rig.clock.advance(0.01)
+        rig.gate.keep_alive()
+        assert rig.gate.evaluate(rig.imaging()) == [], "an inhibit: nothing latches"
+    assert rig.gate.heartbeat_withheld_since is not None
+    withheld = next(e for e in rig.events if e.kind is EventKind.HEARTBEAT_WITHHELD)
+    assert withheld.interlock is InterlockId.TELEMETRY_STALE
+    assert rig.wire()[-1] == OutputOff(0x0F)
+    refused = rig.gate.request_output({2: 5.0}, rig.imaging())
+    assert not refused and any("heartbeat withheld" in r for r in refused.reasons)
+    assert not rig.gate.output_permitted(2)
+
+
+def test_a_generator_seen_off_before_it_falls_silent_keeps_its_heartbeat() -> None:
+    rig = Rig()
+    _energised(rig)
+    rig.gate.channel_off(1)
+    rig.healthy_tick()  # a frame read after the OUTPUT_OFF shows channel 1 off
+    rig.healthy_tick()
+    for _ in range(6):
+        rig.clock.advance(0.01)
+        rig.gate.evaluate(rig.imaging())
+    assert rig.gate.heartbeat_withheld_since is None and rig.gate.keep_alive() is not None
+
+
+def test_output_that_flickers_past_the_generators_watchdog_is_not_re_armed() -> None:
+    rig = Rig()
+    rig.clock.advance(0.2)
+    ready(rig)
+    stuck = {3: channel(power_w=6.0, flags=ON)}
+    _heartbeats_sent(rig, 1, stuck)
+    for tick in range(60):  # never ten frames in a row: only the watchdog's time tells it is not obeying
+        _heartbeats_sent(rig, 1, stuck if tick % 5 == 0 else None)
+    assert rig.gate.output_unstoppable
+    _heartbeats_sent(rig, 60, None)
+    assert rig.gate.heartbeat_withheld_since is None
+    assert rig.gate.acknowledge(rig.imaging()) == []
+    assert rig.events[-1].kind is EventKind.ACK_REFUSED and "must be serviced" in rig.events[-1].detail
+
+
 def test_the_generators_heartbeat_timeout_is_the_simulators_and_the_contracts() -> None:
     assert hard.GENERATOR_HEARTBEAT_TIMEOUT_S == HOST_HEARTBEAT_TIMEOUT_S == 0.25  # ARCHITECTURE.md section 4
 

@@ -265,12 +265,12 @@ class GateMachine(RuleBasedStateMachine):
     # -- invariants ---------------------------------------------------------------------------------------
     @invariant()
     def heartbeat_withheld_while_output_is_not_seen_off(self) -> None:
-        """Withheld whenever output shows against OUTPUT_OFF, or a trip on lost telemetry or link leaves it unseen,
-        and never before any of that happened (how long it lasts afterwards: tests/safety/test_gate.py)."""
+        """Withheld whenever output shows against OUTPUT_OFF, or telemetry or link is lost while a channel that was
+        on has not been seen off, and never before any of that happened (how long: tests/safety/test_gate.py)."""
         gate = self.rig.gate
         uncommanded = (InterlockId.UNCOMMANDED_OUTPUT, None) in gate._active
-        unseen = any((i, None) in gate._active and (i, None) in gate._tripped
-                     for i in (InterlockId.TELEMETRY_STALE, InterlockId.LINK_LOST))
+        unseen = gate._unseen_off != 0 and any(
+            (i, None) in gate._active for i in (InterlockId.TELEMETRY_STALE, InterlockId.LINK_LOST))
         self.withheld_for_cause = self.withheld_for_cause or uncommanded or unseen
         if uncommanded or unseen:
             assert gate.heartbeat_withheld_since is not None
