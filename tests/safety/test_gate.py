@@ -262,6 +262,14 @@ def test_uncommanded_output_is_switched_off_again_every_tick() -> None:
     assert sum(e.kind is EventKind.TRIP for e in rig.events) == 1
 
 
+def settled() -> Rig:
+    """A gate past the grace the generator has to obey its initial OUTPUT_OFF, after two healthy ticks."""
+    rig = Rig()
+    rig.clock.advance(0.2)
+    ready(rig)
+    return rig
+
+
 def _heartbeats_sent(rig: Rig, ticks: int, chans: dict[int, ChannelTelemetry] | None) -> int:
     """Run ``ticks`` loop ticks (slack heartbeat through the gate, then the generator's frame, then evaluate);
     how many host heartbeats went on the wire."""
@@ -282,9 +290,7 @@ def test_a_generator_that_keeps_output_on_against_output_off_has_its_heartbeat_w
     """OUTPUT_OFF re-sent every tick cannot stop a generator that ignores it; its own watchdog can, 250 ms after
     the last host heartbeat. So the gate sends no heartbeat while the output persists, nor until that watchdog
     has certainly acted, and resumes once output is seen off; the latch then outlives any acknowledgement."""
-    rig = Rig()
-    rig.clock.advance(0.2)
-    ready(rig)
+    rig = settled()
     _heartbeats_sent(rig, 5, None)
     assert _heartbeats_sent(rig, 30, None) == 3, "10 Hz while all is well"
     stuck = {2: channel(power_w=8.0, flags=ON)}
@@ -315,9 +321,7 @@ def test_output_that_comes_and_goes_cannot_reset_the_generators_watchdog() -> No
     """Output flickering against OUTPUT_OFF (on for a frame, off for the next few) would send a heartbeat on each
     clean frame if a clean frame ended the withholding, and the watchdog would never act. It stays withheld,
     and output that outlasts the watchdog's time this way is reported unstoppable."""
-    rig = Rig()
-    rig.clock.advance(0.2)
-    ready(rig)
+    rig = settled()
     stuck = {3: channel(power_w=6.0, flags=ON)}
     _heartbeats_sent(rig, 1, stuck)
     sent = sum(_heartbeats_sent(rig, 1, stuck if tick % 20 == 0 else None) for tick in range(200))
@@ -329,9 +333,7 @@ def test_a_lost_output_off_costs_a_watchdog_cut_but_no_lasting_latch() -> None:
     """The OUTPUT_OFF was lost: the trip's own re-sent OUTPUT_OFF is obeyed on the next frame. The heartbeat is
     still withheld until the generator's watchdog has acted (output is commanded off everywhere anyway), and the
     latch can be acknowledged once the cause has cleared."""
-    rig = Rig()
-    rig.clock.advance(0.2)
-    ready(rig)
+    rig = settled()
     _heartbeats_sent(rig, 1, {4: channel(power_w=6.0, flags=ON)})
     assert _heartbeats_sent(rig, LIMIT_TICKS - 1, None) == 0
     _heartbeats_sent(rig, 2, None)
@@ -391,9 +393,7 @@ def test_a_generator_seen_off_before_it_falls_silent_keeps_its_heartbeat() -> No
 
 
 def test_output_that_flickers_past_the_generators_watchdog_is_not_re_armed() -> None:
-    rig = Rig()
-    rig.clock.advance(0.2)
-    ready(rig)
+    rig = settled()
     stuck = {3: channel(power_w=6.0, flags=ON)}
     _heartbeats_sent(rig, 1, stuck)
     for tick in range(60):  # never ten frames in a row: only the watchdog's time tells it is not obeying
@@ -410,9 +410,7 @@ def test_the_generators_heartbeat_timeout_is_the_simulators_and_the_contracts() 
 
 
 def test_output_that_outlasts_the_withheld_heartbeat_is_reported_once_as_unstoppable() -> None:
-    rig = Rig()
-    rig.clock.advance(0.2)
-    ready(rig)
+    rig = settled()
     stuck = {1: channel(power_w=12.0, flags=ON)}
     _heartbeats_sent(rig, 1, stuck)
     since = rig.gate.heartbeat_withheld_since
