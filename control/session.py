@@ -198,11 +198,13 @@ class ProcedureSession:
         except CartError as exc:  # the link died, the record failed, a device refused: the safe state
             messages.append(self._abort(f"{type(exc).__name__}: {exc}"))
         finally:
-            with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
-                self.gate.all_off("end of procedure")
-                self._settle_withholding()
-            self.commits.end()
-            self.loop.stop()
+            try:
+                with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
+                    self.gate.all_off("end of procedure")
+                    self._settle_withholding()
+            finally:  # even if interrupted while settling: supervision ends, the interpreter is restored
+                self.commits.end()
+                self.loop.stop()
         if self.gate.output_unstoppable:
             messages.append("OUTPUT MAY STILL BE ON: the generator obeyed neither OUTPUT_OFF nor its own watchdog; "
                             "switch it off at its mains switch")
