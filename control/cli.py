@@ -34,7 +34,7 @@ from firmware_bridge.clock import Clock, RealClock, SimClock
 from firmware_bridge.errors import LinkError, ProbeError
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import MESSAGE_TYPES, ElectrodeFlag, ElectrodeSlot, GeneratorState, SelfTestCheck
-from firmware_bridge.probe import FrameFormat, ProbeAddress, UltrasoundProbe
+from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
 from firmware_bridge.transport import Transport, memory_pair, open_transport
 from safety.config import CartConfig, SafetyLimits, load_config
 from safety.errors import RefusedInput
@@ -42,7 +42,8 @@ from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, 
 from sim.generator import Fault, FaultKind, SimGenerator, load_faults
 from sim.link_faults import FaultyTransport, LinkFaultConfig
 from sim.lockstep import Lockstep, Realtime
-from sim.probe import NeedlePose, SimProbe, SimProbeBackend, SimProbeConfig
+from sim.probe import CART_NEEDLE, SimProbe, SimProbeBackend, cart_probe
+from sim.probe.remote import RemoteProbeBackend
 from sim.tissue import LumpedTissue, RfLesionModel, TissueModel, warm_up_kernels
 from sim.tissue.estimate import estimate_lesion
 from sim.tissue.params import MUSCLE, ElectrodeSpec, LesionModelConfig
@@ -53,7 +54,6 @@ EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
 GENERATOR_ANSWER_TIMEOUT_S: Final = 3.0
 SIM_ELECTRODE_MODEL_ID: Final = 1
-SIM_NEEDLE: Final = NeedlePose(tip_lateral_mm=0.0, tip_depth_mm=30.0, angle_deg=35.0)
 
 
 # -- the simulated cart ---------------------------------------------------------------------------------
@@ -108,11 +108,7 @@ def simulated_cart(
                                  tissue_factory=tissue_factory)
     cart = SimulatedCart(generator_sim, host, None, [generator_sim.step])
     if probe:
-        # The simulated cart's probe streams beamformed envelope frames (format 0) at 128 x 512: what a probe
-        # module with on-board beamforming sends, and a quarter of the RF format's work per frame.
-        probe_sim = SimProbe(clock, SimProbeConfig(seed=seed, frame_format=FrameFormat.ENVELOPE_U8,
-                                                   samples_per_line=512))
-        probe_sim.set_needle(SIM_NEEDLE)
+        probe_sim = cart_probe(clock, seed)
         guided = generator_sim.channels[plan.lesions[0].channel - 1]
         cart.probe_sim = probe_sim
         cart.devices.append(lambda: probe_sim.set_boiling(guided.reading.boiling))
@@ -146,7 +142,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", metavar="URL",
                    help="pyserial URL of the generator (/dev/ttyUSB0, socket://127.0.0.1:5760, a pty path); "
                    "runs in real time. Default: the in-process simulator")
-    p.add_argument("--probe", help="sim (default), none, or usb:VID:PID in hex")
+    p.add_argument("--probe", help="sim (default), none, usb:VID:PID in hex, or tcp:[HOST:]PORT (the probe that "
+                                   "`rfa sim --probe tcp:PORT` serves)")
     p.add_argument("--record", type=Path, metavar="DIR", help=f"record directory (default: {DEFAULT_RECORD_DIR})")
     p.add_argument("--yes", action="store_true",
                    help="answer the operator's questions from the plan (scripts, HIL) in simulated time; a fault "
@@ -202,10 +199,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rfa run: plan {plan.name!r} requires imaging (imaging_required = true); --probe none is "
               "refused", file=err)
         return EXIT_USAGE
+    served_probe: RemoteProbeBackend | None = None
     try:
-        probe_address = None if probe_choice in ("sim", "none") else probe_cli.parse_probe_target(probe_choice)
-    except argparse.ArgumentTypeError as exc:
-        print(f"rfa run: {exc}", file=err)
+        if probe_choice.startswith("tcp:"):  # the probe `rfa sim --probe tcp:PORT` serves
+            served_probe, probe_address = RemoteProbeBackend(probe_choice), None
+        else:
+            probe_address = None if probe_choice in ("sim", "none") else probe_cli.parse_probe_target(probe_choice)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        print(f"rfa run: --probe: {exc}", file=err)
         return EXIT_USAGE
     if not args.frame_period > 0:
         print(f"rfa run: --frame-period must be a positive number of seconds, not {args.frame_period}", file=err)
@@ -252,6 +253,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if cart is not None and cart.probe_sim is not None:
             probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
+        elif served_probe is not None:
+            probe = UltrasoundProbe.open(clock, backend=served_probe)
         elif isinstance(probe_address, ProbeAddress):
             probe = UltrasoundProbe.open(clock, address=probe_address)
     except ProbeError as exc:
@@ -495,11 +498,14 @@ def _campaign(args: argparse.Namespace) -> int:
 
 # -- rfa probe ------------------------------------------------------------------------------------------
 def _probe_factory(args: argparse.Namespace) -> probe_cli.ProbeFactory:
+    if args.probe.startswith("tcp:"):  # the probe `rfa sim --probe tcp:PORT` serves
+        served = RemoteProbeBackend(args.probe)
+        return lambda clock: UltrasoundProbe.open(clock, backend=served)
     address = probe_cli.parse_probe_target(args.probe)
     if address is None:
         def open_simulated(clock: Clock) -> UltrasoundProbe:
             probe_sim = SimProbe(clock)
-            probe_sim.set_needle(SIM_NEEDLE)
+            probe_sim.set_needle(CART_NEEDLE)
             return UltrasoundProbe.open(clock, backend=SimProbeBackend(probe_sim))
 
         return open_simulated
@@ -509,8 +515,8 @@ def _probe_factory(args: argparse.Namespace) -> probe_cli.ProbeFactory:
 def _probe(args: argparse.Namespace) -> int:
     try:
         factory = _probe_factory(args)
-    except argparse.ArgumentTypeError as exc:
-        print(f"rfa probe: {exc}", file=sys.stderr)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        print(f"rfa probe: --probe: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return probe_cli.run(args, factory)
 

@@ -53,7 +53,8 @@ def parse_probe_target(text: str) -> ProbeAddress | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--probe", default="sim", help="sim (default) or usb:VID:PID, e.g. usb:1209:0001")
+    parser.add_argument("--probe", default="sim", help="sim (default), usb:VID:PID (e.g. usb:1209:0001), or "
+                                                       "tcp:[HOST:]PORT (the probe `rfa sim --probe` serves)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="probe_command", required=True, metavar="ACTION")
     commands.add_parser("info", help="GET_INFO and GET_STATUS")
@@ -71,9 +72,11 @@ def run(
     args: argparse.Namespace,
     probe_factory: ProbeFactory,
     clock: Clock | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
+    """Run one ``rfa probe`` action; ``out`` defaults to the standard output of the moment of the call."""
     clock = RealClock() if clock is None else clock
+    out = sys.stdout if out is None else out
     try:
         probe = probe_factory(clock)
     except ProbeNotFound as exc:

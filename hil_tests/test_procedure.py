@@ -122,6 +122,31 @@ def test_a_guided_procedure_in_real_time_images_on_its_own_thread(tmp_path: Path
     assert all(f["tip_confidence"] >= 0.5 for f in rf_frames)
 
 
+@pytest.mark.sim_only
+def test_a_guided_procedure_against_the_simulator_process_images_through_its_served_probe(tmp_path: Path) -> None:
+    """Generator and probe both in the simulator's own process (`rfa sim --probe tcp:0`): the probe reached through
+    the pyusb backend that forwards to it (sim.probe.remote), imaging required, in real time."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.replace("imaging_required = false", "imaging_required = true"))
+
+    def attempt() -> Outcome:
+        sim = start_sim("tcp:0", probe=True)
+        try:
+            assert sim.probe_url is not None and sim.probe_url.startswith("tcp:127.0.0.1:")
+            return rfa_run(["run", "--generator", sim.url, "--probe", sim.probe_url, "--plan", str(plan), "--yes",
+                            "--json", "--record", str(tmp_path)])
+        finally:
+            sim.stop()
+
+    run, result = run_until_unspoiled(attempt, broke_period)
+    assert run.returncode == 0, (result.get("message"), result.get("first_trip"), run.stderr[-2000:])
+    reader = RecordReader(Path(result["record_path"]))
+    assert reader.verify().ok and reader.count("guidance_error") == 0
+    assert [row.payload for row in reader.rows("alarm") if row.payload["event"] == "trip"] == []
+    rf_frames = [row.payload for row in reader.rows("frame") if row.payload["reason"] == "rf"]
+    assert len(rf_frames) >= 15 and all(f["tip_confidence"] >= 0.5 for f in rf_frames)
+
+
 STUCK = """
 [[fault]]
 kind = "output_stuck"   # channel 1's output stage ignores OUTPUT_OFF from the start

@@ -1,7 +1,9 @@
 """``rfa sim`` / ``python -m sim``: the simulated generator as its own process, in real time.
 
 The first line on stdout is the URL to pass to ``rfa run --generator`` (flushed at once, so a parent
-process can read it); counters follow every few seconds and once more on exit (SIGINT or SIGTERM).
+process can read it); with ``--probe tcp:PORT`` the second is ``probe tcp:HOST:PORT``, what to pass to
+``rfa run --probe`` (:mod:`sim.probe.remote`). Counters follow every few seconds and once more on exit
+(SIGINT or SIGTERM).
 Exit codes: 0 clean stop, 2 bad arguments or fault script, 3 the endpoint could not be opened.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -19,6 +21,8 @@ from firmware_bridge.errors import LinkError
 from firmware_bridge.transport import Transport
 from sim.generator import SimGenerator, load_faults
 from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
+from sim.probe import SimProbeBackend, cart_probe
+from sim.probe.remote import ProbeService, parse_tcp
 from sim.server import Server, open_endpoint
 
 EXIT_OK = 0
@@ -35,12 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-s", type=float, default=5.0, metavar="S",
                         help="print the counters every S seconds (default 5)")
     parser.add_argument("--duration-s", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--probe", metavar="tcp:PORT",
+                        help="also serve the simulated probe on this TCP port (0 picks a free one), for "
+                             "rfa run --probe tcp:HOST:PORT; its image shows gas when --probe-channel's tissue boils")
+    parser.add_argument("--probe-channel", type=int, default=1, choices=range(1, 5), metavar="1..4",
+                        help="the generator channel whose electrode the probe images (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         faults = load_faults(args.faults) if args.faults else []
         link = load_link_faults(args.faults) if args.faults else LinkFaultConfig()
+        probe_port = parse_tcp(args.probe)[1] if args.probe else None
         endpoint = open_endpoint(args.serial)
     except ValueError as exc:
         print(f"rfa sim: {exc}", file=sys.stderr)
@@ -54,18 +64,34 @@ def run(args: argparse.Namespace) -> int:
     def wrap(transport: Transport) -> Transport:
         return FaultyTransport(transport, clock, link, seed=args.seed, origin=sim.origin)
 
+    each_tick: list[Callable[[], None]] = []
+    service: ProbeService | None = None
+    if probe_port is not None:
+        probe = cart_probe(clock, args.seed)
+        guided = sim.channels[args.probe_channel - 1]
+        each_tick.append(lambda: probe.set_boiling(guided.reading.boiling))
+        try:
+            service = ProbeService(SimProbeBackend(probe), probe_port).start()
+        except OSError as exc:
+            endpoint.close()
+            print(f"rfa sim: cannot serve the probe on {args.probe}: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
     server = Server(sim, endpoint, clock, wrap=wrap if link.any else None, report_every_s=args.report_s,
-                    out=sys.stdout)
+                    out=sys.stdout, each_tick=each_tick)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(endpoint.url, flush=True)
+    if service is not None:
+        print(f"probe {service.url}", flush=True)
     try:
         server.serve(args.duration_s)
     finally:
         endpoint.close()
+        if service is not None:
+            service.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_OK

@@ -17,7 +17,7 @@ import os
 import socket
 import termios
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Final, Protocol, TextIO
 
@@ -188,14 +188,16 @@ def format_counters(counters: dict[str, int]) -> str:
 class Server:
     """Runs one :class:`SimGenerator` on an :class:`Endpoint` at 100 Hz on a real clock.
 
-    ``wrap`` lets a caller put a :class:`~sim.link_faults.FaultyTransport` around each host connection.
+    ``wrap`` lets a caller put a :class:`~sim.link_faults.FaultyTransport` around each host connection;
+    ``each_tick`` runs after every generator step (the probe's image follows the guided tip's boiling).
     ``stop()`` (from a signal handler) ends :meth:`serve` after the current tick.
     """
 
     def __init__(self, sim: SimGenerator, endpoint: Endpoint, clock: Clock, *,
                  wrap: Callable[[Transport], Transport] | None = None, report_every_s: float = 5.0,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, each_tick: Sequence[Callable[[], None]] = ()) -> None:
         self.sim = sim
+        self._each_tick = tuple(each_tick)
         self.endpoint = endpoint
         self.clock = clock
         self._wrap = wrap
@@ -228,6 +230,8 @@ class Server:
                 if conn is not None:
                     self.sim.attach(self._wrap(conn) if self._wrap else conn)
             self.sim.step()
+            for step in self._each_tick:
+                step()
             if now >= next_idle_check:
                 next_idle_check = now + STALE_HOST_S
                 if self.sim.host_silent_s(now) >= STALE_HOST_S:

@@ -348,3 +348,16 @@ class SimProbe:
             start = int(self._fault_rng.integers(1, max(2, len(damaged) // PACKET_BYTES))) * PACKET_BYTES
             del damaged[start : start + PACKET_BYTES]
         return bytes(damaged)
+
+
+CART_NEEDLE: Final = NeedlePose(tip_lateral_mm=0.0, tip_depth_mm=30.0, angle_deg=35.0)
+"""The simulated cart's needle: in plane, its tip 30 mm deep, at 35 degrees."""
+
+
+def cart_probe(clock: Clock, seed: int = 0) -> SimProbe:
+    """The simulated cart's probe, in-process (``rfa run``) or served (``rfa sim --probe``): beamformed envelope
+    frames (format 0) at 128 x 512, what a probe module with on-board beamforming sends and a quarter of the RF
+    format's work per frame, with the needle in plane."""
+    probe = SimProbe(clock, SimProbeConfig(seed=seed, frame_format=FrameFormat.ENVELOPE_U8, samples_per_line=512))
+    probe.set_needle(CART_NEEDLE)
+    return probe

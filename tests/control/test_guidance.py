@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import SIM_NEEDLE, SimulatedCart, simulated_cart
+from control.cli import SimulatedCart, simulated_cart
 from control.guidance import ProbeGuidance
 from control.operator import ScriptedOperator
 from control.record import ProcedureRecord, RecordReader
@@ -16,7 +16,7 @@ from firmware_bridge.generator import RfGenerator
 from firmware_bridge.probe import UltrasoundProbe
 from safety.plan import Electrode, Lesion, LesionPlan, StimulationSettings
 from sim.lockstep import Lockstep
-from sim.probe import SimProbeBackend
+from sim.probe import CART_NEEDLE, SimProbeBackend
 
 
 def guided_plan() -> LesionPlan:
@@ -62,8 +62,8 @@ def test_a_guided_lesion_records_frames_with_the_tip(tmp_path: Path) -> None:
     # 20 s of RF at one frame per 2 s (the first at RF start).
     assert len(during_rf) == pytest.approx(10, abs=1)
     for frame in during_rf:
-        assert frame["tip_lateral_mm"] == pytest.approx(SIM_NEEDLE.tip_lateral_mm, abs=1.0)
-        assert frame["tip_depth_mm"] == pytest.approx(SIM_NEEDLE.tip_depth_mm, abs=1.0)
+        assert frame["tip_lateral_mm"] == pytest.approx(CART_NEEDLE.tip_lateral_mm, abs=1.0)
+        assert frame["tip_depth_mm"] == pytest.approx(CART_NEEDLE.tip_depth_mm, abs=1.0)
         assert frame["zlib_b64"] and frame["shape"][0] > 0
     status = guidance.poll()
     assert status.last_frame_at is not None and clock.now() - status.last_frame_at < 0.1

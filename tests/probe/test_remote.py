@@ -1,0 +1,103 @@
+"""The simulated probe served over TCP (``rfa sim --probe``) and reached through a pyusb backend, by the same driver."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from control.cli import main
+from firmware_bridge.clock import SimClock
+from firmware_bridge.probe import ProbeDisconnected, ProbeNotFound, ProbeOptions, ProbeStalled, UltrasoundProbe
+from sim.probe import SimProbe, SimProbeBackend
+from sim.probe.remote import ProbeService, RemoteProbeBackend, parse_tcp
+from tests.probe.conftest import SMALL_RF, run_for
+
+
+@pytest.fixture
+def service(sim_probe: SimProbe) -> Iterator[ProbeService]:
+    served = ProbeService(SimProbeBackend(sim_probe)).start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def remote(clock: SimClock, service: ProbeService) -> Iterator[UltrasoundProbe]:
+    driver = UltrasoundProbe.open(clock, backend=RemoteProbeBackend(service.url),
+                                  options=ProbeOptions(frame_timeout_s=0.5))
+    yield driver
+    driver.close()
+
+
+def test_the_served_probe_reads_as_the_same_probe_in_process(clock: SimClock, remote: UltrasoundProbe,
+                                                             sim_probe: SimProbe) -> None:
+    """A twin probe (same configuration, same clock) read in-process gives the same info, settings and frames."""
+    twin = SimProbe(clock, SMALL_RF)
+    twin.set_needle(sim_probe.needle)
+    local = UltrasoundProbe.open(clock, backend=SimProbeBackend(twin), options=ProbeOptions(frame_timeout_s=0.5))
+    assert remote.info == local.info == sim_probe.info()
+    for driver in (remote, local):
+        driver.set_depth_mm(35)
+        driver.unfreeze()
+    got: dict[str, list[np.ndarray]] = {"remote": [], "local": []}
+    for _ in range(30):
+        clock.advance(0.01)
+        got["remote"] += [f.samples for f in remote.poll()]
+        got["local"] += [f.samples for f in local.poll()]
+    assert len(got["remote"]) >= 5 and len(got["remote"]) == len(got["local"])
+    assert all(np.array_equal(a, b) for a, b in zip(got["remote"], got["local"], strict=True))
+    assert sim_probe.depth_mm == 35
+
+
+def test_usb_errors_cross_the_service_as_the_driver_knows_them(clock: SimClock, remote: UltrasoundProbe,
+                                                               sim_probe: SimProbe) -> None:
+    remote.unfreeze()
+    assert run_for(clock, remote, 0.2)
+    sim_probe.stall_bulk()
+    with pytest.raises(ProbeStalled):
+        run_for(clock, remote, 0.05)
+    assert run_for(clock, remote, 0.2), "the halt is cleared and frames flow again"
+    sim_probe.unplug()
+    with pytest.raises(ProbeDisconnected):
+        run_for(clock, remote, 0.05)
+
+
+def test_a_service_that_goes_away_is_a_probe_unplugged(clock: SimClock, remote: UltrasoundProbe,
+                                                       service: ProbeService) -> None:
+    remote.unfreeze()
+    assert run_for(clock, remote, 0.1)
+    service.stop()
+    with pytest.raises(ProbeDisconnected):
+        run_for(clock, remote, 0.1)
+
+
+def test_no_service_is_no_probe(clock: SimClock) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(ProbeNotFound):
+        UltrasoundProbe.open(clock, backend=RemoteProbeBackend(f"tcp:{port}"))
+
+
+@pytest.mark.parametrize("spec", ["tcp:", "tcp:x", "udp:5000", "tcp:70000", "5000"])
+def test_a_malformed_address_is_refused_naming_the_form(spec: str) -> None:
+    with pytest.raises(ValueError, match=r"tcp:PORT or tcp:HOST:PORT"):
+        parse_tcp(spec)
+
+
+def test_an_address_names_its_host_or_this_machine() -> None:
+    assert parse_tcp("tcp:5760") == ("127.0.0.1", 5760)
+    assert parse_tcp("tcp:10.0.0.2:5760") == ("10.0.0.2", 5760)
+
+
+def test_rfa_probe_info_reads_the_served_probe(service: ProbeService, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--probe", service.url, "--json", "info"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == SMALL_RF.model
+
+
+def test_rfa_probe_refuses_a_malformed_address(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--probe", "tcp:x", "info"]) == 2
+    assert "tcp:PORT or tcp:HOST:PORT" in capsys.readouterr().err
