@@ -202,6 +202,8 @@ def _run(args: argparse.Namespace) -> int:
     served_probe: RemoteProbeBackend | None = None
     try:
         if probe_choice.startswith("tcp:"):  # the probe `rfa sim --probe tcp:PORT` serves
+            if not (args.generator or config.generator_url):
+                raise ValueError("the probe of a simulator process goes with its generator: add --generator URL")
             served_probe, probe_address = RemoteProbeBackend(probe_choice), None
         else:
             probe_address = None if probe_choice in ("sim", "none") else probe_cli.parse_probe_target(probe_choice)
@@ -303,6 +305,8 @@ def _run(args: argparse.Namespace) -> int:
         generator.close()
         if probe is not None:
             probe.close()
+        if served_probe is not None:
+            served_probe.close()
     if args.json:
         print(json.dumps({"event": "result", **result.as_dict(), "link": generator.stats.as_dict()}))
     else:

@@ -46,11 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the generator channel whose electrode the probe images (default 1)")
 
 
+def _probe_port(spec: str) -> int:
+    """``tcp:PORT`` for ``--probe``: the probe is served on this machine, so a host part is refused."""
+    host, port = parse_tcp(spec, default_host="")
+    if host:
+        raise ValueError(f"--probe serves on this machine: tcp:PORT, not {spec!r}")
+    return port
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         faults = load_faults(args.faults) if args.faults else []
         link = load_link_faults(args.faults) if args.faults else LinkFaultConfig()
-        probe_port = parse_tcp(args.probe)[1] if args.probe else None
+        probe_port = _probe_port(args.probe) if args.probe else None
         endpoint = open_endpoint(args.serial)
     except ValueError as exc:
         print(f"rfa sim: {exc}", file=sys.stderr)

@@ -45,7 +45,8 @@ CALL_TIMEOUT_S: Final = 5.0
 
 
 def parse_tcp(spec: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``tcp:PORT`` or ``tcp:HOST:PORT`` -> (host, port); ``ValueError`` naming the expected form."""
+    """``tcp:PORT`` or ``tcp:HOST:PORT`` -> (host, port); ``ValueError`` naming the expected form. One host at a
+    time: a second one connecting waits until the first has gone, and sees its probe as not found meanwhile."""
     kind, _, rest = spec.partition(":")
     host, _, port = rest.rpartition(":")
     if kind != "tcp" or not port.isdigit() or int(port) > 65535:
@@ -62,11 +63,12 @@ class ProbeService:
         self._listener.settimeout(0.2)
         self.url = f"tcp:{host}:{self._listener.getsockname()[1]}"
         self._objects: dict[int, Any] = {}
-        self._ids: dict[int, int] = {}
+        self._ids: dict[Any, int] = {}
+        self._bulk = array.array("B")
+        """The bulk transfer buffer, reused: the driver asks for up to a frame's worth (megabytes) per read."""
         self._stopping = threading.Event()
         self._conn: socket.socket | None = None
         self._thread = threading.Thread(target=self._serve, name="probe-service", daemon=True)
-        self.calls = 0
 
     def start(self) -> ProbeService:
         self._thread.start()
@@ -107,19 +109,18 @@ class ProbeService:
             return {"error": "timeout", "code": exc.backend_error_code, "errno": exc.errno, "text": exc.strerror}
         except usb.core.USBError as exc:
             return {"error": "usb", "code": exc.backend_error_code, "errno": exc.errno, "text": exc.strerror}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a request this service cannot follow
+        except Exception as exc:  # a request this service cannot follow: say so, keep serving
             return {"error": "request", "text": f"{type(exc).__name__}: {exc}"}
 
     def _id(self, obj: Any) -> int:
-        """A stable integer for a device or handle object, which stays on this side."""
-        key = id(obj)
-        if key not in self._ids:
-            self._ids[key] = len(self._objects) + 1
-            self._objects[self._ids[key]] = obj
-        return self._ids[key]
+        """The integer standing for a device or handle object, which stays on this side (equal objects, the same
+        probe enumerated again, get the same integer, so the table does not grow with reconnections)."""
+        if obj not in self._ids:
+            self._ids[obj] = len(self._objects) + 1
+            self._objects[self._ids[obj]] = obj
+        return self._ids[obj]
 
     def _call(self, op: str, args: list[Any]) -> Any:
-        self.calls += 1
         backend, objects = self._backend, self._objects
         if op == "enumerate_devices":
             return [self._id(dev) for dev in backend.enumerate_devices()]
@@ -131,9 +132,10 @@ class ProbeService:
             return self._id(backend.open_device(objects[args[0]]))
         if op == "bulk_read":
             handle, ep, intf, size, timeout = args
-            buff = array.array("B", bytes(size))
-            count = backend.bulk_read(objects[handle], ep, intf, buff, timeout)
-            return base64.b64encode(buff.tobytes()[:count]).decode()
+            if len(self._bulk) != size:
+                self._bulk = array.array("B", bytes(size))
+            count = backend.bulk_read(objects[handle], ep, intf, self._bulk, timeout)
+            return base64.b64encode(memoryview(self._bulk)[:count]).decode()
         if op == "ctrl_transfer":
             handle, request_type, request, value, index, data, timeout = args
             if request_type & usb.util.CTRL_IN:
@@ -167,11 +169,13 @@ class RemoteProbeBackend(usb.backend.IBackend):
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Drop the connection (the next call makes a new one, as pyusb's reconnection needs)."""
         with contextlib.suppress(OSError):
             if self._stream is not None:
                 self._stream.close()
             if self._socket is not None:
                 self._socket.close()
+        self._stream = self._socket = None
 
     def _connected(self) -> io.BufferedRWPair:
         if self._stream is None:
@@ -187,19 +191,18 @@ class RemoteProbeBackend(usb.backend.IBackend):
                 stream = self._connected()
                 stream.write(json.dumps({"op": op, "args": list(args)}).encode() + b"\n")
                 stream.flush()
-                line = stream.readline()
-            except OSError as exc:
-                raise usb.core.USBError(f"No such device (probe service {self.spec}: {exc})",
+                answer = json.loads(stream.readline())  # b"" (closed) fails to decode, as a damaged line does
+                error = None if "ok" in answer else str(answer["error"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # A lost or confused connection is an unplugged probe; the next call connects afresh.
+                self.close()
+                raise usb.core.USBError(f"No such device (probe service {self.spec}: {type(exc).__name__}: {exc})",
                                         _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV) from exc
-        if not line:
-            raise usb.core.USBError(f"No such device (probe service {self.spec} closed the connection)",
-                                    _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV)
-        answer = json.loads(line)
-        if "ok" in answer:
+        if error is None:
             return answer["ok"]
-        if answer["error"] == "timeout":
+        if error == "timeout":
             raise usb.core.USBTimeoutError(answer["text"], answer["code"], answer["errno"])
-        if answer["error"] == "usb":
+        if error == "usb":
             raise usb.core.USBError(answer["text"], answer["code"], answer["errno"])
         raise usb.core.USBError(f"probe service refused {op}: {answer.get('text')}", _LIBUSB_ERROR_IO, errno.EIO)
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import usb.core
 
 from control.cli import main
 from firmware_bridge.clock import SimClock
@@ -101,3 +102,46 @@ def test_rfa_probe_info_reads_the_served_probe(service: ProbeService, capsys: py
 def test_rfa_probe_refuses_a_malformed_address(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["probe", "--probe", "tcp:x", "info"]) == 2
     assert "tcp:PORT or tcp:HOST:PORT" in capsys.readouterr().err
+
+
+def test_a_probe_service_started_again_is_found_again_by_the_drivers_reconnect(
+    clock: SimClock, remote: UltrasoundProbe, service: ProbeService, sim_probe: SimProbe
+) -> None:
+    """The simulator process restarted: the connection is gone, and the driver's reconnect makes a new one."""
+    remote.unfreeze()
+    assert run_for(clock, remote, 0.1)
+    port = parse_tcp(service.url)[1]
+    service.stop()
+    with pytest.raises(ProbeDisconnected):
+        run_for(clock, remote, 0.1)
+    again = ProbeService(SimProbeBackend(sim_probe), port).start()
+    try:
+        remote.reconnect()
+        remote.unfreeze()
+        assert run_for(clock, remote, 0.2)
+    finally:
+        again.stop()
+
+
+def test_the_service_answers_what_it_cannot_follow_and_goes_on_serving(service: ProbeService,
+                                                                       sim_probe: SimProbe) -> None:
+    host, port = parse_tcp(service.url)
+    with socket.create_connection((host, port), timeout=5) as conn, conn.makefile("rwb") as stream:
+        for line in (b"not json", b'{"op": "open_device", "args": []}', b'{"op": "teleport", "args": [1]}',
+                     b'{"op": "get_interface_descriptor", "args": [1, 7, 0, 0]}'):
+            if line.endswith(b"[1, 7, 0, 0]}"):  # a device to ask about
+                stream.write(b'{"op": "enumerate_devices", "args": []}\n')
+                stream.flush()
+                assert json.loads(stream.readline()) == {"ok": [1]}
+            stream.write(line + b"\n")
+            stream.flush()
+            assert json.loads(stream.readline())["error"] == "request"
+    device = usb.core.find(backend=RemoteProbeBackend(service.url))
+    assert device is not None and str(device), "pyusb walks the configuration (an IndexError ends it) and goes on"
+
+
+def test_rfa_run_takes_a_served_probe_only_with_its_simulators_generator(capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process the generator runs in simulated time and the served probe in real time, beside another
+    generator: a mix that cannot be a procedure."""
+    assert main(["run", "--yes", "--probe", "tcp:5761"]) == 2
+    assert "add --generator URL" in capsys.readouterr().err
