@@ -4,8 +4,8 @@ Each tick, in this order:
 
 1. in the slack left by the previous tick: in real time, collect garbage (:mod:`control.runtime`); send
    the host heartbeat when it is due (10 Hz: it tells the generator the host is alive, and has no part
-   in the control decision, so it does not delay one; the gate withholds it from a generator that keeps
-   output on against ``OUTPUT_OFF``); then wait for the tick: the :class:`Pacer` sleeps on the cart, or
+   in the control decision, so it does not delay one; the gate withholds it while it cannot see output off
+   where it commanded it off); then wait for the tick: the :class:`Pacer` sleeps on the cart, or
    steps the simulator in lockstep;
 2. read what the generator sent; every frame goes on the procedure record as it is parsed (a listener
    the session installs on the driver), so it is recorded before anything acts on it;

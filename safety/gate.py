@@ -250,7 +250,7 @@ class OutputGate:
 
     @property
     def heartbeat_withheld_since(self) -> float | None:
-        """Since when the host heartbeat is withheld from a generator that keeps output on; None if it is not."""
+        """Since when the host heartbeat is withheld (output not seen off where commanded off); None if it is not."""
         with self._lock:
             return self._withheld_since
 
