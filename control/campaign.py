@@ -11,11 +11,13 @@ does not ask the host whether it did the right thing, it watches the simulated g
 * output is off on every channel once the procedure has ended (``AFTERMATH_S`` later: the generator goes
   on when the host stops, and with the link cut only its own watchdog can turn output off);
 * after every ``OUTPUT_OFF`` the host sent (the record's command rows), the generator stopped delivering on its
-  channels within two periods (with the link cut: its own host-heartbeat timeout; with a stuck output stage:
-  the host's uncommanded-output grace, then that timeout, since only the withheld heartbeat can stop it);
+  channels within two periods (with the link cut or its command handling hung: its own host-heartbeat
+  timeout; with a stuck output stage: the host's uncommanded-output grace, then that timeout, since only the
+  withheld heartbeat can stop it);
 * after every trip the record shows, the generator stopped delivering on the tripped channels within two
-  periods (the tick that sends ``OUTPUT_OFF``, the generator's step that obeys it; with the link cut, its
-  own host-heartbeat timeout, which is then the only way to stop it) and did not deliver there again;
+  periods (the tick that sends ``OUTPUT_OFF``, the generator's step that obeys it; with the link cut or its
+  command handling hung, its own host-heartbeat timeout, which is then the only way to stop it) and did not
+  deliver there again;
 * a fault that lasted while its channel delivered output for ``DETECT_WITHIN_S`` (a frozen thermocouple:
   ``FROZEN_DETECT_WITHIN_S``) was tripped on: a trip of its channel (or of all channels) at or after its
   onset. One that met less output and tripped nothing is *tolerated*;
@@ -46,12 +48,14 @@ from safety.plan import LesionMode, LesionPlan
 
 GENERATOR_KINDS: Final = (
     "thermocouple_open", "thermocouple_frozen", "impedance_spike", "impedance_short", "generator_fault",
-    "channel_fault", "electrode_removed", "power_runaway", "stim_weak", "output_stuck",
+    "channel_fault", "electrode_removed", "power_runaway", "stim_weak", "output_stuck", "commands_ignored",
 )
 """The simulator's fault kinds (``sim.generator.FaultKind``), by value."""
 LINK_UNPLUG: Final = "link_unplug"
 KINDS: Final = (*GENERATOR_KINDS, LINK_UNPLUG)
-SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG})
+SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG, "commands_ignored"})
+UNHEARD_KINDS: Final = frozenset({LINK_UNPLUG, "commands_ignored"})
+"""Faults during which the host's OUTPUT_OFF does not reach the generator: only its own watchdog can stop output."""
 RF_ONLY_KINDS: Final = frozenset({"power_runaway", "thermocouple_frozen"})
 """Faults that only RF output can show: a runaway of the RF power stage, a reading that does not follow RF
 heating. Their exposure counts RF time, not stimulation."""
@@ -88,7 +92,7 @@ class Injection:
 
     def describe(self) -> str:
         lasting = "for good" if self.duration_s is None else f"for {self.duration_s:.1f} s"
-        where = "" if self.kind == "generator_fault" or self.kind == LINK_UNPLUG else f" ch{self.channel}"
+        where = "" if self.kind in SYSTEM_KINDS else f" ch{self.channel}"
         return f"{self.kind}{where} at {self.at_s:.1f} s {lasting}"
 
 
@@ -266,8 +270,8 @@ def _stop_limit_s(at: float, mask: int, injection: Injection | None) -> float:
     """How long after a trip or an OUTPUT_OFF at ``at`` the channels of ``mask`` may still deliver."""
     if injection is None or at < injection.at_s:
         return STOP_WITHIN_S
-    if injection.kind == LINK_UNPLUG:
-        return STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF cannot cross a cut link
+    if injection.kind in UNHEARD_KINDS:
+        return STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF is not heard: only the watchdog acts
     if injection.kind in LATENT_KINDS and mask & _fault_mask(injection):
         # A stuck stage ignores OUTPUT_OFF: the host trips on the output it did not command after its grace (and
         # a frame), withholds its heartbeat, and the generator's own watchdog cuts output within its timeout.

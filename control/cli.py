@@ -308,10 +308,10 @@ def _run(args: argparse.Namespace) -> int:
         if served_probe is not None:
             served_probe.close()
     if args.json:
-        print(json.dumps({"event": "result", **result.as_dict(), "link": generator.stats.as_dict()}))
+        print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters()}))
     else:
         print(render_result(result))
-        counters = generator.stats.as_dict()
+        counters = generator.counters()
         print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
     return result.exit_code
 
@@ -356,7 +356,7 @@ def _selftest(args: argparse.Namespace) -> int:
         ok = (required & passed) == required and bool(channels)
         if args.json:
             print(json.dumps({"ok": ok, "checks": checks, "firmware": status.firmware if status else None,
-                              "link": generator.stats.as_dict()}))
+                              "link": generator.counters()}))
         else:
             print(f"generator firmware {status.firmware if status else '?'}")
             for name, good in checks.items():

@@ -15,7 +15,7 @@ never interleave and sequence numbers never repeat.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Final, Generic, NamedTuple, TypeVar
 
@@ -42,6 +42,9 @@ from firmware_bridge.transport import Transport
 HEARTBEAT_PERIOD_S: Final = 0.1
 HOST_STATE_ACTIVE: Final = 1
 ACKS_KEPT: Final = 512
+AWAITED_KEPT: Final = 4096
+"""Commands kept waiting for their ACK: 40 s of a command every tick with nothing answered (a dead line). Past it
+the oldest are forgotten, by then long reported (:attr:`RfGenerator.unanswered`)."""
 """The newest ACKs kept for :meth:`RfGenerator.ack_for`, keyed by (message id, SEQ). The host's SEQ wraps at
 256: sending a command forgets the ACK its SEQ had in the last wrap, so an ACK found answers this command."""
 
@@ -57,6 +60,14 @@ class Received(NamedTuple, Generic[M]):
     msg: M
     seq: int
     arrived_at: float
+
+
+class Unanswered(NamedTuple):
+    """A command sent and not yet acknowledged: its message id, SEQ, and the host's clock when it was sent."""
+
+    msg_id: int
+    seq: int
+    sent_at: float
 
 
 def _reduces_energy(msg: Message) -> bool:
@@ -101,6 +112,14 @@ class RfGenerator:
         """The newest ACK whose result is not OK: the generator refused a command."""
         self.last_rx_at: float | None = None
         self.frames_sent = 0
+        self._awaited: deque[tuple[int, Unanswered]] = deque(maxlen=AWAITED_KEPT)
+        """Commands waiting for their ACK, in the order sent, each with its place in that order (``frames_sent``)."""
+        self._awaited_at: dict[tuple[int, int], int] = {}
+        """The place in that order of the last command sent with each (message id, SEQ)."""
+        self._awaited_lock = threading.Lock()
+        """Guards the two above between the loop (ACKs) and the watchdog's thread (sends); never held across I/O."""
+        self.acks_missed = 0
+        """Commands never acknowledged that a later command's ACK went past: the command or its ACK was lost."""
 
     # -- observation ---------------------------------------------------------------------------------
     def on_sent(self, listener: SentListener) -> None:
@@ -117,6 +136,21 @@ class RfGenerator:
     def stats(self) -> ParserStats:
         """The parser's counters for the generator → host direction."""
         return self._parser.stats
+
+    def counters(self) -> dict[str, int]:
+        """The link's counters for a person: the parser's (generator → host) and the commands never answered."""
+        return {**self._parser.stats.as_dict(), "acks_missed": self.acks_missed}
+
+    @property
+    def unanswered(self) -> Unanswered | None:
+        """The oldest command sent after the newest one the generator acknowledged, if any.
+
+        The generator answers commands in the order it receives them (every one but HEARTBEAT), so a command
+        older than an answered one that has no ACK of its own never will: it, or its ACK, was lost, and it is
+        counted in :attr:`acks_missed` instead. What is left here is what the generator may still be working
+        through, or, if it stays, what it is not taking: judging how long is policy, not the driver's."""
+        with self._awaited_lock:
+            return self._awaited[0][1] if self._awaited else None
 
     # -- the capability ------------------------------------------------------------------------------
     def claim_output_capability(self) -> OutputCapability:
@@ -142,6 +176,10 @@ class RfGenerator:
                     listener(seq, msg, now)
             self.transport.write(frame)
             self.frames_sent += 1
+            if not isinstance(msg, Heartbeat):  # the one command the generator does not acknowledge
+                with self._awaited_lock:
+                    self._awaited.append((self.frames_sent, Unanswered(msg.MSG_ID, seq, now)))
+                    self._awaited_at[(msg.MSG_ID, seq)] = self.frames_sent
             if not notify_first:
                 for listener in self._sent_listeners:
                     listener(seq, msg, now)
@@ -230,8 +268,25 @@ class RfGenerator:
                 self.last_refusal = received
             if len(self._acks) > ACKS_KEPT:  # one out per one in: no pause to prune a batch in a tick
                 self._acks.popitem(last=False)
+            self._answered(key)
         elif isinstance(msg, SelfTest) and msg.phase == 1:
             self.self_test_result = Received(msg, frame.seq, now)
+
+    def _answered(self, key: tuple[int, int]) -> None:
+        """An ACK for ``key``: it and every command sent before it stop waiting (see :attr:`unanswered`)."""
+        with self._awaited_lock:
+            place = self._awaited_at.pop(key, None)
+            if place is None:
+                return  # not awaited: already passed by a later ACK, from before a wrap, or never sent
+            awaited, awaited_at = self._awaited, self._awaited_at
+            while awaited and awaited[0][0] <= place:
+                earlier_place, earlier = awaited.popleft()
+                if earlier_place == place:
+                    continue
+                self.acks_missed += 1
+                earlier_key = (earlier.msg_id, earlier.seq)
+                if awaited_at.get(earlier_key) == earlier_place:  # not if that SEQ has been sent again since
+                    del awaited_at[earlier_key]
 
     def ack_for(self, msg_id: int, seq: int) -> Received[Ack] | None:
         """The generator's answer to the command ``(msg_id, seq)``, if it has arrived."""

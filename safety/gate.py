@@ -233,6 +233,8 @@ class OutputGate:
         self._version = 0
         """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
         self._evaluated: _Evaluation | None = None
+        self._off_resent_at = -math.inf
+        """When :meth:`_apply` last sent OUTPUT_OFF (a trip's, or one re-sent)."""
         seq = generator.output_off(ALL_CHANNELS)
         self._emit([SafetyEvent(EventKind.OFF, now, "gate started: output off on all channels", seq=seq)])
 
@@ -322,14 +324,16 @@ class OutputGate:
             for trip in new_trips:
                 mask |= trip.mask
             seq = self._off(mask, now)
+            self._off_resent_at = now
             for trip in new_trips:
                 self._tripped.add(trip.key)
                 if SPECS[trip.interlock].latching:
                     self._latched[trip.key] = trip
                 events.append(self._event(EventKind.TRIP, now, trip, seq))
         cause = self._unconfirmed_off(active)
-        if cause is not None and not new_trips:  # a trip has just sent its own
+        if not new_trips and (cause is not None or self._unanswered_off_due(now)):  # a trip has just sent its own
             self._generator.output_off(ALL_CHANNELS)
+            self._off_resent_at = now
         tripped_now = {t.key for t in new_trips}
         for key, trip in active.items():
             if key not in self._active and key not in tripped_now:
@@ -343,6 +347,14 @@ class OutputGate:
         self._withhold_heartbeat(cause, now, events)
         self._emit(events)
         return new_trips
+
+    def _unanswered_off_due(self, now: float) -> bool:
+        """While the generator acknowledges nothing, OUTPUT_OFF goes out again every ``COMMAND_ANSWER_S``: should
+        the commands be getting through, it makes the cart safer, and its ACK is what shows that they are again
+        (an idle cart sends nothing else that is acknowledged, so the lost link could never clear)."""
+        pending = self._generator.unanswered
+        return (pending is not None and now - pending.sent_at > hard.COMMAND_ANSWER_S
+                and now - self._off_resent_at >= hard.COMMAND_ANSWER_S)
 
     def _watch_uncommanded(self, uncommanded: Trip | None, now: float) -> None:
         """Note how long output against OUTPUT_OFF has lasted; past the grace (ten re-sent OUTPUT_OFF, where a
@@ -796,6 +808,7 @@ class OutputGate:
             self._operator_stop,
             imaging,
             gen.last_refusal,
+            gen.unanswered,
         )
 
     def _account(self, now: float) -> None:

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from firmware_bridge.generator import Received
+from firmware_bridge.generator import Received, Unanswered
 from firmware_bridge.messages import Ack, ChannelTelemetry, ElectrodeInfo, OutputMode, Status, Telemetry
 from safety import limits as hard
 
@@ -184,6 +184,8 @@ class SafetyInputs(NamedTuple):
     imaging: ImagingStatus | None
     refusal: Received[Ack] | None = None
     """The generator's newest refusal of a command (an ACK whose result is not OK), if any."""
+    unanswered: Unanswered | None = None
+    """The oldest command sent after the newest one the generator acknowledged (``RfGenerator.unanswered``)."""
 
     @property
     def energised(self) -> bool:

@@ -312,7 +312,23 @@ def check_telemetry_stale(inputs: SafetyInputs, rules: SafetyRules, now: float) 
 
 
 def check_link_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
-    """No generator heartbeat or STATUS within the link-loss time: its state and faults are unknown."""
+    """No generator heartbeat or STATUS within the link-loss time: its state and faults are unknown. Or the
+    link is lost the other way: the generator has acknowledged nothing the host sent for ``COMMAND_ANSWER_S``
+    (the host's transmit line, or the generator's command handling), so the host's commands, ``OUTPUT_OFF``
+    among them, no longer govern output.
+
+    Only the oldest command after the newest answered one counts (:attr:`SafetyInputs.unanswered`): an ACK
+    lost on the wire while later commands are answered is no loss of control (each SET_OUTPUT carries whole
+    setpoints, and a lost command's effect is judged by its own interlock: over-power, stimulation mismatch,
+    uncommanded output)."""
+    pending = inputs.unanswered
+    if pending is not None and now - pending.sent_at > hard.COMMAND_ANSWER_S:
+        return _sys(
+            InterlockId.LINK_LOST,
+            f"no ACK for {_message_name(pending.msg_id)} (SEQ {pending.seq}), sent {(now - pending.sent_at) * 1000:.0f}"
+            f" ms ago, nor for anything sent since (each is due within {hard.COMMAND_ANSWER_S * 1000:.0f} ms): the "
+            "generator is not taking commands",
+        )
     limit = rules.limits.link_loss_s
     for name, at in (
         ("HEARTBEAT", inputs.generator_heartbeat_at),

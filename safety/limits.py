@@ -137,6 +137,11 @@ UNCOMMANDED_GRACE_S: Final = 0.1
 GENERATOR_HEARTBEAT_TIMEOUT_S: Final = 0.25
 LINK_LATENCY_S: Final = 0.025
 WITHHELD_HEARTBEAT_LIMIT_S: Final = GENERATOR_HEARTBEAT_TIMEOUT_S + 3 * LOOP_PERIOD_S + 2 * LINK_LATENCY_S
+# Every command but HEARTBEAT is acknowledged (ACK). The answer comes back within the generator's step, the
+# link's latency both ways and the loop's next read (70 ms); one that has not come 100 ms after a command, nor
+# for anything sent since, means the generator is not taking commands (the host's transmit line, or its command
+# handling): what the host commands no longer governs output, so that is a lost link (docs/safety.md).
+COMMAND_ANSWER_S: Final = 0.1
 # Stimulation as delivered: the amplitude the generator measures (the voltage field of TELEMETRY while it
 # stimulates) within 10 % + 20 mV of the commanded one (two counts of the wire's 0.01 V), once the generator
 # has had as long to apply a new amplitude as it has to obey OUTPUT_OFF. A stimulator that under-delivers

@@ -7,18 +7,22 @@ same seed gives the same bytes, so the watchdog window can be asserted to the ti
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_bridge.clock import SimClock
 from firmware_bridge.errors import CapabilityError, LinkError
-from firmware_bridge.framing import Frame, FrameEncoder
-from firmware_bridge.generator import ACKS_KEPT, RfGenerator
+from firmware_bridge.framing import Frame, FrameEncoder, FrameParser
+from firmware_bridge.generator import ACKS_KEPT, RfGenerator, Unanswered
 from firmware_bridge.messages import (
     Ack,
     AckResult,
     GeneratorState,
+    Heartbeat,
     Message,
     OutputMode,
     OutputOff,
+    Pump,
     SelfTest,
     SetOutput,
     Stim,
@@ -270,11 +274,6 @@ def test_manual_unplug_and_replug() -> None:
 
 
 def test_energy_reducing_commands_reach_the_wire_even_when_a_listener_fails() -> None:
-    from firmware_bridge.clock import SimClock
-    from firmware_bridge.framing import FrameParser
-    from firmware_bridge.generator import RfGenerator
-    from firmware_bridge.messages import OutputOff, Pump, Stim
-    from firmware_bridge.transport import memory_pair
 
     host, device = memory_pair()
     driver = RfGenerator(host, SimClock())
@@ -327,3 +326,98 @@ def test_an_ack_from_the_last_wrap_of_seq_does_not_answer_a_new_command() -> Non
     device.write(device_encoder.encode(Ack(OutputOff.MSG_ID, again, AckResult.OK))[1])
     driver.poll()
     assert driver.ack_for(OutputOff.MSG_ID, again) is not None
+
+
+class _AnsweringGenerator:
+    """The device end of a memory pair that works through the host's commands in order, answering or losing each."""
+
+    def __init__(self, device: MemoryTransport) -> None:
+        self.device = device
+        self.parser = FrameParser()
+        self.encoder = FrameEncoder()
+        self.pending: list[Frame] = []
+
+    def work(self, answer: bool) -> Frame | None:
+        """Take the oldest command received; acknowledge it if ``answer``. Returns it, if there was one."""
+        self.pending += [f for f in self.parser.feed(self.device.read()) if not isinstance(f.msg, Heartbeat)]
+        if not self.pending:
+            return None
+        frame = self.pending.pop(0)
+        if answer:
+            self.device.write(self.encoder.encode(Ack(frame.msg.MSG_ID, frame.seq, AckResult.OK))[1])
+        return frame
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(("output_off", "pump", "heartbeat", "answer", "lose", "poll")), max_size=60))
+def test_unanswered_is_the_oldest_command_after_the_newest_answered_one(steps: list[str]) -> None:
+    """Whatever the generator answers or loses, in order: ``unanswered`` is the first command sent after the
+    newest one acknowledged (heartbeats are not acknowledged, so never awaited), and every command before that
+    one without an ACK of its own is counted missed, once."""
+    clock = SimClock()
+    host, device = memory_pair("unanswered")
+    driver, generator = RfGenerator(host, clock), _AnsweringGenerator(device)
+    sent: list[tuple[int, int, float]] = []  # (message id, SEQ, sent at) of every command, in order
+    fate: dict[int, bool] = {}  # index into ``sent`` → answered (True) or lost (False), as the generator worked
+    for step in steps:
+        clock.advance(0.001)
+        if step in ("output_off", "pump"):
+            seq = driver.output_off() if step == "output_off" else driver.pump(False, 0)
+            sent.append(((OutputOff if step == "output_off" else Pump).MSG_ID, seq, clock.now()))
+        elif step == "heartbeat":
+            driver.send_heartbeat()
+        elif step == "poll":
+            driver.poll()
+        else:
+            frame = generator.work(answer=step == "answer")
+            if frame is not None:
+                fate[len(fate)] = step == "answer"
+        driver.poll()
+        acked = [i for i, answered in fate.items() if answered]
+        newest = acked[-1] if acked else -1
+        expected = sent[newest + 1] if newest + 1 < len(sent) else None
+        assert driver.unanswered == (None if expected is None else Unanswered(*expected))
+        assert driver.acks_missed == sum(1 for i in range(newest) if not fate[i])
+
+
+def test_an_ack_lost_on_the_wire_is_passed_by_the_next_one_and_counted(link: Lockstep) -> None:
+    """Against the simulator: every command answered within two ticks; a lost ACK is a missed one once a later
+    command is answered."""
+    seq = link.driver.pump(False, 0)
+    assert link.driver.unanswered is not None and link.driver.unanswered.seq == seq
+    link.run(2 * TICK_S)
+    assert link.driver.unanswered is None and link.driver.acks_missed == 0
+    link.driver.pump(False, 0)
+    link.clock.advance(TICK_S)
+    link.sim.step()  # answered, but the ACK (with that tick's telemetry) is lost before the host reads it
+    link.host_end.read()
+    link.run(TICK_S)
+    assert link.driver.unanswered is not None
+    later = link.driver.output_off()
+    link.run(2 * TICK_S)
+    assert link.driver.unanswered is None and link.driver.acks_missed == 1
+    assert link.driver.ack_for(OutputOff.MSG_ID, later) is not None
+
+
+def test_a_seq_sent_again_while_its_first_send_still_waits_is_awaited_again() -> None:
+    """256 commands later the same (message id, SEQ) goes out again: passing the first by a later ACK must not
+    forget that the second still waits."""
+    host, device = memory_pair("unanswered-wrap")
+    driver, generator = RfGenerator(host, SimClock()), _AnsweringGenerator(device)
+    first = driver.output_off()
+    for _ in range(255):
+        driver.pump(False, 0)
+    again = driver.output_off()
+    assert again == first
+    generator.work(answer=False)  # the first OUTPUT_OFF lost
+    generator.work(answer=True)  # the first PUMP answered: passes the first OUTPUT_OFF
+    driver.poll()
+    assert driver.acks_missed == 1
+    for _ in range(254):
+        generator.work(answer=True)
+    driver.poll()
+    assert driver.unanswered is not None and (driver.unanswered.msg_id, driver.unanswered.seq) == (
+        OutputOff.MSG_ID, again)
+    generator.work(answer=True)
+    driver.poll()
+    assert driver.unanswered is None and driver.acks_missed == 1

@@ -431,6 +431,20 @@ def test_a_stuck_output_stage_acknowledges_output_off_ignores_it_and_obeys_only_
     assert h.sim.counters.watchdog_trips == 1
 
 
+def test_a_generator_ignoring_commands_answers_nothing_and_its_starved_watchdog_cuts_output() -> None:
+    h = run_with_fault(Fault(FaultKind.COMMANDS_IGNORED, at_s=0.7, duration_s=0.5))  # host heartbeats go on
+    with pytest.raises(AssertionError, match="no ACK"):
+        h.command(continuous(0x0F, 8.0))
+    assert all(ch.power_w == pytest.approx(5.0, abs=0.5) for ch in h.last_telemetry().channels), "not applied"
+    h.received.clear()
+    h.run(0.25)  # 250 ms after the last heartbeat it took (at or before 0.7 s): its watchdog has acted
+    assert not any(ch.output_on for ch in h.last_telemetry().channels)
+    assert h.sim.counters.watchdog_trips == 1 and h.sim.counters.frames_ignored > 0
+    assert h.of_type(Telemetry) and h.of_type(Status) and not h.of_type(Ack), "telemetry flows, nothing answered"
+    h.run(0.5)  # the fault is over: commands are taken again
+    assert h.command(continuous(0x0F, 5.0)) is AckResult.OK
+
+
 def test_channel_fault_turns_that_channel_off_only() -> None:
     h = run_with_fault(Fault(FaultKind.CHANNEL_FAULT, at_s=0.5, channel=4, duration_s=0.1))
     t = next(t for t in h.telemetry() if t.gen_time_us == 550_000)  # during the fault

@@ -101,6 +101,8 @@ class SimCounters:
     ticks_skipped: int = 0
     connections: int = 0
     link_losses: int = 0
+    frames_ignored: int = 0
+    """Frames from the host dropped unread by the ``commands_ignored`` fault."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -262,7 +264,11 @@ class SimGenerator:
             self._lose_link()
             return
         if data:
-            for frame in self._parser.feed(data):
+            frames = self._parser.feed(data)
+            if any(f.kind is FaultKind.COMMANDS_IGNORED for f in self._active_faults):
+                self.counters.frames_ignored += len(frames)
+                return
+            for frame in frames:
                 self._handle(frame.seq, frame.msg, now)
 
     def _handle(self, seq: int, msg: Message, now: float) -> None:

@@ -39,6 +39,10 @@ class FaultKind(enum.StrEnum):
     """The stimulator delivers ``value`` times (default 0.5) the commanded amplitude (above 1: more), up to the
     hardware cap, and reports what it delivers; the generator does not notice (only the host's stimulation
     check can)."""
+    COMMANDS_IGNORED = "commands_ignored"
+    """The generator's command handling hangs: what the host sends is read and dropped, heartbeats included, and
+    nothing is acknowledged; telemetry, STATUS and its own heartbeat go on. Its host-heartbeat watchdog, starved,
+    turns all output off 250 ms after the last heartbeat it took. All channels (``channel`` is ignored)."""
     OUTPUT_STUCK = "output_stuck"
     """The channel's output stage no longer obeys the host's OUTPUT_OFF (which is still acknowledged OK): once on,
     it keeps delivering its last setpoint. The generator's own host-heartbeat watchdog, a separate cut, still
@@ -61,7 +65,7 @@ class Fault:
     kind: FaultKind
     at_s: float
     channel: int = 1
-    """1..4; ignored by ``generator_fault``."""
+    """1..4; ignored by ``generator_fault`` and ``commands_ignored``."""
     duration_s: float | None = None
     value: float | None = None
     """Kind-specific magnitude (see :class:`FaultKind`); ``None`` takes the kind's default."""

@@ -31,15 +31,17 @@ def test_percentile_is_nearest_rank_and_nan_when_empty() -> None:
     assert percentile([], 0.5) != percentile([], 0.5)  # NaN
 
 
-def test_every_interlock_has_exactly_one_scenario() -> None:
-    assert sorted(s.interlock for s in SCENARIOS) == sorted(InterlockId)
+def test_every_interlock_has_one_scenario_and_any_other_way_to_trip_it_is_named() -> None:
+    assert sorted({s.interlock for s in SCENARIOS}) == sorted(InterlockId)
+    assert sorted(s.interlock for s in SCENARIOS if not s.variant) == sorted(InterlockId)
+    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS)
 
 
-def _scenario(interlock: InterlockId) -> TripScenario:
-    return next(s for s in SCENARIOS if s.interlock is interlock)
+def _scenario(interlock: InterlockId, variant: str = "") -> TripScenario:
+    return next(s for s in SCENARIOS if s.interlock is interlock and s.variant == variant)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.interlock.value)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_each_scenario_trips_its_own_interlock_after_its_onset(scenario: TripScenario) -> None:
     measured = measure_trip(scenario, late=True)
     assert measured.onset_s is not None, "the condition was never seen on the wire"
@@ -54,6 +56,13 @@ def test_a_frame_carried_trip_goes_out_in_the_tick_that_reads_the_frame() -> Non
     assert aligned.latency_s == pytest.approx(0.0, abs=1e-9)
     assert late.latency_s == pytest.approx(PERIOD_S, abs=1e-9)
     assert aligned.first_trips == ("over_temperature",)
+
+
+def test_a_generator_that_hears_nothing_is_a_lost_link_within_a_period_of_the_answer_limit() -> None:
+    for late in (False, True):
+        measured = measure_trip(_scenario(InterlockId.LINK_LOST, "unanswered"), late=late)
+        assert measured.latency_s is not None and 0.0 <= measured.latency_s <= PERIOD_S + 1e-9
+        assert measured.first_trips[0] == "link_lost", measured.first_trips
 
 
 def test_the_watchdog_stops_a_stalled_loop_within_half_a_period_of_its_limit() -> None:

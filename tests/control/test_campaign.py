@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from control import campaign
 from control.campaign import DeviceTrace, Injection, TripRow, draw_injections, judge
 from control.cli import main
+from firmware_bridge.generator import RfGenerator
 from safety import limits as hard
 from safety.config import HARD_LIMITS
 from safety.gate import OutputGate
@@ -267,23 +269,44 @@ def test_the_command_runs_a_campaign_and_judges_each_run(tmp_path: Path, capsys:
     assert len(records) == 3
 
 
+def _one_fault_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, seed: int) -> tuple[int, Any]:
+    """``rfa campaign`` with one run of ``kind`` on the short plan: its exit code and the faulted run's outcome."""
+    code = main(["campaign", "--plan", str(write_plan(tmp_path)), "--runs", "1", "--kinds", kind, "--seed", str(seed),
+                 "--record", str(tmp_path / f"records-{len(list(tmp_path.iterdir()))}"), "--json"])
+    return code, json.loads(capsys.readouterr().out)["runs"][1]
+
+
 def test_a_stuck_output_stage_holds_in_a_campaign_because_the_heartbeat_is_withheld(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """End to end: channel 1's stage sticks (seed 1: from 6 s, for good); the OUTPUT_OFF that ends its lesion is
     ignored. With the gate's withholding the generator's watchdog stops it within the limit; with the loop sending
     the heartbeat regardless (as before the withholding), the campaign fails the run."""
-    plan = write_plan(tmp_path)
-    args = ["campaign", "--plan", str(plan), "--runs", "1", "--kinds", "output_stuck", "--seed", "1",
-            "--record", str(tmp_path / "records"), "--json"]
-    assert main(args) == 0
-    run = json.loads(capsys.readouterr().out)["runs"][1]
+    code, run = _one_fault_run(tmp_path, capsys, "output_stuck", seed=1)
+    assert code == 0
     assert run["injection"]["kind"] == "output_stuck" and run["first_trip"]["interlock"] == "uncommanded_output"
     assert run["stopped_after_ms"] <= hard.GENERATOR_HEARTBEAT_TIMEOUT_S * 1e3 + 20
     monkeypatch.setattr(OutputGate, "keep_alive", lambda gate: gate._generator.keep_alive())
-    assert main(args) == 1
-    problems = json.loads(capsys.readouterr().out)["runs"][1]["problems"]
-    assert any("after the uncommanded_output trip" in p for p in problems), problems
+    code, run = _one_fault_run(tmp_path, capsys, "output_stuck", seed=1)
+    assert code == 1
+    assert any("after the uncommanded_output trip" in p for p in run["problems"]), run["problems"]
+
+
+def test_a_generator_that_stops_taking_commands_is_a_lost_link_in_a_campaign(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: the generator's command handling hangs under power (seed 2: at 2.6 s for 4.7 s). The host trips
+    on the unanswered commands a period after the answer was due, and the generator's own watchdog, which no longer
+    hears the heartbeat either, stops output. Without the driver's account of unanswered commands the cart goes on
+    as if it were still in command, and nothing names the fault when it happens."""
+    code, run = _one_fault_run(tmp_path, capsys, "commands_ignored", seed=2)
+    assert code == 0
+    assert run["injection"]["kind"] == "commands_ignored" and run["first_trip"]["interlock"] == "link_lost"
+    waited = run["first_trip"]["at"] - run["injection"]["at_s"]
+    assert hard.COMMAND_ANSWER_S < waited <= hard.COMMAND_ANSWER_S + 2 * hard.LOOP_PERIOD_S + 1e-6
+    monkeypatch.setattr(RfGenerator, "unanswered", property(lambda driver: None))
+    _, blind = _one_fault_run(tmp_path, capsys, "commands_ignored", seed=2)
+    assert blind["first_trip"] is None or blind["first_trip"]["at"] - blind["injection"]["at_s"] > waited + 0.1, blind
 
 
 def test_an_unknown_fault_kind_exits_2_naming_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:

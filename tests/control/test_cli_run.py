@@ -83,6 +83,7 @@ def test_probe_none_runs_a_plan_without_imaging(tmp_path: Path, capsys: pytest.C
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     result = lines[-1]
     assert result["event"] == "result" and result["exit_code"] == 0
+    assert result["link"]["frames_ok"] > 0 and result["link"]["acks_missed"] == 0  # every command answered
     assert [e["dest"] for e in lines if e["event"] == "state"][-1] == "standby"
     reader = RecordReader(Path(result["record_path"]))
     assert reader.verify().ok

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware_bridge.clock import SimClock
-from firmware_bridge.framing import FrameEncoder, FrameParser
-from firmware_bridge.generator import Received, RfGenerator
+from firmware_bridge.framing import Frame, FrameEncoder, FrameParser
+from firmware_bridge.generator import Received, RfGenerator, Unanswered
 from firmware_bridge.messages import (
+    Ack,
+    AckResult,
     ChannelTelemetry,
     ElectrodeFlag,
     ElectrodeInfo,
@@ -17,6 +19,7 @@ from firmware_bridge.messages import (
     Heartbeat,
     Message,
     OutputMode,
+    SetOutput,
     Status,
     Telemetry,
     TelemetryFlag,
@@ -137,6 +140,7 @@ def inputs(
     operator_stop: bool = False,
     imaging: ImagingStatus | None = LIVE_IMAGING,
     no_telemetry: bool = False,
+    unanswered_age_s: float | None = None,
 ) -> SafetyInputs:
     """A healthy snapshot at ``now`` (everything fresh, electrodes as planned), with overrides."""
     tele = None if no_telemetry else Received(telemetry_msg or telemetry(), 0, now - telemetry_age_s)
@@ -160,6 +164,7 @@ def inputs(
         loop_tick_at=None if loop_tick_age_s is None else now - loop_tick_age_s,
         operator_stop=operator_stop,
         imaging=imaging,
+        unanswered=None if unanswered_age_s is None else Unanswered(SetOutput.MSG_ID, 7, now - unanswered_age_s),
     )
 
 
@@ -190,17 +195,25 @@ class Rig:
         self.encoder = FrameEncoder()
         self.gen_time_us = 1_000_000
         self.written: list[Message] = []
+        self._unread: list[Message] = []
+        self._unanswered: list[Frame] = []
         self.gate = OutputGate(self.driver, self.plan, self.limits, self.clock, self._record)
         self.wire()
 
     def _record(self, event: SafetyEvent) -> None:
         self.events.append(event)
 
+    def _arrived(self) -> None:
+        """Decode what the host wrote: commands for :meth:`wire` and for the generator to answer."""
+        frames = [f for f in self.parser.feed(self.device.read()) if not isinstance(f.msg, Heartbeat)]
+        self.written += [f.msg for f in frames]
+        self._unread += [f.msg for f in frames]
+        self._unanswered += frames
+
     def wire(self) -> list[Message]:
         """Commands the host wrote since the last call, decoded at the device end, in order."""
-        frames = self.parser.feed(self.device.read())
-        msgs = [f.msg for f in frames if not isinstance(f.msg, Heartbeat)]
-        self.written += msgs
+        self._arrived()
+        msgs, self._unread = self._unread, []
         return msgs
 
     def send(self, msg: Message) -> None:
@@ -214,9 +227,17 @@ class Rig:
         heartbeat: bool = True,
         electrode_info: ElectrodeInfo | None = None,
         gen_step_us: int = 10_000,
+        answer: bool = True,
     ) -> None:
-        """The generator's side of one tick (telemetry ``gen_step_us`` on in its own clock: 10 ms unless a
-        test freezes or resets that clock, status, heartbeat); then the host polls."""
+        """The generator's side of one tick (an ACK for each command since the last, unless not ``answer``: then
+        they are lost;
+        telemetry ``gen_step_us`` on in its own clock: 10 ms unless a test freezes or resets that clock, status,
+        heartbeat); then the host polls."""
+        self._arrived()
+        if answer:
+            for frame in self._unanswered:
+                self.send(Ack(frame.msg.MSG_ID, frame.seq, int(AckResult.OK)))
+        self._unanswered = []  # not answered now: lost (a generator not taking commands)
         self.gen_time_us += gen_step_us
         if tele is not None:
             self.send(replace(tele, gen_time_us=self.gen_time_us))

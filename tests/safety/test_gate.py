@@ -703,3 +703,65 @@ def test_an_ok_ack_is_no_refusal() -> None:
     rig.send(Ack(SetOutput.MSG_ID, 42, int(AckResult.OK)))
     rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
     assert rig.driver.last_refusal is None and rig.gate.latched == () and rig.gate.commanded[0].on
+
+
+def _deaf_tick(rig: Rig, chans: dict[int, ChannelTelemetry] | None = None) -> list[Trip]:
+    """A tick of a generator that takes no commands: telemetry, STATUS and heartbeat go on, nothing is answered."""
+    rig.clock.advance(0.01)
+    rig.feed(telemetry(chans), answer=False)
+    return rig.gate.evaluate(rig.imaging())
+
+
+def test_a_generator_that_stops_acknowledging_under_power_trips_link_lost_within_a_period_of_the_limit() -> None:
+    rig = Rig()
+    _energised(rig)
+    first_unanswered_at = rig.clock.now()
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    trips: list[Trip] = []
+    while not trips and rig.clock.now() - first_unanswered_at < 1.0:
+        rig.wire()
+        trips = _deaf_tick(rig, {1: channel(power_w=10.0, flags=ON)})
+        if not trips:
+            assert rig.gate.request_output({1: 10.0}, rig.imaging()), "refused before the limit"
+    waited = rig.clock.now() - first_unanswered_at
+    assert [t.interlock for t in trips] == [InterlockId.LINK_LOST]
+    assert hard.COMMAND_ANSWER_S < waited <= hard.COMMAND_ANSWER_S + 0.01 + 1e-9
+    assert "no ACK for SetOutput (SEQ" in trips[0].reason and "not taking commands" in trips[0].reason
+    assert rig.wire()[0] == OutputOff(0x0F)
+    assert not rig.gate.acknowledge(rig.imaging()), "cleared while the generator still answers nothing"
+    rig.healthy_tick()  # it takes commands again: the trip's OUTPUT_OFF is answered
+    assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.LINK_LOST]
+
+
+def test_an_ack_lost_while_later_commands_are_answered_trips_nothing() -> None:
+    rig = Rig()
+    _energised(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    _deaf_tick(rig, {1: channel(power_w=10.0, flags=ON)})  # that SET_OUTPUT, or its ACK, is lost
+    for _ in range(30):
+        assert rig.gate.request_output({1: 10.0}, rig.imaging())
+        rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+    assert rig.gate.latched == () and rig.gate.active_alarms == ()
+    assert rig.driver.acks_missed == 1 and rig.driver.unanswered is None
+
+
+def test_an_idle_generator_that_answers_nothing_is_asked_again_until_it_does_and_refuses_output_meanwhile() -> None:
+    rig = Rig()
+    ready(rig)
+    rig.gate.all_off()
+    rig.wire()
+    rig.events.clear()
+    offs = 0
+    for _ in range(30):  # 0.3 s
+        assert _deaf_tick(rig) == []
+        offs += sum(isinstance(m, OutputOff) for m in rig.wire())
+    assert rig.gate.latched == ()
+    assert [(e.kind, e.interlock) for e in rig.events] == [(EventKind.INHIBIT, InterlockId.LINK_LOST)]
+    assert offs == 2, "OUTPUT_OFF again every COMMAND_ANSWER_S while nothing is answered"
+    refused = rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert not refused and "not taking commands" in refused.reasons[0]
+    rig.healthy_tick()  # it takes commands again, and is asked again (the last OUTPUT_OFF was lost)
+    rig.healthy_tick()  # that one is answered
+    assert [(e.kind, e.interlock) for e in rig.events][-2:] == [
+        (EventKind.REFUSED, None), (EventKind.CLEARED, InterlockId.LINK_LOST)]
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())

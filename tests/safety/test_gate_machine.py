@@ -53,7 +53,7 @@ CHANNEL_KINDS = (
 )
 ALL_STEADY = ("steady",) * 4
 ALL_WARMING = ("warm",) * 4
-LINK_KINDS = ("ok", "ok", "ok", "ok", "no_telemetry", "no_heartbeat", "generator_fault")
+LINK_KINDS = ("ok", "ok", "ok", "ok", "no_telemetry", "no_heartbeat", "generator_fault", "deaf")
 IMAGING_KINDS = ("live", "live", "live", "stale", "none", "boiling", "probe_hot")
 SETPOINTS = (0.0, 5.0, 10.0, 24.99, 25.0, 25.01, -1.0, math.nan, math.inf)
 
@@ -172,7 +172,7 @@ class GateMachine(RuleBasedStateMachine):
         chans = {i + 1: self._channel(i, kind) for i, kind in enumerate(kinds)}
         tele = None if link == "no_telemetry" else telemetry(chans)
         status = Status(int(GeneratorState.FAULT), 0x1, 0x0102) if link == "generator_fault" else None
-        self.rig.feed(tele, status=status, heartbeat=link != "no_heartbeat")
+        self.rig.feed(tele, status=status, heartbeat=link != "no_heartbeat", answer=link != "deaf")
         self.imaging = self._imaging(imaging)
         self.dog.kick()
         was_on = any(self.wire_on)

@@ -282,6 +282,9 @@ CASES = [
          round(hard.LINK_LOSS_S - hard.LOOP_PERIOD_S, 3), 0.001, label="heartbeat"),
     Case(InterlockId.LINK_LOST, lambda v: inputs(status_age_s=v),
          round(hard.LINK_LOSS_S - hard.LOOP_PERIOD_S, 3), 0.001, label="status"),
+    # A command's age is exact (the host's clock when it was sent), so its limit is the constant itself.
+    Case(InterlockId.LINK_LOST, lambda v: inputs(unanswered_age_s=v), hard.COMMAND_ANSWER_S, 0.001,
+         label="unanswered"),
     Case(
         InterlockId.UNCOMMANDED_OUTPUT,
         lambda v: inputs(
