@@ -233,3 +233,44 @@ def test_a_generator_that_ignores_output_off_is_stopped_by_its_own_watchdog_whil
     ch1_on = [r.mono for r in reader.rows("telemetry") if r.payload["ch"] == 1 and r.payload["flags"] & 1]
     assert max(ch1_on) - trip_at <= hard.WITHHELD_HEARTBEAT_LIMIT_S
     assert [r.payload["event"] for r in reader.rows("safety")].count("heartbeat_resumed") == 1
+
+
+DEAF_AT_S = 12.0
+DEAF = f"""
+[[fault]]
+kind = "commands_ignored"   # the generator's command handling hangs mid-lesion: nothing the host sends is taken
+at_s = {DEAF_AT_S}
+"""
+
+
+@pytest.mark.sim_only
+def test_a_generator_that_stops_taking_commands_mid_lesion_is_a_lost_link_in_real_time(tmp_path: Path) -> None:
+    """The simulator process stops taking commands 12 s after it started, during the lesion; telemetry goes on.
+    Across the process boundary, in real time, the cart trips ``link_lost`` once its commands have gone
+    unanswered for 100 ms, and the generator's own watchdog, starved of heartbeats, has output off soon after."""
+    plan, faults = tmp_path / "plan.toml", tmp_path / "deaf.toml"
+    plan.write_text(PLAN)
+    faults.write_text(DEAF)
+
+    def attempt() -> Outcome:
+        sim = start_sim("tcp:0", faults)
+        try:
+            return rfa_run(["run", "--generator", sim.url, "--probe", "none", "--plan", str(plan), "--yes", "--json",
+                            "--record", str(tmp_path)])
+        finally:
+            sim.stop()
+
+    run, result = run_until_unspoiled(attempt, broke_period)
+    assert run.returncode == 1 and result.get("event") == "result", (result.get("message"), run.stderr[-2000:])
+    assert result["first_trip"].startswith("link_lost: no ACK for"), result["first_trip"]
+    assert "not taking commands" in result["first_trip"]
+    reader = RecordReader(Path(result["record_path"]))
+    assert reader.verify().ok
+    trip = next(r for r in reader.rows("alarm") if r.payload["event"] == "trip")
+    ch1 = [r for r in reader.rows("telemetry") if r.payload["ch"] == 1]
+    before = [r for r in ch1 if r.mono <= trip.mono]
+    # Tripped on the fault, not before it: the last frame read before the trip is from after the answers were due.
+    assert DEAF_AT_S + hard.COMMAND_ANSWER_S - 0.03 <= before[-1].payload["gen_us"] / 1e6 <= DEAF_AT_S + 0.5
+    assert before[-1].payload["flags"] & 1, "the fault met output: the lesion was running"
+    still_on = [r.mono for r in ch1 if r.mono > trip.mono and r.payload["flags"] & 1]
+    assert not still_on or max(still_on) - trip.mono <= hard.GENERATOR_HEARTBEAT_TIMEOUT_S
