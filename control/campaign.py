@@ -270,7 +270,7 @@ def _stop_limit_s(at: float, mask: int, injection: Injection | None) -> float:
     """How long after a trip or an OUTPUT_OFF at ``at`` the channels of ``mask`` may still deliver."""
     if injection is None or at < injection.at_s:
         return STOP_WITHIN_S
-    if injection.kind in UNHEARD_KINDS:
+    if injection.kind in UNHEARD_KINDS and (injection.duration_s is None or at < injection.at_s + injection.duration_s):
         return STOP_WITHIN_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S  # OUTPUT_OFF is not heard: only the watchdog acts
     if injection.kind in LATENT_KINDS and mask & _fault_mask(injection):
         # A stuck stage ignores OUTPUT_OFF: the host trips on the output it did not command after its grace (and

@@ -265,12 +265,16 @@ class ProcedureSession:
             self._say_heartbeat()
 
     def _settle_withholding(self) -> None:
-        """Before the loop stops: while the gate withholds the host heartbeat, keep ticking (the generator's own
-        watchdog acting, the gate watching) until output is seen off or reported unstoppable, so a procedure
-        never ends without saying which. Bounded by the gate's own limits: under a second."""
-        deadline = self.clock.now() + hard.WITHHELD_HEARTBEAT_LIMIT_S + hard.GENERATOR_HEARTBEAT_TIMEOUT_S + 0.1
-        while (self.gate.heartbeat_withheld_since is not None and not self.gate.output_unstoppable
-               and self.clock.now() < deadline):
+        """Before the loop stops: until the final OUTPUT_OFF is acknowledged, and while the gate withholds the host
+        heartbeat, keep ticking (the generator's own watchdog acting, the gate watching) until output is seen off
+        or reported unstoppable, so a procedure never ends without saying which. A generator that does not take
+        the final OUTPUT_OFF is a lost link after ``COMMAND_ANSWER_S``, and the heartbeat is withheld if a channel
+        that was on has not been seen off. Bounded by the gate's own limits: under a second."""
+        deadline = self.clock.now() + (hard.COMMAND_ANSWER_S + hard.WITHHELD_HEARTBEAT_LIMIT_S
+                                       + hard.GENERATOR_HEARTBEAT_TIMEOUT_S + 0.1)
+        while self.clock.now() < deadline and (
+                self.generator.unanswered is not None
+                or (self.gate.heartbeat_withheld_since is not None and not self.gate.output_unstoppable)):
             self.loop.tick()  # its trips are latched and recorded by the gate; the procedure is ending
             self._say_heartbeat()
 

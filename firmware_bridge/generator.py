@@ -42,11 +42,11 @@ from firmware_bridge.transport import Transport
 HEARTBEAT_PERIOD_S: Final = 0.1
 HOST_STATE_ACTIVE: Final = 1
 ACKS_KEPT: Final = 512
+"""The newest ACKs kept for :meth:`RfGenerator.ack_for`, keyed by (message id, SEQ). The host's SEQ wraps at
+256: sending a command forgets the ACK its SEQ had in the last wrap, so an ACK found answers this command."""
 AWAITED_KEPT: Final = 4096
 """Commands kept waiting for their ACK: 40 s of a command every tick with nothing answered (a dead line). Past it
 the oldest are forgotten, by then long reported (:attr:`RfGenerator.unanswered`)."""
-"""The newest ACKs kept for :meth:`RfGenerator.ack_for`, keyed by (message id, SEQ). The host's SEQ wraps at
-256: sending a command forgets the ACK its SEQ had in the last wrap, so an ACK found answers this command."""
 
 M = TypeVar("M", bound=Message)
 
@@ -68,6 +68,14 @@ class Unanswered(NamedTuple):
     msg_id: int
     seq: int
     sent_at: float
+
+
+class Sent(NamedTuple):
+    """The newest command sent (HEARTBEAT aside): its place in the order sent, when, and the message."""
+
+    place: int
+    sent_at: float
+    msg: Message
 
 
 def _reduces_energy(msg: Message) -> bool:
@@ -117,9 +125,13 @@ class RfGenerator:
         self._awaited_at: dict[tuple[int, int], int] = {}
         """The place in that order of the last command sent with each (message id, SEQ)."""
         self._awaited_lock = threading.Lock()
+        self._answered_place: int | None = None
+        """The place of the newest command answered."""
         """Guards the two above between the loop (ACKs) and the watchdog's thread (sends); never held across I/O."""
         self.acks_missed = 0
         """Commands never acknowledged that a later command's ACK went past: the command or its ACK was lost."""
+        self.newest_command: Sent | None = None
+        """The newest command sent but HEARTBEAT (what :meth:`repeat` may send again)."""
 
     # -- observation ---------------------------------------------------------------------------------
     def on_sent(self, listener: SentListener) -> None:
@@ -166,24 +178,74 @@ class RfGenerator:
 
     # -- commands ------------------------------------------------------------------------------------
     def _send(self, msg: Message) -> int:
-        notify_first = not _reduces_energy(msg)
         with self._send_lock:
-            seq, frame = self._encoder.encode(msg)
-            self._acks.pop((msg.MSG_ID, seq), None)  # an ACK of this SEQ from the last wrap answers nothing now
-            now = self.clock.now()
-            if notify_first:
-                for listener in self._sent_listeners:
-                    listener(seq, msg, now)
+            return self._send_locked(msg)
+
+    def _send_locked(self, msg: Message) -> int:
+        notify_first = not _reduces_energy(msg)
+        seq, frame = self._encoder.encode(msg)
+        self._acks.pop((msg.MSG_ID, seq), None)  # an ACK of this SEQ from the last wrap answers nothing now
+        now = self.clock.now()
+        if notify_first:
+            for listener in self._sent_listeners:
+                listener(seq, msg, now)
+        place = self.frames_sent + 1
+        awaited = not isinstance(msg, Heartbeat)  # the one command the generator does not acknowledge
+        if awaited:  # before the write: the loop's thread may read its ACK before this thread goes on
+            self._await(place, Unanswered(msg.MSG_ID, seq, now))
+        try:
             self.transport.write(frame)
-            self.frames_sent += 1
-            if not isinstance(msg, Heartbeat):  # the one command the generator does not acknowledge
-                with self._awaited_lock:
-                    self._awaited.append((self.frames_sent, Unanswered(msg.MSG_ID, seq, now)))
-                    self._awaited_at[(msg.MSG_ID, seq)] = self.frames_sent
-            if not notify_first:
-                for listener in self._sent_listeners:
-                    listener(seq, msg, now)
-            return seq
+        except BaseException:
+            if awaited:
+                self._unawait(place)
+            raise
+        self.frames_sent = place
+        if awaited:
+            sent_at = self.clock.now()  # a write that blocked is the host's delay, not the generator's
+            self._await(place, Unanswered(msg.MSG_ID, seq, sent_at))
+            self.newest_command = Sent(place, sent_at, msg)
+        if not notify_first:
+            for listener in self._sent_listeners:
+                listener(seq, msg, now)
+        return seq
+
+    def _await(self, place: int, command: Unanswered) -> None:
+        """Wait for ``command``'s ACK (or, if it is still waiting, restamp it with the time its write ended)."""
+        with self._awaited_lock:
+            key = (command.msg_id, command.seq)
+            awaited = self._awaited
+            if self._awaited_at.get(key) == place:
+                if awaited and awaited[-1][0] == place:
+                    awaited[-1] = (place, command)
+                return
+            if place <= (self._answered_place or 0):
+                return  # already answered, before its write returned
+            awaited.append((place, command))
+            self._awaited_at[key] = place
+
+    def _unawait(self, place: int) -> None:
+        """The write failed: the command never went out, and is not waited for."""
+        with self._awaited_lock:
+            if self._awaited and self._awaited[-1][0] == place:
+                _, command = self._awaited.pop()
+                key = (command.msg_id, command.seq)
+                if self._awaited_at.get(key) == place:
+                    del self._awaited_at[key]
+
+    def repeat(self, capability: OutputCapability, place: int) -> int | None:
+        """Send the newest command again, if it is still the one at ``place`` and may be repeated; its new SEQ.
+
+        For the safety gate, which holds the capability: a command held for a while (a stimulus during a nerve
+        test) whose ACK is overdue is stated again, so a lost ACK is passed by the answer to its twin instead of
+        reading as a generator not taking commands. The check and the send are one step under the send lock,
+        so nothing sent meanwhile (an OUTPUT_OFF from the watchdog's thread) can be undone by the repeat. A
+        self-test request is never repeated: it would start the test again."""
+        self._require(capability)
+        with self._send_lock:
+            newest = self.newest_command
+            if newest is None or newest.place != place or isinstance(newest.msg, SelfTest):
+                return None
+            return self._send_locked(newest.msg)
 
     def output_off(self, channel_mask: int = ALL_CHANNELS) -> int:
         """Turn output off: on the wire first, then told to the listeners (the record)."""
@@ -278,6 +340,7 @@ class RfGenerator:
             place = self._awaited_at.pop(key, None)
             if place is None:
                 return  # not awaited: already passed by a later ACK, from before a wrap, or never sent
+            self._answered_place = max(place, self._answered_place or 0)
             awaited, awaited_at = self._awaited, self._awaited_at
             while awaited and awaited[0][0] <= place:
                 earlier_place, earlier = awaited.popleft()

@@ -17,7 +17,10 @@ status. Each tick the control loop calls :meth:`OutputGate.evaluate`:
   one path left that does not go through its command handling. The heartbeat is the generator's dead man's
   switch, so, like the output capability, it is the gate's to give. A generator that went on delivering
   through ten re-sent ``OUTPUT_OFF``, or past its own watchdog, keeps its uncommanded-output latch for the
-  rest of the session: acknowledging cannot re-arm it.
+  rest of the session: acknowledging cannot re-arm it;
+* while a command waits for its ACK and nothing has been sent for ``COMMAND_RESTATE_S`` (50 ms), the newest
+  command goes out again (an idle cart's OUTPUT_OFF, a held stimulus): a lost ACK is passed by its twin's, and
+  a generator that answers nothing for ``COMMAND_ANSWER_S`` is a lost link (``link_lost``) until one is answered.
 
 :meth:`OutputGate.request_output` and :meth:`OutputGate.request_stim` re-check every interlock, every
 latch and the setpoint against the plan and the limits before sending anything, and return a
@@ -233,8 +236,6 @@ class OutputGate:
         self._version = 0
         """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
         self._evaluated: _Evaluation | None = None
-        self._off_resent_at = -math.inf
-        """When :meth:`_apply` last sent OUTPUT_OFF (a trip's, or one re-sent)."""
         seq = generator.output_off(ALL_CHANNELS)
         self._emit([SafetyEvent(EventKind.OFF, now, "gate started: output off on all channels", seq=seq)])
 
@@ -307,7 +308,9 @@ class OutputGate:
                 self._version,
                 conditions,
             )
-            return self._apply(conditions, now)
+            trips = self._apply(conditions, now)
+            self._restate_if_overdue(now)
+            return trips
 
     def _apply(self, conditions: list[Trip], now: float) -> list[Trip]:
         if not conditions and not self._active and self._withheld_since is None:  # the usual tick: all quiet
@@ -324,16 +327,14 @@ class OutputGate:
             for trip in new_trips:
                 mask |= trip.mask
             seq = self._off(mask, now)
-            self._off_resent_at = now
             for trip in new_trips:
                 self._tripped.add(trip.key)
                 if SPECS[trip.interlock].latching:
                     self._latched[trip.key] = trip
                 events.append(self._event(EventKind.TRIP, now, trip, seq))
         cause = self._unconfirmed_off(active)
-        if not new_trips and (cause is not None or self._unanswered_off_due(now)):  # a trip has just sent its own
+        if cause is not None and not new_trips:  # a trip has just sent its own
             self._generator.output_off(ALL_CHANNELS)
-            self._off_resent_at = now
         tripped_now = {t.key for t in new_trips}
         for key, trip in active.items():
             if key not in self._active and key not in tripped_now:
@@ -348,13 +349,19 @@ class OutputGate:
         self._emit(events)
         return new_trips
 
-    def _unanswered_off_due(self, now: float) -> bool:
-        """While the generator acknowledges nothing, OUTPUT_OFF goes out again every ``COMMAND_ANSWER_S``: should
-        the commands be getting through, it makes the cart safer, and its ACK is what shows that they are again
-        (an idle cart sends nothing else that is acknowledged, so the lost link could never clear)."""
-        pending = self._generator.unanswered
-        return (pending is not None and now - pending.sent_at > hard.COMMAND_ANSWER_S
-                and now - self._off_resent_at >= hard.COMMAND_ANSWER_S)
+    def _restate_if_overdue(self, now: float) -> None:
+        """While a command waits for its ACK and nothing has been sent for ``COMMAND_RESTATE_S``, send the newest
+        command again: it states what the gate already commands (the driver repeats it only if it is still the
+        newest), and its ACK passes one lost on the wire. A stimulus is held for seconds through a nerve test,
+        and an idle cart sends nothing else that is acknowledged: without this a single lost ACK would read as a
+        generator not taking commands (``link_lost``), or, once that held, could never clear. A self-test request
+        is not repeated; an idle cart sends OUTPUT_OFF instead."""
+        gen = self._generator
+        newest = gen.newest_command
+        if newest is None or now - newest.sent_at < hard.COMMAND_RESTATE_S or gen.unanswered is None:
+            return
+        if gen.repeat(self._capability, newest.place) is None and not any(c.energised for c in self._commanded):
+            gen.output_off(ALL_CHANNELS)
 
     def _watch_uncommanded(self, uncommanded: Trip | None, now: float) -> None:
         """Note how long output against OUTPUT_OFF has lasted; past the grace (ten re-sent OUTPUT_OFF, where a

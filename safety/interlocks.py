@@ -320,13 +320,14 @@ def check_link_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Tri
     Only the oldest command after the newest answered one counts (:attr:`SafetyInputs.unanswered`): an ACK
     lost on the wire while later commands are answered is no loss of control (each SET_OUTPUT carries whole
     setpoints, and a lost command's effect is judged by its own interlock: over-power, stimulation mismatch,
-    uncommanded output)."""
+    uncommanded output). A command held with nothing after it (a stimulus through a nerve test) is sent again
+    by the gate once its ACK is overdue by half the limit, so its twin's ACK passes a lost one."""
     pending = inputs.unanswered
     if pending is not None and now - pending.sent_at > hard.COMMAND_ANSWER_S:
         return _sys(
             InterlockId.LINK_LOST,
-            f"no ACK for {_message_name(pending.msg_id)} (SEQ {pending.seq}), sent {(now - pending.sent_at) * 1000:.0f}"
-            f" ms ago, nor for anything sent since (each is due within {hard.COMMAND_ANSWER_S * 1000:.0f} ms): the "
+            f"no ACK for {_message_name(pending.msg_id)} (SEQ {pending.seq}) {(now - pending.sent_at) * 1000:.0f} ms "
+            f"after it was sent, nor for anything sent since (limit {hard.COMMAND_ANSWER_S * 1000:.0f} ms): the "
             "generator is not taking commands",
         )
     limit = rules.limits.link_loss_s

@@ -142,6 +142,10 @@ WITHHELD_HEARTBEAT_LIMIT_S: Final = GENERATOR_HEARTBEAT_TIMEOUT_S + 3 * LOOP_PER
 # for anything sent since, means the generator is not taking commands (the host's transmit line, or its command
 # handling): what the host commands no longer governs output, so that is a lost link (docs/safety.md).
 COMMAND_ANSWER_S: Final = 0.1
+# A command held for a while (a stimulus through a nerve test, an OUTPUT_OFF while idle) whose ACK is overdue
+# this long, with nothing sent since, is sent again: an ACK lost on the wire is then passed by its twin's, where
+# the next command might come only seconds later (docs/safety.md).
+COMMAND_RESTATE_S: Final = COMMAND_ANSWER_S / 2
 # Stimulation as delivered: the amplitude the generator measures (the voltage field of TELEMETRY while it
 # stimulates) within 10 % + 20 mV of the commanded one (two counts of the wire's 0.01 V), once the generator
 # has had as long to apply a new amplitude as it has to obey OUTPUT_OFF. A stimulator that under-delivers

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from firmware_bridge.clock import SimClock
 from firmware_bridge.errors import CapabilityError, LinkError
 from firmware_bridge.framing import Frame, FrameEncoder, FrameParser
-from firmware_bridge.generator import ACKS_KEPT, RfGenerator, Unanswered
+from firmware_bridge.generator import ACKS_KEPT, OutputCapability, RfGenerator, Unanswered
 from firmware_bridge.messages import (
     Ack,
     AckResult,
@@ -421,3 +421,65 @@ def test_a_seq_sent_again_while_its_first_send_still_waits_is_awaited_again() ->
     generator.work(answer=True)
     driver.poll()
     assert driver.unanswered is None and driver.acks_missed == 1
+
+
+class _LoopReadsDuringTheWrite:
+    """A transport whose write is interrupted by the loop's thread: the generator answers at once and the loop
+    polls before the sending thread has returned from ``write``."""
+
+    def __init__(self, inner: MemoryTransport, generator: _AnsweringGenerator) -> None:
+        self.inner, self.generator = inner, generator
+        self.url = inner.url
+        self.driver: RfGenerator | None = None
+
+    def read(self, max_bytes: int = 65536) -> bytes:
+        return self.inner.read(max_bytes)
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+        self.generator.work(answer=True)
+        assert self.driver is not None
+        self.driver.poll()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_ack_read_before_the_write_returns_still_answers_the_command() -> None:
+    host, device = memory_pair("ack-during-write")
+    wire = _LoopReadsDuringTheWrite(host, _AnsweringGenerator(device))
+    driver = wire.driver = RfGenerator(wire, SimClock())
+    seq = driver.output_off()  # as the watchdog's thread sends it
+    assert driver.ack_for(OutputOff.MSG_ID, seq) is not None
+    assert driver.unanswered is None and driver.acks_missed == 0
+
+
+def test_a_command_whose_write_fails_is_not_awaited() -> None:
+    clock = SimClock()
+    host, _device = memory_pair("write-fails")
+    driver = RfGenerator(host, clock)
+    host.close()
+    with pytest.raises(LinkError):
+        driver.output_off()
+    assert driver.unanswered is None and driver.newest_command is None
+
+
+def test_repeat_sends_the_newest_command_again_only_while_it_is_the_newest() -> None:
+    host, device = memory_pair("repeat")
+    driver = RfGenerator(host, SimClock())
+    capability = driver.claim_output_capability()
+    stim = Stim(0x01, 20, 200, 2000)
+    driver.stim(capability, stim)
+    newest = driver.newest_command
+    assert newest is not None and newest.msg == stim
+    driver.send_heartbeat()  # not a command that is awaited or repeated
+    assert driver.repeat(capability, newest.place) is not None
+    driver.output_off()  # the watchdog's, say: the stimulus must not be stated again after it
+    assert driver.repeat(capability, newest.place) is None
+    driver.request_self_test()
+    assert driver.newest_command is not None
+    assert driver.repeat(capability, driver.newest_command.place) is None, "a repeated request restarts the test"
+    with pytest.raises(CapabilityError):
+        driver.repeat(OutputCapability(object()), driver.newest_command.place)
+    sent = [f.msg for f in FrameParser().feed(device.read()) if not isinstance(f.msg, Heartbeat)]
+    assert sent == [stim, stim, OutputOff(0x0F), SelfTest(0, 0)]

@@ -147,6 +147,16 @@ def test_a_cut_link_is_allowed_the_generators_own_heartbeat_timeout() -> None:
     assert not _judge(unplug, [TripRow(50.05, "telemetry_stale", None)], too_late).passed
 
 
+@pytest.mark.parametrize("kind", sorted(campaign.UNHEARD_KINDS))
+def test_the_generators_own_timeout_is_allowed_only_while_it_cannot_hear_the_host(kind: str) -> None:
+    """Once the link is back (or the generator takes commands again), an OUTPUT_OFF must work within two periods."""
+    for_a_second = Injection(kind, 1, 50.0, 1.0)
+    device = _device((10.0, 0b111), (50.3, 0), (52.0, 0b111), (52.3, 0))
+    assert _judge(for_a_second, [], device, off_commands=((50.05, 0b111),)).passed
+    outcome = _judge(for_a_second, [], device, off_commands=((50.05, 0b111), (52.05, 0b111)))
+    assert not outcome.passed and "the OUTPUT_OFF at 52.05 s (limit 20 ms)" in outcome.problems[0], outcome.problems
+
+
 def test_output_that_runs_on_after_an_output_off_fails_even_without_a_trip() -> None:
     """ch1's lesion ends at 100 s: the OUTPUT_OFF the host sent for it must stop it within two periods."""
     obeyed = _device((10.0, 0b111), (100.01, 0b110), (130.0, 0))

@@ -160,3 +160,14 @@ CartMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("RFA_STATEFUL_EXAMPLES", "12")), stateful_step_count=25, deadline=None
 )
 TestCartStateMachine = CartMachine.TestCase
+
+
+def test_a_stop_the_generator_does_not_take_ends_only_once_output_is_seen_off() -> None:
+    """Found by the machine: the operator stops as the first stimulus goes out, just as the generator stops taking
+    commands. The procedure must not end on an OUTPUT_OFF nobody acknowledged: it goes on ticking until that is a
+    lost link, the heartbeat withheld, and the generator's own watchdog has output off (teardown's checks)."""
+    machine = CartMachine()
+    machine.advance(ticks=61)  # the self-test has passed: the first stimulus is on its way
+    machine.press_stop()
+    machine.device_fault(kind=FaultKind.COMMANDS_IGNORED, channel=1, duration_s=None)
+    machine.teardown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -751,17 +752,47 @@ def test_an_idle_generator_that_answers_nothing_is_asked_again_until_it_does_and
     rig.gate.all_off()
     rig.wire()
     rig.events.clear()
-    offs = 0
+    off_at = [rig.clock.now()]
     for _ in range(30):  # 0.3 s
         assert _deaf_tick(rig) == []
-        offs += sum(isinstance(m, OutputOff) for m in rig.wire())
+        off_at += [rig.clock.now() for m in rig.wire() if isinstance(m, OutputOff)]
     assert rig.gate.latched == ()
     assert [(e.kind, e.interlock) for e in rig.events] == [(EventKind.INHIBIT, InterlockId.LINK_LOST)]
-    assert offs == 2, "OUTPUT_OFF again every COMMAND_ANSWER_S while nothing is answered"
+    gaps = [b - a for a, b in itertools.pairwise(off_at)]
+    assert len(gaps) >= 5 and all(gap <= hard.COMMAND_RESTATE_S + 0.01 + 1e-9 for gap in gaps), gaps
     refused = rig.gate.request_output({1: 10.0}, rig.imaging())
     assert not refused and "not taking commands" in refused.reasons[0]
-    rig.healthy_tick()  # it takes commands again, and is asked again (the last OUTPUT_OFF was lost)
-    rig.healthy_tick()  # that one is answered
+    for _ in range(round(hard.COMMAND_RESTATE_S / 0.01) + 2):  # it takes commands again: the next one is answered
+        rig.healthy_tick()
     assert [(e.kind, e.interlock) for e in rig.events][-2:] == [
         (EventKind.REFUSED, None), (EventKind.CLEARED, InterlockId.LINK_LOST)]
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
+
+
+def test_a_stimulus_whose_ack_is_lost_is_stated_again_and_the_nerve_test_goes_on() -> None:
+    """A stimulus is held for seconds with nothing else sent but heartbeats: its lost ACK must not read as a
+    generator not taking commands. Its twin goes out once the ACK is overdue, and the twin's ACK passes it."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 2000, rig.imaging())
+    stimulating = {1: channel(voltage_v=2.0, flags=ON)}
+    _deaf_tick(rig, stimulating)  # the STIM is taken, its ACK lost on the wire
+    rig.wire()
+    for _ in range(100):  # 1 s of the test, answered as it should be
+        rig.healthy_tick(stimulating)
+    stims = [m for m in rig.wire() if isinstance(m, Stim)]
+    assert stims == [Stim(0x01, 20, rig.plan.stimulation.pulse_width_us, 2000)], "stated once again, no more"
+    assert rig.gate.active_alarms == () and rig.gate.commanded[0].stim_amplitude_mv == 2000
+    assert rig.driver.unanswered is None and rig.driver.acks_missed == 1
+
+
+def test_a_generator_that_stops_answering_during_a_held_stimulus_trips_within_a_period_of_the_limit() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 2000, rig.imaging())
+    sent_at = rig.clock.now()
+    trips: list[Trip] = []
+    while not trips and rig.clock.now() - sent_at < 1.0:
+        trips = _deaf_tick(rig, {1: channel(voltage_v=2.0, flags=ON)})
+    assert [t.interlock for t in trips] == [InterlockId.LINK_LOST]
+    assert hard.COMMAND_ANSWER_S < rig.clock.now() - sent_at <= hard.COMMAND_ANSWER_S + 0.01 + 1e-9
