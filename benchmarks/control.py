@@ -1020,7 +1020,7 @@ SCENARIOS: Final[tuple[TripScenario, ...]] = (
                  "as telemetry_stale", _stall_status_task, channel=None),
     TripScenario(_I.LINK_LOST, "the host's transmit line breaks: nothing it sends arrives, so nothing is "
                  "acknowledged while telemetry flows; onset = the first lost command (this tick's SET_OUTPUT) + "
-                 "100 ms", _cut_host_line, channel=None, variant="unanswered"),
+                 "150 ms", _cut_host_line, channel=None, variant="unanswered"),
     TripScenario(_I.GENERATOR_FAULT, "simulator fault generator_fault (reported in the next 10 Hz STATUS)",
                  _fault(FaultKind.GENERATOR_FAULT), il.check_generator_fault, channel=None),
     TripScenario(_I.UNCOMMANDED_OUTPUT, "the host ends ch4's lesion and its OUTPUT_OFF is lost on the wire; "

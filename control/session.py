@@ -154,6 +154,8 @@ class ProcedureSession:
         self.loop = ControlLoop(clock=clock, pacer=pacer, generator=generator, gate=self.gate, guidance=guidance,
                                 realtime=realtime)
         self._pending_trips: list[Trip] = []
+        self._ending_alarms: list[str] = []
+        """Trips while the procedure's end waits for its final OUTPUT_OFF to be taken: they change its result."""
         """Trips the loop found that the session has still to act on (one tick's, or a hold's)."""
         self.commits = CommitWaiter(record, self.loop, self._pending_trips.extend)
         self.recorder.defer_commit = self.commits.on_loop_thread
@@ -205,6 +207,7 @@ class ProcedureSession:
             finally:  # even if interrupted while settling: supervision ends, the interpreter is restored
                 self.commits.end()
                 self.loop.stop()
+        messages += [f"as the procedure ended: {text}" for text in self._ending_alarms]
         if self.gate.output_unstoppable:
             messages.append("OUTPUT MAY STILL BE ON: the generator obeyed neither OUTPUT_OFF nor its own watchdog; "
                             "switch it off at its mains switch")
@@ -275,7 +278,11 @@ class ProcedureSession:
         while self.clock.now() < deadline and (
                 self.generator.unanswered is not None
                 or (self.gate.heartbeat_withheld_since is not None and not self.gate.output_unstoppable)):
-            self.loop.tick()  # its trips are latched and recorded by the gate; the procedure is ending
+            for trip in self.loop.tick():  # latched and recorded by the gate; the procedure is ending, so told only
+                self._ending_alarms.append(self._tell_trip(trip))
+            alarm = self.recorder.take_uncommitted_alarm()
+            if alarm is not None:  # on disk before going on, as on any tick
+                self.commits.commit(alarm)
             self._say_heartbeat()
 
     def _say_heartbeat(self) -> None:
@@ -308,13 +315,18 @@ class ProcedureSession:
             self.procedure.trigger("operator_stop", reason=reason)
         return reason
 
-    def _handle_trip(self, trip: Trip) -> None:
+    def _tell_trip(self, trip: Trip) -> str:
+        """The operator's alarm for a trip, with its record row (the first trip is the procedure's); its text."""
         where = f" ch{trip.channel}" if trip.channel is not None else ""
         text = f"{trip.interlock.value}{where}: {trip.reason}"
         row = self.recorder.trip_rows.get((trip.interlock.value, trip.channel))
         if not self.first_trip:
             self.first_trip, self.first_trip_row = text, row
         self._say(f"ALARM ({trip.priority.name.lower()}) {text}", event="alarm", detail=text, row=row)
+        return text
+
+    def _handle_trip(self, trip: Trip) -> None:
+        text = self._tell_trip(trip)
         lesioning = self.procedure.state in (State.RAMPING, State.LESIONING)
         if trip.channel is not None and lesioning:
             self._stop_lesion_on(trip.channel, text)

@@ -120,14 +120,16 @@ class RfGenerator:
         """The newest ACK whose result is not OK: the generator refused a command."""
         self.last_rx_at: float | None = None
         self.frames_sent = 0
+        self._places = 0
+        """Every frame's place in the order sent (a failed write takes one too)."""
         self._awaited: deque[tuple[int, Unanswered]] = deque(maxlen=AWAITED_KEPT)
-        """Commands waiting for their ACK, in the order sent, each with its place in that order (``frames_sent``)."""
+        """Commands waiting for their ACK, in the order sent, each with its place in that order."""
         self._awaited_at: dict[tuple[int, int], int] = {}
         """The place in that order of the last command sent with each (message id, SEQ)."""
         self._awaited_lock = threading.Lock()
+        """Guards the two above between the loop (ACKs) and the watchdog's thread (sends); never held across I/O."""
         self._answered_place: int | None = None
         """The place of the newest command answered."""
-        """Guards the two above between the loop (ACKs) and the watchdog's thread (sends); never held across I/O."""
         self.acks_missed = 0
         """Commands never acknowledged that a later command's ACK went past: the command or its ACK was lost."""
         self.newest_command: Sent | None = None
@@ -189,7 +191,8 @@ class RfGenerator:
         if notify_first:
             for listener in self._sent_listeners:
                 listener(seq, msg, now)
-        place = self.frames_sent + 1
+        self._places += 1
+        place = self._places
         awaited = not isinstance(msg, Heartbeat)  # the one command the generator does not acknowledge
         if awaited:  # before the write: the loop's thread may read its ACK before this thread goes on
             self._await(place, Unanswered(msg.MSG_ID, seq, now))
@@ -198,8 +201,10 @@ class RfGenerator:
         except BaseException:
             if awaited:
                 self._unawait(place)
+                if not notify_first:  # a stop that did not go out is still the last word: repeat that, if anything
+                    self.newest_command = Sent(place, now, msg)
             raise
-        self.frames_sent = place
+        self.frames_sent += 1
         if awaited:
             sent_at = self.clock.now()  # a write that blocked is the host's delay, not the generator's
             self._await(place, Unanswered(msg.MSG_ID, seq, sent_at))

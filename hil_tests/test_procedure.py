@@ -247,7 +247,7 @@ at_s = {DEAF_AT_S}
 def test_a_generator_that_stops_taking_commands_mid_lesion_is_a_lost_link_in_real_time(tmp_path: Path) -> None:
     """The simulator process stops taking commands 12 s after it started, during the lesion; telemetry goes on.
     Across the process boundary, in real time, the cart trips ``link_lost`` once its commands have gone
-    unanswered for 100 ms, and the generator's own watchdog, starved of heartbeats, has output off soon after."""
+    unanswered for 150 ms, and the generator's own watchdog, starved of heartbeats, has output off soon after."""
     plan, faults = tmp_path / "plan.toml", tmp_path / "deaf.toml"
     plan.write_text(PLAN)
     faults.write_text(DEAF)

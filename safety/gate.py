@@ -18,9 +18,10 @@ status. Each tick the control loop calls :meth:`OutputGate.evaluate`:
   switch, so, like the output capability, it is the gate's to give. A generator that went on delivering
   through ten re-sent ``OUTPUT_OFF``, or past its own watchdog, keeps its uncommanded-output latch for the
   rest of the session: acknowledging cannot re-arm it;
-* while a command waits for its ACK and nothing has been sent for ``COMMAND_RESTATE_S`` (50 ms), the newest
+* while a command waits for its ACK and nothing has been sent for ``COMMAND_RESTATE_S`` (70 ms), the newest
   command goes out again (an idle cart's OUTPUT_OFF, a held stimulus): a lost ACK is passed by its twin's, and
-  a generator that answers nothing for ``COMMAND_ANSWER_S`` is a lost link (``link_lost``) until one is answered.
+  a generator that answers nothing for ``COMMAND_ANSWER_S`` (150 ms) is a lost link (``link_lost``) until one
+  is answered. An enabling command is repeated only while the gate still commands it and nothing blocks it.
 
 :meth:`OutputGate.request_output` and :meth:`OutputGate.request_stim` re-check every interlock, every
 latch and the setpoint against the plan and the limits before sending anything, and return a
@@ -44,6 +45,7 @@ from firmware_bridge.messages import (
     ALL_CHANNELS,
     N_CHANNELS,
     ChannelTelemetry,
+    Message,
     OutputMode,
     SetOutput,
     Stim,
@@ -360,8 +362,27 @@ class OutputGate:
         newest = gen.newest_command
         if newest is None or now - newest.sent_at < hard.COMMAND_RESTATE_S or gen.unanswered is None:
             return
-        if gen.repeat(self._capability, newest.place) is None and not any(c.energised for c in self._commanded):
+        repeated = gen.repeat(self._capability, newest.place) if self._still_commanded(newest.msg) else None
+        if repeated is None and not any(c.energised for c in self._commanded):
             gen.output_off(ALL_CHANNELS)
+
+    def _still_commanded(self, msg: Message) -> bool:
+        """Whether repeating ``msg`` states only what the gate commands now: any stop may be repeated; an enabling
+        command only while every channel it drives is still commanded so and nothing blocks it (a latch, a
+        condition, the withheld heartbeat, the operator's stop). A stop whose write failed leaves the earlier
+        enabling command the newest on the wire, and the gate's own state unchanged: this is what keeps a repeat
+        from ever undoing it."""
+        if isinstance(msg, SetOutput):
+            mask = msg.channel_mask
+            driven = all(self._commanded[c - 1].on for c in self._channels_of(mask))
+        elif isinstance(msg, Stim) and msg.amplitude_mv:
+            mask = msg.channel_mask
+            driven = all(self._commanded[c - 1].stim_amplitude_mv == msg.amplitude_mv for c in self._channels_of(mask))
+        else:
+            return True
+        if not driven or self._withheld_since is not None or self._operator_stop:
+            return False
+        return not any(t.mask & mask for t in (*self._latched.values(), *self._active.values()))
 
     def _watch_uncommanded(self, uncommanded: Trip | None, now: float) -> None:
         """Note how long output against OUTPUT_OFF has lasted; past the grace (ten re-sent OUTPUT_OFF, where a

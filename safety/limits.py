@@ -138,14 +138,16 @@ GENERATOR_HEARTBEAT_TIMEOUT_S: Final = 0.25
 LINK_LATENCY_S: Final = 0.025
 WITHHELD_HEARTBEAT_LIMIT_S: Final = GENERATOR_HEARTBEAT_TIMEOUT_S + 3 * LOOP_PERIOD_S + 2 * LINK_LATENCY_S
 # Every command but HEARTBEAT is acknowledged (ACK). The answer comes back within the generator's step, the
-# link's latency both ways and the loop's next read (70 ms); one that has not come 100 ms after a command, nor
-# for anything sent since, means the generator is not taking commands (the host's transmit line, or its command
-# handling): what the host commands no longer governs output, so that is a lost link (docs/safety.md).
-COMMAND_ANSWER_S: Final = 0.1
-# A command held for a while (a stimulus through a nerve test, an OUTPUT_OFF while idle) whose ACK is overdue
-# this long, with nothing sent since, is sent again: an ACK lost on the wire is then passed by its twin's, where
-# the next command might come only seconds later (docs/safety.md).
-COMMAND_RESTATE_S: Final = COMMAND_ANSWER_S / 2
+# link's latency both ways and the loop's next read: 70 ms. A command held for a while (a stimulus through a
+# nerve test, an OUTPUT_OFF while idle) whose ACK is that late, with nothing sent since, is sent again (on the
+# next tick at the latest): an ACK lost on the wire is then passed by its twin's, where the next command might
+# come only seconds later. A command answered neither itself nor by anything sent since, not even that twin,
+# within the twin's own round trip after it, means the generator is not taking commands (the host's transmit
+# line, or its command handling): what the host commands no longer governs output, so that is a lost link
+# (docs/safety.md). 150 ms: the generator's own watchdog acts at 250 ms.
+COMMAND_ROUND_TRIP_S: Final = 2 * LOOP_PERIOD_S + 2 * LINK_LATENCY_S
+COMMAND_RESTATE_S: Final = COMMAND_ROUND_TRIP_S
+COMMAND_ANSWER_S: Final = COMMAND_RESTATE_S + LOOP_PERIOD_S + COMMAND_ROUND_TRIP_S
 # Stimulation as delivered: the amplitude the generator measures (the voltage field of TELEMETRY while it
 # stimulates) within 10 % + 20 mV of the commanded one (two counts of the wire's 0.01 V), once the generator
 # has had as long to apply a new amplitude as it has to obey OUTPUT_OFF. A stimulator that under-delivers

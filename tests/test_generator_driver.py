@@ -454,14 +454,21 @@ def test_an_ack_read_before_the_write_returns_still_answers_the_command() -> Non
     assert driver.unanswered is None and driver.acks_missed == 0
 
 
-def test_a_command_whose_write_fails_is_not_awaited() -> None:
-    clock = SimClock()
+def test_a_command_whose_write_fails_is_not_awaited_and_only_a_failed_stop_stays_the_newest() -> None:
+    """A stop that did not go out is still what the host last meant (a repeat retries it); an enabling command
+    that did not go out is not, so the command before it stays the newest."""
     host, _device = memory_pair("write-fails")
-    driver = RfGenerator(host, clock)
+    driver = RfGenerator(host, SimClock())
+    capability = driver.claim_output_capability()
+    driver.pump(False, 0)
     host.close()
     with pytest.raises(LinkError):
+        driver.stim(capability, Stim(0x01, 20, 200, 2000))
+    assert driver.newest_command is not None and driver.newest_command.msg == Pump(0, 0)
+    with pytest.raises(LinkError):
         driver.output_off()
-    assert driver.unanswered is None and driver.newest_command is None
+    assert driver.newest_command is not None and driver.newest_command.msg == OutputOff(0x0F)
+    assert driver.unanswered is not None and driver.unanswered.msg_id == Pump.MSG_ID, "only the pump went out"
 
 
 def test_repeat_sends_the_newest_command_again_only_while_it_is_the_newest() -> None:
