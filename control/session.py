@@ -154,9 +154,9 @@ class ProcedureSession:
         self.loop = ControlLoop(clock=clock, pacer=pacer, generator=generator, gate=self.gate, guidance=guidance,
                                 realtime=realtime)
         self._pending_trips: list[Trip] = []
+        """Trips the loop found that the session has still to act on (one tick's, or a hold's)."""
         self._ending_alarms: list[str] = []
         """Trips while the procedure's end waits for its final OUTPUT_OFF to be taken: they change its result."""
-        """Trips the loop found that the session has still to act on (one tick's, or a hold's)."""
         self.commits = CommitWaiter(record, self.loop, self._pending_trips.extend)
         self.recorder.defer_commit = self.commits.on_loop_thread
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition, durable=self.commits.durable)

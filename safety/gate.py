@@ -369,9 +369,8 @@ class OutputGate:
     def _still_commanded(self, msg: Message) -> bool:
         """Whether repeating ``msg`` states only what the gate commands now: any stop may be repeated; an enabling
         command only while every channel it drives is still commanded so and nothing blocks it (a latch, a
-        condition, the withheld heartbeat, the operator's stop). A stop whose write failed leaves the earlier
-        enabling command the newest on the wire, and the gate's own state unchanged: this is what keeps a repeat
-        from ever undoing it."""
+        condition, the withheld heartbeat, the operator's stop). The driver keeps a stop whose write failed as the
+        newest command, so that is what a repeat retries; this is the second guard, on the gate's own account."""
         if isinstance(msg, SetOutput):
             mask = msg.channel_mask
             driven = all(self._commanded[c - 1].on for c in self._channels_of(mask))
