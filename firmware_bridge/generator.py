@@ -128,8 +128,6 @@ class RfGenerator:
         """The place in that order of the last command sent with each (message id, SEQ)."""
         self._awaited_lock = threading.Lock()
         """Guards the two above between the loop (ACKs) and the watchdog's thread (sends); never held across I/O."""
-        self._answered_place: int | None = None
-        """The place of the newest command answered."""
         self.acks_missed = 0
         """Commands never acknowledged that a later command's ACK went past: the command or its ACK was lost."""
         self.newest_command: Sent | None = None
@@ -207,7 +205,7 @@ class RfGenerator:
         self.frames_sent += 1
         if awaited:
             sent_at = self.clock.now()  # a write that blocked is the host's delay, not the generator's
-            self._await(place, Unanswered(msg.MSG_ID, seq, sent_at))
+            self._restamp(place, Unanswered(msg.MSG_ID, seq, sent_at))
             self.newest_command = Sent(place, sent_at, msg)
         if not notify_first:
             for listener in self._sent_listeners:
@@ -215,18 +213,16 @@ class RfGenerator:
         return seq
 
     def _await(self, place: int, command: Unanswered) -> None:
-        """Wait for ``command``'s ACK (or, if it is still waiting, restamp it with the time its write ended)."""
+        """Wait for ``command``'s ACK."""
         with self._awaited_lock:
-            key = (command.msg_id, command.seq)
-            awaited = self._awaited
-            if self._awaited_at.get(key) == place:
-                if awaited and awaited[-1][0] == place:
-                    awaited[-1] = (place, command)
-                return
-            if place <= (self._answered_place or 0):
-                return  # already answered, before its write returned
-            awaited.append((place, command))
-            self._awaited_at[key] = place
+            self._awaited.append((place, command))
+            self._awaited_at[(command.msg_id, command.seq)] = place
+
+    def _restamp(self, place: int, command: Unanswered) -> None:
+        """Date the command at ``place`` by the end of its write, if it still waits (its ACK may already be in)."""
+        with self._awaited_lock:
+            if self._awaited and self._awaited[-1][0] == place:
+                self._awaited[-1] = (place, command)
 
     def _unawait(self, place: int) -> None:
         """The write failed: the command never went out, and is not waited for."""
@@ -345,7 +341,6 @@ class RfGenerator:
             place = self._awaited_at.pop(key, None)
             if place is None:
                 return  # not awaited: already passed by a later ACK, from before a wrap, or never sent
-            self._answered_place = max(place, self._answered_place or 0)
             awaited, awaited_at = self._awaited, self._awaited_at
             while awaited and awaited[0][0] <= place:
                 earlier_place, earlier = awaited.popleft()
