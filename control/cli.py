@@ -307,12 +307,15 @@ def _run(args: argparse.Namespace) -> int:
             probe.close()
         if served_probe is not None:
             served_probe.close()
-    if args.json:
-        print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters()}))
-    else:
-        print(render_result(result))
-        counters = generator.counters()
-        print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    try:
+        if args.json:
+            print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters()}))
+        else:
+            print(render_result(result))
+            counters = generator.counters()
+            print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    except BrokenPipeError:  # the reader went away: the procedure's own result still decides the exit code
+        _silence_stdout()
     return result.exit_code
 
 
@@ -615,10 +618,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except BrokenPipeError:
         # The reader went away (`rfa console | head`, `rfa record show … | less` quit early): not an error of
-        # ours. Point stdout at /dev/null so the interpreter's own flush at exit does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # ours. (`rfa run` answers with its procedure's own exit code: a run its reader cut short is a fault.)
+        _silence_stdout()
         return EXIT_OK
     return result
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit does not raise again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ class Follower:
         if row.kind == "state":
             self.state = str(p.get("dest", ""))
             where = f" ch{p['channel']} {p.get('test', '')}".rstrip() if "channel" in p else ""
-            return self._at(f"state {p.get('source', '')} → {self.state}{where}")
+            why = f": {p['reason']}" if p.get("reason") else ""  # a fault's cause, an operator stop's
+            return self._at(f"state {p.get('source', '')} → {self.state}{where}{why}")
         if row.kind == "alarm" and p.get("event") != "inhibit":
             channel = "" if p.get("channel") is None else f" ch{p['channel']}"
             what = "ALARM" if p.get("event") == "trip" else str(p.get("event", "")).upper()
@@ -83,12 +84,18 @@ class Follower:
         return " | ".join(parts)
 
     def outcome(self) -> tuple[int, str]:
-        """Exit code and closing line, once the summary row is in."""
+        """Exit code and closing lines, once the summary row is in: as ``rfa run`` ends, the procedure's message
+        (which says if output may still be on), then its first interlock trip and where it is in the record."""
         assert self.summary is not None
         s = self.summary
         code = int(s.get("exit_code", EXIT_FAULT))
-        why = s.get("first_trip") or s.get("message") or ""
-        return code, f"Procedure ended in {s.get('final_state', '?')} (exit {code})" + (f": {why}" if why else "")
+        first_trip, message = s.get("first_trip") or "", s.get("message") or ""
+        why = message or first_trip
+        line = f"Procedure ended in {s.get('final_state', '?')} (exit {code})" + (f": {why}" if why else "")
+        if first_trip and message:
+            row = s.get("first_trip_row")
+            line += f"\nFirst interlock trip: {first_trip}" + (f" (record row {row})" if row else "")
+        return code, line
 
     def _elapsed_s(self) -> float:
         return 0.0 if self.start_mono is None else self.now_mono - self.start_mono

@@ -77,6 +77,11 @@ class Stopped(Exception):
     """The procedure ended early without a fault (operator stop, refused arming)."""
 
 
+class OperatorOutputLost(CartError):
+    """The display or the ``--json`` event stream can no longer be written (a closed pipe or terminal): the
+    procedure cannot go on with nobody, and no script, seeing it, so it ends in the safe state as a fault."""
+
+
 @dataclass
 class SessionResult:
     exit_code: int
@@ -202,12 +207,16 @@ class ProcedureSession:
         finally:
             try:
                 with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
+                    self._tell_ending(self._pending_trips)  # found by the last tick or hold, never acted on
                     self.gate.all_off("end of procedure")
                     self._settle_withholding()
+                unconfirmed = self._off_unconfirmed()  # before the watchdog's own last OUTPUT_OFF, just below
             finally:  # even if interrupted while settling: supervision ends, the interpreter is restored
                 self.commits.end()
                 self.loop.stop()
         messages += [f"as the procedure ended: {text}" for text in self._ending_alarms]
+        if unconfirmed:
+            messages.append(unconfirmed)
         if self.gate.output_unstoppable:
             messages.append("OUTPUT MAY STILL BE ON: the generator obeyed neither OUTPUT_OFF nor its own watchdog; "
                             "switch it off at its mains switch")
@@ -256,16 +265,30 @@ class ProcedureSession:
         if alarm is not None:  # an alarm the gate emitted in this tick (real time): on disk before going on
             self.commits.commit(alarm)
             self._imaging = self.loop.imaging
-        if self._stop_requested:
-            self._say_heartbeat()
-            raise Stopped(self._operator_stop(self._stop_requested))
-        trips = self._pending_trips[:]
-        self._pending_trips.clear()
         try:
-            for trip in trips:
-                self._handle_trip(trip)
+            self._act_on_trips()
+            if self._stop_requested:  # after its tick's trips, which it must not hide
+                raise Stopped(self._operator_stop(self._stop_requested))
         finally:  # after the trip's own alarm, which says what happened
             self._say_heartbeat()
+
+    def _act_on_trips(self) -> None:
+        """Tell every trip the loop found (this tick's, or a commit hold's), then act: a channel trip while
+        lesioning stops that channel's lesion; any other ends the procedure in ``fault``. All are told before
+        the first is acted on, so a second trip in the same tick is never lost behind the first's fault."""
+        trips = self._pending_trips[:]
+        self._pending_trips.clear()
+        fault = ""
+        for trip in trips:
+            text = self._tell_trip(trip)
+            if trip.channel is not None and self.procedure.state in (State.RAMPING, State.LESIONING):
+                self._stop_lesion_on(trip.channel, text)
+            elif not fault:
+                fault = text
+        if fault:
+            self._abort_lesions(fault)
+            self.procedure.raise_fault(fault)
+            raise Faulted(fault)
 
     def _settle_withholding(self) -> None:
         """Before the loop stops: until the final OUTPUT_OFF is acknowledged, and while the gate withholds the host
@@ -278,12 +301,33 @@ class ProcedureSession:
         while self.clock.now() < deadline and (
                 self.generator.unanswered is not None
                 or (self.gate.heartbeat_withheld_since is not None and not self.gate.output_unstoppable)):
-            for trip in self.loop.tick():  # latched and recorded by the gate; the procedure is ending, so told only
-                self._ending_alarms.append(self._tell_trip(trip))
+            self._pending_trips.extend(self.loop.tick())  # latched and recorded by the gate
             alarm = self.recorder.take_uncommitted_alarm()
             if alarm is not None:  # on disk before going on, as on any tick
                 self.commits.commit(alarm)
+            self._tell_ending(self._pending_trips)  # the procedure is ending: told, never acted on
             self._say_heartbeat()
+
+    def _tell_ending(self, trips: list[Trip]) -> None:
+        """Trips the procedure's end cannot act on any more: told, and they change its result."""
+        self._ending_alarms += [self._tell_trip(trip) for trip in trips]
+        trips.clear()
+
+    def _off_unconfirmed(self) -> str:
+        """Why output is not known to be off as the procedure ends ('' if it is): the final OUTPUT_OFF not
+        acknowledged, output not seen off where it was commanded off, or no fresh telemetry to see it by. The
+        procedure is no success then, whatever its lesions did (an unstoppable output is said on its own)."""
+        pending = self.generator.unanswered
+        if pending is not None:
+            age_ms = (self.clock.now() - pending.sent_at) * 1000
+            return (f"output off not confirmed: the generator has not acknowledged the final commands "
+                    f"(SEQ {pending.seq} unanswered after {age_ms:.0f} ms)")
+        if self.gate.heartbeat_withheld_since is not None and not self.gate.output_unstoppable:
+            return "output off not confirmed: output was not seen off where it was commanded off"
+        stale = self._link_reasons() if self.generator.telemetry is not None else []  # none: faulted on that
+        if stale:
+            return f"output off not confirmed: {stale[0]}"
+        return ""
 
     def _say_heartbeat(self) -> None:
         """Tell the operator when the gate begins or ends withholding the host heartbeat (safety.gate), and when
@@ -309,8 +353,10 @@ class ProcedureSession:
             yield
 
     def _operator_stop(self, reason: str) -> str:
-        """Stop button: the gate turns everything off and latches the stop; the machine goes to stopped."""
+        """Stop button: the gate turns everything off and latches the stop; the machine goes to stopped. A lesion
+        it cuts short is stopped, not complete, in the summary and the record."""
         self.gate.operator_stop()
+        self._abort_lesions(reason)
         if self.procedure.state not in (State.FAULT, State.STOPPED, State.OFF):
             self.procedure.trigger("operator_stop", reason=reason)
         return reason
@@ -324,16 +370,6 @@ class ProcedureSession:
             self.first_trip, self.first_trip_row = text, row
         self._say(f"ALARM ({trip.priority.name.lower()}) {text}", event="alarm", detail=text, row=row)
         return text
-
-    def _handle_trip(self, trip: Trip) -> None:
-        text = self._tell_trip(trip)
-        lesioning = self.procedure.state in (State.RAMPING, State.LESIONING)
-        if trip.channel is not None and lesioning:
-            self._stop_lesion_on(trip.channel, text)
-            return
-        self._abort_lesions(text)
-        self.procedure.raise_fault(text)
-        raise Faulted(text)
 
     # -- phases --------------------------------------------------------------------------------------
     def _self_test(self) -> Iterator[None]:
@@ -508,8 +544,9 @@ class ProcedureSession:
             self._request_output(active, drive)
             self._show_lesions(active, telemetry)
             yield
-        if self.procedure.state is State.RAMPING:  # every channel stopped before reaching temperature
-            self.procedure.trigger("set_temperature_reached")
+        if self.procedure.state is State.RAMPING:  # the contract's only way on: the record says why
+            self.procedure.trigger("set_temperature_reached",
+                                   reason="every channel stopped before reaching its set temperature")
         self.procedure.trigger("lesion_complete")
         yield from self._cooldown()
         tripped = [a.trace for a in active if a.trace.tripped]
@@ -552,10 +589,16 @@ class ProcedureSession:
         )
 
     def _cooldown(self) -> Iterator[None]:
+        """Wait for the tips to cool (or ``COOLDOWN_MAX_S``). Output is off, so a lost link trips nothing here, but
+        a stale reading is no tip temperature: cooldown faults rather than call an unseen tip cool."""
         end = self.clock.now() + COOLDOWN_MAX_S
         lead = [lesion.channel for lesion in self.plan.lesions]
         while self.clock.now() < end:
             self._tick()
+            stale = self._link_reasons()
+            if stale:
+                self._fault(f"cooldown: {stale[0]}: the tip temperatures are unknown",
+                            still_present=lambda: bool(self._link_reasons()))
             tips = [self._telemetry().channels[ch - 1].tip_temp_c for ch in lead]
             self._show(f"cooldown: max tip {max(tips):.1f} °C")
             if max(tips) < COOLDOWN_TARGET_C:
@@ -564,7 +607,10 @@ class ProcedureSession:
         self.procedure.trigger("cooled")
 
     def _await_acknowledge(self) -> Iterator[None]:
-        """Wait in ``fault`` until the operator acknowledges and every cause has cleared."""
+        """Wait in ``fault`` until the operator acknowledges and every cause has cleared.
+
+        A trip found while the acknowledgement itself was being committed (the loop ticks through a commit in
+        real time) is acted on before anything else: the procedure goes straight back to ``fault``."""
         while self.procedure.state is State.FAULT:
             alarms = tuple(f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + f": {t.reason}"
                            for t in self.gate.active_alarms)
@@ -573,10 +619,11 @@ class ProcedureSession:
                 if not (yield from self._ask(question)):
                     return
                 yield from self._ticks(SETTLE_S)
+                if not self.procedure.trigger("acknowledge"):
+                    self._say("acknowledge refused: " + "; ".join(self.procedure.refusals), event="warning")
+                self._act_on_trips()
             except Faulted:
                 continue
-            if not self.procedure.trigger("acknowledge"):
-                self._say("acknowledge refused: " + "; ".join(self.procedure.refusals), event="warning")
 
     def _ask(self, question: Question) -> Generator[None, None, bool]:
         """Put a question to the operator and keep the loop ticking until the answer comes.
@@ -703,6 +750,7 @@ class ProcedureSession:
             self.gate.all_off(reason)
         with contextlib.suppress(CartError):
             self._say(f"FAULT {reason}", event="fault", detail=reason)
+        with contextlib.suppress(CartError):  # even if the display is what failed
             self.procedure.raise_fault(reason)
         return reason
 
@@ -720,13 +768,24 @@ class ProcedureSession:
         self.guidance.record_frame(f"state {dest.value}")
 
     def _say(self, text: str, *, event: str, **fields: Any) -> None:
-        if self.events is not None:
-            self.events.write(
-                json.dumps({"event": event, "t": round(self._elapsed_s(), 3), "text": text, **fields}) + "\n"
-            )
-            self.events.flush()
-        elif self.display is not None:
-            self.display.message(f"[{self._elapsed_s():7.2f}s] {text}")
+        with self._to_operator():
+            if self.events is not None:
+                self.events.write(
+                    json.dumps({"event": event, "t": round(self._elapsed_s(), 3), "text": text, **fields}) + "\n"
+                )
+                self.events.flush()
+            elif self.display is not None:
+                self.display.message(f"[{self._elapsed_s():7.2f}s] {text}")
+
+    @contextlib.contextmanager
+    def _to_operator(self) -> Iterator[None]:
+        """Write to the display or the event stream; if it has gone (a closed pipe or terminal), stop writing
+        and end the procedure as a fault (:class:`OperatorOutputLost`): the safe state, recorded, exit 1."""
+        try:
+            yield
+        except (OSError, ValueError) as exc:  # ValueError: a write to a closed file
+            self.events = self.display = None
+            raise OperatorOutputLost(f"the operator's display is gone ({type(exc).__name__}: {exc})") from exc
 
     def _elapsed_s(self) -> float:
         """Time since the procedure started, what the operator reads (the clock itself may be monotonic)."""
@@ -737,7 +796,8 @@ class ProcedureSession:
             return
         view = self.guidance.view() if self.guidance is not None else None
         line = format_line(self._elapsed_s(), self.procedure.state.value, [], view) + " | " + status
-        self.display.update(self._wall(), line)
+        with self._to_operator():
+            self.display.update(self._wall(), line)
 
     def _show_lesions(self, active: list[_Active], telemetry: Telemetry) -> None:
         if self.display is None:
@@ -758,7 +818,8 @@ class ProcedureSession:
                 )
             )
         view = self.guidance.view() if self.guidance is not None else None
-        self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
+        with self._to_operator():
+            self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
 
 
 def render_result(result: SessionResult) -> str:

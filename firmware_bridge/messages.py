@@ -46,7 +46,7 @@ class TelemetryFlag(enum.IntFlag):
 
 class SelfTestCheck(enum.IntFlag):
     """Bits of the ``SELF_TEST`` result bitmap. The contract leaves the bits to the device; both ends of
-    this project share this definition (docs/protocol.md), so the host can say *which* check failed."""
+    this project share this definition (docs/contract.md), so the host can say *which* check failed."""
 
     POWER_STAGE = 0x01
     MEASUREMENT = 0x02

@@ -19,6 +19,7 @@ from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import ElectrodeSlot
 from safety.plan import LesionPlan
 from sim.generator import Fault, SimGenerator
+from sim.link_faults import FaultyTransport, LinkFaultConfig
 from sim.lockstep import Lockstep
 from sim.tissue import TissueModel
 from sim.tissue.lumped import LumpedTissue
@@ -31,6 +32,8 @@ class SimCart:
     generator: RfGenerator
     session: ProcedureSession
     record: ProcedureRecord
+    link: FaultyTransport | None = None
+    """The host's end of the cable, when the cart was built with ``link`` (``link.unplug()`` pulls it)."""
 
 
 def build_cart(
@@ -42,12 +45,14 @@ def build_cart(
     tissue_factory: Callable[[ElectrodeSlot], TissueModel] = lambda electrode: LumpedTissue(),
     seed: int = 1,
     lesion_estimator: LesionEstimator | None = None,
+    link: LinkFaultConfig | None = None,
 ) -> SimCart:
     clock = SimClock()
     cart = simulated_cart(plan, clock, seed=seed, faults=tuple(faults), probe=False, tissue_factory=tissue_factory)
-    generator = RfGenerator(cart.host_transport, clock)
+    faulty = None if link is None else FaultyTransport(cart.host_transport, clock, link, seed=seed)
+    generator = RfGenerator(faulty or cart.host_transport, clock)
     record = ProcedureRecord(tmp_path / f"cart-{seed}.rfa.db", clock)
     session = ProcedureSession(plan=plan, generator=generator, clock=clock, pacer=Lockstep(clock, cart.devices),
                                record=record, operator=operator or ScriptedOperator(plan),
                                lesion_estimator=lesion_estimator)
-    return SimCart(clock, cart.generator_sim, generator, session, record)
+    return SimCart(clock, cart.generator_sim, generator, session, record, faulty)

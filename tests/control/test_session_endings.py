@@ -1,0 +1,257 @@
+"""How a procedure ends when something goes wrong at its edges: as its lesions end, while a stop or an
+acknowledgement is being handled, or when nobody can see it any more. The result, the summary and the
+record must say what happened; none of these may read as a complete procedure."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from control.console import Follower, follow
+from control.operator import ScriptedOperator
+from control.procedure import State
+from control.record import Payload, RecordReader, RecordRow
+from control.session import EXIT_FAULT, EXIT_OK
+from safety.plan import LesionPlan
+from sim.generator import Fault, FaultKind
+from sim.link_faults import LinkFaultConfig
+from tests.control.harness import SimCart, build_cart
+from tests.control.test_session import plan_without_imaging
+
+
+def _run_until(cart: SimCart, state: State) -> Any:
+    steps = cart.session.steps()
+    while cart.session.procedure.state is not state:
+        next(steps)
+    return steps
+
+
+def _finish(cart: SimCart, steps: Any) -> None:
+    for _ in steps:
+        pass
+    cart.record.close()
+
+
+def _dests(cart: SimCart) -> list[str]:
+    return [r.payload["dest"] for r in RecordReader(cart.record.path).rows("state")]
+
+
+def test_a_cable_pulled_as_the_lesions_end_is_a_fault_not_a_complete_procedure(tmp_path: Path) -> None:
+    """The OUTPUT_OFFs that end the lesions are lost with the cable: the cart cannot see output go off, nor the
+    tips cool. Cooldown faults on the stale reading instead of calling a 30 s old 80 °C tip cool, and the end
+    says output off was never confirmed."""
+    cart = build_cart(plan_without_imaging(), tmp_path, link=LinkFaultConfig())
+    assert cart.link is not None
+    gate, link = cart.session.gate, cart.link
+    channel_off = gate.channel_off
+
+    def pull_then_off(channel: int) -> int:
+        link.unplug()  # just before the first lesion's end goes on the wire
+        return channel_off(channel)
+
+    steps = _run_until(cart, State.LESIONING)
+    gate.channel_off = pull_then_off  # type: ignore[method-assign]
+    _finish(cart, steps)
+    result = cart.session.result
+    assert result is not None
+    assert result.exit_code == EXIT_FAULT and result.final_state == "fault"
+    assert "cooldown: telemetry" in result.message and "the tip temperatures are unknown" in result.message
+    assert "output off not confirmed" in result.message
+    assert "standby" not in _dests(cart)[-2:], "never 'cooled' on a reading nobody can renew"
+
+
+def test_a_generator_that_stops_taking_commands_in_cooldown_leaves_the_end_unconfirmed(tmp_path: Path) -> None:
+    """Output was seen off before the fault, so nothing trips (idle, lost link is an inhibit); but the final
+    OUTPUT_OFF is never acknowledged, and a procedure whose end is not confirmed is no success."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    steps = _run_until(cart, State.COOLDOWN)
+    cart.sim.inject(Fault(FaultKind.COMMANDS_IGNORED, at_s=cart.sim.elapsed_s + 0.2))
+    _finish(cart, steps)
+    result = cart.session.result
+    assert result is not None and cart.generator.unanswered is not None
+    assert result.exit_code == EXIT_FAULT
+    assert "output off not confirmed: the generator has not acknowledged the final commands" in result.message
+
+
+def test_a_procedure_that_ends_well_has_its_end_confirmed(tmp_path: Path) -> None:
+    """The counterpart: the watchdog's own OUTPUT_OFF as the loop stops is not awaited, and the end is clean."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == EXIT_OK and result.message == ""
+
+
+def test_an_operator_stop_mid_lesion_reports_the_lesions_stopped_not_complete(tmp_path: Path) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    steps = _run_until(cart, State.LESIONING)
+    started = cart.clock.now()
+    while cart.clock.now() < started + 5.0:
+        next(steps)
+    cart.session.request_stop()
+    _finish(cart, steps)
+    result = cart.session.result
+    assert result is not None and result.final_state == "stopped" and result.exit_code == EXIT_FAULT
+    assert [s.tripped for s in result.summaries] == ["operator stop"] * 3
+    assert all(s.rf_time_s < 60.0 for s in result.summaries)
+    summary = next(RecordReader(cart.record.path).rows("summary")).payload
+    assert {lesion["tripped"] for lesion in summary["summaries"]} == {"operator stop"}
+
+
+def test_a_stop_in_the_tick_of_a_trip_does_not_hide_the_trip(tmp_path: Path) -> None:
+    """The physician presses stop during the very tick that finds a thermocouple open on ch2: the trip is told
+    first (it is the procedure's first trip, and ch2's lesion is stopped by it), then the stop is acted on."""
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=70.0,
+                                                                      channel=2)])
+    loop, session = cart.session.loop, cart.session
+    tick = loop.tick
+
+    def tick_and_press_stop() -> list[Any]:
+        trips = tick()
+        if trips:
+            session.request_stop("operator stop")
+        return trips
+
+    loop.tick = tick_and_press_stop  # type: ignore[method-assign]
+    result = session.run()
+    cart.record.close()
+    assert result.final_state == "stopped" and result.exit_code == EXIT_FAULT
+    assert " ch2: " in result.first_trip and result.first_trip_row is not None  # over_temperature: it reads 327 °C
+    by_channel = {s.channel: s.tripped for s in result.summaries}
+    assert by_channel[2] == result.first_trip and by_channel[1] == by_channel[3] == "operator stop"
+
+
+def test_every_trip_of_a_tick_is_told_before_the_first_is_acted_on(tmp_path: Path) -> None:
+    """A fault acted on first must not swallow the other trips of its tick. During the sensory test on ch1 its
+    thermocouple opens: the frame that shows it trips three interlocks at once (the open reading is 327 °C),
+    each of which ends the procedure outside a lesion."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    told: list[str] = []
+    say = cart.session._say
+
+    def listen(text: str, *, event: str, **fields: Any) -> None:
+        if event == "alarm":
+            told.append(str(fields["detail"]).split(":")[0])
+        say(text, event=event, **fields)
+
+    cart.session._say = listen  # type: ignore[method-assign]
+    steps = _run_until(cart, State.STIMULATING)
+    cart.sim.inject(Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=cart.sim.elapsed_s, channel=1))
+    _finish(cart, steps)  # unattended: the fault ends the run
+    assert {"over_temperature ch1", "thermocouple_open ch1", "thermocouple_implausible ch1"} <= set(told), told
+    assert cart.session.result is not None and cart.session.result.final_state == "fault"
+
+
+class _Acknowledging(ScriptedOperator):
+    """Acknowledges until told to stop (then the unattended run ends in fault), counting the questions."""
+
+    def __init__(self, plan: LesionPlan) -> None:
+        super().__init__(plan)
+        self.willing = True
+        self.asked = 0
+
+    def acknowledge(self, alarms: list[str]) -> bool:
+        self.asked += 1
+        return self.willing
+
+
+def test_a_trip_found_while_the_acknowledgement_commits_puts_the_procedure_back_in_fault(tmp_path: Path) -> None:
+    """In real time the loop ticks while a state row is committed; a trip such a tick finds is the session's to
+    act on. Found during the acknowledgement's own commit, it must send the procedure straight back to fault,
+    never let it end in standby with the new fault latched and untold."""
+    plan = plan_without_imaging()
+    operator = _Acknowledging(plan)
+    cart = build_cart(plan, tmp_path, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=60.0, duration_s=0.5)],
+                      operator=operator)
+    session, record = cart.session, cart.record
+    commits = session.commits
+    durable = commits.durable
+    held: list[float] = []
+
+    def slow_acknowledgement(kind: str, payload: Payload, mono: float | None = None) -> int:
+        if kind != "state" or not isinstance(payload, dict) or payload.get("trigger") != "acknowledge" or held:
+            return durable(kind, payload, mono)
+        held.append(cart.clock.now())
+        cart.sim.inject(Fault(FaultKind.GENERATOR_FAULT, at_s=cart.sim.elapsed_s))  # a new fault, now
+        release = threading.Event()
+        record.append("frame", lambda: (release.wait(5.0), {"slow": True})[1])  # a batch that takes its time
+        threading.Timer(0.3, release.set).start()
+        commits.on_loop_thread = lambda: True  # type: ignore[method-assign]  # the real-time loop's own thread
+        try:
+            return durable(kind, payload, mono)
+        finally:
+            del commits.on_loop_thread
+            operator.willing, operator.asked = False, 0
+
+    commits.durable = slow_acknowledgement  # type: ignore[method-assign]
+    session.procedure._durable = slow_acknowledgement
+    result = session.run()
+    record.close()
+    assert held and commits.hold_ticks > 0, "the acknowledgement's commit was held, ticking"
+    assert result.final_state == "fault" and result.exit_code == EXIT_FAULT
+    dests = _dests(cart)
+    assert dests[-2:] == ["standby", "fault"], dests[-4:]
+    assert operator.asked == 1, "asked again, about the new fault"
+
+
+class _ClosingPipe(io.StringIO):
+    closed_by_reader = False
+
+    def write(self, s: str) -> int:
+        if self.closed_by_reader:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(s)
+
+
+def test_an_event_stream_that_closes_mid_lesion_ends_the_procedure_as_a_recorded_fault(tmp_path: Path) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    cart.session.events = pipe = _ClosingPipe()
+    steps = _run_until(cart, State.RAMPING)  # the next event is the state change to lesioning
+    pipe.closed_by_reader = True
+    _finish(cart, steps)
+    result = cart.session.result
+    assert result is not None and result.exit_code == EXIT_FAULT and result.final_state == "fault"
+    assert "the operator's display is gone (BrokenPipeError" in result.message
+    reader = RecordReader(cart.record.path)
+    assert reader.count("summary") == 1 and _dests(cart)[-1] == "fault"
+    assert all(s.tripped for s in result.summaries)
+    cart.sim.step()
+    assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def test_rfa_run_whose_json_reader_goes_away_exits_1_not_0(tmp_path: Path) -> None:
+    """``rfa run --yes --json | head -n 12``: the run is cut short, so its exit code says so."""
+    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "run", "--yes", "--json", "--record",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    for _ in range(12):
+        proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == EXIT_FAULT
+    record = next(tmp_path.glob("*.rfa.db"))
+    summary = next(RecordReader(record).rows("summary")).payload
+    assert summary["final_state"] == "fault" and "display is gone" in summary["message"]
+
+
+def test_the_console_ends_with_the_procedures_message_and_its_first_trip(tmp_path: Path) -> None:
+    """The second screen must not drop 'OUTPUT MAY STILL BE ON' in favour of the first trip: both are shown."""
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.OUTPUT_STUCK, at_s=60.0, channel=1)])
+    cart.sim._host_alive = lambda now: True  # type: ignore[method-assign]  # its own watchdog is broken too
+    result = cart.session.run()
+    cart.record.close()
+    out = io.StringIO()
+    assert follow(result.record_path, out, once=True) == EXIT_FAULT
+    closing = out.getvalue().rstrip().splitlines()[-2:]
+    assert "OUTPUT MAY STILL BE ON" in closing[0] and "mains switch" in closing[0]
+    assert closing[1].startswith("First interlock trip: uncommanded_output") and "(record row " in closing[1]
+
+
+def test_the_console_says_why_the_procedure_entered_fault() -> None:
+    follower = Follower()
+    row = RecordRow(7, 1.0, 0.0, "state", {"trigger": "fault", "source": "lesioning", "dest": "fault",
+                                           "reason": "self-test failed: WATCHDOG"})
+    line = follower.feed(row)
+    assert line is not None and line.endswith("state lesioning → fault: self-test failed: WATCHDOG")
