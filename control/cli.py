@@ -21,7 +21,7 @@ from typing import Final, Protocol
 import sim.cli
 import sim.tissue.cli
 from benchmarks import runner as bench_runner
-from control import campaign, console, history, probe_cli, record_cli
+from control import arguments, campaign, console, history, probe_cli, record_cli
 from control.display import ProgressDisplay
 from control.guidance import ProbeGuidance
 from control.guidance_thread import GuidanceThread
@@ -40,7 +40,7 @@ from safety.config import CartConfig, SafetyLimits, load_config
 from safety.errors import RefusedInput
 from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, load_plan
 from sim.generator import Fault, FaultKind, SimGenerator, load_faults
-from sim.link_faults import FaultyTransport, LinkFaultConfig
+from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
 from sim.lockstep import Lockstep, Realtime
 from sim.probe import CART_NEEDLE, SimProbe, SimProbeBackend, cart_probe
 from sim.probe.remote import RemoteProbeBackend
@@ -116,19 +116,22 @@ def simulated_cart(
 
 
 def planning_estimator() -> Callable[[Lesion, float], tuple[float, float]]:
-    """The tissue model as a planning estimate of each lesion's size; identical lesions are run once."""
-    cache: dict[tuple[int, float, bool, float, float], tuple[float, float]] = {}
+    """The tissue model as a planning estimate of each lesion's size, ramped as the plan ramps it; identical
+    lesions are run once."""
+    cache: dict[tuple[int, float, bool, float, float, float], tuple[float, float]] = {}
 
     def estimate(lesion: Lesion, rf_time_s: float) -> tuple[float, float]:
         electrode = lesion.electrode
-        key = (electrode.gauge, electrode.active_tip_mm, electrode.cooled, lesion.set_temp_c, max(1, round(rf_time_s)))
+        key = (electrode.gauge, electrode.active_tip_mm, electrode.cooled, lesion.set_temp_c,
+               lesion.ramp_rate_c_per_s, max(1, round(rf_time_s)))
         if key not in cache:
             config = LesionModelConfig(
                 electrode=ElectrodeSpec(gauge=electrode.gauge, active_tip_mm=electrode.active_tip_mm,
                                         cooled=electrode.cooled),
                 tissue=MUSCLE,
             )
-            run = estimate_lesion(config, lesion.set_temp_c, float(key[-1]), max_power_w=lesion.power_cap_w)
+            run = estimate_lesion(config, lesion.set_temp_c, float(key[-1]), max_power_w=lesion.power_cap_w,
+                                  ramp_c_per_s=lesion.ramp_rate_c_per_s)
             cache[key] = (run.lesion.width_mm, run.lesion.length_mm)
         return cache[key]
 
@@ -149,10 +152,11 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="answer the operator's questions from the plan (scripts, HIL) in simulated time; a fault "
                    "ends the run. Without it the console asks, in real time")
     p.add_argument("--realtime", action="store_true", help="run the in-process simulator in real time")
-    p.add_argument("--seed", type=int, default=0, help="simulator seed (in-process simulator only)")
+    p.add_argument("--seed", type=arguments.count, default=0, help="simulator seed (in-process simulator only)")
     p.add_argument("--faults", type=Path, metavar="FILE",
-                   help="fault script TOML for the in-process simulator ([[fault]] kind, at_s, channel, ...)")
-    p.add_argument("--frame-period", type=float, default=1.0, metavar="S",
+                   help="fault script TOML for the in-process simulator: [[fault]] tables (kind, at_s, channel, "
+                   "...) and an optional [link] table (corrupt_byte_prob, drop_byte_prob, delay_s, unplug)")
+    p.add_argument("--frame-period", type=arguments.seconds, default=1.0, metavar="S",
                    help="record an ultrasound frame every S seconds during RF (default 1; also one per state change)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout instead of the live display")
 
@@ -210,15 +214,13 @@ def _run(args: argparse.Namespace) -> int:
     except (argparse.ArgumentTypeError, ValueError) as exc:
         print(f"rfa run: --probe: {exc}", file=err)
         return EXIT_USAGE
-    if not args.frame_period > 0:
-        print(f"rfa run: --frame-period must be a positive number of seconds, not {args.frame_period}", file=err)
-        return EXIT_USAGE
     url = args.generator or config.generator_url
     if args.faults and url is not None:
         print("rfa run: --faults scripts the in-process simulator; pass it to `rfa sim` instead", file=err)
         return EXIT_USAGE
     try:
         faults = load_faults(args.faults) if args.faults else []
+        link = load_link_faults(args.faults) if args.faults else LinkFaultConfig()
     except ValueError as exc:
         print(f"rfa run: {exc}", file=err)
         return EXIT_USAGE
@@ -232,6 +234,8 @@ def _run(args: argparse.Namespace) -> int:
             print("Starting the in-process simulator (generator, tissue model, probe)...", file=err)
         cart = simulated_cart(plan, clock, seed=args.seed, faults=faults, probe=probe_choice == "sim")
         transport = cart.host_transport
+        if link.any:  # the script's [link] table: the cable between this process and its simulator
+            transport = FaultyTransport(transport, clock, link, seed=args.seed, origin=cart.generator_sim.origin)
     else:
         try:
             transport = open_transport(url)
@@ -292,6 +296,7 @@ def _run(args: argparse.Namespace) -> int:
         events=sys.stdout if args.json else None,
         lesion_estimator=planning_estimator(),
     )
+    record_failure = ""
     try:
         if guidance_thread is not None:
             guidance_thread.start()
@@ -301,7 +306,10 @@ def _run(args: argparse.Namespace) -> int:
             guidance_thread.stop()
         if isinstance(pacer, Realtime):
             pacer.close()
-        record.close()
+        try:
+            record.close()
+        except RecordError as exc:  # the session has gone to the safe state on it already: say so, go on closing
+            record_failure = str(exc)
         generator.close()
         if probe is not None:
             probe.close()
@@ -316,6 +324,9 @@ def _run(args: argparse.Namespace) -> int:
             print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
     except BrokenPipeError:  # the reader went away: the procedure's own result still decides the exit code
         _silence_stdout()
+    if record_failure:
+        print(f"rfa run: the procedure record failed: {record_failure}", file=err)
+        return EXIT_FAULT
     return result.exit_code
 
 
@@ -548,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     selftest_cmd.add_argument("--generator", metavar="URL", help="pyserial URL (default: the in-process simulator)")
     selftest_cmd.add_argument("--channels", type=_channel_list,
                               help="channels that must pass, e.g. 1,2,3 (default: those fitted)")
-    selftest_cmd.add_argument("--seed", type=int, default=0, help="simulator seed (in-process simulator only)")
+    selftest_cmd.add_argument("--seed", type=arguments.count, default=0,
+                              help="simulator seed (in-process simulator only)")
     selftest_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     selftest_cmd.set_defaults(handler=_selftest)
 
@@ -577,10 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
         "once per drawn fault (generator faults and link unplugs, on planned channels, during output), and check "
         "each run against what the simulated generator really did: output off at the end, stopped within two "
         "periods of the first trip, faults during output detected, record intact. Exit 1 if a run fails.")
-    campaign_cmd.add_argument("--runs", type=int, default=len(campaign.KINDS),
+    campaign_cmd.add_argument("--runs", type=arguments.count, default=len(campaign.KINDS),
                               help=f"fault runs after the fault-free one (default {len(campaign.KINDS)}: "
                               "each kind once)")
-    campaign_cmd.add_argument("--seed", type=int, default=0, help="draws the faults (kind order, channel, time)")
+    campaign_cmd.add_argument("--seed", type=arguments.count, default=0,
+                              help="draws the faults (kind order, channel, time)")
     campaign_cmd.add_argument("--kinds", type=lambda text: text.split(","), metavar="K1,K2",
                               help=f"fault kinds to draw from (default all: {', '.join(campaign.KINDS)})")
     campaign_cmd.add_argument("--plan", type=Path, help="lesion plan TOML (default: three genicular lesions)")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from control import arguments
 from control.record import RecordError, RecordReader, RecordRow
 from control.record_cli import DEFAULT_RECORD_DIR, records_in
 from firmware_bridge.messages import TelemetryFlag
@@ -149,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=DEFAULT_RECORD_DIR,
                         help=f"record directory (default: {DEFAULT_RECORD_DIR})")
     parser.add_argument("--once", action="store_true", help="print what the record holds now and exit")
-    parser.add_argument("--interval", type=float, default=INTERVAL_S, metavar="S",
+    parser.add_argument("--interval", type=arguments.seconds, default=INTERVAL_S, metavar="S",
                         help=f"seconds between reads of a live record (default {INTERVAL_S})")
 
 

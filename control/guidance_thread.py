@@ -20,6 +20,7 @@ real-time runtime sets (``control.runtime``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from typing import Final
 
 from control.display import GuidanceView
 from control.loop import Guidance
-from control.record import ProcedureRecord
+from control.record import ProcedureRecord, RecordError
 from firmware_bridge.clock import Clock
 from safety.inputs import ImagingStatus
 
@@ -38,7 +39,7 @@ POLL_PERIOD_S: Final = 0.005
 LIVE_MAX_AGE_S: Final = 0.5
 """The view shows imaging as live only while its last frame is younger than this."""
 ANSWER_TIMEOUT_S: Final = 0.1
-"""How long the tip check before RF may wait for the thread; a busy probe means no RF yet."""
+"""How old the thread's last tip check may be when RF starts; an older one (a busy or hung probe) refuses RF."""
 STOP_TIMEOUT_S: Final = 2.0
 NOT_LIVE: Final = ImagingStatus(None, None)
 """What the tick sees once the thread has died: no frame, so the imaging-lost interlock acts at once."""
@@ -50,8 +51,10 @@ class GuidanceThread:
 
     Nothing the loop's thread calls waits on the probe: :meth:`poll` and :meth:`view` read what the thread
     published; RF started or stopped and frames for the record are queued and applied by the thread, in
-    order, before its next poll; only the tip check before RF starts waits, for at most
-    ``ANSWER_TIMEOUT_S``, and a probe that does not answer in time refuses RF.
+    order, before its next poll; the tip check before RF starts reads the answer the thread published with
+    its last poll, and an answer older than ``ANSWER_TIMEOUT_S`` refuses RF. (It once waited for the
+    thread instead, up to 100 ms on the loop's thread: a frame being processed as RF started could break
+    the loop's period and trip ``control_loop_overrun``.)
     """
 
     def __init__(
@@ -61,10 +64,10 @@ class GuidanceThread:
         self.record = record
         self.clock = clock
         self.poll_period_s = poll_period_s
-        self._lock = threading.Lock()
-        """Held while ``inner`` works."""
         self._status = ImagingStatus(None, None)
         self._view = GuidanceView(live=False)
+        self._refusals: tuple[list[str], float] | None = None
+        """The tip check's answer as of the thread's last poll, and when: the loop reads it, never waits."""
         self._pending: deque[Callable[[], None]] = deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="guidance", daemon=True)
@@ -110,25 +113,30 @@ class GuidanceThread:
     def rf_start_refusals(self) -> list[str]:
         if self.failure is not None:
             return [f"guidance stopped: {type(self.failure).__name__}: {self.failure}"]
-        if not self._lock.acquire(timeout=ANSWER_TIMEOUT_S):
-            return [f"the ultrasound probe did not answer within {ANSWER_TIMEOUT_S * 1000:.0f} ms"]
-        try:
-            return self.inner.rf_start_refusals()
-        finally:
-            self._lock.release()
+        answer = self._refusals
+        if answer is None:
+            return ["the ultrasound guidance has not answered yet"]
+        refusals, at = answer
+        age_s = self.clock.now() - at
+        if not age_s <= ANSWER_TIMEOUT_S:
+            return [f"the ultrasound probe did not answer within {ANSWER_TIMEOUT_S * 1000:.0f} ms "
+                    f"(its last answer is {age_s * 1000:.0f} ms old)"]
+        return list(refusals)
 
     # -- the thread ----------------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                with self._lock:
-                    while self._pending:
-                        self._pending.popleft()()
-                    status = self.inner.poll()
-                    view = self.inner.view()
+                while self._pending:
+                    self._pending.popleft()()
+                status = self.inner.poll()
+                view = self.inner.view()
+                refusals = self.inner.rf_start_refusals()
                 self._status, self._view = status, view
+                self._refusals = (refusals, self.clock.now())
                 self._stop.wait(self.poll_period_s)
         except Exception as exc:  # a bug, not a probe fault (those the inner handles): stop, say so, go dark
             self.failure = exc
-            self.record.append("guidance_error", {"error": type(exc).__name__, "detail": str(exc),
-                                                  "effect": "imaging reported lost from now on"})
+            with contextlib.suppress(RecordError):  # a closed record: the procedure is over, it cannot matter
+                self.record.append("guidance_error", {"error": type(exc).__name__, "detail": str(exc),
+                                                      "effect": "imaging reported lost from now on"})

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from control import arguments
 from control.record import RecordError, RecordReader
 from control.record_cli import DEFAULT_RECORD_DIR, records_in
 
@@ -31,11 +32,12 @@ class LesionLine:
     tripped: str
     predicted_width_mm: float | None
     predicted_length_mm: float | None
+    shortfall: str = ""
 
     def describe(self) -> str:
         size = ("" if self.predicted_width_mm is None or self.predicted_length_mm is None
                 else f", lesion ≈ {self.predicted_width_mm:.1f} × {self.predicted_length_mm:.1f} mm")
-        stop = f", stopped: {self.tripped}" if self.tripped else ""
+        stop = f", stopped: {self.tripped}" if self.tripped else (f", {self.shortfall}" if self.shortfall else "")
         return (f"ch{self.channel} {self.set_temp_c:.0f} °C, {self.rf_time_s:.0f} s RF, {self.energy_j:,.0f} J"
                 f"{size}{stop}")
 
@@ -46,13 +48,16 @@ class Procedure:
     started: str
     plan: str
     outcome: str
-    """``complete``, ``fault``, ``stopped`` or ``interrupted`` (no summary: the run never finished)."""
+    """``complete``, ``fault``, ``stopped``, ``fell short`` (a lesion never reached its set temperature) or
+    ``interrupted`` (no summary: the run never finished)."""
     final_state: str
     reason: str
     lesions: list[LesionLine] = field(default_factory=list)
     alarms: int = 0
     intact: bool | None = None
-    """The hash chain's verdict with ``--verify``; None when not checked."""
+    """The hash chain's verdict with ``--verify`` (no row changed, missing or reordered); None when not checked."""
+    closed: bool | None = None
+    """With ``--verify``: the record ends with its ``end`` row (a crashed run's record does not)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +68,11 @@ def _outcome(summary: dict[str, Any] | None) -> str:
         return "interrupted"
     if summary.get("exit_code") == 0:
         return "complete"
-    return "fault" if summary.get("final_state") == "fault" else "stopped"
+    if summary.get("final_state") == "fault":
+        return "fault"
+    lesions = [lesion for lesion in summary.get("summaries") or [] if isinstance(lesion, dict)]
+    short = any(lesion.get("shortfall") for lesion in lesions)
+    return "fell short" if short and not any(lesion.get("tripped") for lesion in lesions) else "stopped"
 
 
 def read_procedure(path: Path, *, verify: bool = False) -> Procedure:
@@ -86,12 +95,13 @@ def read_procedure(path: Path, *, verify: bool = False) -> Procedure:
                 procedure.lesions.append(LesionLine(
                     lesion["channel"], lesion["set_temp_c"], lesion.get("rf_time_s", 0.0),
                     lesion.get("energy_j", 0.0), lesion.get("tripped", ""), lesion.get("predicted_width_mm"),
-                    lesion.get("predicted_length_mm"),
+                    lesion.get("predicted_length_mm"), lesion.get("shortfall", ""),
                 ))
             except (KeyError, TypeError) as exc:
                 raise RecordError(f"{path}: its summary row has a malformed lesion ({exc!r})") from exc
         if verify:
-            procedure.intact = reader.verify().ok
+            verdict = reader.verify()
+            procedure.intact, procedure.closed = verdict.intact, verdict.closed
         return procedure
     finally:
         reader.close()
@@ -100,7 +110,7 @@ def read_procedure(path: Path, *, verify: bool = False) -> Procedure:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=DEFAULT_RECORD_DIR,
                         help=f"record directory (default: {DEFAULT_RECORD_DIR})")
-    parser.add_argument("--last", type=int, metavar="N", help="only the N most recent procedures")
+    parser.add_argument("--last", type=arguments.positive_count, metavar="N", help="only the N most recent procedures")
     parser.add_argument("--verify", action="store_true", help="also walk each record's hash chain")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -109,7 +119,12 @@ def render(procedures: list[Procedure], out: TextIO) -> None:
     for p in procedures:
         reason = f": {p.reason}" if p.reason and p.outcome != "complete" else ""
         state = f" (last state {p.final_state})" if p.outcome == "interrupted" else ""
-        chain = {None: "", True: ", record intact", False: ", RECORD BROKEN"}[p.intact]
+        if p.intact is None:
+            chain = ""
+        elif not p.intact:
+            chain = ", RECORD BROKEN"
+        else:
+            chain = ", record intact" if p.closed else ", record intact but not closed (the run never ended)"
         alarms = f", {p.alarms} trip(s)" if p.alarms else ""
         print(f"{p.started or '?':19}  {p.plan}  {p.outcome}{state}{reason}{alarms}{chain}", file=out)
         for lesion in p.lesions:
@@ -134,4 +149,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"no procedures recorded in {args.dir}")
     else:
         render(procedures, sys.stdout)
-    return EXIT_BROKEN if any(p.intact is False for p in procedures) else EXIT_OK
+    return EXIT_BROKEN if any(p.intact is False or p.closed is False for p in procedures) else EXIT_OK

@@ -22,6 +22,7 @@ from typing import Final, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from control import arguments
 from control.imaging.bmode import BModePipeline, DisplayImage
 from control.imaging.geometry import ScanGeometry
 from control.imaging.needle import TipDetector, TipEstimate
@@ -49,19 +50,26 @@ def parse_probe_target(text: str) -> ProbeAddress | None:
             return ProbeAddress(vendor_id=int(parts[1], 16), product_id=int(parts[2], 16))
         except ValueError:
             pass
-    raise argparse.ArgumentTypeError(f"--probe must be 'sim' or 'usb:VID:PID' in hex, not {text!r}")
+    raise argparse.ArgumentTypeError(f"must be 'sim', 'usb:VID:PID' in hex or 'tcp:[HOST:]PORT', not {text!r}")
+
+
+PROBE_HELP: Final = ("sim (default), usb:VID:PID (e.g. usb:1209:0001), or tcp:[HOST:]PORT (the probe `rfa sim "
+                     "--probe` serves)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--probe", default="sim", help="sim (default), usb:VID:PID (e.g. usb:1209:0001), or "
-                                                       "tcp:[HOST:]PORT (the probe `rfa sim --probe` serves)")
+    """``--probe`` and ``--json`` go before the action or after it: ``rfa probe info --probe sim`` works too."""
+    parser.add_argument("--probe", default="sim", help=PROBE_HELP)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="probe_command", required=True, metavar="ACTION")
-    commands.add_parser("info", help="GET_INFO and GET_STATUS")
+    info = commands.add_parser("info", help="GET_INFO and GET_STATUS")
     stream = commands.add_parser("stream", help="stream frames and report rate, drops, corruption and tip")
-    stream.add_argument("--seconds", type=float, default=5.0, help="how long to stream (default 5 s)")
+    stream.add_argument("--seconds", type=arguments.seconds, default=5.0, help="how long to stream (default 5 s)")
     snapshot = commands.add_parser("snapshot", help="write one B-mode display image as PNG")
     snapshot.add_argument("file", type=Path, metavar="FILE.png")
+    for action in (info, stream, snapshot):  # SUPPRESS: when not given here, the value before the action stays
+        action.add_argument("--probe", default=argparse.SUPPRESS, help=PROBE_HELP)
+        action.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     for sub in (stream, snapshot):
         sub.add_argument("--depth-mm", type=int, help="imaging depth, 20..120 mm")
         sub.add_argument("--gain-db", type=float, help="receive gain, 0..90 dB")
@@ -201,7 +209,11 @@ def _snapshot(probe: UltrasoundProbe, clock: Clock, path: Path, as_json: bool, o
         clock.sleep_until(clock.now() + POLL_PERIOD_S)
     probe.freeze()
     display, tip = imaging.process(frames[-1])
-    path.write_bytes(png_gray(display.pixels))
+    try:
+        path.write_bytes(png_gray(display.pixels))
+    except OSError as exc:
+        print(f"rfa probe snapshot: cannot write {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     report = {
         "file": str(path),
         "frame_number": frames[-1].frame_number,

@@ -13,7 +13,14 @@ Why it is built this way:
   soon as the queued telemetry spans 100 ms of the record's own clock, so a run in simulated time
   (faster than real time) keeps the same bound in simulated seconds.
 - Every row carries ``hash = sha256(prev_hash | id | mono | wall | kind | payload)``, so editing,
-  deleting or reordering a row breaks the chain at that row; ``verify`` names the first broken row.
+  deleting or reordering a row breaks the chain at that row; ``verify`` names the first broken row. The
+  chain starts from a hash of the record's ``meta`` (plan, start time, generator), so that is covered too,
+  and :meth:`ProcedureRecord.close` ends it with an ``end`` row that counts the rows before it: rows cut
+  from the end (or a truncated WAL) leave a record that is intact as far as it goes but *not closed*, which
+  ``verify`` reports as such. A crashed procedure's record is not closed either, rightly: nothing shows
+  that it is whole. The chain is not keyed: it shows every change made without recomputing it, not a
+  forger who recomputes it from the code (that needs a key kept off the cart, or the final hash that
+  ``rfa record verify`` prints written down elsewhere).
 - WAL journal with ``synchronous=FULL``: a reader (``rfa record show``) never blocks the writer, and a
   committed row is on disk, not only in the page cache.
 """
@@ -24,6 +31,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -36,8 +44,10 @@ from typing import Any, Final, TextIO
 from firmware_bridge.clock import Clock
 from firmware_bridge.errors import CartError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""2: the chain starts from the meta's hash and ends with an ``end`` row; 1: from ``GENESIS_HASH``, no end row."""
 GENESIS_HASH: Final = "0" * 64
+END_KIND: Final = "end"
 COMMIT_INTERVAL_S: Final = 0.05
 TELEMETRY_SPAN_S: Final = 0.1
 DURABLE_TIMEOUT_S: Final = 5.0
@@ -60,10 +70,24 @@ class RecordError(CartError):
     """The record cannot be written or read; the procedure must go to the safe state."""
 
 
+class RecordDamaged(RecordError):
+    """The file is there but cannot be read as a whole procedure record (damaged, tampered, not a record)."""
+
+
 def row_hash(prev_hash: str, row_id: int, mono: float, wall: float, kind: str, payload: str) -> str:
-    """The chain link of one row: any change to it, or to any earlier row, changes this value."""
+    """The chain link of one row: any change to it, or to any earlier row, changes this value.
+
+    ``surrogateescape``: a payload tampered into bytes that are not UTF-8 is read back as such (see
+    :meth:`RecordReader.verify`) and hashed byte for byte, so it fails its link instead of the reader."""
     text = f"{prev_hash}|{row_id}|{mono!r}|{wall!r}|{kind}|{payload}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def genesis_hash(meta: dict[str, str]) -> str:
+    """Where the chain starts: a hash of the record's meta, so a changed plan name or start time shows."""
+    if meta.get("schema_version") == "1":  # records are kept for years: every schema ever written verifies
+        return GENESIS_HASH
+    return hashlib.sha256(_canonical(meta).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 Payload = dict[str, Any] | Callable[[], dict[str, Any]]
@@ -100,7 +124,10 @@ class ProcedureRecord:
         self._commits = 0
         self._closing = False
         self._failure: BaseException | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. a file where the record directory should be
+            raise RecordError(f"cannot create the record directory {self.path.parent}: {exc}") from exc
         if self.path.exists():
             raise RecordError(f"refusing to overwrite an existing record: {self.path}")
         ready = threading.Event()
@@ -120,6 +147,7 @@ class ProcedureRecord:
         self._raise_if_failed()
         t = self._clock.now() if mono is None else mono
         with self._lock:
+            self._refuse_if_closed(kind)
             seq = self._next_seq
             self._next_seq += 1
             self._queue.append((seq, t, self._wall(), kind, payload))
@@ -133,6 +161,7 @@ class ProcedureRecord:
         As :meth:`append` for each, for one lock and one wall-clock reading: returns the last row's seq."""
         self._raise_if_failed()
         with self._lock:  # the wall clock read under the lock, as in append: row order is wall-time order
+            self._refuse_if_closed(kind)
             wall = self._wall()
             first = self._next_seq
             self._next_seq = first + len(payloads)
@@ -140,6 +169,12 @@ class ProcedureRecord:
             if kind == "telemetry":
                 self._telemetry_queued(mono)
             return self._next_seq - 1
+
+    def _refuse_if_closed(self, kind: str) -> None:
+        """After :meth:`close` queued the ``end`` row, a row would land after the end of the chain (and read as
+        tampering) or, once the writer has stopped, vanish: refuse it loudly instead (call with the lock held)."""
+        if self._closing:
+            raise RecordError(f"record {self.path} is closed: a {kind!r} row came after its end")
 
     def _telemetry_queued(self, mono: float) -> None:
         """Wake the writer once queued telemetry spans ``TELEMETRY_SPAN_S`` (call with the lock held)."""
@@ -183,10 +218,14 @@ class ProcedureRecord:
         self.wait_committed(last)
 
     def close(self) -> None:
-        """Commit what is queued and stop the writer; safe to call twice."""
+        """Commit what is queued, end the chain with the ``end`` row, and stop the writer; safe to call twice."""
         with self._cond:
             if self._closing:
                 return
+            if self._failure is None:  # the end row counts every row queued before it: one step, under the lock
+                seq = self._next_seq
+                self._next_seq += 1
+                self._queue.append((seq, self._clock.now(), self._wall(), END_KIND, {"rows": seq - 1}))
             self._closing = True
             self._cond.notify_all()
         self._thread.join(DURABLE_TIMEOUT_S)
@@ -203,24 +242,30 @@ class ProcedureRecord:
 
     # -- the writer thread --------------------------------------------------------------------------
     def _writer(self, ready: threading.Event) -> None:
+        meta = {"schema_version": str(SCHEMA_VERSION), "created_wall": repr(self._wall()),
+                **{key: str(value) for key, value in self._meta.items()}}  # hashed as stored: TEXT
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             db.execute("BEGIN")
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("schema_version", str(SCHEMA_VERSION)),
-                ("created_wall", repr(self._wall())),
-                *self._meta.items(),
-            ])
+            db.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
             db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             ready.set()
             return
         ready.set()
-        prev_hash, row_id = GENESIS_HASH, 0
+        try:
+            self._write_rows(db, genesis_hash(meta))
+        except BaseException as exc:  # whatever it is, the writer must not die in silence: appends would vanish
+            self._fail(exc)
+        finally:
+            db.close()
+
+    def _write_rows(self, db: sqlite3.Connection, genesis: str) -> None:
+        prev_hash, row_id = genesis, 0
         while True:
             with self._cond:
                 if not self._queue and not self._closing:
@@ -231,7 +276,8 @@ class ProcedureRecord:
                 closing = self._closing
             if batch:
                 rows = []
-                for _seq, mono, wall, kind, queued in batch:
+                for _seq, queued_mono, queued_wall, kind, queued in batch:
+                    mono, wall = float(queued_mono), float(queued_wall)  # hashed as stored: SQLite keeps REALs
                     try:
                         payload = _canonical(queued() if callable(queued) else queued)
                     except Exception as exc:  # a payload that cannot be built or encoded leaves its row, saying why
@@ -239,19 +285,14 @@ class ProcedureRecord:
                     row_id += 1
                     prev_hash = row_hash(prev_hash, row_id, mono, wall, kind, payload)
                     rows.append((row_id, mono, wall, kind, payload, prev_hash))
-                try:
-                    db.execute("BEGIN")
-                    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
-                    db.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._fail(exc)
-                    return
+                db.execute("BEGIN")
+                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                db.execute("COMMIT")
                 with self._cond:
                     self._committed_seq = batch[-1][0]
                     self._commits += 1
                     self._cond.notify_all()
             if closing and not batch:
-                db.close()
                 return
 
     def _fail(self, exc: BaseException) -> None:
@@ -271,10 +312,20 @@ class RecordRow:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    ok: bool
+    intact: bool
+    """No row changed, missing or out of order, as far as the record goes."""
     rows: int
     first_broken_id: int | None = None
     reason: str = ""
+    closed: bool = False
+    """It ends with its ``end`` row, which counts every row before it: nothing is missing from its end."""
+    final_hash: str = ""
+    """The last link: written down elsewhere (the patient's file), it shows a record later rebuilt whole."""
+
+    @property
+    def ok(self) -> bool:
+        """Intact and closed: the whole record, as written."""
+        return self.intact and self.closed
 
 
 class RecordReader:
@@ -284,11 +335,11 @@ class RecordReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise RecordError(f"no record at {self.path}")
-        try:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:  # as a URI (quoted: a '#' or '?' in the path is no URI syntax), so read-only is kept
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
             self._db.execute("SELECT count(*) FROM events").fetchone()
         except sqlite3.Error as exc:
-            raise RecordError(f"{self.path} is not a procedure record: {exc}") from exc
+            raise RecordDamaged(f"{self.path} cannot be read as a procedure record: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()
@@ -299,14 +350,22 @@ class RecordReader:
         if kind is not None:
             query += " WHERE kind = ?"
             args = (kind,)
-        for row_id, mono, wall, k, payload in self._db.execute(query + " ORDER BY id", args):
-            yield RecordRow(row_id, mono, wall, k, json.loads(payload))
+        return self._read(query + " ORDER BY id", args)
 
     def rows_after(self, row_id: int) -> Iterator[RecordRow]:
         """Rows newer than ``row_id``, in order: what a reader following a live record has not seen yet."""
-        query = "SELECT id, mono, wall, kind, payload FROM events WHERE id > ? ORDER BY id"
-        for rid, mono, wall, kind, payload in self._db.execute(query, (row_id,)):
-            yield RecordRow(rid, mono, wall, kind, json.loads(payload))
+        return self._read("SELECT id, mono, wall, kind, payload FROM events WHERE id > ? ORDER BY id", (row_id,))
+
+    def _read(self, query: str, args: tuple[object, ...]) -> Iterator[RecordRow]:
+        """Rows as the query gives them; a row that cannot be read is :class:`RecordDamaged`, naming where."""
+        last = 0
+        try:
+            for row_id, mono, wall, kind, payload in self._db.execute(query, args):
+                last = row_id
+                yield RecordRow(row_id, mono, wall, kind, json.loads(payload))
+        except (sqlite3.Error, ValueError) as exc:  # not UTF-8, not JSON, a damaged page
+            raise RecordDamaged(f"{self.path}: cannot read the row after row {last} "
+                                f"(run `rfa record verify` on it): {type(exc).__name__}: {exc}") from exc
 
     def count(self, kind: str | None = None) -> int:
         if kind is None:
@@ -315,22 +374,48 @@ class RecordReader:
             (n,) = self._db.execute("SELECT count(*) FROM events WHERE kind = ?", (kind,)).fetchone()
         return int(n)
 
+    def kinds(self) -> list[str]:
+        """The kinds of row this record holds, sorted."""
+        return [kind for (kind,) in self._db.execute("SELECT DISTINCT kind FROM events ORDER BY kind")]
+
     def meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta"))
 
     def verify(self) -> VerifyResult:
-        """Walk the hash chain; report the first row whose id, content or link is wrong."""
-        prev_hash, expected_id, n = GENESIS_HASH, 1, 0
-        query = "SELECT id, mono, wall, kind, payload, hash FROM events ORDER BY id"
-        for row_id, mono, wall, kind, payload, stored in self._db.execute(query):
-            n += 1
-            if row_id != expected_id:
-                return VerifyResult(False, n, row_id, f"row {expected_id} is missing (next id is {row_id})")
-            computed = row_hash(prev_hash, row_id, mono, wall, kind, payload)
-            if computed != stored:
-                return VerifyResult(False, n, row_id, f"row {row_id} ({kind}) does not match its hash")
-            prev_hash, expected_id = stored, expected_id + 1
-        return VerifyResult(True, n)
+        """Walk the hash chain from the meta's hash; report the first row whose id, content or link is wrong, a
+        row after the ``end`` row, and whether the record is closed (its ``end`` row counts every row before it).
+
+        Text is read as bytes (and hashed so), so a payload tampered into bytes that are not UTF-8 fails its
+        own link instead of the reader."""
+        expected_id, n, ended = 1, 0, False
+        try:
+            meta = {_text(k): _text(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+            prev_hash = genesis_hash(meta)
+            query = "SELECT id, mono, wall, CAST(kind AS BLOB), CAST(payload AS BLOB), hash FROM events ORDER BY id"
+            for row_id, mono, wall, kind_bytes, payload_bytes, stored in self._db.execute(query):
+                n += 1
+                kind = _text(kind_bytes)
+                if row_id != expected_id:
+                    return VerifyResult(False, n, row_id, f"row {expected_id} is missing (next id is {row_id})")
+                if ended:
+                    return VerifyResult(False, n, row_id, f"row {row_id} ({kind}) comes after the record's end row")
+                computed = row_hash(prev_hash, row_id, mono, wall, kind, _text(payload_bytes))
+                if computed != stored:
+                    where = " (or the record's meta was changed)" if row_id == 1 else ""
+                    return VerifyResult(False, n, row_id, f"row {row_id} ({kind}) does not match its hash{where}")
+                if kind == END_KIND:
+                    end = json.loads(_text(payload_bytes))
+                    ended = isinstance(end, dict) and end.get("rows") == row_id - 1
+                    if not ended:
+                        return VerifyResult(False, n, row_id, f"row {row_id}: the end row's count is wrong")
+                prev_hash, expected_id = stored, expected_id + 1
+        except (sqlite3.Error, ValueError) as exc:  # a damaged page, or bytes that no writer wrote
+            return VerifyResult(False, n, expected_id, f"row {expected_id} cannot be read: {exc}")
+        legacy = meta.get("schema_version") == "1"  # written before the end row existed
+        reason = "" if ended or legacy else (
+            "not closed: no end row, so rows may be missing from its end (the procedure was interrupted, or rows "
+            "were removed)")
+        return VerifyResult(True, n, None, reason, closed=ended or legacy, final_hash=prev_hash)
 
     def export_json(self, out: TextIO, kind: str | None = None) -> int:
         n = 0
@@ -338,21 +423,40 @@ class RecordReader:
         for row in self.rows(kind):
             if n:
                 out.write(",\n")
-            out.write(json.dumps({"id": row.id, "mono": row.mono, "wall": row.wall, "kind": row.kind,
-                                  "payload": row.payload}, sort_keys=True))
+            out.write(json.dumps(_strict({"id": row.id, "mono": row.mono, "wall": row.wall, "kind": row.kind,
+                                          "payload": row.payload}), sort_keys=True, allow_nan=False))
             n += 1
         out.write("\n]\n")
         return n
 
     def export_csv(self, out: TextIO, kind: str | None = None) -> int:
-        """One CSV row per record row; payload fields become columns (union over the rows exported)."""
+        """One CSV row per record row; payload fields become columns (union over the rows exported). A payload
+        field named like a row column (an operator row's ``kind``) is ``payload.<name>``, never a second one."""
         rows = list(self.rows(kind))
         keys = sorted({k for r in rows for k in r.payload})
+        columns = ("id", "mono", "wall", "kind")
         writer = csv.writer(out)
-        writer.writerow(["id", "mono", "wall", "kind", *keys])
+        writer.writerow([*columns, *(f"payload.{k}" if k in columns else k for k in keys)])
         for r in rows:
             writer.writerow([r.id, r.mono, r.wall, r.kind, *(_cell(r.payload.get(k)) for k in keys)])
         return len(rows)
+
+
+def _text(value: bytes | str) -> str:
+    """Bytes from SQLite as text, byte for byte (see :func:`row_hash`)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN or infinity as null: a record may hold them (JSON as Python writes it), strict JSON
+    readers of an export do not."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _cell(value: object) -> object:

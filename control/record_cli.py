@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from control.record import RecordError, RecordReader
+from control import arguments
+from control.record import RecordDamaged, RecordError, RecordReader
 
 DEFAULT_RECORD_DIR = Path("records")
 RECORD_SUFFIX = ".rfa.db"
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("show", help="print a record's rows")
     p.add_argument("file", type=Path)
     p.add_argument("--kind", help="only rows of this kind (state, command, ack, alarm, telemetry, ...)")
-    p.add_argument("--limit", type=int, default=200, help="at most this many rows (0: all)")
+    p.add_argument("--limit", type=arguments.count, default=200, help="at most this many rows (0: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(record_handler=_show)
 
@@ -47,9 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 1 for a record that is there but damaged (as for a broken chain), 2 for a wrong path or argument."""
     try:
         result: int = args.record_handler(args)
         return result
+    except RecordDamaged as exc:
+        print(f"rfa record: {exc}", file=sys.stderr)
+        return EXIT_BROKEN
     except RecordError as exc:
         print(f"rfa record: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -64,16 +69,19 @@ def _list(args: argparse.Namespace) -> int:
     paths = records_in(args.dir)
     entries = []
     for path in paths:
-        reader = RecordReader(path)
         try:
-            meta = reader.meta()
-            states = [r.payload.get("dest", "") for r in reader.rows("state")]
-            entries.append({
-                "file": str(path), "plan": meta.get("plan_name", ""), "started": meta.get("started", ""),
-                "rows": reader.count(), "final_state": states[-1] if states else "",
-            })
-        finally:
-            reader.close()
+            reader = RecordReader(path)
+            try:
+                meta = reader.meta()
+                states = [r.payload.get("dest", "") for r in reader.rows("state")]
+                entries.append({
+                    "file": str(path), "plan": meta.get("plan_name", ""), "started": meta.get("started", ""),
+                    "rows": reader.count(), "final_state": states[-1] if states else "",
+                })
+            finally:
+                reader.close()
+        except RecordError as exc:  # one bad file must not hide the others (`rfa record verify` it)
+            print(f"rfa record list: skipped {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps(entries, indent=2))
     elif not entries:
@@ -85,9 +93,17 @@ def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _note_absent_kind(reader: RecordReader, kind: str | None, command: str) -> None:
+    """A kind with no rows prints nothing; say so on stderr with the kinds there are, since it may be a typo."""
+    if kind is not None and reader.count(kind) == 0:
+        print(f"rfa record {command}: no rows of kind {kind!r} in {reader.path} "
+              f"(its kinds: {', '.join(reader.kinds()) or 'none'})", file=sys.stderr)
+
+
 def _show(args: argparse.Namespace) -> int:
     reader = RecordReader(args.file)
     try:
+        _note_absent_kind(reader, args.kind, "show")
         for n, row in enumerate(reader.rows(args.kind)):
             if args.limit and n >= args.limit:
                 print(f"... (more rows; --limit 0 shows all {reader.count(args.kind)})")
@@ -105,8 +121,13 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     reader = RecordReader(args.file)
     try:
-        out = sys.stdout if args.output is None else args.output.open("w", newline="")
         try:
+            out = sys.stdout if args.output is None else args.output.open("w", newline="")
+        except OSError as exc:
+            print(f"rfa record export: cannot write {args.output}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            _note_absent_kind(reader, args.kind, "export")
             export = reader.export_csv if args.format == "csv" else reader.export_json
             n = export(out, args.kind)
         finally:
@@ -132,8 +153,9 @@ def _report(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"rfa record report: cannot write {output}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    broken_at = outcome.chain.first_broken_id
-    chain = "hash chain intact" if outcome.chain.ok else f"hash chain BROKEN at row {broken_at}"
+    verdict = outcome.chain
+    chain = ("hash chain intact" if verdict.ok else "hash chain intact but the record not closed" if verdict.intact
+             else f"hash chain BROKEN at row {verdict.first_broken_id}")
     print(f"wrote {output} ({outcome.lesion_plots} lesion plots, {chain})", file=sys.stderr)
     return EXIT_OK if outcome.chain.ok else EXIT_BROKEN
 
@@ -151,10 +173,14 @@ def _verify(args: argparse.Namespace) -> int:
     finally:
         reader.close()
     if args.json:
-        print(json.dumps({"ok": result.ok, "rows": result.rows, "first_broken_id": result.first_broken_id,
-                          "reason": result.reason}))
+        print(json.dumps({"ok": result.ok, "intact": result.intact, "closed": result.closed, "rows": result.rows,
+                          "first_broken_id": result.first_broken_id, "reason": result.reason,
+                          "final_hash": result.final_hash}))
     elif result.ok:
-        print(f"{args.file}: intact, {result.rows} rows, hash chain verified")
+        print(f"{args.file}: intact and closed, {result.rows} rows, hash chain verified (final hash "
+              f"{result.final_hash})")
+    elif result.intact:
+        print(f"{args.file}: intact as far as it goes ({result.rows} rows) but {result.reason}")
     else:
         print(f"{args.file}: BROKEN at row {result.first_broken_id}: {result.reason}")
     return EXIT_OK if result.ok else EXIT_BROKEN

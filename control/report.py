@@ -35,7 +35,7 @@ from typing import Any, Final, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from control.record import RecordReader, RecordRow, VerifyResult
+from control.record import RecordDamaged, RecordReader, RecordRow, VerifyResult
 
 WINDOW_MARGIN_S: Final = 5.0
 """Telemetry plotted before RF starts and after it stops, so the baseline and the cool-down show."""
@@ -182,8 +182,8 @@ def _collect(reader: RecordReader, kind: str, problems: list[str]) -> Iterator[R
                 continue
             last_id = row.id
             yield row
-    except ValueError as exc:
-        problems.append(f"{kind} rows after row {last_id} could not be read ({exc}); not shown")
+    except RecordDamaged as exc:
+        problems.append(f"{kind} rows after row {last_id} could not be read ({exc.__cause__}); not shown")
 
 
 def _read_telemetry(
@@ -431,6 +431,9 @@ def _header(facts: RecordFacts) -> str:
     chain = facts.chain
     if chain.ok:
         banner = f'<p class="chain intact">Hash chain intact: {chain.rows} rows verified.</p>'
+    elif chain.intact:
+        banner = (f'<p class="chain broken">Hash chain intact as far as it goes ({chain.rows} rows), but '
+                  f"{_text(chain.reason)}.</p>")
     else:
         banner = (
             f'<p class="chain broken">Hash chain BROKEN at row {chain.first_broken_id}: '
@@ -536,7 +539,7 @@ def _summary_section(facts: RecordFacts) -> str:
             _fixed(s.get("overshoot_c"), ".2f"), _fixed(s.get("hold_mean_c"), ".2f"),
             _fixed(s.get("hold_max_c"), ".2f"), _fixed(s.get("hold_rms_error_c"), ".2f"),
             _fixed(s.get("impedance_start_ohm"), ".0f"), _fixed(s.get("impedance_end_ohm"), ".0f"),
-            _fixed(s.get("energy_j"), ".0f"), _text(s.get("tripped")) if s.get("tripped") else "complete",
+            _fixed(s.get("energy_j"), ".0f"), _text(s.get("tripped") or s.get("shortfall") or "complete"),
         ])
     headers = ["channel", "set °C", "time to set s", "overshoot °C", "hold mean °C", "hold max °C",
                "hold RMS error °C", "Z start Ω", "Z end Ω", "energy J", "result"]

@@ -35,8 +35,6 @@ SWITCH_INTERVAL_S: Final = 0.0002
 MIDDLE_EVERY: Final = 10
 FULL_EVERY: Final = 500
 """Ticks between collections of the middle and of every generation (0.1 s and 5 s at 100 Hz)."""
-
-
 _active: LoopRuntime | None = None
 """The runtime currently entered in this process, if any."""
 

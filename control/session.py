@@ -99,6 +99,7 @@ class SessionResult:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["record_path"] = str(self.record_path)
+        d["summaries"] = [s.as_dict() for s in self.summaries]
         return d
 
 
@@ -222,8 +223,9 @@ class ProcedureSession:
                             "switch it off at its mains switch")
         state = self.procedure.state
         summaries = [self._predicted(summarise(t)) for t in self.traces]
+        messages += [f"ch{s.channel}: {s.shortfall}" for s in summaries if s.shortfall and not s.tripped]
         message = "; ".join(messages)
-        ok = state is State.STANDBY and not message and not any(s.tripped for s in summaries)
+        ok = state is State.STANDBY and not message and all(s.as_planned for s in summaries)
         result = SessionResult(
             exit_code=EXIT_OK if ok else EXIT_FAULT,
             final_state=state.value,
@@ -249,8 +251,8 @@ class ProcedureSession:
 
     def _predicted(self, summary: LesionSummary) -> LesionSummary:
         lesion = self.plan.lesion_on(summary.channel)
-        if self._estimate is None or lesion is None or summary.rf_time_s <= 0.0:
-            return summary
+        if self._estimate is None or lesion is None or summary.rf_time_s <= 0.0 or summary.shortfall:
+            return summary  # a lesion that never reached its set temperature is no estimate at that temperature
         try:
             width_mm, length_mm = self._estimate(lesion, summary.rf_time_s)
         except (ValueError, CartError):  # a planning estimate must never take the procedure's result down
@@ -513,7 +515,7 @@ class ProcedureSession:
                 gains=PULSED_GAINS if pulsed else CONTINUOUS_GAINS,
             )
             controllers.start(index, tip_c=sample.tip_temp_c, impedance_ohm=sample.impedance_ohm)
-            trace = ChannelTrace(lesion.channel, lesion.set_temp_c, rf_started_s=now)
+            trace = ChannelTrace(lesion.channel, lesion.set_temp_c, rf_started_s=now, thermal=not pulsed)
             self.traces.append(trace)
             active.append(_Active(lesion, index, trace, now))
         self._active = active
@@ -583,16 +585,25 @@ class ProcedureSession:
         a.trace.tripped = tripped
         self._controllers.stop(a.index)
         self.gate.channel_off(a.lesion.channel)
-        verdict = f"stopped: {tripped}" if tripped else f"lesion complete ({a.lesion.lesion_time_s:.0f} s)"
+        if tripped:
+            verdict = f"stopped: {tripped}"
+        elif a.trace.fell_short:
+            peak = max(a.trace.tip_temp_c, default=float("nan"))
+            verdict = (f"lesion time ({a.lesion.lesion_time_s:.0f} s) ended, set temperature "
+                       f"{a.lesion.set_temp_c:.0f} °C NOT reached (peak {peak:.1f} °C): a smaller lesion than planned")
+        else:
+            verdict = f"lesion complete ({a.lesion.lesion_time_s:.0f} s)"
         self._say(
             f"ch{a.lesion.channel} {verdict}", event="lesion_end", channel=a.lesion.channel, tripped=tripped
         )
 
     def _cooldown(self) -> Iterator[None]:
         """Wait for the tips to cool (or ``COOLDOWN_MAX_S``). Output is off, so a lost link trips nothing here, but
-        a stale reading is no tip temperature: cooldown faults rather than call an unseen tip cool."""
+        a stale reading is no tip temperature: cooldown faults rather than call an unseen tip cool. Tips still
+        hot when the time is up are named to the operator and in the record's transition to standby."""
         end = self.clock.now() + COOLDOWN_MAX_S
         lead = [lesion.channel for lesion in self.plan.lesions]
+        hot: list[tuple[int, float]] = []
         while self.clock.now() < end:
             self._tick()
             stale = self._link_reasons()
@@ -601,10 +612,20 @@ class ProcedureSession:
                             still_present=lambda: bool(self._link_reasons()))
             tips = [self._telemetry().channels[ch - 1].tip_temp_c for ch in lead]
             self._show(f"cooldown: max tip {max(tips):.1f} °C")
-            if max(tips) < COOLDOWN_TARGET_C:
+            hot = [(ch, tip) for ch, tip in zip(lead, tips, strict=True) if tip >= COOLDOWN_TARGET_C]
+            if not hot:
                 break
             yield
-        self.procedure.trigger("cooled")
+        if not hot:
+            self.procedure.trigger("cooled")
+            return
+        # Output is off and stays off, so standby is still safe; but a hot tip burns the track it is drawn along.
+        tips_text = ", ".join(f"ch{ch} {tip:.1f} °C" for ch, tip in hot)  # formatted once, not every tick
+        warning = (f"cooldown time ({COOLDOWN_MAX_S:.0f} s) over with tips still at or above "
+                   f"{COOLDOWN_TARGET_C:.0f} °C: {tips_text}; let them cool before withdrawing or moving "
+                   "an electrode")
+        self._say(f"WARNING {warning}", event="warning", detail="cooldown_incomplete")
+        self.procedure.trigger("cooled", reason=warning)
 
     def _await_acknowledge(self) -> Iterator[None]:
         """Wait in ``fault`` until the operator acknowledges and every cause has cleared.

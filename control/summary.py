@@ -34,6 +34,14 @@ class ChannelTrace:
     """When the lesion timer started (the channel reached its set temperature)."""
     rf_started_s: float | None = None
     tripped: str = ""
+    thermal: bool = True
+    """A thermal lesion, whose size depends on holding the set temperature. For pulsed RF the set temperature
+    is a ceiling (42 °C), not a target: a pulsed lesion held below it by its voltage cap has not fallen short."""
+
+    @property
+    def fell_short(self) -> bool:
+        """A thermal lesion that ended without a trip and without its tip ever reaching the set temperature."""
+        return self.thermal and not self.tripped and self.hold_started_s is None
 
     def add(self, t_s: float, tip_temp_c: float, impedance_ohm: float, power_w: float) -> None:
         self.t_s.append(t_s)
@@ -59,9 +67,21 @@ class LesionSummary:
     predicted_width_mm: float | None = None
     predicted_length_mm: float | None = None
     """Lesion size from the planning model for this electrode, set temperature and RF time."""
+    shortfall: str = ""
+    """Why a lesion that ran its time without a trip is still not the planned lesion: its tip never reached
+    the set temperature (a cold, smaller lesion), or it delivered no RF at all."""
+
+    @property
+    def result(self) -> str:
+        """One phrase for the physician: a trip, a shortfall, or ``complete``."""
+        return self.tripped or self.shortfall or "complete"
+
+    @property
+    def as_planned(self) -> bool:
+        return not self.tripped and not self.shortfall
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "result": self.result}
 
 
 def summarise(trace: ChannelTrace) -> LesionSummary:
@@ -72,8 +92,12 @@ def summarise(trace: ChannelTrace) -> LesionSummary:
     p = np.asarray(trace.power_w)
     if t.size == 0:
         return LesionSummary(
-            trace.channel, trace.set_temp_c, None, 0.0, None, None, None, None, None, 0.0, trace.tripped
+            trace.channel, trace.set_temp_c, None, 0.0, None, None, None, None, None, 0.0, trace.tripped,
+            shortfall="" if trace.tripped else "no RF delivered",
         )
+    peak_c = float(temp.max())
+    shortfall = (f"set temperature not reached: peak {peak_c:.1f} °C of {trace.set_temp_c:.0f} °C"
+                 if trace.fell_short else "")
     energy_j = float(np.sum(0.5 * (p[1:] + p[:-1]) * np.diff(t))) if t.size > 1 else 0.0
     start = trace.rf_started_s if trace.rf_started_s is not None else float(t[0])
     hold = temp[t >= trace.hold_started_s] if trace.hold_started_s is not None else temp[:0]
@@ -81,7 +105,7 @@ def summarise(trace: ChannelTrace) -> LesionSummary:
         channel=trace.channel,
         set_temp_c=trace.set_temp_c,
         time_to_set_s=None if trace.hold_started_s is None else trace.hold_started_s - start,
-        overshoot_c=max(0.0, float(temp.max()) - trace.set_temp_c),
+        overshoot_c=max(0.0, peak_c - trace.set_temp_c),
         hold_mean_c=float(hold.mean()) if hold.size else None,
         hold_max_c=float(hold.max()) if hold.size else None,
         hold_rms_error_c=float(np.sqrt(np.mean((hold - trace.set_temp_c) ** 2))) if hold.size else None,
@@ -90,11 +114,15 @@ def summarise(trace: ChannelTrace) -> LesionSummary:
         energy_j=energy_j,
         tripped=trace.tripped,
         rf_time_s=float(t[-1]) - start,
+        shortfall=shortfall,
     )
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    """``value`` as ``spec`` says, or "-" in the same width, so the table's columns stay aligned."""
+    if value is None:
+        return "-".rjust(int(spec.partition(".")[0] or 0))
+    return format(value, spec)
 
 
 def _size(s: LesionSummary) -> str:
@@ -115,6 +143,6 @@ def summary_table(summaries: list[LesionSummary]) -> str:
             f"{s.channel:>2} {s.set_temp_c:>6.1f} {_fmt(s.time_to_set_s, '7.1f')} {s.overshoot_c:>7.2f} "
             f"{_fmt(s.hold_mean_c, '7.2f')} {_fmt(s.hold_max_c, '6.2f')} {_fmt(s.hold_rms_error_c, '6.2f')} "
             f"{_fmt(s.impedance_start_ohm, '6.0f')} {_fmt(s.impedance_end_ohm, '6.0f')} {s.energy_j:>8.0f} "
-            f"{_size(s):>13}  {s.tripped or 'complete'}"
+            f"{_size(s):>13}  {s.result}"
         )
     return "\n".join(lines)

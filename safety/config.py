@@ -168,7 +168,7 @@ class CartConfig(BaseModel):
     generator_url: str | None = None
     """A pyserial URL or device path; ``None`` runs the in-process simulator."""
     probe: str = "sim"
-    """``sim``, ``none`` or ``usb:VID:PID`` (hex)."""
+    """``sim``, ``none``, ``usb:VID:PID`` (hex) or ``tcp:[HOST:]PORT`` (a simulator process's probe)."""
     record_dir: Path = Path("records")
     limits: LimitsConfig = LimitsConfig()
 
@@ -177,13 +177,18 @@ class CartConfig(BaseModel):
         if self.probe in ("sim", "none"):
             return self
         kind, _, ids = self.probe.partition(":")
-        vid, _, pid = ids.partition(":")
         try:
-            valid = kind == "usb" and 0 <= int(vid, 16) <= 0xFFFF and 0 <= int(pid, 16) <= 0xFFFF
+            if kind == "usb":
+                vid, _, pid = ids.partition(":")
+                valid = 0 <= int(vid, 16) <= 0xFFFF and 0 <= int(pid, 16) <= 0xFFFF
+            else:  # tcp:[HOST:]PORT, the probe `rfa sim --probe tcp:PORT` serves; as sim.probe.remote parses it
+                port = ids.rpartition(":")[2]
+                valid = kind == "tcp" and port.isascii() and port.isdigit() and int(port) <= 0xFFFF
         except ValueError:
             valid = False
         if not valid:
-            raise FieldRefusal("probe", f"{self.probe!r} is not 'sim', 'none' or 'usb:VID:PID' (hex)")
+            raise FieldRefusal("probe", f"{self.probe!r} is not 'sim', 'none', 'usb:VID:PID' (hex) or "
+                                        "'tcp:[HOST:]PORT'")
         return self
 
     @property

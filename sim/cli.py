@@ -10,16 +10,20 @@ Exit codes: 0 clean stop, 2 bad arguments or fault script, 3 the endpoint could 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from firmware_bridge.clock import RealClock
 from firmware_bridge.errors import LinkError
+from firmware_bridge.messages import N_CHANNELS, ElectrodeSlot
 from firmware_bridge.transport import Transport
 from sim.generator import SimGenerator, load_faults
+from sim.generator.device import DEFAULT_ELECTRODE
 from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
 from sim.probe import SimProbeBackend, cart_probe
 from sim.probe.remote import ProbeService, parse_tcp
@@ -30,18 +34,51 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
+def _seed(text: str) -> int:
+    """A seed is a whole number, zero or more (numpy refuses a negative one, deep inside the simulator)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number, zero or more")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds, finite and over zero (NaN would mean "never", a negative one "at once")."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give a number of seconds greater than 0")
+    return value
+
+
+def _electrode(text: str) -> ElectrodeSlot:
+    """``GAUGE:TIP_MM`` (e.g. ``18:10``): an electrode with a thermocouple, as the cart's electrodes are."""
+    gauge, _, tip = text.partition(":")
+    try:
+        slot = replace(DEFAULT_ELECTRODE, gauge=int(gauge), tip_length_deci_mm=round(float(tip) * 10))
+    except (ValueError, OverflowError):  # OverflowError: a tip of inf mm
+        raise argparse.ArgumentTypeError(f"{text!r} is not GAUGE:TIP_MM, e.g. 18:10") from None
+    if not (10 <= slot.gauge <= 30 and 10 <= slot.tip_length_deci_mm <= 300):
+        raise argparse.ArgumentTypeError(f"{text!r}: gauge must be 10..30 and the tip 1..30 mm")
+    return slot
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--serial", default="pty", metavar="pty|tcp:PORT",
                         help="serve on a new pseudo-terminal (default) or a TCP port (0 picks a free one)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of measurement noise and link faults")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of measurement noise and link faults")
     parser.add_argument("--faults", type=Path, metavar="FILE",
                         help="TOML fault script: [[fault]] tables and an optional [link] table")
-    parser.add_argument("--report-s", type=float, default=5.0, metavar="S",
+    parser.add_argument("--report-s", type=_seconds, default=5.0, metavar="S",
                         help="print the counters every S seconds (default 5)")
-    parser.add_argument("--duration-s", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--duration-s", type=_seconds, metavar="S", help="stop after S seconds")
     parser.add_argument("--probe", metavar="tcp:PORT",
                         help="also serve the simulated probe on this TCP port (0 picks a free one), for "
                              "rfa run --probe tcp:HOST:PORT; its image shows gas when --probe-channel's tissue boils")
+    parser.add_argument("--electrode", type=_electrode, default=DEFAULT_ELECTRODE, metavar="GAUGE:TIP_MM",
+                        help="the electrode on every channel, e.g. 18:10 for the default genicular plan's "
+                             "(default 20:10); a plan naming another is refused with electrode_mismatch")
     parser.add_argument("--probe-channel", type=int, default=1, choices=range(1, 5), metavar="1..4",
                         help="the generator channel whose electrode the probe images (default 1)")
 
@@ -67,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rfa sim: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     clock = RealClock()
-    sim = SimGenerator(None, clock, seed=args.seed, faults=faults)
+    sim = SimGenerator(None, clock, seed=args.seed, faults=faults, electrodes=[args.electrode] * N_CHANNELS)
 
     def wrap(transport: Transport) -> Transport:
         return FaultyTransport(transport, clock, link, seed=args.seed, origin=sim.origin)

@@ -8,6 +8,7 @@ counters add up to what was injected.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections import deque
 from dataclasses import dataclass, fields
@@ -32,8 +33,11 @@ class LinkFaultConfig:
         for name in ("corrupt_byte_prob", "drop_byte_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {getattr(self, name)}")
-        if self.delay_s < 0 or any(at < 0 or length <= 0 for at, length in self.unplug):
-            raise ValueError("delay_s must be >= 0 and unplug windows need at_s >= 0, duration_s > 0")
+        if not (math.isfinite(self.delay_s) and self.delay_s >= 0) or any(
+                not (math.isfinite(at) and math.isfinite(length) and at >= 0 and length > 0)
+                for at, length in self.unplug):
+            raise ValueError("delay_s must be finite and >= 0, and unplug windows need finite at_s >= 0 and "
+                             "duration_s > 0")
 
     @property
     def any(self) -> bool:
@@ -139,6 +143,8 @@ def load_link_faults(path: Path) -> LinkFaultConfig:
         table = tomllib.loads(path.read_text()).get("link", {})
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read fault script {path}: {exc}") from exc
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: 'link' must be a [link] table")
     unknown = set(table) - {"corrupt_byte_prob", "drop_byte_prob", "delay_s", "unplug"}
     if unknown:
         raise ValueError(f"{path}: [link]: unknown field(s) {sorted(unknown)}")

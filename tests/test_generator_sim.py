@@ -7,6 +7,7 @@ the two together).
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import threading
@@ -484,18 +485,26 @@ def test_faults_come_from_the_script_file(tmp_path: Path) -> None:
     '[link]\ndrop_byte_prob = 2.0\n',
     '[link]\nflakiness = 1\n',
     'not toml [',
+    '[[faults]]\nkind = "thermocouple_open"\nat_s = 1\n',  # a misspelt table is refused, not ignored
+    '[[fault]]\nkind = "thermocouple_open"\nat_s = nan\n',
+    '[[fault]]\nkind = "thermocouple_open"\nat_s = 1\nduration_s = inf\n',
+    '[[fault]]\nkind = "impedance_short"\nat_s = 1\nvalue = nan\n',
+    '[link]\ndelay_s = nan\n',
+    '[link]\nunplug = [[nan, 1.0]]\n',
+    'fault = 3\n',
+    'link = 5\n',
 ])
 def test_rfa_sim_refuses_a_bad_fault_script(
     tmp_path: Path, script: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "faults.toml"
     path.write_text(script)
-    assert sim_cli.main(["--faults", str(path), "--duration-s", "0"]) == sim_cli.EXIT_USAGE
+    assert sim_cli.main(["--faults", str(path), "--duration-s", "0.01"]) == sim_cli.EXIT_USAGE
     assert str(path) in capsys.readouterr().err
 
 
 def test_rfa_sim_refuses_a_bad_serial_spec(capsys: pytest.CaptureFixture[str]) -> None:
-    assert sim_cli.main(["--serial", "usb", "--duration-s", "0"]) == sim_cli.EXIT_USAGE
+    assert sim_cli.main(["--serial", "usb", "--duration-s", "0.01"]) == sim_cli.EXIT_USAGE
     assert "pty" in capsys.readouterr().err
 
 
@@ -569,3 +578,16 @@ def test_in_real_time_the_devices_step_on_their_own_thread_and_a_failure_is_a_lo
             pacer.sleep_until(clock.now())
     finally:
         pacer.close()
+
+
+def test_rfa_sim_fits_the_electrode_it_is_told(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--electrode 18:10`` for the default genicular plan: every channel reports an 18 G, 10 mm electrode."""
+    parser = argparse.ArgumentParser()
+    sim_cli.add_arguments(parser)
+    slot = parser.parse_args(["--electrode", "18:10"]).electrode
+    assert (slot.gauge, slot.tip_length_deci_mm, slot.connected) == (18, 100, True)
+    assert parser.parse_args([]).electrode.gauge == 20
+    for bad in ("18", "x:10", "18:0", "40:10"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--electrode", bad])
+        assert "--electrode" in capsys.readouterr().err

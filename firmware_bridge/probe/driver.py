@@ -125,7 +125,11 @@ def usb_locator(address: ProbeAddress = ProbeAddress(), backend: Any = None) -> 
     """A locator that asks pyusb for the device: ``backend=None`` is the system's libusb."""
 
     def locate() -> Any:
-        return usb.core.find(idVendor=address.vendor_id, idProduct=address.product_id, backend=backend)
+        try:
+            return usb.core.find(idVendor=address.vendor_id, idProduct=address.product_id, backend=backend)
+        except usb.core.NoBackendError as exc:  # no libusb on this machine: no USB probe can ever be found
+            raise ProbeError(f"no USB backend on this machine ({exc}): install libusb-1.0 "
+                             "(Debian: apt-get install libusb-1.0-0)") from exc
 
     return locate
 

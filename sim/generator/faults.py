@@ -8,6 +8,7 @@ written down, stored with a procedure record and replayed exactly from its seed.
 from __future__ import annotations
 
 import enum
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,12 @@ class Fault:
     def __post_init__(self) -> None:
         if not 1 <= self.channel <= N_CHANNELS:
             raise ValueError(f"fault channel must be 1..{N_CHANNELS}, not {self.channel}")
-        if self.at_s < 0 or (self.duration_s is not None and self.duration_s <= 0):
-            raise ValueError(f"fault timing must be at_s >= 0 and duration_s > 0: {self}")
+        if not (math.isfinite(self.at_s) and self.at_s >= 0) or (
+                self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0)):
+            raise ValueError(f"fault timing must be finite, at_s >= 0 and duration_s > 0 (at_s={self.at_s}, "
+                             f"duration_s={self.duration_s})")
+        if self.value is not None and not math.isfinite(self.value):
+            raise ValueError(f"fault value must be a finite number, not {self.value}")
 
     @property
     def magnitude(self) -> float:
@@ -96,8 +101,15 @@ def load_faults(path: Path) -> list[Fault]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read fault script {path}: {exc}") from exc
+    unknown_tables = set(data) - {"fault", "link"}
+    if unknown_tables:
+        raise ValueError(f"{path}: unknown table(s) {sorted(unknown_tables)}: a fault script holds [[fault]] "
+                         "tables and an optional [link] table")
+    entries = data.get("fault", [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ValueError(f"{path}: 'fault' must be [[fault]] tables (an array of tables)")
     faults: list[Fault] = []
-    for i, entry in enumerate(data.get("fault", [])):
+    for i, entry in enumerate(entries):
         try:
             unknown = set(entry) - {"kind", "at_s", "channel", "duration_s", "value"}
             if unknown:
@@ -110,5 +122,6 @@ def load_faults(path: Path) -> list[Fault]:
                 value=None if entry.get("value") is None else float(entry["value"]),
             ))
         except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: fault[{i}]: {exc!r}") from exc
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path}: fault[{i}]: {reason}") from exc
     return faults

@@ -81,11 +81,13 @@ def estimate_lesion(
     *,
     start_temp_c: float = 37.0,
     max_power_w: float = 30.0,
+    ramp_c_per_s: float = 5.0,
     control_period_s: float = 0.01,
     progress: Callable[[float, float], None] | None = None,
 ) -> LesionRun:
-    """Run one lesion of ``duration_s`` at ``set_temp_c``, calling ``progress(elapsed_s, duration_s)``
-    every simulated second."""
+    """Run one lesion of ``duration_s`` at ``set_temp_c``, its set point ramped at ``ramp_c_per_s`` as the
+    plan ramps it (a slow ramp is RF time spent below the set temperature: a smaller lesion), calling
+    ``progress(elapsed_s, duration_s)`` every simulated second."""
     if not 0.0 < duration_s <= 600.0:
         raise ValueError(f"duration_s must be in (0, 600] s, not {duration_s}")
     if not start_temp_c < set_temp_c <= 105.0:
@@ -93,7 +95,7 @@ def estimate_lesion(
             f"set_temp_c must be above start_temp_c ({start_temp_c}) and at most 105 °C, not {set_temp_c}"
         )
     model = RfLesionModel(config, body_temp_c=start_temp_c)
-    loop = TipTemperaturePI(set_temp_c, max_power_w=max_power_w)
+    loop = TipTemperaturePI(set_temp_c, max_power_w=max_power_w, ramp_c_per_s=ramp_c_per_s)
     n_steps = round(duration_s / control_period_s)
     per_sample = max(1, round(SAMPLE_PERIOD_S / control_period_s))
     per_second = max(1, round(1.0 / control_period_s))

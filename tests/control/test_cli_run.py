@@ -109,14 +109,30 @@ def test_a_procedure_that_faults_exits_1_naming_the_interlock_and_its_record_row
     assert reader.count("frame") > 0, "frames were recorded while RF was on and at state changes"
 
 
+def _run_faulted(tmp_path: Path, plan: Path, script: str) -> int:
+    """``rfa run --yes --probe none`` of ``plan`` with ``script`` as its fault script; the exit code."""
+    faults = tmp_path / "faults.toml"
+    faults.write_text(script)
+    return main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--faults", str(faults),
+                 "--record", str(tmp_path)])
+
+
+def test_the_link_table_of_a_fault_script_damages_the_in_process_cable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``rfa run --faults`` honours the script's [link] table as ``rfa sim`` does: here the cable is pulled for
+    2 s during the lesion, and the procedure ends on the silent link, not complete."""
+    code = _run_faulted(tmp_path, write_plan(tmp_path), "[link]\nunplug = [[8.0, 2.0]]\n")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "First interlock trip: telemetry_stale" in out, out[-1500:]  # 50 ms without telemetry: first
+
+
 def test_a_weak_stimulus_stops_the_test_before_any_lesion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A stimulator delivering half the amplitude would report "no response at 1 V" for 0.5 V: the test
     stops on the mismatch, and the procedure never reaches RF."""
     plan = write_plan(tmp_path, **{"max_amplitude_mv = 100": "max_amplitude_mv = 1000"})
-    faults = tmp_path / "faults.toml"
-    faults.write_text('[[fault]]\nkind = "stim_weak"\nat_s = 0.0\nchannel = 1\n')
-    code = main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--faults", str(faults),
-                 "--record", str(tmp_path)])
+    code = _run_faulted(tmp_path, plan, '[[fault]]\nkind = "stim_weak"\nat_s = 0.0\nchannel = 1\n')
     out = capsys.readouterr().out
     assert code == 1
     assert "First interlock trip: stimulation_mismatch ch1" in out

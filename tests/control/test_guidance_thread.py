@@ -43,8 +43,6 @@ class _Probe:
         return GuidanceView(live=True, tip_lateral_mm=float(self.frames))
 
     def rf_start_refusals(self) -> list[str]:
-        self.release.wait()
-        self.calls.append("refusals")
         return ["no tip"]
 
     def rf_started(self, channels: list[int]) -> None:
@@ -101,10 +99,11 @@ def test_nothing_the_loop_calls_waits_for_a_guidance_that_is_stuck(record: Proce
             assert thread.poll().last_frame_at == stuck_at  # ageing: the imaging-lost interlock will act
         thread.rf_started([1])
         thread.record_frame("state ramping")
-        assert time.perf_counter() - t0 < 0.5  # none of it waited for the hung probe
-        refusals = thread.rf_start_refusals()  # the one call that waits, and only briefly
-        assert time.perf_counter() - t0 < 0.5 + 5 * ANSWER_TIMEOUT_S
-        assert refusals and "did not answer" in refusals[0]
+        assert thread.rf_start_refusals() == ["no tip"]  # the answer of its last poll, still fresh
+        probe.clock.advance(1.5 * ANSWER_TIMEOUT_S)
+        refusals = thread.rf_start_refusals()  # the hung poll's answer never came: RF is refused
+        assert time.perf_counter() - t0 < 0.5  # none of it waited for the hung probe, the tip check included
+        assert refusals and "did not answer within 100 ms (its last answer is 150 ms old)" in refusals[0]
         probe.clock.advance(LIVE_MAX_AGE_S)
         assert not thread.view().live  # the physician sees that the image is frozen
         probe.release.set()
@@ -135,10 +134,11 @@ def test_an_unexpected_error_ends_the_thread_on_the_record_and_imaging_goes_dark
 
 def test_the_sessions_calls_reach_the_guidance_in_order(record: ProcedureRecord) -> None:
     probe = _Probe(SimClock())
+    assert _started(probe, record).rf_start_refusals() == ["the ultrasound guidance has not answered yet"]
     with _started(probe, record) as thread:
-        assert thread.rf_start_refusals() == ["no tip"]
+        _until(lambda: thread.rf_start_refusals() == ["no tip"])  # the guidance's own answer, once it polled
         thread.rf_started([1, 2])
         thread.record_frame("state ramping")
         thread.rf_stopped()
-        _until(lambda: len(probe.calls) == 4)
-    assert probe.calls == ["refusals", "started [1, 2]", "frame state ramping", "stopped"]
+        _until(lambda: len(probe.calls) == 3)
+    assert probe.calls == ["started [1, 2]", "frame state ramping", "stopped"]

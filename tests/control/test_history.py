@@ -79,3 +79,23 @@ def test_a_tampered_record_is_flagged_and_a_stray_file_skipped(
     assert "skipped" in captured.err and "b.rfa.db" in captured.err
     assert "c.rfa.db" in captured.err and "malformed lesion" in captured.err
     assert main(["history", "--dir", str(tmp_path)]) == 0  # without --verify nothing is judged
+
+
+def test_a_record_cut_short_is_not_called_broken_and_a_short_lesion_not_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record whose end row is missing (a crash) is intact but not closed, which is not tampering; and a
+    procedure whose lesion ran its time below its set temperature "fell short": nobody stopped it."""
+    record = ProcedureRecord(tmp_path / "a.rfa.db", SimClock(), meta={"plan_name": "p", "started": "2026-01-01"})
+    record.append_durable("summary", {"exit_code": 1, "final_state": "standby", "summaries": [
+        {"channel": 1, "set_temp_c": 80.0, "rf_time_s": 90.0, "energy_j": 900.0, "tripped": "",
+         "shortfall": "set temperature not reached: peak 71.0 °C of 80 °C"}]})
+    record.close()
+    db = sqlite3.connect(tmp_path / "a.rfa.db")
+    db.execute("DELETE FROM events WHERE kind = 'end'")
+    db.commit()
+    db.close()
+    assert main(["history", "--dir", str(tmp_path), "--verify"]) == 1  # as `rfa record verify` does
+    out = capsys.readouterr().out
+    assert "fell short" in out and "set temperature not reached: peak 71.0 °C" in out
+    assert "record intact but not closed" in out and "BROKEN" not in out

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control.record import ProcedureRecord, RecordError, RecordReader
+from control.record import ProcedureRecord, RecordDamaged, RecordError, RecordReader
 from firmware_bridge.clock import SimClock
 
 kinds = st.sampled_from(["state", "command", "ack", "alarm", "telemetry", "note"])
@@ -42,7 +42,7 @@ def test_any_single_row_edit_breaks_the_chain_at_that_row(tmp_path_factory: pyte
     write_record(path, events)
     reader = RecordReader(path)
     assert reader.verify().ok
-    assert [(r.kind, r.payload) for r in reader.rows()] == events
+    assert [(r.kind, r.payload) for r in reader.rows()] == [*events, ("end", {"rows": len(events)})]
     reader.close()
 
     victim = data.draw(st.integers(1, len(events)), label="row to tamper with")
@@ -84,9 +84,10 @@ def test_export_round_trips_rows(tmp_path: Path) -> None:
     write_record(path, [("state", {"to": "standby"}), ("telemetry", {"ch": 1, "tip_temp_c": 37.5})])
     reader = RecordReader(path)
     out = io.StringIO()
-    assert reader.export_json(out) == 2
+    assert reader.export_json(out) == 3
     rows = json.loads(out.getvalue())
     assert rows[1]["payload"] == {"ch": 1, "tip_temp_c": 37.5}
+    assert (rows[2]["kind"], rows[2]["payload"]) == ("end", {"rows": 2})
     out = io.StringIO()
     assert reader.export_csv(out, kind="telemetry") == 1
     header, line = out.getvalue().splitlines()
@@ -104,7 +105,7 @@ def test_an_existing_record_is_never_overwritten(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_record_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"not sqlite at all" * 100)
-    with pytest.raises(RecordError, match="not a procedure record"):
+    with pytest.raises(RecordDamaged, match="cannot be read as a procedure record"):
         RecordReader(path)
 
 
@@ -149,7 +150,8 @@ def test_a_crash_mid_lesion_loses_no_state_change_and_at_most_100ms_of_telemetry
     assert last_t >= 150, "the child did not produce telemetry"
 
     reader = RecordReader(path)
-    assert reader.verify().ok
+    verdict = reader.verify()
+    assert verdict.intact and not verdict.closed and "not closed" in verdict.reason  # nothing shows it is whole
     on_disk_states = [r.payload["n"] for r in reader.rows("state")]
     assert set(states) <= set(on_disk_states), "a state change that completed is missing"
     last_on_disk = max(r.payload["n"] for r in reader.rows("telemetry"))
@@ -181,6 +183,7 @@ def test_deferred_payloads_are_built_by_the_writer_in_order(tmp_path: Path) -> N
         ("frame", {"pixels": "…compressed…"}),
         ("frame", {"payload_error": "ValueError: no image"}),
         ("state", {"to": "ramping"}),
+        ("end", {"rows": 4}),
     ]
     assert built_on == ["record-writer"]
     assert reader.verify().ok

@@ -5,12 +5,16 @@ record must say what happened; none of these may read as a complete procedure.""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import control.session as session_module
 from control.console import Follower, follow
 from control.operator import ScriptedOperator
 from control.procedure import State
@@ -255,3 +259,60 @@ def test_the_console_says_why_the_procedure_entered_fault() -> None:
                                            "reason": "self-test failed: WATCHDOG"})
     line = follower.feed(row)
     assert line is not None and line.endswith("state lesioning → fault: self-test failed: WATCHDOG")
+
+
+def test_a_lesion_whose_tip_never_reaches_its_set_temperature_is_not_called_complete(tmp_path: Path) -> None:
+    """Capped at 1 W, channel 2's tip cannot get near 80 °C: it runs its lesion time without a trip, but the
+    lesion is smaller than planned, and the result, the summary and the record say so (exit 1)."""
+    plan = plan_without_imaging()
+    weak = plan.lesions[1].model_copy(update={"power_cap_w": 1.0})
+    plan = plan.model_copy(update={"lesions": (plan.lesions[0], weak, plan.lesions[2])})
+    cart = build_cart(plan, tmp_path, lesion_estimator=lambda lesion, rf_time_s: (7.5, 12.5))
+    events = io.StringIO()
+    cart.session.events = events
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == EXIT_FAULT
+    assert result.final_state == "standby"  # not a fault: nothing failed, the lesion fell short
+    by_channel = {s.channel: s for s in result.summaries}
+    assert [by_channel[ch].result for ch in (1, 3)] == ["complete", "complete"]
+    short = by_channel[2]
+    assert short.tripped == "" and short.time_to_set_s is None
+    assert short.predicted_width_mm is None, "no size predicted at a set temperature the tip never reached"
+    assert by_channel[1].predicted_width_mm == 7.5
+    assert short.result.startswith("set temperature not reached: peak") and "of 80 °C" in short.result
+    assert "ch2: set temperature not reached" in result.message
+    ends = [e for e in map(json.loads, events.getvalue().splitlines()) if e["event"] == "lesion_end"]
+    assert [(e["channel"], "NOT reached" in e["text"]) for e in ends] == [(1, False), (2, True), (3, False)], ends
+    (summary,) = [r.payload for r in RecordReader(cart.record.path).rows("summary")]
+    assert summary["summaries"][1]["result"] == short.result
+
+
+def test_tips_still_hot_when_cooldown_time_is_up_are_named_not_called_cooled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cooldown cut to 0.5 s ends with the tips near 80 °C: the operator is warned which tips are hot, and the
+    record's transition to standby says so instead of reading as a plain "cooled"."""
+    monkeypatch.setattr(session_module, "COOLDOWN_MAX_S", 0.5)
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    events = io.StringIO()
+    cart.session.events = events
+    result = cart.session.run()
+    cart.record.close()
+    assert result.final_state == "standby"
+    (cooled,) = [r.payload for r in RecordReader(cart.record.path).rows("state") if r.payload["trigger"] == "cooled"]
+    assert "tips still at or above 45 °C: ch1 " in cooled["reason"] and "ch3 " in cooled["reason"]
+    warnings = [e for e in map(json.loads, events.getvalue().splitlines()) if e["event"] == "warning"]
+    assert [w["detail"] for w in warnings] == ["cooldown_incomplete"]
+    assert warnings[0]["text"].endswith(cooled["reason"])
+
+
+def test_tips_that_cool_in_time_leave_cooldown_with_no_warning(tmp_path: Path) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    events = io.StringIO()
+    cart.session.events = events
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == EXIT_OK, result.message
+    (cooled,) = [r.payload for r in RecordReader(cart.record.path).rows("state") if r.payload["trigger"] == "cooled"]
+    assert "reason" not in cooled
+    assert not [e for e in map(json.loads, events.getvalue().splitlines()) if e["event"] == "warning"]

@@ -41,6 +41,24 @@ def test_a_lesion_that_never_reached_temperature_says_so() -> None:
     assert "impedance_low" in summary_table([s]).splitlines()[-1]
 
 
+def test_a_lesion_that_ran_its_time_below_its_set_temperature_is_a_shortfall_not_complete() -> None:
+    t = ChannelTrace(channel=3, set_temp_c=80.0, rf_started_s=0.0)
+    for k in range(10):
+        t.add(float(k), 40.0 + 3.0 * k, 200.0, 1.0)
+    s = summarise(t)
+    assert (s.tripped, s.as_planned) == ("", False)
+    assert s.result == s.shortfall == "set temperature not reached: peak 67.0 °C of 80 °C"
+    assert s.as_dict()["result"] == s.result
+    assert summary_table([s]).splitlines()[-1].endswith(s.result)
+
+
+def test_the_table_keeps_its_columns_when_a_lesion_has_no_hold() -> None:
+    """A "-" takes its column's width, so every row's result starts under the header's "result"."""
+    reached, stopped = summarise(trace()), summarise(ChannelTrace(channel=1, set_temp_c=80.0, tripped="stop"))
+    header, _, first, second = summary_table([reached, stopped]).splitlines()
+    assert first.rindex("complete") == second.rindex("stop") == header.index("result")
+
+
 def test_a_trace_gives_the_collector_nothing_to_walk() -> None:
     # Every lesion's trace is kept until the summary; a container of samples would be walked by each of
     # the real-time loop's full collections, which would then grow with the procedure (control.runtime).
@@ -48,3 +66,12 @@ def test_a_trace_gives_the_collector_nothing_to_walk() -> None:
     for series in (t.t_s, t.tip_temp_c, t.impedance_ohm, t.power_w):
         assert len(series) == 21
         assert len(gc.get_referents(series)) <= 1  # at most its type, whatever its length
+
+
+def test_a_pulsed_lesion_held_below_its_ceiling_has_not_fallen_short() -> None:
+    """Pulsed RF's 42 °C is a ceiling, not a target: its voltage cap may hold the tip below it, as planned."""
+    t = ChannelTrace(channel=3, set_temp_c=42.0, rf_started_s=0.0, thermal=False)
+    for k in range(10):
+        t.add(float(k), 37.0 + 0.25 * k, 250.0, 0.2)
+    s = summarise(t)
+    assert (s.shortfall, s.result, s.as_planned) == ("", "complete", True)

@@ -72,3 +72,32 @@ def test_probe_targets_parse() -> None:
     assert probe_cli.parse_probe_target("usb:1209:0001") == ProbeAddress(0x1209, 0x0001)
     with pytest.raises(argparse.ArgumentTypeError):
         probe_cli.parse_probe_target("usb:zz")
+
+
+def test_the_probe_and_json_options_go_before_the_action_or_after_it() -> None:
+    for argv in (["--probe", "usb:1209:0001", "--json", "info"], ["info", "--probe", "usb:1209:0001", "--json"]):
+        args = _parse(argv)
+        assert (args.probe, args.json, args.probe_command) == ("usb:1209:0001", True, "info"), argv
+    assert (_parse(["info"]).probe, _parse(["info"]).json) == ("sim", False)
+
+
+def test_a_snapshot_that_cannot_be_written_is_a_usage_error_not_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "missing" / "frame.png"
+    assert probe_cli.run(_parse(["snapshot", str(target)]), _sim_factory, SimClock(), io.StringIO()) == 2
+    assert f"cannot write {target}" in capsys.readouterr().err
+
+
+def test_a_machine_without_libusb_is_a_probe_error_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyusb's NoBackendError would otherwise escape as a traceback from ``rfa run`` and ``rfa probe``."""
+    import usb.core
+
+    from firmware_bridge.errors import ProbeError
+    from firmware_bridge.probe.driver import usb_locator
+
+    def no_backend(**_: object) -> None:
+        raise usb.core.NoBackendError("No backend available")
+
+    monkeypatch.setattr(usb.core, "find", no_backend)
+    with pytest.raises(ProbeError, match="install libusb"):
+        usb_locator()()

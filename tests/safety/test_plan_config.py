@@ -223,6 +223,10 @@ def test_a_configuration_file_loads(tmp_path: Path) -> None:
         ({"limits": {"power_max_w": float("inf")}}, "limits.power_max_w"),
         ({"limits": {"powr_max_w": 10.0}}, "limits.powr_max_w"),
         ({"probe": "usb:zz:01"}, "probe"),
+        ({"probe": "tcp:"}, "probe"),
+        ({"probe": "tcp:host:70000"}, "probe"),
+        ({"probe": "tcp:+5555"}, "probe"),
+        ({"probe": "udp:5761"}, "probe"),
         ({"debug_bypass": True}, "debug_bypass"),
     ],
 )
@@ -230,6 +234,11 @@ def test_configuration_refusals_name_the_field(data: dict[str, Any], field: str)
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert field in info.value.fields, info.value
+
+
+@pytest.mark.parametrize("probe", ["sim", "none", "usb:1209:0001", "tcp:5761", "tcp:127.0.0.1:5761", "tcp:::1:5761"])
+def test_every_probe_rfa_run_accepts_is_accepted_in_the_configuration(probe: str) -> None:
+    assert parse_config({"probe": probe}).probe == probe
 
 
 def test_the_config_error_names_the_limit() -> None:

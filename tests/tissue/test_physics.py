@@ -81,3 +81,14 @@ def test_typical_impedance_is_in_the_clinical_range() -> None:
     for gauge, tip_mm in ((16, 15.0), (18, 10.0), (22, 5.0)):
         model = RfLesionModel.for_electrode(gauge, tip_mm, grid=COARSE)
         assert 150.0 <= model.impedance_ohm <= 400.0
+
+
+def test_a_slower_ramp_is_a_smaller_lesion_in_the_same_rf_time() -> None:
+    """The plan's ramp rate is part of the estimate: at 0.5 °C/s a 60 s lesion spends most of its RF time on
+    the way to 80 °C, so its lesion is smaller than at 5 °C/s, and it reaches the set temperature later."""
+    config = LesionModelConfig(electrode=ElectrodeSpec(gauge=18, active_tip_mm=10.0), tissue=MUSCLE, grid=COARSE)
+    fast = estimate_lesion(config, 80.0, 60.0, ramp_c_per_s=5.0)
+    slow = estimate_lesion(config, 80.0, 60.0, ramp_c_per_s=0.5)
+    assert fast.time_to_set_temp_s is not None and fast.time_to_set_temp_s < 15.0
+    assert slow.time_to_set_temp_s is None or slow.time_to_set_temp_s > 60.0 * 0.9
+    assert slow.lesion.width_mm < fast.lesion.width_mm - 0.5

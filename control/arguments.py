@@ -1,0 +1,39 @@
+"""Number types for the command lines, so that argparse refuses a bad number (exit 2, naming the option)
+instead of a run carrying it on into a traceback (a negative seed) or into nonsense (NaN or negative
+seconds, which loops would read as "never" or "at once")."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def count(text: str) -> int:
+    """A whole number, zero or more: a seed, a row limit, a number of runs. Plain decimal digits only, as
+    ``rfa sim --seed`` takes them (no sign, spaces or underscores, which ``int`` would let through)."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
+def positive_count(text: str) -> int:
+    """A whole number, one or more."""
+    value = count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not allowed; give 1 or more")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration: a finite number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a duration; give a number of seconds greater than 0")
+    return value

@@ -1,0 +1,71 @@
+"""The command lines refuse a bad number with argparse's exit 2 naming the option, for every number option
+that a negative, zero, NaN or infinite value would carry into a traceback or a nonsense run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from control import arguments
+from control.cli import build_parser
+
+
+@given(st.integers())
+def test_a_count_is_a_whole_number_zero_or_more(value: int) -> None:
+    if value >= 0:
+        assert arguments.count(str(value)) == value
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match="negative"):
+            arguments.count(str(value))
+
+
+@pytest.mark.parametrize("text", ["+5", " 5", "1_000", "5.0", "0x10", "²", ""])
+def test_a_count_is_plain_decimal_digits(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="not a whole number"):
+        arguments.count(text)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_seconds_are_finite_and_over_zero(value: float) -> None:
+    if math.isfinite(value) and value > 0.0:
+        assert arguments.seconds(repr(value)) == value
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+            arguments.seconds(repr(value))
+
+
+@given(st.text())
+def test_text_that_is_no_number_is_refused_not_raised(text: str) -> None:
+    for parse in (arguments.count, arguments.positive_count, arguments.seconds):
+        with contextlib.suppress(argparse.ArgumentTypeError):  # anything else (ValueError, ...) fails the test
+            parse(text)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--seed", "-1"],
+    ["run", "--frame-period", "nan"],
+    ["selftest", "--seed", "-5"],
+    ["campaign", "--runs", "-2"],
+    ["campaign", "--seed", "1.5"],
+    ["sim", "--seed", "-1"],
+    ["sim", "--duration-s", "-3"],
+    ["sim", "--seed", "²"],
+    ["sim", "--electrode", "18:inf"],
+    ["sim", "--report-s", "inf"],
+    ["probe", "stream", "--seconds", "0"],
+    ["history", "--last", "0"],
+    ["console", "--interval", "-1"],
+    ["record", "show", "x.rfa.db", "--limit", "-1"],
+])
+def test_every_number_option_refuses_a_bad_value_naming_itself(argv: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    option = next(a for a in argv if a.startswith("--"))
+    assert f"argument {option}:" in capsys.readouterr().err

@@ -1,0 +1,211 @@
+"""A record that was cut short, tampered with or damaged: ``verify`` says so at the right row, the readers
+name the damage instead of failing with a traceback, and the writer never loses rows in silence."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from control.cli import main
+from control.record import ProcedureRecord, RecordDamaged, RecordError, RecordReader, row_hash
+from firmware_bridge.clock import SimClock
+
+
+def _record(path: Path, n: int = 4, meta: dict[str, str] | None = None) -> Path:
+    clock = SimClock()
+    record = ProcedureRecord(path, clock, meta=meta)
+    for i in range(n):
+        clock.advance(0.01)
+        record.append("state" if i % 2 else "telemetry", {"i": i})
+    record.close()
+    return path
+
+
+def _sql(path: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    db = sqlite3.connect(path)
+    for sql, args in statements:
+        db.execute(sql, args)
+    db.commit()
+    db.close()
+
+
+def test_rows_cut_from_the_end_leave_a_record_intact_but_not_closed(tmp_path: Path) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    _sql(path, ("DELETE FROM events WHERE id >= 4", ()))  # the last state row and the end row
+    verdict = RecordReader(path).verify()
+    assert verdict.intact and not verdict.closed and not verdict.ok
+    assert "not closed" in verdict.reason and verdict.rows == 3
+
+
+def test_an_emptied_record_is_not_a_verified_one(tmp_path: Path) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    _sql(path, ("DELETE FROM events", ()))
+    assert not RecordReader(path).verify().ok
+
+
+def test_the_meta_is_covered_by_the_chain(tmp_path: Path) -> None:
+    path = _record(tmp_path / "p.rfa.db", meta={"plan_name": "genicular-3", "started": "2026-11-23T09:00:00"})
+    assert RecordReader(path).verify().ok
+    _sql(path, ("UPDATE meta SET value = ? WHERE key = 'started'", ("2026-11-22T09:00:00",)))
+    verdict = RecordReader(path).verify()
+    assert (verdict.intact, verdict.first_broken_id) == (False, 1) and "meta was changed" in verdict.reason
+
+
+def test_a_row_forged_after_the_end_row_is_named_even_with_a_correct_link(tmp_path: Path) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    db = sqlite3.connect(path)
+    last_id, last_hash = db.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    payload = '{"exit_code":0}'
+    link = row_hash(last_hash, last_id + 1, 9.0, 9.0, "summary", payload)
+    db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (last_id + 1, 9.0, 9.0, "summary", payload, link))
+    db.commit()
+    db.close()
+    verdict = RecordReader(path).verify()
+    assert not verdict.ok and verdict.first_broken_id == last_id + 1
+    assert "after the record's end row" in verdict.reason
+
+
+def test_a_payload_tampered_into_bytes_that_are_not_text_is_named_not_a_crash(tmp_path: Path) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    _sql(path, ("UPDATE events SET payload = CAST(x'7b22ff22' AS TEXT) WHERE id = 2", ()))
+    reader = RecordReader(path)
+    verdict = reader.verify()
+    assert (verdict.intact, verdict.first_broken_id) == (False, 2)
+    with pytest.raises(RecordDamaged, match="after row 1"):
+        list(reader.rows())
+
+
+def test_the_record_commands_answer_damage_with_exit_1_and_a_wrong_path_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = _record(tmp_path / "damaged.rfa.db")
+    _sql(damaged, ("UPDATE events SET payload = 'not json' WHERE id = 2", ()))
+    for action in ("show", "export", "verify"):
+        assert main(["record", action, str(damaged)]) == 1, action
+    assert "row 2" in capsys.readouterr().out  # verify names the row
+    assert main(["record", "show", str(tmp_path / "missing.rfa.db")]) == 2
+    junk = tmp_path / "junk.rfa.db"
+    junk.write_bytes(b"not sqlite" * 100)
+    assert main(["record", "verify", str(junk)]) == 1
+    capsys.readouterr()
+    good = _record(tmp_path / "good.rfa.db")
+    assert main(["record", "list", "--dir", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    listed = {Path(e["file"]).name for e in json.loads(captured.out)}
+    assert good.name in listed and junk.name not in listed and "skipped" in captured.err
+    assert main(["record", "export", str(good), "-o", str(tmp_path / "no" / "such" / "dir.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_verify_prints_the_final_hash_of_a_closed_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    assert main(["record", "verify", str(path), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["ok"] and verdict["closed"] and len(verdict["final_hash"]) == 64
+    _sql(path, ("DELETE FROM events WHERE kind = 'end'", ()))
+    assert main(["record", "verify", str(path)]) == 1
+    assert "intact as far as it goes (4 rows) but not closed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["hash#dir/p.rfa.db", "q/x?y.rfa.db", "pct%41/p.rfa.db"])
+def test_a_path_with_uri_characters_is_read_read_only_and_creates_nothing(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _record(path)
+    before = set(tmp_path.rglob("*"))
+    assert RecordReader(path).verify().ok
+    created = set(tmp_path.rglob("*")) - before
+    assert created <= {path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")}, created  # WAL's own
+
+
+def test_csv_keeps_the_row_kind_when_a_payload_has_a_field_called_kind(tmp_path: Path) -> None:
+    record = ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
+    record.append("operator", {"kind": "response", "answer": True})
+    record.close()
+    out = io.StringIO()
+    RecordReader(tmp_path / "p.rfa.db").export_csv(out, kind="operator")
+    header, line = out.getvalue().splitlines()
+    assert header == "id,mono,wall,kind,answer,payload.kind"
+    assert line.split(",")[3] == "operator" and line.endswith(",True,response")
+
+
+def test_json_export_is_strict_json_even_with_a_non_finite_reading(tmp_path: Path) -> None:
+    record = ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
+    record.append("telemetry", {"tip_c": math.nan, "z_ohm": math.inf, "nested": [1.5, -math.inf]})
+    record.close()
+    out = io.StringIO()
+    RecordReader(tmp_path / "p.rfa.db").export_json(out, kind="telemetry")
+    (row,) = json.loads(out.getvalue(), parse_constant=lambda name: pytest.fail(f"non-standard JSON {name}"))
+    assert row["payload"] == {"tip_c": None, "z_ohm": None, "nested": [1.5, None]}
+
+
+def test_a_time_given_as_an_int_or_a_numpy_float_verifies(tmp_path: Path) -> None:
+    record = ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
+    record.append("state", {"to": "armed"}, mono=5)
+    record.append("state", {"to": "ramping"}, mono=np.float64(5.25))  # type: ignore[arg-type]
+    record.close()
+    assert RecordReader(tmp_path / "p.rfa.db").verify().ok
+
+
+def test_a_row_the_writer_cannot_store_fails_the_record_loudly_not_after_a_timeout(tmp_path: Path) -> None:
+    record = ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
+    record.append("state", {"to": "armed"}, mono=2.0**70)  # fine as a float...
+    record.append("state", {"to": "ramping"}, mono=2**70 * 10**300)  # ...this overflows one
+    with pytest.raises(RecordError, match="failed"):
+        record.wait_committed(2, timeout_s=2.0)
+    with pytest.raises(RecordError, match="failed"):
+        record.append("state", {"to": "lesioning"})
+    with pytest.raises(RecordError):
+        record.close()
+
+
+def test_a_record_directory_that_is_a_file_is_refused_with_a_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "records"
+    blocker.write_text("a file, not a directory")
+    with pytest.raises(RecordError, match="cannot create the record directory"):
+        ProcedureRecord(blocker / "p.rfa.db", SimClock())
+
+
+@pytest.mark.parametrize("command", ["show", "export"])
+def test_a_kind_the_record_does_not_hold_is_said_with_the_kinds_it_does(
+        tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt kind would otherwise print nothing at all; a kind that is there is shown without a note."""
+    path = _record(tmp_path / "p.rfa.db")
+    assert main(["record", command, str(path), "--kind", "stat"]) == 0
+    captured = capsys.readouterr()
+    assert "no rows of kind 'stat'" in captured.err and "(its kinds: end, state, telemetry)" in captured.err
+    assert main(["record", command, str(path), "--kind", "state"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "state" in captured.out
+
+
+def test_a_row_after_close_is_refused_and_the_closed_record_stays_whole(tmp_path: Path) -> None:
+    """A thread that outlives the procedure (a guidance thread stuck in a USB call) must not land a row after
+    the end row, where it would read as tampering, nor lose it silently: it is refused, and the record the
+    procedure closed verifies as whole."""
+    clock = SimClock()
+    record = ProcedureRecord(tmp_path / "p.rfa.db", clock)
+    record.append("state", {"dest": "standby"})
+    record.close()
+    with pytest.raises(RecordError, match="is closed: a 'frame' row came after its end"):
+        record.append("frame", {"reason": "late"})
+    with pytest.raises(RecordError, match="is closed"):
+        record.append_rows("telemetry", [{"ch": 1}], 0.0)
+    assert RecordReader(tmp_path / "p.rfa.db").verify().ok
+
+
+def test_meta_and_times_of_other_types_are_hashed_as_stored(tmp_path: Path) -> None:
+    """SQLite stores a meta value as TEXT and a time as REAL: the chain hashes them so, or a fresh record
+    whose caller passed an int would fail its own first link."""
+    clock = SimClock()
+    record = ProcedureRecord(tmp_path / "p.rfa.db", clock, meta={"seed": 5},  # type: ignore[dict-item]
+                             wall_clock=lambda: 1_700_000_000)
+    record.append("state", {"dest": "standby"})
+    record.close()
+    assert RecordReader(tmp_path / "p.rfa.db").verify().ok
