@@ -7,15 +7,29 @@ real-time runs): the loop's watchdog saw no kick for 62.2 ms, and at the same mo
 that did nothing but sleep 1 ms at a time saw a 52.5 ms gap; once in about ten runs. No code in the
 procedure can keep its period through that, and a product that kept output on through it would be wrong.
 
-So the witness is independent of the procedure: a thread of the *test's* process (the procedure runs in a
-subprocess) that sleeps 1 ms at a time and notes every gap over ``STALL_S``. A run is *spoiled*, not failed,
-only if the machine stopped long enough to explain how far it broke its period: a loop period is 10 ms
-plus whatever held the loop, and a healthy run's own jitter reaches 5–9 ms (longest periods of 12–19 ms
-measured), so a longest period of L needs a stall of at least L − 20 ms (and never less than
-``STALL_S``). A stall that does not explain the overrun does not excuse it: a loop that regressed fails.
-A spoiled run is run again (:func:`run_until_unspoiled`), each time reported as a warning naming the
-stall. On real hardware nothing is retried: a retry would be a second lesion, and a cart that stalls must
-be fixed, not excused.
+So the witness is independent of the procedure: threads of the *test's* process (the procedure runs in a
+subprocess), one pinned to each CPU the test may use, that sleep 1 ms at a time and note every gap over
+``STALL_S`` with when it happened. One thread per CPU because a VM's CPUs stop one at a time as well as
+together: in CI (2026-11-23) a guided run broke its period at 21.1 ms while the one unpinned witness of then
+saw no gap over 10 ms; with one witness per CPU, in 12 guided runs on the development VM the same evening,
+one CPU's witness saw gaps of 10-41 ms that the other CPU's did not.
+
+A run is *spoiled*, not failed, only if the machine stopped, during the period that broke, long enough to
+explain how far it broke: a loop period is 10 ms plus whatever held the loop; a loop that keeps to its own
+budget is held at most another 10 ms (the watchdog's limit), so a longest period of L needs a stall of at
+least L − 20 ms, and never less than ``STALL_S`` (shorter gaps are scheduling noise any sleeping thread sees).
+The period that broke is known from the record (the overrun's trip row and its time, on the same monotonic
+clock as the witness's); a stall elsewhere in the run explains nothing. A stall that does not explain the
+overrun does not excuse it: a loop that regressed fails. A spoiled run is run again
+(:func:`run_until_unspoiled`), each time reported as a warning naming the stall. If every one of ``ATTEMPTS``
+runs is spoiled, the test is *inconclusive* and skipped, naming every stall (pytest prints the reason: ``-rs``
+is in the project's options): the machine stopped too often to measure a 10 ms loop on it, which says nothing
+of the loop either way. Measured on the development VM (2026-11-23 evening): idle, with nothing of ours
+running, the host stole 6 % of its two CPUs (``steal`` in /proc/stat: 178 ticks in 15 s) and one 1 ms sleeper
+saw gaps up to 15.7 ms; 18 guided real-time runs in a row broke their period, each during a stall of
+5.8-77.9 ms that the witness saw in that very period. A run that broke its period without such a stall is never
+excused: it is returned and fails. On real hardware nothing is retried or skipped: a retry would be a second
+lesion, and a cart that stalls must be fixed, not excused.
 
 What the witness cannot tell: a stall caused by the procedure's own processes starving the machine (on
 this VM a guided real-time run takes about half of one of its two cores, so it does not).
@@ -23,49 +37,80 @@ this VM a guided real-time run takes about half of one of its two cores, so it d
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, TypeVar
 
-STALL_S: Final = 0.010
-"""One loop period: a machine stall this long, on top of the period itself, reaches the loop's 20 ms limit."""
+import pytest
+
+STALL_S: Final = 0.005
+"""Half a period: a gap shorter than this is scheduling noise, not a machine that stopped."""
 JITTER_ALLOWANCE_S: Final = 0.020
 """A period and the loop's own jitter: what part of a longest period a stall need not explain."""
 NAP_S: Final = 0.001
+PERIOD_MARGIN_S: Final = 0.010
+"""How far either side of the broken period a stall still counts: the trip's row is written just after the tick
+(or the watchdog's check) that found it, and a stall may end as the period does."""
 ATTEMPTS: Final = 3
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class BrokenPeriod:
+    """How a real-time run broke its period: its longest period, and when that period ended if known."""
+
+    longest_s: float
+    ended_at: float | None = None
+    """``time.monotonic()`` of the trip that found it (the record's ``mono``), or None: anywhere in the run."""
+
+
 class StallWitness:
-    """Notes every gap over ``STALL_S`` in its 1 ms sleeps while it runs (a context manager)."""
+    """Notes every gap over ``stall_s`` in its 1 ms sleeps, on each CPU, while it runs (a context manager)."""
 
     def __init__(self, stall_s: float = STALL_S) -> None:
         self.stall_s = stall_s
-        self.stalls_s: list[float] = []
+        self.stalls: list[tuple[float, float]] = []
+        """(start, end) of each gap, ``time.monotonic()``: the clock the procedure's record uses."""
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="stall-witness", daemon=True)
+        self._threads = [threading.Thread(target=self._watch, args=(cpu,), name=f"stall-witness-{cpu}", daemon=True)
+                         for cpu in sorted(os.sched_getaffinity(0))]
 
     def __enter__(self) -> StallWitness:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
+
+    @property
+    def stalls_s(self) -> list[float]:
+        return [end - start for start, end in self.stalls]
 
     @property
     def longest_s(self) -> float:
         return max(self.stalls_s, default=0.0)
 
-    def _watch(self) -> None:
-        last = time.perf_counter()
+    def longest_during_s(self, start: float, end: float) -> float:
+        """The longest gap that overlapped ``[start, end]``."""
+        return max((b - a for a, b in self.stalls if a <= end and b >= start), default=0.0)
+
+    def _watch(self, cpu: int) -> None:
+        with contextlib.suppress(OSError):  # not allowed to pin: watch from wherever the scheduler puts it
+            os.sched_setaffinity(0, {cpu})  # 0: the calling thread
+        last = time.monotonic()
         while not self._stop.wait(NAP_S):
-            now = time.perf_counter()
+            now = time.monotonic()
             if now - last > self.stall_s:
-                self.stalls_s.append(now - last)
+                self.stalls.append((last, now))  # list.append is atomic: the threads share the list
             last = now
 
 
@@ -74,23 +119,35 @@ def stall_needed_s(longest_period_s: float) -> float:
     return max(STALL_S, longest_period_s - JITTER_ALLOWANCE_S)
 
 
-def run_until_unspoiled(attempt: Callable[[], T], broke_period: Callable[[T], float | None],
+def explaining_stall_s(witness: StallWitness, broken: BrokenPeriod) -> float:
+    """The longest stall the witness saw during the period that broke (anywhere in the run if its end is unknown)."""
+    if broken.ended_at is None:
+        return witness.longest_s
+    return witness.longest_during_s(broken.ended_at - broken.longest_s - PERIOD_MARGIN_S,
+                                    broken.ended_at + PERIOD_MARGIN_S)
+
+
+def run_until_unspoiled(attempt: Callable[[], T], broke_period: Callable[[T], BrokenPeriod | None],
                         attempts: int = ATTEMPTS) -> T:
     """Run ``attempt`` under a witness until a run is not spoiled by a machine stall; return that run.
 
-    ``broke_period`` gives the longest period (s) of a run that broke its real-time period, or None. A run
-    that did, while the witness saw the machine stop for :func:`stall_needed_s` of it, is run again, at most
-    ``attempts`` times in all; any other run is returned for the test to judge, a loop that broke its period
-    included."""
+    ``broke_period`` says how a run broke its real-time period, or None if it kept it. A run that broke it
+    while the witness saw the machine stop for :func:`stall_needed_s` of that period is run again, at most
+    ``attempts`` times in all, and the test is skipped as inconclusive if every run was; any other run is
+    returned for the test to judge, a loop that broke its period included."""
     spoiled: list[str] = []
     for _ in range(attempts):
         with StallWitness() as witness:
             result = attempt()
-        longest_s = broke_period(result)
-        if longest_s is None or witness.longest_s < stall_needed_s(longest_s):
+        broken = broke_period(result)
+        if broken is None:
             return result
-        spoiled.append(f"longest period {longest_s * 1e3:.1f} ms while the machine stalled "
-                       f"{witness.longest_s * 1e3:.1f} ms")
-        warnings.warn(f"real-time run spoiled by a machine stall, run again: {spoiled[-1]} (seen by an "
-                      "independent thread of the test process, not the procedure's)", stacklevel=2)
-    raise AssertionError(f"every one of {attempts} real-time runs was spoiled by a machine stall: {spoiled}")
+        stall_s = explaining_stall_s(witness, broken)
+        if stall_s < stall_needed_s(broken.longest_s):
+            return result
+        spoiled.append(f"longest period {broken.longest_s * 1e3:.1f} ms while the machine stalled "
+                       f"{stall_s * 1e3:.1f} ms")
+        warnings.warn(f"real-time run spoiled by a machine stall, run again: {spoiled[-1]} (seen by "
+                      "independent threads of the test process, not the procedure's)", stacklevel=2)
+    pytest.skip(f"inconclusive: every one of {attempts} real-time runs was spoiled by a machine stall in the "
+                f"period it broke: {spoiled}")

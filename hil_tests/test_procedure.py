@@ -7,6 +7,7 @@ The plan is short (a 60 °C lesion of 15 s) so the real-time run takes about hal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from control.record import RecordReader
 from hil_tests.sim_process import start_sim
-from hil_tests.stall_witness import run_until_unspoiled
+from hil_tests.stall_witness import BrokenPeriod, run_until_unspoiled
 from safety import limits as hard
 
 PLAN = """
@@ -57,11 +58,20 @@ def rfa_run(command: list[str]) -> Outcome:
     return run, events[-1] if events else {"message": run.stderr[-2000:]}
 
 
-def broke_period(outcome: Outcome) -> float | None:
-    """The longest period (s) of a run that broke its real-time period, else None."""
-    longest_ms = (outcome[1].get("loop") or {}).get("longest_period_ms", 0.0)
-    overrun = "control_loop_overrun" in str(outcome[1].get("message"))
-    return max(longest_ms, PERIOD_LIMIT_MS) / 1e3 if longest_ms > PERIOD_LIMIT_MS or overrun else None
+def broke_period(outcome: Outcome) -> BrokenPeriod | None:
+    """How a run broke its real-time period, else None: its longest period, and when the overrun tripped (the
+    trip's row in the record) if that is what ended it."""
+    result = outcome[1]
+    longest_ms = (result.get("loop") or {}).get("longest_period_ms", 0.0)
+    overrun = "control_loop_overrun" in str(result.get("first_trip"))
+    if not (longest_ms > PERIOD_LIMIT_MS or overrun or "control_loop_overrun" in str(result.get("message"))):
+        return None
+    ended_at = None
+    if overrun and result.get("first_trip_row") and result.get("record_path"):
+        with contextlib.closing(RecordReader(Path(result["record_path"]))) as reader:
+            row = next(reader.rows_after(result["first_trip_row"] - 1), None)
+        ended_at = row.mono if row is not None else None
+    return BrokenPeriod(max(longest_ms, PERIOD_LIMIT_MS) / 1e3, ended_at)
 
 
 def test_a_short_procedure_completes_in_real_time(request: pytest.FixtureRequest, link: str,

@@ -10,10 +10,15 @@ the probe uses).
 
 The wire is one JSON object per line each way, a request and its answer: ``{"op": name, "args": [...]}`` and
 ``{"ok": value}`` or ``{"error": kind, ...}``. Device and handle objects stay in the simulator process and
-cross as integers; descriptors cross as their fields; transfer data as base64. USB errors cross with their
-libusb code and errno and are raised again on the host exactly as the backend raised them, so the driver's
-error mapping (a stall, a timeout, an unplugged probe) is exercised across processes too. A connection that
-fails is an unplugged probe (``ENODEV``).
+cross as integers; descriptors cross as their fields. Data the host sends (a control transfer out, a few bytes)
+crosses as base64 in its request; data the host reads (a bulk or control transfer in) follows its answer line
+as raw bytes, counted by the answer: ``{"ok": count, "data_bytes": count}`` and then ``count`` bytes. A frame
+is half a megabyte: as base64 in JSON it cost the host about 4 ms of decoding per frame with the interpreter
+held, time the 10 ms loop's thread waited for (the GIL), where a raw read is a socket call that lets it run.
+USB errors cross with their libusb code and errno and are raised again on the host exactly as the backend
+raised them, so the driver's error mapping (a stall, a timeout, an unplugged probe) is exercised across
+processes too. A connection that fails, or an answer whose data does not fit what the host asked for, is an
+unplugged probe (``ENODEV``).
 """
 
 from __future__ import annotations
@@ -97,20 +102,26 @@ class ProbeService:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with contextlib.suppress(OSError):  # the host went away, or stop() shut the connection
                     for line in stream:
-                        stream.write(json.dumps(self._answer(line)).encode() + b"\n")
+                        answer, data = self._answer(line)
+                        stream.write(json.dumps(answer).encode() + b"\n")
+                        stream.write(data)
                         stream.flush()
             self._conn = None
 
-    def _answer(self, line: bytes) -> dict[str, Any]:
+    def _answer(self, line: bytes) -> tuple[dict[str, Any], bytes | memoryview]:
+        """The answer line's object, and the data read in that follows it (raw; empty for any other answer)."""
         try:
             request = json.loads(line)
-            return {"ok": self._call(str(request["op"]), list(request["args"]))}
+            result = self._call(str(request["op"]), list(request["args"]))
         except usb.core.USBTimeoutError as exc:
-            return {"error": "timeout", "code": exc.backend_error_code, "errno": exc.errno, "text": exc.strerror}
+            return {"error": "timeout", "code": exc.backend_error_code, "errno": exc.errno, "text": exc.strerror}, b""
         except usb.core.USBError as exc:
-            return {"error": "usb", "code": exc.backend_error_code, "errno": exc.errno, "text": exc.strerror}
+            return {"error": "usb", "code": exc.backend_error_code, "errno": exc.errno, "text": exc.strerror}, b""
         except Exception as exc:  # a request this service cannot follow: say so, keep serving
-            return {"error": "request", "text": f"{type(exc).__name__}: {exc}"}
+            return {"error": "request", "text": f"{type(exc).__name__}: {exc}"}, b""
+        if isinstance(result, memoryview):
+            return {"ok": len(result), "data_bytes": len(result)}, result
+        return {"ok": result}, b""
 
     def _id(self, obj: Any) -> int:
         """The integer standing for a device or handle object, which stays on this side (equal objects, the same
@@ -135,13 +146,13 @@ class ProbeService:
             if len(self._bulk) != size:
                 self._bulk = array.array("B", bytes(size))
             count = backend.bulk_read(objects[handle], ep, intf, self._bulk, timeout)
-            return base64.b64encode(memoryview(self._bulk)[:count]).decode()
+            return memoryview(self._bulk)[:count]
         if op == "ctrl_transfer":
             handle, request_type, request, value, index, data, timeout = args
             if request_type & usb.util.CTRL_IN:
                 buff = array.array("B", bytes(data))
                 count = backend.ctrl_transfer(objects[handle], request_type, request, value, index, buff, timeout)
-                return base64.b64encode(buff.tobytes()[:count]).decode()
+                return memoryview(buff)[:count]
             out = array.array("B", base64.b64decode(data))
             return backend.ctrl_transfer(objects[handle], request_type, request, value, index, out, timeout)
         if op in _HANDLE_CALLS:
@@ -185,7 +196,8 @@ class RemoteProbeBackend(usb.backend.IBackend):
             self._stream = self._socket.makefile("rwb")
         return self._stream
 
-    def _rpc(self, op: str, *args: Any) -> Any:
+    def _rpc(self, op: str, *args: Any, into: memoryview | None = None) -> Any:
+        """One call answered; data read in (see the module docstring) lands in ``into``, its first bytes."""
         with self._lock:
             try:
                 stream = self._connected()
@@ -193,6 +205,8 @@ class RemoteProbeBackend(usb.backend.IBackend):
                 stream.flush()
                 answer = json.loads(stream.readline())  # b"" (closed) fails to decode, as a damaged line does
                 error = None if "ok" in answer else str(answer["error"])
+                if error is None and "data_bytes" in answer:
+                    _read_exactly(stream, into, answer["data_bytes"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # A lost or confused connection is an unplugged probe; the next call connects afresh.
                 self.close()
@@ -265,17 +279,31 @@ class RemoteProbeBackend(usb.backend.IBackend):
         self._rpc("attach_kernel_driver", dev_handle, intf)
 
     def bulk_read(self, dev_handle: int, ep: int, intf: int, buff: array.array[int], timeout: int) -> int:
-        data = base64.b64decode(self._rpc("bulk_read", dev_handle, ep, intf, len(buff) * buff.itemsize, timeout))
-        memoryview(buff).cast("B")[: len(data)] = data
-        return len(data)
+        into = memoryview(buff).cast("B")
+        count: int = self._rpc("bulk_read", dev_handle, ep, intf, len(into), timeout, into=into)
+        return count
 
     def ctrl_transfer(self, dev_handle: int, bmRequestType: int, bRequest: int, wValue: int, wIndex: int,
                       data: array.array[int], timeout: int) -> int:
         if bmRequestType & usb.util.CTRL_IN:
-            answer = base64.b64decode(self._rpc("ctrl_transfer", dev_handle, bmRequestType, bRequest, wValue,
-                                                wIndex, len(data) * data.itemsize, timeout))
-            memoryview(data).cast("B")[: len(answer)] = answer
-            return len(answer)
+            into = memoryview(data).cast("B")
+            received: int = self._rpc("ctrl_transfer", dev_handle, bmRequestType, bRequest, wValue, wIndex, len(into),
+                                      timeout, into=into)
+            return received
         sent = base64.b64encode(bytes(data)).decode()
         count: int = self._rpc("ctrl_transfer", dev_handle, bmRequestType, bRequest, wValue, wIndex, sent, timeout)
         return count
+
+
+def _read_exactly(stream: io.BufferedRWPair, into: memoryview | None, count: object) -> None:
+    """Read an answer's ``count`` data bytes into ``into``: ``ValueError`` if they cannot fit (an answer to another
+    call, a confused service), ``ConnectionError`` if the connection ends first; either is an unplugged probe."""
+    if into is None or not isinstance(count, int) or not 0 <= count <= len(into):
+        raise ValueError(f"an answer with {count!r} data bytes, for a call that reads at most "
+                         f"{0 if into is None else len(into)}")
+    got = 0
+    while got < count:
+        n = stream.readinto(into[got:count])
+        if not n:
+            raise ConnectionError(f"the connection ended {count - got} bytes into an answer's data")
+        got += n

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import array
+import errno
 import json
 import socket
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -145,3 +148,51 @@ def test_rfa_run_takes_a_served_probe_only_with_its_simulators_generator(capsys:
     generator: a mix that cannot be a procedure."""
     assert main(["run", "--yes", "--probe", "tcp:5761"]) == 2
     assert "add --generator URL" in capsys.readouterr().err
+
+
+class _OneAnswerService:
+    """A service that answers every call with the same bytes: a confused or cut-off peer, for the host's checks."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp:127.0.0.1:{self._listener.getsockname()[1]}"
+        self._answer = answer
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn, conn.makefile("rwb") as stream:
+            stream.readline()
+            stream.write(self._answer)
+            stream.flush()
+
+    def close(self) -> None:
+        self._thread.join(5)
+        self._listener.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b'{"ok": 8, "data_bytes": 8}\n' + bytes(8),  # more data than the 4 bytes asked for
+    b'{"ok": 4, "data_bytes": -1}\n',
+    b'{"ok": 4, "data_bytes": "4"}\n',
+    b'{"ok": 4, "data_bytes": 4}\n\x01\x02',  # the connection ends two bytes into the data
+], ids=["too-long", "negative", "not-a-count", "cut-off"])
+def test_an_answer_whose_data_does_not_fit_the_read_is_an_unplugged_probe(answer: bytes) -> None:
+    service = _OneAnswerService(answer)
+    try:
+        with pytest.raises(usb.core.USBError) as raised:
+            RemoteProbeBackend(service.url).bulk_read(1, 0x81, 0, array.array("B", bytes(4)), 100)
+        assert raised.value.errno == errno.ENODEV
+    finally:
+        service.close()
+
+
+def test_a_bulk_read_lands_its_raw_bytes_in_the_callers_buffer() -> None:
+    service = _OneAnswerService(b'{"ok": 3, "data_bytes": 3}\n\x07\x08\x09')
+    try:
+        buffer = array.array("B", bytes(6))
+        assert RemoteProbeBackend(service.url).bulk_read(1, 0x81, 0, buffer, 100) == 3
+        assert buffer.tolist() == [7, 8, 9, 0, 0, 0]
+    finally:
+        service.close()
