@@ -147,4 +147,4 @@ class ControlLoop:
         # The watchdog's trips happen outside any evaluation (from its thread, on the cart): without them here
         # the procedure would learn of a stall only as refused output, unable to say which interlock tripped
         # and where in the record. The gate hands each over once, and never one the evaluation returned.
-        return self.gate.take_watchdog_trips() + trips
+        return self.gate.take_trips_between_ticks() + trips

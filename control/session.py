@@ -379,12 +379,20 @@ class ProcedureSession:
         self._say("self-test: generator checks", event="phase", phase="self_test")
         self.generator.request_self_test()
         deadline = self.clock.now() + SELF_TEST_TIMEOUT_S
-        while self.generator.self_test_result is None or self.generator.telemetry is None:
+        # ELECTRODE_INFO too: it comes once a second (and at once on a change or a new connection, which a host
+        # opening a serial port may miss), and the electrode check refuses stimulation until it has come.
+        while awaited := [what for what, received in (("a self-test result", self.generator.self_test_result),
+                                                      ("telemetry", self.generator.telemetry),
+                                                      ("ELECTRODE_INFO", self.generator.electrodes))
+                          if received is None]:
             if self.clock.now() > deadline:
-                self._fault(f"self-test: the generator did not answer within {SELF_TEST_TIMEOUT_S:.0f} s")
+                self._fault(f"self-test: no {' nor '.join(awaited)} from the generator within "
+                            f"{SELF_TEST_TIMEOUT_S:.0f} s")
             self._tick()
             yield
-        passed = SelfTestCheck(self.generator.self_test_result.msg.checks_passed)
+        result = self.generator.self_test_result
+        assert result is not None  # awaited above
+        passed = SelfTestCheck(result.msg.checks_passed)
         planned = [ch for lesion in self.plan.lesions for ch in lesion.channels]
         missing = SelfTestCheck.required(planned) & ~passed
         if missing:

@@ -25,7 +25,8 @@ status. Each tick the control loop calls :meth:`OutputGate.evaluate`:
 
 :meth:`OutputGate.request_output` and :meth:`OutputGate.request_stim` re-check every interlock, every
 latch and the setpoint against the plan and the limits before sending anything, and return a
-:class:`Decision` that says why when they refuse. :meth:`OutputGate.acknowledge` clears a latch only when
+:class:`Decision` that says why when they refuse; a condition their own evaluation finds under power trips there,
+as the next tick's would have. :meth:`OutputGate.acknowledge` clears a latch only when
 its condition no longer holds. All public methods are serialised by one lock, so the watchdog thread may
 call :meth:`OutputGate.trip_from_watchdog` at any time.
 """
@@ -220,8 +221,9 @@ class OutputGate:
         self._active: dict[_TripKey, Trip] = {}
         self._tripped: set[_TripKey] = set()
         self._latched: dict[_TripKey, Trip] = {}
-        self._watchdog_trips: list[Trip] = []
-        """Trips the watchdog forced since :meth:`take_watchdog_trips` last handed them over."""
+        self._between_ticks: list[Trip] = []
+        """Trips found outside the tick's evaluation (the watchdog's, a request's) since
+        :meth:`take_trips_between_ticks` last handed them over."""
         self._withheld_since: float | None = None
         """When the host heartbeat was withheld (output may be on against OUTPUT_OFF); None while it goes out."""
         self._unstoppable = False
@@ -318,22 +320,8 @@ class OutputGate:
         if not conditions and not self._active and self._withheld_since is None:  # the usual tick: all quiet
             return []
         active = {t.key: t for t in conditions}
-        new_trips = [
-            t
-            for t in conditions
-            if t.key not in self._tripped and (t.trips_when_idle or self._energised(t.mask))
-        ]
-        events: list[SafetyEvent] = []
-        if new_trips:
-            mask = 0
-            for trip in new_trips:
-                mask |= trip.mask
-            seq = self._off(mask, now)
-            for trip in new_trips:
-                self._tripped.add(trip.key)
-                if SPECS[trip.interlock].latching:
-                    self._latched[trip.key] = trip
-                events.append(self._event(EventKind.TRIP, now, trip, seq))
+        new_trips = self._new_trips(conditions)
+        events = self._trip(new_trips, now) if new_trips else []
         cause = self._unconfirmed_off(active)
         if cause is not None and not new_trips:  # a trip has just sent its own
             self._generator.output_off(ALL_CHANNELS)
@@ -350,6 +338,22 @@ class OutputGate:
         self._withhold_heartbeat(cause, now, events)
         self._emit(events)
         return new_trips
+
+    def _new_trips(self, conditions: list[Trip]) -> list[Trip]:
+        """The conditions that trip now: not tripped already, and in a scope where energy flows (or idle-trip)."""
+        return [t for t in conditions if t.key not in self._tripped and (t.trips_when_idle or self._energised(t.mask))]
+
+    def _trip(self, new_trips: list[Trip], now: float) -> list[SafetyEvent]:
+        """One OUTPUT_OFF for the union of their channels, then latch them; their events, to record after."""
+        mask = 0
+        for trip in new_trips:
+            mask |= trip.mask
+        seq = self._off(mask, now)
+        for trip in new_trips:
+            self._tripped.add(trip.key)
+            if SPECS[trip.interlock].latching:
+                self._latched[trip.key] = trip
+        return [self._event(EventKind.TRIP, now, trip, seq) for trip in new_trips]
 
     def _restate_if_overdue(self, now: float) -> None:
         """While a command waits for its ACK and nothing has been sent for ``COMMAND_RESTATE_S``, send the newest
@@ -573,10 +577,23 @@ class OutputGate:
         return reasons
 
     def _blocking(self, mask: int, imaging: ImagingStatus | None, now: float) -> list[str]:
-        """Every condition holding now, and every latch, that covers a channel of ``mask``."""
-        reasons = [
-            f"{t.interlock.value}: {t.reason}" for t in self._conditions(imaging, now) if t.mask & mask
-        ]
+        """Every condition holding now, and every latch, that covers a channel of ``mask``.
+
+        A request between ticks evaluates the interlocks afresh, and what it finds is acted on as the tick's
+        evaluation would have acted on it a period later: a condition under power trips (output off, latched,
+        handed over with the next tick's trips). Refusing alone would latch nothing, and a lesion ended on
+        the refusal leaves its scope idle, where the condition (a lost link, say) never trips: the procedure
+        would end with no alarm naming its cause.
+        """
+        conditions = self._conditions(imaging, now)
+        the_ticks_own = self._evaluated is not None and conditions is self._evaluated[8]  # acted on already
+        new_trips = [] if the_ticks_own else self._new_trips(conditions)
+        if new_trips:
+            events = self._trip(new_trips, now)
+            self._active.update((t.key, t) for t in new_trips)  # as the next tick's evaluation will find them
+            self._between_ticks += new_trips
+            self._emit(events)
+        reasons = [f"{t.interlock.value}: {t.reason}" for t in conditions if t.mask & mask]
         reasons += [
             f"latched {t.interlock.value}: {t.reason}" for t in self._latched.values() if t.mask & mask
         ]
@@ -709,17 +726,17 @@ class OutputGate:
             # this stall, nor again when a failed record makes the watchdog force the same trip once more.
             fresh = (InterlockId.CONTROL_LOOP_OVERRUN, None) not in self._tripped
             self._force_trip(InterlockId.CONTROL_LOOP_OVERRUN, detail, now,
-                             hand_over=self._watchdog_trips if fresh else None)
+                             hand_over=self._between_ticks if fresh else None)
             return True
         finally:
             self._lock.release()
 
-    def take_watchdog_trips(self) -> list[Trip]:
-        """The trips the watchdog forced since the last call, each once and never one an evaluation already
-        returned: they happen outside any evaluation (on the watchdog's thread), so the loop hands them to
-        its owner with the tick's own."""
+    def take_trips_between_ticks(self) -> list[Trip]:
+        """The trips found since the last call outside the tick's evaluation, each once and never one an
+        evaluation already returned: the watchdog's (on its own thread) and those a request's own evaluation
+        found (see :meth:`_blocking`). The loop hands them to its owner with the tick's own."""
         with self._lock:
-            trips, self._watchdog_trips = self._watchdog_trips, []
+            trips, self._between_ticks = self._between_ticks, []
             return trips
 
     def emergency_off(self) -> int:

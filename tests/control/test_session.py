@@ -11,7 +11,7 @@ import pytest
 from control.operator import ScriptedOperator
 from control.procedure import State
 from control.record import RecordReader
-from firmware_bridge.messages import Message, Pump, SetOutput
+from firmware_bridge.messages import ElectrodeInfo, Message, Pump, SetOutput
 from safety import limits as hard
 from safety.plan import Lesion, LesionPlan, default_genicular_plan
 from sim.generator import Fault, FaultKind
@@ -71,6 +71,43 @@ def test_a_channel_fault_mid_lesion_stops_that_channel_and_ends_in_fault(tmp_pat
     # A full-scale open thermocouple reads as over-temperature too: both trip, in the same tick.
     assert {"thermocouple_open", "over_temperature"} <= {r.payload.get("interlock") for r in alarms}
     assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def _electrode_info_from(monkeypatch: pytest.MonkeyPatch, cart: SimCart, from_s: float) -> None:
+    """The generator's ELECTRODE_INFO is lost until ``from_s`` (it sends one at once, then once a second): a host
+    that opened its serial port after the simulator had written the first to it, and was slow to get the next."""
+    send = cart.sim._send
+
+    def lossy_send(msg: Message) -> None:
+        if not (isinstance(msg, ElectrodeInfo) and cart.sim.elapsed_s < from_s):
+            send(msg)
+
+    monkeypatch.setattr(cart.sim, "_send", lossy_send)
+
+
+def test_stimulation_waits_for_the_generators_first_electrode_info(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Self-test ends only once ELECTRODE_INFO has come: stimulating before it is refused by the electrode
+    check (seen in the HIL suite over a pty, where the first one went out before the host opened the port)."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    _electrode_info_from(monkeypatch, cart, from_s=1.5)
+    steps = cart.session.steps()
+    while cart.session.procedure.state is not State.STIMULATING:
+        next(steps)
+    assert cart.generator.electrodes is not None
+    for _ in steps:
+        pass
+    assert cart.session.result is not None and cart.session.result.exit_code == 0, cart.session.result
+
+
+def test_a_generator_that_sends_no_electrode_info_fails_self_test_saying_so(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    _electrode_info_from(monkeypatch, cart, from_s=3600.0)
+    result = cart.session.run()
+    assert (result.exit_code, result.final_state) == (1, "fault")
+    assert result.message.startswith("self-test: no ELECTRODE_INFO from the generator within"), result.message
+    assert cart.session.stimulation == []
 
 
 class StallOnce:

@@ -550,9 +550,9 @@ def test_a_watchdog_trip_is_handed_over_once_and_a_failed_one_not_at_all() -> No
     dog.kick()
     rig.clock.advance(0.03)
     assert dog.tick()
-    (trip,) = rig.gate.take_watchdog_trips()
+    (trip,) = rig.gate.take_trips_between_ticks()
     assert trip.interlock is InterlockId.CONTROL_LOOP_OVERRUN and trip.reason.startswith("watchdog: no loop kick")
-    assert rig.gate.take_watchdog_trips() == []
+    assert rig.gate.take_trips_between_ticks() == []
     rig.gate._lock.acquire()  # a caller stuck inside the gate: the watchdog can only turn output off
     try:
         done = threading.Thread(target=lambda: rig.gate.trip_from_watchdog("stuck", lock_timeout_s=0.01))
@@ -560,7 +560,7 @@ def test_a_watchdog_trip_is_handed_over_once_and_a_failed_one_not_at_all() -> No
         done.join()
     finally:
         rig.gate._lock.release()
-    assert rig.gate.take_watchdog_trips() == []
+    assert rig.gate.take_trips_between_ticks() == []
 
 
 def test_a_stall_an_evaluation_already_tripped_is_not_handed_over_again_by_the_watchdog() -> None:
@@ -576,7 +576,7 @@ def test_a_stall_an_evaluation_already_tripped_is_not_handed_over_again_by_the_w
     rig.feed(telemetry())
     assert [t.interlock for t in rig.gate.evaluate(rig.imaging())] == [InterlockId.CONTROL_LOOP_OVERRUN]
     rig.gate.trip_from_watchdog("watchdog: no loop kick for 30.0 ms (limit 20 ms)")
-    assert rig.gate.take_watchdog_trips() == []
+    assert rig.gate.take_trips_between_ticks() == []
 
 
 def test_a_watchdog_trip_whose_record_failed_is_handed_over_all_the_same_and_once() -> None:
@@ -593,7 +593,7 @@ def test_a_watchdog_trip_whose_record_failed_is_handed_over_all_the_same_and_onc
         gate.trip_from_watchdog("watchdog: no loop kick for 30.0 ms (limit 20 ms)")
     failing[0] = False
     gate.trip_from_watchdog("watchdog: no loop kick for 35.0 ms (limit 20 ms)")  # the thread's next check
-    (trip,) = gate.take_watchdog_trips()
+    (trip,) = gate.take_trips_between_ticks()
     assert trip.reason.endswith("30.0 ms (limit 20 ms)") and [t.key for t in gate.latched] == [trip.key]
 
 
@@ -733,6 +733,48 @@ def test_a_generator_that_stops_acknowledging_under_power_trips_link_lost_within
     assert not rig.gate.acknowledge(rig.imaging()), "cleared while the generator still answers nothing"
     rig.healthy_tick()  # it takes commands again: the trip's OUTPUT_OFF is answered
     assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.LINK_LOST]
+
+
+def test_a_lost_link_a_request_finds_between_ticks_trips_there_and_is_handed_over_once() -> None:
+    """In real time a request comes milliseconds after its tick's evaluation and evaluates afresh. A condition it
+    finds under power trips there, as the next tick's evaluation would have: a refusal alone latched nothing, and
+    the lesion ended on it left the scope idle, where a lost link never trips, so the procedure ended with no
+    alarm naming its cause (seen in the HIL suite: first trip "ch1: output refused: link_lost: ...")."""
+    rig = Rig()
+    _energised(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    on = {1: channel(power_w=10.0, flags=ON)}
+    for _ in range(14):  # 140 ms unanswered: within the limit
+        assert _deaf_tick(rig, on) == []
+    rig.wire()
+    rig.events.clear()
+    rig.clock.advance(0.02)  # past it, before the next tick
+    refused = rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert not refused and any(r.startswith("link_lost: no ACK for") for r in refused.reasons), refused.reasons
+    assert OutputOff(0x0F) in rig.wire()
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.LINK_LOST]
+    assert [(e.kind, e.interlock) for e in rig.events][:1] == [(EventKind.TRIP, InterlockId.LINK_LOST)]
+    (trip,) = rig.gate.take_trips_between_ticks()
+    assert trip.interlock is InterlockId.LINK_LOST
+    assert rig.gate.take_trips_between_ticks() == []
+    assert _deaf_tick(rig, on) == [], "the tick's evaluation does not trip it a second time"
+    assert [e.kind for e in rig.events].count(EventKind.TRIP) == 1
+    assert (EventKind.INHIBIT, InterlockId.LINK_LOST) not in [(e.kind, e.interlock) for e in rig.events]
+
+
+def test_a_request_in_its_ticks_own_moment_trips_nothing_the_tick_did_not() -> None:
+    """The tick's own evaluation, reused by a request at the same moment, has been acted on: nothing is handed
+    over twice, however often the request is refused."""
+    rig = Rig()
+    _energised(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    on = {1: channel(power_w=10.0, flags=ON)}
+    trips: list[Trip] = []
+    while not trips:
+        trips = _deaf_tick(rig, on)
+    for _ in range(3):
+        assert not rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert rig.gate.take_trips_between_ticks() == []
 
 
 def test_an_ack_lost_while_later_commands_are_answered_trips_nothing() -> None:
