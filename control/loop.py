@@ -94,6 +94,8 @@ class ControlLoop:
         self.ticks = 0
         self.longest_period_s = 0.0
         """The longest time between two ticks' interlock evaluations: what the watchdog limits to two periods."""
+        self.longest_period_ended_at: float | None = None
+        """When that period ended (the clock's time), so a test can tell what else happened during it."""
         self._evaluated_at: float | None = None
         self._t_next = clock.now()
 
@@ -140,11 +142,12 @@ class ControlLoop:
         now = self.clock.now()
         if self._evaluated_at is not None and now - self._evaluated_at > self.longest_period_s:
             self.longest_period_s = now - self._evaluated_at
+            self.longest_period_ended_at = now
         self._evaluated_at = now
         trips = self.gate.evaluate(self.imaging)
         self.watchdog.kick()
         self.ticks += 1
-        # The watchdog's trips happen outside any evaluation (from its thread, on the cart): without them here
-        # the procedure would learn of a stall only as refused output, unable to say which interlock tripped
-        # and where in the record. The gate hands each over once, and never one the evaluation returned.
+        # Trips found outside any evaluation (the watchdog's, from its thread on the cart; a request's, between
+        # ticks): without them here the procedure would learn of them only as refused output, unable to say which
+        # interlock tripped and where in the record. The gate hands each over once, never one already returned.
         return self.gate.take_trips_between_ticks() + trips

@@ -238,6 +238,7 @@ class ProcedureSession:
             loop={
                 "ticks": self.loop.ticks,
                 "longest_period_ms": round(self.loop.longest_period_s * 1000, 2),
+                "longest_period_ended_at": self.loop.longest_period_ended_at,
                 "hold_ticks": self.commits.hold_ticks,
             },
             realtime=self.loop.realtime,
@@ -381,12 +382,12 @@ class ProcedureSession:
         deadline = self.clock.now() + SELF_TEST_TIMEOUT_S
         # ELECTRODE_INFO too: it comes once a second (and at once on a change or a new connection, which a host
         # opening a serial port may miss), and the electrode check refuses stimulation until it has come.
-        while awaited := [what for what, received in (("a self-test result", self.generator.self_test_result),
+        while awaited := [what for what, received in (("self-test result", self.generator.self_test_result),
                                                       ("telemetry", self.generator.telemetry),
                                                       ("ELECTRODE_INFO", self.generator.electrodes))
                           if received is None]:
             if self.clock.now() > deadline:
-                self._fault(f"self-test: no {' nor '.join(awaited)} from the generator within "
+                self._fault(f"self-test: no {' or '.join(awaited)} from the generator within "
                             f"{SELF_TEST_TIMEOUT_S:.0f} s")
             self._tick()
             yield
@@ -449,6 +450,7 @@ class ProcedureSession:
         for amplitude_mv in range(STIM_STEP_MV, max_mv + 1, STIM_STEP_MV):
             decision = self.gate.request_stim(channel, kind, amplitude_mv, self._imaging)
             if not decision:
+                self._act_on_request_trips()
                 self._fault(f"stimulation refused by the gate: {'; '.join(decision.reasons)}",
                             still_present=lambda: bool(self._alarm_reasons()))
             self._show(f"{kind.value} ch{channel} {amplitude_mv / 1000:.1f} V")
@@ -572,8 +574,20 @@ class ProcedureSession:
         for setpoints in groups.values():
             decision = self.gate.request_output(setpoints, self._imaging)
             if not decision:
+                self._act_on_request_trips()
                 for ch in setpoints:
                     self._stop_lesion_on(ch, "output refused: " + "; ".join(decision.reasons))
+
+    def _act_on_request_trips(self) -> None:
+        """A refused request may have tripped an interlock its own evaluation found (safety.gate): commit that
+        alarm and act on the trip now, as a tick would, before acting on the refusal, which only follows from it."""
+        self._pending_trips.extend(self.gate.take_trips_between_ticks())
+        if not self._pending_trips:
+            return
+        alarm = self.recorder.take_uncommitted_alarm()
+        if alarm is not None:
+            self.commits.commit(alarm)
+        self._act_on_trips()
 
     def _stop_lesion_on(self, channel: int, reason: str) -> None:
         for a in self._active:

@@ -18,7 +18,7 @@ A run is *spoiled*, not failed, only if the machine stopped, during the period t
 explain how far it broke: a loop period is 10 ms plus whatever held the loop; a loop that keeps to its own
 budget is held at most another 10 ms (the watchdog's limit), so a longest period of L needs a stall of at
 least L − 20 ms, and never less than ``STALL_S`` (shorter gaps are scheduling noise any sleeping thread sees).
-The period that broke is known from the record (the overrun's trip row and its time, on the same monotonic
+The period that broke is known from the run's result (when its longest period ended, on the same monotonic
 clock as the witness's); a stall elsewhere in the run explains nothing. A stall that does not explain the
 overrun does not excuse it: a loop that regressed fails. A spoiled run is run again
 (:func:`run_until_unspoiled`), each time reported as a warning naming the stall. If every one of ``ATTEMPTS``
@@ -67,7 +67,7 @@ class BrokenPeriod:
 
     longest_s: float
     ended_at: float | None = None
-    """``time.monotonic()`` of the trip that found it (the record's ``mono``), or None: anywhere in the run."""
+    """``time.monotonic()`` when that period ended, or None if unknown: then a stall anywhere in the run counts."""
 
 
 class StallWitness:

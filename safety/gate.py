@@ -586,12 +586,14 @@ class OutputGate:
         would end with no alarm naming its cause.
         """
         conditions = self._conditions(imaging, now)
-        the_ticks_own = self._evaluated is not None and conditions is self._evaluated[8]  # acted on already
-        new_trips = [] if the_ticks_own else self._new_trips(conditions)
+        new_trips = self._new_trips(conditions)  # none from the tick's own evaluation: it tripped them already
         if new_trips:
             events = self._trip(new_trips, now)
             self._active.update((t.key, t) for t in new_trips)  # as the next tick's evaluation will find them
             self._between_ticks += new_trips
+            # Before the next tick's keep_alive: a trip on a link that may not carry its OUTPUT_OFF withholds
+            # the heartbeat now, as the tick's own evaluation does.
+            self._withhold_heartbeat(self._unconfirmed_off({t.key: t for t in conditions}), now, events)
             self._emit(events)
         reasons = [f"{t.interlock.value}: {t.reason}" for t in conditions if t.mask & mask]
         reasons += [

@@ -205,13 +205,21 @@ class RemoteProbeBackend(usb.backend.IBackend):
                 stream.flush()
                 answer = json.loads(stream.readline())  # b"" (closed) fails to decode, as a damaged line does
                 error = None if "ok" in answer else str(answer["error"])
-                if error is None and "data_bytes" in answer:
+                if error is None and into is not None:  # a read: its data follows, as many bytes as it says
+                    if answer.get("data_bytes") != answer["ok"]:
+                        raise ValueError(f"a read answered {answer['ok']!r} with {answer.get('data_bytes')!r} "
+                                         "data bytes")
                     _read_exactly(stream, into, answer["data_bytes"])
+                elif "data_bytes" in answer:
+                    raise ValueError(f"data with an answer that carries none: {answer}")
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # A lost or confused connection is an unplugged probe; the next call connects afresh.
                 self.close()
                 raise usb.core.USBError(f"No such device (probe service {self.spec}: {type(exc).__name__}: {exc})",
                                         _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV) from exc
+            except BaseException:  # interrupted mid-answer: the stream is no longer at a line's start
+                self.close()
+                raise
         if error is None:
             return answer["ok"]
         if error == "timeout":

@@ -48,7 +48,7 @@ def overruns(trips: list[Trip]) -> list[str]:
     return [t.reason for t in trips if t.interlock is InterlockId.CONTROL_LOOP_OVERRUN]
 
 
-def test_a_stall_the_between_ticks_first_comes_out_of_the_next_tick_once() -> None:
+def test_a_stall_the_watchdog_trips_first_comes_out_of_the_next_tick_once() -> None:
     _, loop, pacer = lesion_running(watchdog_wakes_second=False)
     pacer.stall_s = 0.03
     assert [r.split(" for ")[0] for r in overruns(loop.tick())] == ["watchdog: no loop kick"]

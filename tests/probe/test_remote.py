@@ -177,7 +177,10 @@ class _OneAnswerService:
     b'{"ok": 4, "data_bytes": -1}\n',
     b'{"ok": 4, "data_bytes": "4"}\n',
     b'{"ok": 4, "data_bytes": 4}\n\x01\x02',  # the connection ends two bytes into the data
-], ids=["too-long", "negative", "not-a-count", "cut-off"])
+    b'{"ok": 3, "data_bytes": 4}\n' + bytes(4),  # the count and the data disagree
+    b'{"ok": "AAAA"}\n',  # a read answered without data (base64 in the line, say)
+    b'{"error": "usb", "code": -1, "errno": 5, "text": "x", "data_bytes": 2}\n\x00\x00',  # data with an error
+], ids=["too-long", "negative", "not-a-count", "cut-off", "disagreeing", "no-data", "error-with-data"])
 def test_an_answer_whose_data_does_not_fit_the_read_is_an_unplugged_probe(answer: bytes) -> None:
     service = _OneAnswerService(answer)
     try:

@@ -763,8 +763,8 @@ def test_a_lost_link_a_request_finds_between_ticks_trips_there_and_is_handed_ove
 
 
 def test_a_request_in_its_ticks_own_moment_trips_nothing_the_tick_did_not() -> None:
-    """The tick's own evaluation, reused by a request at the same moment, has been acted on: nothing is handed
-    over twice, however often the request is refused."""
+    """A trip the tick's evaluation returned is not tripped again, nor handed over, by requests at the same
+    moment, however often they are refused."""
     rig = Rig()
     _energised(rig)
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
