@@ -161,12 +161,16 @@ def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, no
         return CommandedChannel(True, now, mode, setpoint)
     ceiling, until = previous.ceiling, previous.ceiling_until
     settling = now < until
-    # The measurement may show a lowered setpoint's predecessor for SETPOINT_SETTLE_S. A new ceiling
-    # starts only when the previous setpoint is at least the one still settling: a steadily falling
-    # setpoint (a request every tick) must not keep pushing the deadline, or the ceiling would never
-    # expire and the comparison with the commanded power would stay off.
+    # The measurement may show a lowered setpoint's predecessor until SETPOINT_SETTLE_S after the generator
+    # took the lowering command: until its ACK is read, at most COMMAND_ANSWER_S (then the link is lost anyway);
+    # the gate shortens the deadline when the ACK comes (OutputGate._settle_from_acks). Counted from the send,
+    # a generator held up before taking the command (seen on a loaded VM: the simulator process stalled)
+    # delivered the old setpoint past the deadline and tripped over-power. A new ceiling starts only when the
+    # previous setpoint is at least the one still settling: a steadily falling setpoint (a request every tick)
+    # must not keep pushing the deadline, or the ceiling would never expire and the comparison with the
+    # commanded power would stay off.
     if setpoint < previous.setpoint and (not settling or previous.setpoint >= ceiling):
-        ceiling, until = previous.setpoint, now + hard.SETPOINT_SETTLE_S
+        ceiling, until = previous.setpoint, now + hard.COMMAND_ANSWER_S + hard.SETPOINT_SETTLE_S
     return CommandedChannel(True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv,
                             previous.stim_since)
 
@@ -212,6 +216,8 @@ class OutputGate:
         self._lock = threading.RLock()
         now = clock.now()
         self._commanded: list[CommandedChannel] = [_OFF._replace(since=now)] * N_CHANNELS
+        self._ceiling_seq: list[int | None] = [None] * N_CHANNELS
+        """Per channel, the SET_OUTPUT whose ACK starts its settling ceiling's SETPOINT_SETTLE_S, until it comes."""
         self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
         self._trend_source: Received[Telemetry] | None = None
         self._rf_on_s = [0.0] * N_CHANNELS
@@ -486,6 +492,8 @@ class OutputGate:
             seq = self._generator.set_output(self._capability, msg)
             self._version += 1
             for driven, commanded in checked.prospective.items():
+                if commanded.ceiling_until != self._commanded[driven - 1].ceiling_until:  # a new ceiling
+                    self._ceiling_seq[driven - 1] = seq
                 self._commanded[driven - 1] = commanded
             self._unseen_off &= ~checked.mask
             # Output turning on is an event of its own; a new setpoint on a channel already on is in the
@@ -831,6 +839,7 @@ class OutputGate:
         """Account RF time, fold a new telemetry frame into the trends, and build the snapshot."""
         self._account(now)
         gen = self._generator
+        self._settle_from_acks()
         rx = gen.telemetry
         if rx is not None and rx is not self._trend_source:
             self._trend_source = rx
@@ -856,6 +865,18 @@ class OutputGate:
             gen.last_refusal,
             gen.unanswered,
         )
+
+    def _settle_from_acks(self) -> None:
+        """A settling ceiling lasts SETPOINT_SETTLE_S from the ACK of the command that lowered the setpoint."""
+        for index, seq in enumerate(self._ceiling_seq):
+            if seq is None:
+                continue
+            ack = self._generator.ack_for(SetOutput.MSG_ID, seq)
+            if ack is not None:
+                commanded = self._commanded[index]
+                until = min(commanded.ceiling_until, ack.arrived_at + hard.SETPOINT_SETTLE_S)
+                self._commanded[index] = commanded._replace(ceiling_until=until)
+                self._ceiling_seq[index] = None
 
     def _account(self, now: float) -> None:
         elapsed = now - self._accounted_at
@@ -886,6 +907,7 @@ class OutputGate:
         for channel in channels:
             if self._commanded[channel - 1].energised:
                 self._commanded[channel - 1] = _OFF._replace(since=now)
+                self._ceiling_seq[channel - 1] = None
                 self._unseen_off |= channel_bit(channel)
                 self._unseen_off_since = now
         return seq

@@ -16,6 +16,10 @@ def hold_the_interpreter() -> None:
     sorted(values)
 
 
+def not_judged_as_stalled(run: object) -> None:
+    raise AssertionError(f"{run!r} judged as a stall: every attempt was spoiled")
+
+
 def test_the_witness_notes_no_gap_that_did_not_happen() -> None:
     """Its naps themselves are not stalls (a threshold no VM hiccup reaches, so this cannot flake)."""
     with StallWitness(stall_s=0.5) as witness:
@@ -38,7 +42,7 @@ def test_a_run_that_kept_its_period_is_judged_as_it_is_even_through_a_stall() ->
         hold_the_interpreter()
         return len(runs)
 
-    assert run_until_unspoiled(attempt, lambda n: None) == 1
+    assert run_until_unspoiled(attempt, lambda n: None, not_judged_as_stalled) == 1
 
 
 def test_a_run_that_broke_its_period_during_a_stall_is_run_again_and_the_retry_is_reported() -> None:
@@ -51,11 +55,12 @@ def test_a_run_that_broke_its_period_during_a_stall_is_run_again_and_the_retry_i
         return len(runs)
 
     with pytest.warns(UserWarning, match="spoiled by a machine stall"):
-        assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(0.025)) == 2
+        assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(0.025), not_judged_as_stalled) == 2
 
 
 def test_a_run_that_broke_its_period_with_no_stall_is_returned_to_fail() -> None:
-    assert run_until_unspoiled(lambda: "slow loop", lambda run: BrokenPeriod(0.025)) == "slow loop"
+    slow = run_until_unspoiled(lambda: "slow loop", lambda run: BrokenPeriod(0.025), not_judged_as_stalled)
+    assert slow == "slow loop"
 
 
 def test_a_stall_too_short_to_explain_the_overrun_does_not_excuse_it() -> None:
@@ -67,7 +72,7 @@ def test_a_stall_too_short_to_explain_the_overrun_does_not_excuse_it() -> None:
         hold_the_interpreter()
         return len(runs)
 
-    assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(1.0)) == 1
+    assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(1.0), not_judged_as_stalled) == 1
 
 
 def test_the_stall_needed_is_the_overrun_less_a_period_and_the_loops_own_jitter() -> None:
@@ -75,10 +80,27 @@ def test_the_stall_needed_is_the_overrun_less_a_period_and_the_loops_own_jitter(
     assert stall_needed_s(0.06296) == pytest.approx(0.04296)  # the 62.96 ms run: the witness saw 52.5 ms
 
 
-def test_every_attempt_spoiled_is_inconclusive_and_says_so() -> None:
-    with pytest.warns(UserWarning), pytest.raises(pytest.skip.Exception,
-                                                  match="inconclusive: every one of 2 real-time runs"):
-        run_until_unspoiled(hold_the_interpreter, lambda run: BrokenPeriod(0.025), attempts=2)
+def test_every_attempt_spoiled_judges_the_last_as_a_stall_and_says_so() -> None:
+    judged: list[int] = []
+    runs: list[int] = []
+
+    def attempt() -> int:
+        runs.append(1)
+        hold_the_interpreter()
+        return len(runs)
+
+    with pytest.warns(UserWarning) as said:
+        assert run_until_unspoiled(attempt, lambda run: BrokenPeriod(0.025), judged.append, attempts=2) is None
+    assert judged == [2], "the last run, and only it"
+    assert "every one of 2 real-time runs was spoiled" in str(said[-1].message)
+
+
+def test_a_stall_ending_that_is_wrong_fails_the_test() -> None:
+    def wrong(run: None) -> None:
+        raise AssertionError("no overrun tripped")
+
+    with pytest.warns(UserWarning), pytest.raises(AssertionError, match="no overrun tripped"):
+        run_until_unspoiled(hold_the_interpreter, lambda run: BrokenPeriod(0.025), wrong, attempts=1)
 
 
 def test_a_stall_outside_the_period_that_broke_does_not_excuse_it() -> None:
@@ -91,7 +113,7 @@ def test_a_stall_outside_the_period_that_broke_does_not_excuse_it() -> None:
         time.sleep(0.1)
         return time.monotonic()  # the overrun's trip, 100 ms after the stall ended
 
-    ended = run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.025, ended_at=at))
+    ended = run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.025, ended_at=at), not_judged_as_stalled)
     assert len(runs) == 1, "returned to fail, not run again"
     assert ended > 0
 
@@ -106,7 +128,7 @@ def test_a_stall_within_the_period_that_broke_excuses_it() -> None:
         return time.monotonic()  # the overrun's trip, as the stall ends
 
     with pytest.warns(UserWarning, match="spoiled by a machine stall"):
-        run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.025, ended_at=at))
+        run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.025, ended_at=at), not_judged_as_stalled)
     assert len(runs) == 2
 
 

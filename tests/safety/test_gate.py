@@ -683,6 +683,51 @@ def test_a_setpoint_lowered_every_tick_does_not_keep_the_settling_ceiling_alive(
     assert rig.clock.now() - NOW < 0.3
 
 
+def _lowered(rig: Rig) -> int:
+    """Channel 1 delivering 20 W, then lowered to 5 W: the lowering command's SEQ (nothing sent is answered yet)."""
+    ready(rig)
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=20.0, flags=ON)})
+    rig.wire()
+    lowered = rig.gate.request_output({1: 5.0}, rig.imaging())
+    assert lowered and lowered.seq is not None
+    return lowered.seq
+
+
+def test_a_generator_slow_to_take_a_lowered_setpoint_may_deliver_the_old_one_until_it_has_settled_after_its_ack(
+) -> None:
+    """Held up before taking the lowering command (a busy firmware; in the HIL suite, a simulator process its VM
+    stalled), the generator goes on delivering 20 W: allowed until SETPOINT_SETTLE_S after its ACK, not after the
+    send, which tripped over-power on a generator doing nothing wrong."""
+    rig = Rig()
+    seq = _lowered(rig)
+    old = {1: channel(power_w=20.0, flags=ON)}
+    for _ in range(12):  # 120 ms: past the send + SETPOINT_SETTLE_S, within COMMAND_ANSWER_S
+        assert _deaf_tick(rig, old) == []
+    rig.send(Ack(SetOutput.MSG_ID, seq, int(AckResult.OK)))  # taken at last
+    acked_at = rig.clock.now()
+    trips: list[Trip] = []
+    while not trips and rig.clock.now() - acked_at < 0.5:
+        rig.clock.advance(0.01)
+        rig.feed(telemetry(old))  # answering again, but delivering 20 W still
+        trips = rig.gate.evaluate(rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.OVER_POWER]
+    assert hard.SETPOINT_SETTLE_S < rig.clock.now() - acked_at <= hard.SETPOINT_SETTLE_S + 0.01 + 1e-9
+
+
+def test_a_lowered_setpoint_answered_at_once_settles_from_its_ack() -> None:
+    rig = Rig()
+    _lowered(rig)
+    sent_at = rig.clock.now()
+    trips: list[Trip] = []
+    while not trips and rig.clock.now() - sent_at < 0.5:
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({1: channel(power_w=20.0, flags=ON)}))  # the ACK comes with the first tick
+        trips = rig.gate.evaluate(rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.OVER_POWER]
+    assert rig.clock.now() - sent_at <= 0.01 + hard.SETPOINT_SETTLE_S + 0.01 + 1e-9
+
+
 @pytest.mark.parametrize("result", [AckResult.REFUSED_LIMIT, AckResult.REFUSED_STATE, AckResult.BAD_PARAMETER])
 def test_a_refused_set_output_trips_on_the_tick_it_is_read_and_clears_once_output_is_off(result: AckResult) -> None:
     rig = Rig()
