@@ -594,15 +594,9 @@ class OutputGate:
         would end with no alarm naming its cause.
         """
         conditions = self._conditions(imaging, now)
-        new_trips = self._new_trips(conditions)  # none from the tick's own evaluation: it tripped them already
-        if new_trips:
-            events = self._trip(new_trips, now)
-            self._active.update((t.key, t) for t in new_trips)  # as the next tick's evaluation will find them
-            self._between_ticks += new_trips
-            # Before the next tick's keep_alive: a trip on a link that may not carry its OUTPUT_OFF withholds
-            # the heartbeat now, as the tick's own evaluation does.
-            self._withhold_heartbeat(self._unconfirmed_off({t.key: t for t in conditions}), now, events)
-            self._emit(events)
+        if self._new_trips(conditions):  # never from the tick's own evaluation: it tripped them already
+            # The tick's own handling, heartbeat withholding included (before the next tick's keep_alive).
+            self._between_ticks += self._apply(conditions, now)
         reasons = [f"{t.interlock.value}: {t.reason}" for t in conditions if t.mask & mask]
         reasons += [
             f"latched {t.interlock.value}: {t.reason}" for t in self._latched.values() if t.mask & mask
