@@ -72,6 +72,7 @@ from safety.interlocks import (
     channel_bit,
     evaluate_interlocks,
     over_power,
+    reevaluate_clocked,
 )
 from safety.plan import LesionPlan, check_plan
 
@@ -81,8 +82,8 @@ _UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (In
 """Conditions under which the host cannot see whether output went off."""
 _OUTPUT_ON_FLAG: Final = int(TelemetryFlag.OUTPUT_ON)
 _UNCOMMANDED_CENTI_W: Final = round(hard.UNCOMMANDED_POWER_W * 100)
-# The last evaluation: (now, telemetry, status, heartbeat, electrodes, refusal, imaging, version, conditions).
-_Evaluation = tuple[float, object, object, object, object, object, ImagingStatus | None, int, list[Trip]]
+# The last evaluation: (now, its snapshot, the heartbeat received then, the gate's version then, conditions).
+_Evaluation = tuple[float, SafetyInputs, object, int, list[Trip]]
 
 
 class EventKind(enum.StrEnum):
@@ -307,17 +308,7 @@ class OutputGate:
             inputs = self._refresh(imaging, now)
             self._last_tick_at = now
             conditions = evaluate_interlocks(inputs, self._rules, now)
-            self._evaluated = (
-                now,
-                inputs.telemetry,
-                inputs.status,
-                self._generator.heartbeat,
-                inputs.electrodes,
-                inputs.refusal,
-                imaging,
-                self._version,
-                conditions,
-            )
+            self._evaluated = (now, inputs, self._generator.heartbeat, self._version, conditions)
             trips = self._apply(conditions, now)
             self._restate_if_overdue(now)
             return trips
@@ -806,27 +797,38 @@ class OutputGate:
 
     # -- internals -----------------------------------------------------------------------------------------
     def _conditions(self, imaging: ImagingStatus | None, now: float) -> list[Trip]:
-        """The conditions holding now; the tick's own evaluation when nothing has changed since it.
+        """The conditions holding now, from the tick's own evaluation when only time has changed since it.
 
-        A request in the same tick as the evaluation (same moment, same received messages, same imaging,
-        no command or stop since) gets that evaluation's conditions instead of running every interlock
-        again; anything else is evaluated afresh.
+        A request after the evaluation with the same received messages, the same imaging, and no command or
+        stop since, differs from it only in time: at the same moment (simulated time) it gets that
+        evaluation's conditions; later (real time, a few microseconds on) the clocked interlocks are run again
+        on the snapshot brought up to now, and the others' conditions kept, being functions of what has not
+        changed (:func:`~safety.interlocks.reevaluate_clocked`). Anything else is evaluated afresh.
         """
         cached = self._evaluated
         gen = self._generator
-        if (
-            cached is not None
-            and cached[0] == now
-            and cached[1] is gen.telemetry
-            and cached[2] is gen.status
-            and cached[3] is gen.heartbeat
-            and cached[4] is gen.electrodes
-            and cached[5] is gen.last_refusal
-            and cached[6] == imaging
-            and cached[7] == self._version
-        ):
-            self._account(now)
-            return cached[8]
+        if cached is not None:
+            at, inputs, heartbeat, version, conditions = cached
+            if (
+                inputs.telemetry is gen.telemetry
+                and inputs.status is gen.status
+                and heartbeat is gen.heartbeat
+                and inputs.electrodes is gen.electrodes
+                and inputs.refusal is gen.last_refusal
+                and inputs.imaging == imaging
+                and version == self._version
+            ):
+                self._account(now)
+                if at == now:
+                    return conditions
+                self._settle_from_acks()
+                inputs = inputs._replace(
+                    commanded=tuple(self._commanded),
+                    rf_on_s=tuple(self._rf_on_s),
+                    loop_tick_at=self._last_tick_at,
+                    unanswered=gen.unanswered,
+                )
+                return reevaluate_clocked(conditions, inputs, self._rules, now)
         return evaluate_interlocks(self._refresh(imaging, now), self._rules, now)
 
     def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:

@@ -785,15 +785,66 @@ CHANNEL_CHECKS: Final[tuple[ChannelCheck, ...]] = (
 )
 
 
+def _interlock_of(check: Callable[..., Trip | None]) -> InterlockId:
+    """The interlock a check judges, by its name (``check_<id>``): a misnamed check fails at import."""
+    return InterlockId(check.__name__.removeprefix("check_"))
+
+
+_CLOCKED: Final[frozenset[Callable[..., Trip | None]]] = frozenset({
+    check_link_lost,
+    check_telemetry_stale,
+    check_control_loop_overrun,
+    check_imaging_lost,
+    check_over_power,
+    check_lesion_time_exceeded,
+})
+CLOCKED_SYSTEM_CHECKS: Final[tuple[SystemCheck, ...]] = tuple(check for check in SYSTEM_CHECKS if check in _CLOCKED)
+CLOCKED_CHANNEL_CHECKS: Final[tuple[ChannelCheck, ...]] = tuple(check for check in CHANNEL_CHECKS if check in _CLOCKED)
+_ALL_CHECKS: Final[tuple[Callable[..., Trip | None], ...]] = (*SYSTEM_CHECKS, *CHANNEL_CHECKS)
+CLOCKED: Final = frozenset(_interlock_of(check) for check in _ALL_CHECKS if check in _CLOCKED)
+"""The interlocks whose condition can change with time alone, the snapshot otherwise the same: they read
+``now``, or what grows or expires with it and nothing else (RF time, the loop's last tick, the oldest
+unanswered command, a lowered setpoint's settling ceiling). Every other check is a function of the received
+messages, the commands, the trends and imaging only."""
+_ORDER: Final = {_interlock_of(check): index for index, check in enumerate(_ALL_CHECKS)}
+
+
 def evaluate_interlocks(inputs: SafetyInputs, rules: SafetyRules, now: float) -> list[Trip]:
     """Every condition that holds now: system interlocks first, then each planned channel in order."""
-    found: list[Trip] = []
-    for system_check in SYSTEM_CHECKS:
+    return _run([], SYSTEM_CHECKS, CHANNEL_CHECKS, inputs, rules, now)
+
+
+def reevaluate_clocked(earlier: Sequence[Trip], inputs: SafetyInputs, rules: SafetyRules, now: float) -> list[Trip]:
+    """What :func:`evaluate_interlocks` returns for ``inputs`` at ``now``, given what it returned at an earlier
+    moment for a snapshot that differed only in what :data:`CLOCKED` interlocks read.
+
+    The other conditions cannot have changed, so they are taken from ``earlier`` and only the clocked checks
+    run again: the gate's answer to an output request a few microseconds after its tick's evaluation, on the
+    cart, where the clock has moved (a sixth of the checks, and no snapshot to build). Same trips, same order.
+    """
+    found = [trip for trip in earlier if trip.interlock not in CLOCKED]
+    kept = len(found)
+    _run(found, CLOCKED_SYSTEM_CHECKS, CLOCKED_CHANNEL_CHECKS, inputs, rules, now)
+    if kept and len(found) > kept:  # merge into evaluate_interlocks' order
+        found.sort(key=lambda trip: (trip.channel or 0, _ORDER[trip.interlock]))
+    return found
+
+
+def _run(
+    found: list[Trip],
+    system_checks: Sequence[SystemCheck],
+    channel_checks: Sequence[ChannelCheck],
+    inputs: SafetyInputs,
+    rules: SafetyRules,
+    now: float,
+) -> list[Trip]:
+    """Append to ``found`` what the checks find: the system checks, then each planned channel's in order."""
+    for system_check in system_checks:
         trip = system_check(inputs, rules, now)
         if trip is not None:
             found.append(trip)
     for channel_rules in rules.channels:
-        for channel_check in CHANNEL_CHECKS:
+        for channel_check in channel_checks:
             trip = channel_check(inputs, channel_rules, now)
             if trip is not None:
                 found.append(trip)

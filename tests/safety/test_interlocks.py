@@ -32,6 +32,7 @@ from safety.config import HARD_LIMITS, SafetyLimits
 from safety.inputs import ChannelTrend, CommandedChannel, ImagingStatus, SafetyInputs, advance_trend
 from safety.interlocks import (
     CHANNEL_CHECKS,
+    CLOCKED,
     SPECS,
     SYSTEM_CHECKS,
     ChannelRules,
@@ -39,6 +40,7 @@ from safety.interlocks import (
     SafetyRules,
     Trip,
     evaluate_interlocks,
+    reevaluate_clocked,
 )
 from safety.plan import Electrode, Lesion, LesionPlan, default_genicular_plan
 from tests.safety.support import (
@@ -564,6 +566,8 @@ def test_without_stimulation_the_voltage_is_not_judged_against_any_amplitude(mea
 def test_every_interlock_has_a_spec_and_a_check() -> None:
     assert set(SPECS) == set(InterlockId)
     assert len(SYSTEM_CHECKS) + len(CHANNEL_CHECKS) == len(InterlockId)
+    assert {check.__name__.removeprefix("check_") for check in (*SYSTEM_CHECKS, *CHANNEL_CHECKS)} == set(InterlockId)
+    assert set(InterlockId) > CLOCKED
 
 
 def test_channel_trips_stop_their_channel_and_system_trips_stop_all() -> None:
@@ -617,6 +621,73 @@ def test_evaluation_is_total_and_deterministic(chans: list[ChannelTelemetry], rf
     first = evaluate_interlocks(snapshot, RULES, NOW)
     assert first == evaluate_interlocks(snapshot, RULES, NOW)
     assert all(isinstance(t, Trip) and t.mask for t in first)
+
+
+_ages = st.floats(0.0, 0.6)
+
+
+@st.composite
+def _commanded(draw: st.DrawFn) -> CommandedChannel:
+    """Off, stimulating, or on with a setpoint and maybe a settling ceiling that ends within the draw's times."""
+    kind = draw(st.sampled_from(["off", "stim", "on"]))
+    since = NOW - draw(st.floats(0.0, 2.0))
+    if kind == "off":
+        return CommandedChannel(on=False, since=since)
+    if kind == "stim":
+        return CommandedChannel(on=False, since=since, stim_amplitude_mv=draw(st.integers(1, 3000)),
+                                stim_since=NOW - draw(_ages))
+    return on(setpoint=draw(st.floats(0.0, 40.0)), since=since, ceiling=draw(st.floats(0.0, 40.0)),
+              ceiling_until=NOW + draw(st.floats(-0.1, 0.6)))
+
+
+@given(
+    chans=st.lists(_channel_values, min_size=4, max_size=4),
+    commanded=st.lists(_commanded(), min_size=4, max_size=4),
+    ages=st.tuples(_ages, _ages, _ages, _ages, st.one_of(st.none(), _ages), st.floats(0.0, 4.0)),
+    rf_on_s=st.lists(st.floats(0.0, 400.0), min_size=4, max_size=4),
+    later=st.tuples(st.floats(0.0, 0.5), st.one_of(st.none(), _ages), st.booleans(), st.floats(-0.2, 0.0)),
+    pulsed=st.booleans(),
+)
+def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
+    chans: list[ChannelTelemetry],
+    commanded: list[CommandedChannel],
+    ages: tuple[float, float, float, float, float | None, float],
+    rf_on_s: list[float],
+    later: tuple[float, float | None, bool, float],
+    pulsed: bool,
+) -> None:
+    """What the gate does for a request after its tick (ARCHITECTURE.md section 7: every request is checked
+    against every interlock): keep the unclocked conditions, run the clocked ones at the later moment, on a
+    snapshot whose RF time, last tick, oldest unanswered command and settling ceilings have moved on. It must
+    give exactly what evaluating everything then gives; a check left out of CLOCKED that reads the time (or
+    what moves with it) makes the two differ for some draw."""
+    rules = PULSED_RULES if pulsed else RULES
+    telemetry_age, status_age, heartbeat_age, tick_age, unanswered_age, frame_age = ages
+    dt, unanswered_age_then, ack_settles, settle_shift = later
+    earlier = inputs(
+        telemetry(dict(enumerate(chans, start=1))),
+        telemetry_age_s=telemetry_age,
+        status_age_s=status_age,
+        heartbeat_age_s=heartbeat_age,
+        loop_tick_age_s=tick_age,
+        unanswered_age_s=unanswered_age,
+        commanded=dict(enumerate(commanded, start=1)),
+        rf_on_s=dict(enumerate(rf_on_s, start=1)),
+        imaging=ImagingStatus(last_frame_at=NOW - frame_age, probe_face_temp_c=30.0),
+    )
+    now = NOW + dt
+    then = earlier._replace(
+        rf_on_s=tuple(rf + dt if c.on else rf for rf, c in zip(earlier.rf_on_s, earlier.commanded, strict=True)),
+        loop_tick_at=NOW,
+        unanswered=None if unanswered_age_then is None else earlier.unanswered,
+        commanded=tuple(
+            c._replace(ceiling_until=min(c.ceiling_until, NOW + settle_shift + hard.SETPOINT_SETTLE_S))
+            if ack_settles else c
+            for c in earlier.commanded
+        ),
+    )
+    reused = reevaluate_clocked(evaluate_interlocks(earlier, rules, NOW), then, rules, now)
+    assert reused == evaluate_interlocks(then, rules, now)
 
 
 # -- the trend reducer ---------------------------------------------------------------------------------------
