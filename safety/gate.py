@@ -802,8 +802,8 @@ class OutputGate:
         A request after the evaluation with the same received messages, the same imaging, and no command or
         stop since, differs from it only in time: at the same moment (simulated time) it gets that
         evaluation's conditions; later (real time, a few microseconds on) the clocked interlocks are run again
-        on the snapshot brought up to now, and the others' conditions kept, being functions of what has not
-        changed (:func:`~safety.interlocks.reevaluate_clocked`). Anything else is evaluated afresh.
+        on a snapshot of now, and the others' conditions kept, being functions of what has not changed
+        (:func:`~safety.interlocks.reevaluate_clocked`). Anything else is evaluated afresh.
         """
         cached = self._evaluated
         gen = self._generator
@@ -818,17 +818,10 @@ class OutputGate:
                 and inputs.imaging == imaging
                 and version == self._version
             ):
-                self._account(now)
                 if at == now:
+                    self._account(now)
                     return conditions
-                self._settle_from_acks()
-                inputs = inputs._replace(
-                    commanded=tuple(self._commanded),
-                    rf_on_s=tuple(self._rf_on_s),
-                    loop_tick_at=self._last_tick_at,
-                    unanswered=gen.unanswered,
-                )
-                return reevaluate_clocked(conditions, inputs, self._rules, now)
+                return reevaluate_clocked(conditions, self._refresh(imaging, now), self._rules, now)
         return evaluate_interlocks(self._refresh(imaging, now), self._rules, now)
 
     def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:
