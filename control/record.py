@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -329,16 +330,35 @@ class VerifyResult:
 
 
 class RecordReader:
-    """Reads a record, read-only; safe while the writer is still appending (WAL)."""
+    """Reads a record, read-only; safe while the writer is still appending (WAL).
+
+    A record with no write-ahead log beside it (``<name>-wal``) has no writer: SQLite removes the log when the
+    writer closes, and no writer opens an existing record again. Such a record is read as unchangeable
+    (SQLite's ``immutable``), which writes nothing: a read-only reader of a WAL database otherwise creates the
+    log and its shared-memory index beside the file, so verifying a record changed the folder it was kept in,
+    and a record on read-only storage (an archive, a write-protected stick, another user's folder) could not
+    be read at all, and was called damaged. With a log beside it (a live procedure, or a writer that died with
+    rows in its log) it is read through the log, which needs the folder writable.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise RecordError(f"no record at {self.path}")
-        try:  # as a URI (quoted: a '#' or '?' in the path is no URI syntax), so read-only is kept
-            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        wal = self.path.with_name(self.path.name + "-wal")
+        logged = wal.exists()
+        # As a URI (quoted: a '#' or '?' in the path is no URI syntax), so read-only is kept.
+        uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if logged else 'immutable=1'}"
+        try:
+            self._db = sqlite3.connect(uri, uri=True)
             self._db.execute("SELECT count(*) FROM events").fetchone()
         except sqlite3.Error as exc:
+            if logged and not os.access(self.path.parent, os.W_OK):
+                raise RecordError(
+                    f"{self.path} has a write-ahead log beside it ({wal.name}: its writer is running, or died "
+                    f"before closing it), and reading the rows in that log needs {self.path.parent} writable: "
+                    "copy the record with its -wal file to a writable folder and read it there"
+                ) from exc
             raise RecordDamaged(f"{self.path} cannot be read as a procedure record: {exc}") from exc
 
     def close(self) -> None:

@@ -109,6 +109,52 @@ def test_a_file_that_is_not_a_record_is_refused(tmp_path: Path) -> None:
         RecordReader(path)
 
 
+def test_reading_a_closed_record_leaves_its_folder_as_it_was(tmp_path: Path) -> None:
+    """A read-only reader of a WAL database makes SQLite create the log and its index beside the file, so a
+    record on read-only storage (an archive, a write-protected stick) could not be read, and was called
+    damaged. A closed record has no log: it is read as unchangeable, writing nothing."""
+    path = tmp_path / "closed.rfa.db"
+    write_record(path, [("state", {"to": "standby"}), ("telemetry", {"ch": 1})])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    reader = RecordReader(path)
+    assert reader.verify().ok
+    assert [r.kind for r in reader.rows()][-3:] == ["state", "telemetry", "end"]
+    reader.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before == ["closed.rfa.db"]
+
+
+def test_a_live_record_is_followed_through_its_log(tmp_path: Path) -> None:
+    """While the writer runs, its log is beside the record: the reader reads through it and sees new rows."""
+    clock = SimClock()
+    path = tmp_path / "live.rfa.db"
+    record = ProcedureRecord(path, clock)
+    record.append_durable("state", {"to": "standby"})
+    reader = RecordReader(path)
+    last = max(r.id for r in reader.rows())
+    record.append_durable("state", {"to": "armed"})
+    assert [r.payload for r in reader.rows_after(last)] == [{"to": "armed"}]
+    reader.close()
+    record.close()
+
+
+def test_a_log_that_cannot_be_read_for_a_read_only_folder_says_so(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that died leaves rows in its log; on read-only storage SQLite cannot read them. The reader says
+    what to do, instead of calling the record damaged. (The folder is made read-only in the reader's eyes:
+    the tests run as root, whom permissions do not stop.)"""
+    path = tmp_path / "died.rfa.db"
+    write_record(path, [("state", {"to": "standby"})])
+    path.with_name(path.name + "-wal").write_bytes(b"")
+
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+    monkeypatch.setattr("control.record.sqlite3.connect", refuse)
+    monkeypatch.setattr("control.record.os.access", lambda *args, **kwargs: False)
+    with pytest.raises(RecordError, match="copy the record with its -wal file to a writable folder") as raised:
+        RecordReader(path)
+    assert not isinstance(raised.value, RecordDamaged)
+
+
 CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path
