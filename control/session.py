@@ -264,9 +264,7 @@ class ProcedureSession:
     def _tick(self) -> None:
         self._pending_trips.extend(self.loop.tick())
         self._imaging = self.loop.imaging
-        alarm = self.recorder.take_uncommitted_alarm()
-        if alarm is not None:  # an alarm the gate emitted in this tick (real time): on disk before going on
-            self.commits.commit(alarm)
+        if self._commit_pending_alarm():  # the loop ticked through the commit (real time): its newest imaging
             self._imaging = self.loop.imaging
         try:
             self._act_on_trips()
@@ -584,10 +582,17 @@ class ProcedureSession:
         self._pending_trips.extend(self.gate.take_trips_between_ticks())
         if not self._pending_trips:
             return
-        alarm = self.recorder.take_uncommitted_alarm()
-        if alarm is not None:
-            self.commits.commit(alarm)
+        self._commit_pending_alarm()
         self._act_on_trips()
+
+    def _commit_pending_alarm(self) -> bool:
+        """Put the alarm the gate emitted since the last commit (real time: it is left to the session) on disk
+        before anything acts on it; whether there was one."""
+        alarm = self.recorder.take_uncommitted_alarm()
+        if alarm is None:
+            return False
+        self.commits.commit(alarm)
+        return True
 
     def _stop_lesion_on(self, channel: int, reason: str) -> None:
         for a in self._active:
