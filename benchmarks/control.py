@@ -463,7 +463,8 @@ def reference_after_idle(n: int) -> list[int]:
 
 
 REFERENCE_ITERATIONS: Final = 1500
-"""About as long as the tick's median on the development VM (45 µs), so both meet the same interruptions."""
+"""About as long as the tick's median on the development VM (45 µs the day it was sized; 60 µs on a slower one),
+so both meet the same interruptions."""
 
 
 def reference_work() -> int:
@@ -515,6 +516,10 @@ def _tick_results(samples: TickSamples) -> list[BenchResult]:
                     detail=f"a fixed pure-Python task timed between the ticks (benchmarks.control.reference_work): "
                     f"p50 {ref_p50 * 1e3:.1f} µs, p99 {ref_p99 * 1e3:.1f} µs; what this machine does to a constant "
                     f"task in the same run"),
+        BenchResult(BENCH, "tick_p50_over_reference_p50", p50 / ref_p50, "x",
+                    detail="the tick's median in units of that fixed task's, timed in the same minutes: the "
+                    "machine's speed of the day cancels, so this is the figure to compare across days and "
+                    "machines (the milliseconds moved by a third between two evenings on the development VM)"),
         BenchResult(BENCH, "slack_p99_ms", percentile(housekeeping_ms, 0.99), "ms",
                     detail=f"the loop's slack between ticks: garbage collection (control.runtime) and the host "
                     f"heartbeat when due; p50 {percentile(housekeeping_ms, 0.5):.4f} ms, max "

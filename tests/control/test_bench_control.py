@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from benchmarks.control import (
     PERIOD_S,
     SCENARIOS,
     TripScenario,
+    _CartClock,
     measure_ticks,
     measure_trip,
     paced_ticks,
@@ -29,6 +31,23 @@ def test_percentile_is_nearest_rank_and_nan_when_empty() -> None:
     assert percentile(values, 0.5) == 3.0
     assert percentile(values, 1.0) == 5.0
     assert percentile([], 0.5) != percentile([], 0.5)  # NaN
+
+
+def test_the_tick_benchmarks_clock_moves_through_the_tick_and_never_back() -> None:
+    """The request must come a moment after the tick's evaluation, as on the cart (a clock standing still let
+    the gate answer it from the evaluation for free), and stepping to a moment already passed must not rewind."""
+    clock = _CartClock(5.0)
+    first = clock.now()
+    time.sleep(0.002)
+    second = clock.now()
+    assert 5.0 <= first < second
+    clock.sleep_until(5.0)  # already passed
+    assert clock.now() >= second
+    clock.sleep_until(7.0)
+    assert 7.0 <= clock.now() < 7.5
+    assert clock.advance(0.01) >= 7.01
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance(-0.01)
 
 
 def test_every_interlock_has_one_scenario_and_any_other_way_to_trip_it_is_named() -> None:
