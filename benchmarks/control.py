@@ -11,8 +11,8 @@ than of one module:
    cart's: four telemetry rows per frame, the SET_OUTPUT command, the generator's ACK of the last one, a
    STATUS row when it changes. The host heartbeat goes out in the slack before the wait, as on the cart. The
    simulated generator steps in the pacer, before the timed section starts: it is not cart code. The clock
-   is simulated time that also moves with real time between the pacer's steps (:class:`_CartClock`), so the
-   request comes microseconds after the tick's evaluation, as on the cart, never at the same moment. The record's
+   is simulated time that moves on a little at every reading (:class:`_CartClock`), so the request comes a
+   moment after the tick's evaluation, as on the cart, never at the same moment. The record's
    writer thread runs concurrently, as on the cart. Components are timed in the same ticks: parse excludes the
    rows its listener queues, interlocks+gate is the rest of the loop's tick plus the request less the rows the
    gate's events queue, and every ``append`` is summed into "record append" (a ``ProcedureRecord`` subclass
@@ -219,30 +219,21 @@ class _TimedGenerator(RfGenerator):
 
 
 class _CartClock(SimClock):
-    """Simulated time, stepped by the pacer, that also moves on with real time until the next step.
+    """Simulated time, stepped by the pacer, that moves on a microsecond at every reading.
 
-    On the cart the clock moves while the tick runs, so the gate's answer to the output request comes a few
-    microseconds after its tick's evaluation and runs the clocked interlocks again
-    (:meth:`safety.gate.OutputGate._conditions`); a plain ``SimClock`` stands still through the tick, and the
-    request would be answered from the evaluation for free: a tick cheaper than the cart's."""
+    On the cart the clock moves while the tick runs, so the gate's answer to the output request comes a moment
+    after its tick's evaluation and runs the clocked interlocks again (:meth:`safety.gate.OutputGate._conditions`);
+    a plain ``SimClock`` stands still through the tick, and the request would be answered from the evaluation
+    for free: a tick cheaper than the cart's. A fixed step per reading, not real time, so a stall of the
+    machine (or the pacer's wait for the record's writer) cannot become a stalled loop in simulated time: a
+    tick reads the clock a few dozen times, far from the 20 ms that would trip the overrun interlock. Read by
+    the loop's thread alone."""
 
-    def __init__(self, start: float = 0.0) -> None:
-        super().__init__(start)
-        self._stepped_at = time.perf_counter()
+    READING_S: Final = 1e-6
 
     def now(self) -> float:
-        return self._t + (time.perf_counter() - self._stepped_at)
-
-    def sleep_until(self, t: float) -> None:
-        with self._lock:  # never backwards: a moment already passed leaves the time where it has got to
-            self._t, self._stepped_at = max(float(t), self.now()), time.perf_counter()
-
-    def advance(self, dt: float) -> float:
-        if dt < 0:
-            raise ValueError(f"simulated time cannot go backwards (dt={dt})")
-        with self._lock:
-            self._t, self._stepped_at = self.now() + dt, time.perf_counter()
-            return self._t
+        self._t += self.READING_S
+        return self._t
 
 
 class _SteppingPacer:

@@ -245,7 +245,11 @@ class OutputGate:
         """Channels turned off from energised that no telemetry frame read since has shown off."""
         self._unseen_off_since = now
         self._version = 0
-        """Bumped on every change of what the gate commanded (or of the stop flag or the plan)."""
+        """Bumped on every change of what the gate commanded (or of the stop flag or the plan). A request with the
+        version and the received messages unchanged since the tick re-runs only the clocked interlocks
+        (:meth:`_conditions`), so any change that an unclocked interlock reads must bump it; the one change
+        that does not, :meth:`_settle_from_acks` shortening a settling ceiling, is read by over-power alone,
+        which is clocked."""
         self._evaluated: _Evaluation | None = None
         seq = generator.output_off(ALL_CHANNELS)
         self._emit([SafetyEvent(EventKind.OFF, now, "gate started: output off on all channels", seq=seq)])
@@ -856,7 +860,9 @@ class OutputGate:
         )
 
     def _settle_from_acks(self) -> None:
-        """A settling ceiling lasts SETPOINT_SETTLE_S from the ACK of the command that lowered the setpoint."""
+        """A settling ceiling lasts SETPOINT_SETTLE_S from the ACK of the command that lowered the setpoint.
+
+        Not a new command, so ``_version`` stays: only over-power reads the ceiling, and it is clocked."""
         for index, seq in enumerate(self._ceiling_seq):
             if seq is None:
                 continue

@@ -827,7 +827,8 @@ def reevaluate_clocked(earlier: Sequence[Trip], inputs: SafetyInputs, rules: Saf
 
     The other conditions cannot have changed, so they are taken from ``earlier`` and only the clocked checks
     run again: the gate's answer to an output request a few microseconds after its tick's evaluation, on the
-    cart, where the clock has moved (a sixth of the checks, and no snapshot to build). Same trips, same order.
+    cart, where the clock has moved (four of the eight system checks and two of the fifteen per channel).
+    Same trips, same order.
     """
     found = [trip for trip in earlier if trip.interlock not in CLOCKED]
     kept = len(found)

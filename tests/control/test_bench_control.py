@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -33,21 +32,14 @@ def test_percentile_is_nearest_rank_and_nan_when_empty() -> None:
     assert percentile([], 0.5) != percentile([], 0.5)  # NaN
 
 
-def test_the_tick_benchmarks_clock_moves_through_the_tick_and_never_back() -> None:
+def test_the_tick_benchmarks_clock_moves_at_every_reading_and_steps_to_the_tick() -> None:
     """The request must come a moment after the tick's evaluation, as on the cart (a clock standing still let
-    the gate answer it from the evaluation for free), and stepping to a moment already passed must not rewind."""
+    the gate answer it from the evaluation for free), and the pacer's steps still land on the tick's moment."""
     clock = _CartClock(5.0)
     first = clock.now()
-    time.sleep(0.002)
-    second = clock.now()
-    assert 5.0 <= first < second
-    clock.sleep_until(5.0)  # already passed
-    assert clock.now() >= second
+    assert 5.0 < first < clock.now() < 5.001
     clock.sleep_until(7.0)
-    assert 7.0 <= clock.now() < 7.5
-    assert clock.advance(0.01) >= 7.01
-    with pytest.raises(ValueError, match="backwards"):
-        clock.advance(-0.01)
+    assert 7.0 < clock.now() < 7.001
 
 
 def test_every_interlock_has_one_scenario_and_any_other_way_to_trip_it_is_named() -> None:

@@ -690,6 +690,56 @@ def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
     assert reused == evaluate_interlocks(then, rules, now)
 
 
+def _begins_to_hold_with_time(interlock: InterlockId) -> tuple[SafetyInputs, SafetyInputs, float]:
+    """A tick's snapshot in which ``interlock``'s condition does not hold at NOW, the snapshot of a request
+    ``dt`` later (RF time and the last tick moved on as the gate moves them), in which it does, and ``dt``:
+    time alone turned it on."""
+    dt = 0.01
+    limit_s = hard.LOOP_PERIOD_S * hard.LOOP_MISSED_PERIODS
+    earlier = {
+        InterlockId.LINK_LOST: inputs(unanswered_age_s=hard.COMMAND_ANSWER_S - 0.005),
+        InterlockId.TELEMETRY_STALE: inputs(telemetry_age_s=RULES.limits.telemetry_stale_s - 0.015),
+        InterlockId.CONTROL_LOOP_OVERRUN: inputs(),
+        InterlockId.IMAGING_LOST: inputs(imaging=ImagingStatus(NOW - RULES.imaging_max_age_s + 0.005, 30.0)),
+        InterlockId.OVER_POWER: inputs(telemetry({1: channel(power_w=15.0, flags=ON)}),
+                                       commanded={1: on(5.0, ceiling=20.0, ceiling_until=NOW + 0.005)}),
+        InterlockId.LESION_TIME_EXCEEDED: inputs(commanded={1: on(10.0)}, rf_on_s={1: CH1.rf_time_budget_s - 0.005}),
+    }[interlock]
+    if interlock is InterlockId.CONTROL_LOOP_OVERRUN:
+        dt = limit_s + 0.005  # the loop stalled between its tick and its request
+    then = earlier._replace(
+        rf_on_s=tuple(rf + dt if c.on else rf for rf, c in zip(earlier.rf_on_s, earlier.commanded, strict=True)),
+        loop_tick_at=NOW,  # the tick's evaluation, now the last
+    )
+    return earlier, then, dt
+
+
+_TIME_ALONE = (
+    InterlockId.LINK_LOST,
+    InterlockId.TELEMETRY_STALE,
+    InterlockId.CONTROL_LOOP_OVERRUN,
+    InterlockId.IMAGING_LOST,
+    InterlockId.OVER_POWER,
+    InterlockId.LESION_TIME_EXCEEDED,
+)
+
+
+def test_the_clocked_interlocks_are_those_time_alone_can_turn_on() -> None:
+    assert set(_TIME_ALONE) == CLOCKED
+
+
+@pytest.mark.parametrize("interlock", _TIME_ALONE, ids=str)
+def test_each_clocked_interlock_can_begin_to_hold_with_time_alone_and_is_run_again(interlock: InterlockId) -> None:
+    """Why each one is in CLOCKED: left out, a request after its tick would keep the tick's answer (not holding)
+    and be granted into a condition a full evaluation finds."""
+    earlier, then, dt = _begins_to_hold_with_time(interlock)
+    before = evaluate_interlocks(earlier, RULES, NOW)
+    after = evaluate_interlocks(then, RULES, NOW + dt)
+    assert interlock not in {t.interlock for t in before}
+    assert interlock in {t.interlock for t in after}
+    assert reevaluate_clocked(before, then, RULES, NOW + dt) == after
+
+
 # -- the trend reducer ---------------------------------------------------------------------------------------
 
 
