@@ -39,12 +39,12 @@ from firmware_bridge.transport import Transport, memory_pair, open_transport
 from safety.config import CartConfig, SafetyLimits, load_config
 from safety.errors import RefusedInput
 from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, load_plan
-from sim.generator import Fault, FaultKind, SimGenerator, load_faults
+from sim.generator import Fault, FaultKind, SimGenerator, load_faults, lumped_tissue, physical_tissue
 from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
 from sim.lockstep import Lockstep, Realtime
 from sim.probe import CART_NEEDLE, SimProbe, SimProbeBackend, cart_probe
 from sim.probe.remote import RemoteProbeBackend
-from sim.tissue import LumpedTissue, RfLesionModel, TissueModel, warm_up_kernels
+from sim.tissue import TissueModel, warm_up_kernels
 from sim.tissue.estimate import estimate_lesion
 from sim.tissue.params import MUSCLE, ElectrodeSpec, LesionModelConfig
 
@@ -67,13 +67,6 @@ def electrodes_for(plan: LesionPlan) -> list[ElectrodeSlot]:
         for ch in lesion.channels:
             slots[ch - 1] = slot
     return slots
-
-
-def physical_tissue(electrode: ElectrodeSlot) -> TissueModel:
-    """The finite-difference tissue model around a plugged-in electrode; a lumped one on empty channels."""
-    if not electrode.connected:
-        return LumpedTissue()
-    return RfLesionModel.for_electrode(electrode.gauge, electrode.tip_length_mm, electrode.cooled)
 
 
 @dataclass
@@ -103,7 +96,7 @@ def simulated_cart(
             warm_up_kernels()
             tissue_factory = physical_tissue
         else:
-            tissue_factory = lambda electrode: LumpedTissue()  # noqa: E731
+            tissue_factory = lumped_tissue
     generator_sim = SimGenerator(device, clock, seed=seed, electrodes=electrodes_for(plan), faults=faults,
                                  tissue_factory=tissue_factory)
     cart = SimulatedCart(generator_sim, host, None, [generator_sim.step])

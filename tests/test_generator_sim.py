@@ -42,10 +42,10 @@ from firmware_bridge.messages import (
 from firmware_bridge.transport import memory_pair
 from sim import cli as sim_cli
 from sim.generator import SELF_TEST_ALL_PASSED, TICK_S, Fault, FaultKind, SimGenerator, load_faults
-from sim.generator.device import MAX_CATCH_UP_TICKS, OPEN_THERMOCOUPLE_CENTI_C
+from sim.generator.device import DEFAULT_ELECTRODE, MAX_CATCH_UP_TICKS, NO_ELECTRODE, OPEN_THERMOCOUPLE_CENTI_C
 from sim.link_faults import LinkFaultConfig, load_link_faults
 from sim.lockstep import Realtime
-from sim.tissue import LumpedTissue
+from sim.tissue import LumpedTissue, RfLesionModel
 from tests.test_messages import STRATEGIES
 
 HOST_HEARTBEAT_S = 0.1
@@ -591,3 +591,31 @@ def test_rfa_sim_fits_the_electrode_it_is_told(capsys: pytest.CaptureFixture[str
         with pytest.raises(SystemExit):
             parser.parse_args(["--electrode", bad])
         assert "--electrode" in capsys.readouterr().err
+
+
+def test_rfa_sim_puts_the_tissue_it_is_told_at_each_electrode(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--tissue physical``: the finite-difference lesion model for the electrode plugged in, as ``rfa run``
+    simulates it (lumped on a channel with no electrode); lumped by default."""
+    parser = argparse.ArgumentParser()
+    sim_cli.add_arguments(parser)
+    lumped = sim_cli.TISSUES[parser.parse_args([]).tissue]
+    physical = sim_cli.TISSUES[parser.parse_args(["--tissue", "physical"]).tissue]
+    assert isinstance(lumped(DEFAULT_ELECTRODE), LumpedTissue)
+    model = physical(DEFAULT_ELECTRODE)
+    assert isinstance(model, RfLesionModel)
+    assert isinstance(physical(NO_ELECTRODE), LumpedTissue)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--tissue", "liver"])
+    assert "--tissue" in capsys.readouterr().err
+
+
+def test_a_generator_on_physical_tissue_heats_its_tip_as_rfa_run_simulates_it() -> None:
+    """The physical tissue behind the simulated generator: RF on, the tip warms from body temperature."""
+    clock = SimClock()
+    sim = SimGenerator(None, clock, seed=1, tissue_factory=sim_cli.TISSUES["physical"], noise=False)
+    tissue = sim.channels[0].tissue
+    assert isinstance(tissue, RfLesionModel)
+    start_c = tissue.step(0.01, 0.0).tip_temp_c
+    for _ in range(200):
+        reading = tissue.step(0.01, 5.0)
+    assert reading.tip_temp_c > start_c + 1.0

@@ -141,6 +141,15 @@ def test_rfa_sim_serves_for_a_duration_and_prints_url_then_counters(
     assert lines[-1].startswith("final counters: ") and "ticks=" in lines[-1]
 
 
+def test_rfa_sim_serves_on_physical_tissue(capsys: pytest.CaptureFixture[str]) -> None:
+    """The finite-difference model is compiled before the URL is printed, and the simulator ticks on it."""
+    assert cli.main(["sim", "--serial", "tcp:0", "--tissue", "physical", "--duration-s", "0.3",
+                     "--report-s", "0.1"]) == cli.EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("socket://127.0.0.1:")
+    assert lines[-1].startswith("final counters: ") and "ticks=" in lines[-1]
+
+
 def test_rfa_bench_names_an_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--only", "no-such-bench"]) == cli.EXIT_USAGE
     assert "no-such-bench" in capsys.readouterr().err

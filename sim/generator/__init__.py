@@ -6,6 +6,8 @@ from sim.generator.device import (
     HardwareCaps,
     SimCounters,
     SimGenerator,
+    lumped_tissue,
+    physical_tissue,
 )
 from sim.generator.faults import Fault, FaultKind, load_faults
 
@@ -18,4 +20,6 @@ __all__ = [
     "SimCounters",
     "SimGenerator",
     "load_faults",
+    "lumped_tissue",
+    "physical_tissue",
 ]

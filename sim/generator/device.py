@@ -48,7 +48,7 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.transport import Transport
 from sim.generator.faults import Fault, FaultKind
-from sim.tissue import CooledTissue, LumpedTissue, TissueModel, TissueReading
+from sim.tissue import CooledTissue, LumpedTissue, RfLesionModel, TissueModel, TissueReading
 
 TICK_S: Final = 0.01
 """Power stage, tissue and telemetry period (100 Hz)."""
@@ -86,6 +86,20 @@ DEFAULT_ELECTRODE: Final = ElectrodeSlot(
     model_id=1, gauge=20, tip_length_deci_mm=100, flags=int(ElectrodeFlag.THERMOCOUPLE_FITTED)
 )
 NO_ELECTRODE: Final = ElectrodeSlot(0, 0, 0, 0)
+
+
+def lumped_tissue(electrode: ElectrodeSlot) -> TissueModel:
+    """A quick thermal response, the same whatever the electrode: for tests, and for a simulator process that
+    must take next to no CPU from the host it shares a machine with."""
+    return LumpedTissue()
+
+
+def physical_tissue(electrode: ElectrodeSlot) -> TissueModel:
+    """The finite-difference tissue model around a plugged-in electrode (its gauge, tip and cooling); a lumped
+    one on an empty channel. Its kernels compile on first use: ``sim.tissue.warm_up_kernels()`` first."""
+    if not electrode.connected:
+        return LumpedTissue()
+    return RfLesionModel.for_electrode(electrode.gauge, electrode.tip_length_mm, electrode.cooled)
 
 
 @dataclass
@@ -150,7 +164,7 @@ class SimGenerator:
         clock: Clock,
         *,
         seed: int = 0,
-        tissue_factory: Callable[[ElectrodeSlot], TissueModel] = lambda electrode: LumpedTissue(),
+        tissue_factory: Callable[[ElectrodeSlot], TissueModel] = lumped_tissue,
         caps: HardwareCaps | None = None,
         electrodes: Iterable[ElectrodeSlot] | None = None,
         faults: Iterable[Fault] = (),

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import physical_tissue
 from firmware_bridge.messages import OutputMode, SetOutput
 from safety.plan import Electrode, Lesion, LesionMode, LesionPlan, PulsedSettings, StimulationSettings
+from sim.generator import physical_tissue
 from tests.control.harness import build_cart
 
 HOLD_S = 20.0
