@@ -37,7 +37,9 @@ class _Loop:
         self._release = writer_released
 
     def until_next_tick_s(self) -> float:
-        return 0.002
+        # Once the writer may go on, the next tick is far off: the wait then ends by the commit, however slowly a
+        # loaded machine schedules the writer (1 ms was not always enough for it to build, hash and fsync: CI).
+        return 5.0 if self._release.is_set() else 0.002
 
     def tick(self) -> list[Trip]:
         self.ticks += 1
