@@ -72,7 +72,7 @@ from safety.interlocks import (
     channel_bit,
     evaluate_interlocks,
     over_power,
-    reevaluate_clocked,
+    reevaluate,
 )
 from safety.plan import LesionPlan, check_plan
 
@@ -82,8 +82,8 @@ _UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (In
 """Conditions under which the host cannot see whether output went off."""
 _OUTPUT_ON_FLAG: Final = int(TelemetryFlag.OUTPUT_ON)
 _UNCOMMANDED_CENTI_W: Final = round(hard.UNCOMMANDED_POWER_W * 100)
-# The last evaluation: (now, its snapshot, the heartbeat received then, the gate's version then, conditions).
-_Evaluation = tuple[float, SafetyInputs, object, int, list[Trip]]
+# The tick's last evaluation: (its snapshot, the rules it ran under, the conditions it found).
+_Evaluation = tuple[SafetyInputs, SafetyRules, list[Trip]]
 
 
 class EventKind(enum.StrEnum):
@@ -244,12 +244,6 @@ class OutputGate:
         self._unseen_off = 0
         """Channels turned off from energised that no telemetry frame read since has shown off."""
         self._unseen_off_since = now
-        self._version = 0
-        """Bumped on every change of what the gate commanded (or of the stop flag or the plan). A request with the
-        version and the received messages unchanged since the tick re-runs only the clocked interlocks
-        (:meth:`_conditions`), so any change that an unclocked interlock reads must bump it; the one change
-        that does not, :meth:`_settle_from_acks` shortening a settling ceiling, is read by over-power alone,
-        which is clocked."""
         self._evaluated: _Evaluation | None = None
         seq = generator.output_off(ALL_CHANNELS)
         self._emit([SafetyEvent(EventKind.OFF, now, "gate started: output off on all channels", seq=seq)])
@@ -312,7 +306,7 @@ class OutputGate:
             inputs = self._refresh(imaging, now)
             self._last_tick_at = now
             conditions = evaluate_interlocks(inputs, self._rules, now)
-            self._evaluated = (now, inputs, self._generator.heartbeat, self._version, conditions)
+            self._evaluated = (inputs, self._rules, conditions)
             trips = self._apply(conditions, now)
             self._restate_if_overdue(now)
             return trips
@@ -485,7 +479,6 @@ class OutputGate:
                 first.pulse_rate_deci_hz,
             )
             seq = self._generator.set_output(self._capability, msg)
-            self._version += 1
             for driven, commanded in checked.prospective.items():
                 if commanded.ceiling_until != self._commanded[driven - 1].ceiling_until:  # a new ceiling
                     self._ceiling_seq[driven - 1] = seq
@@ -579,19 +572,24 @@ class OutputGate:
                 reasons.append(f"{InterlockId.OVER_POWER.value}: channel {driven}: {reason} (as requested)")
         return reasons
 
-    def _blocking(self, mask: int, imaging: ImagingStatus | None, now: float) -> list[str]:
-        """Every condition holding now, and every latch, that covers a channel of ``mask``.
+    def _judge(self, imaging: ImagingStatus | None, now: float) -> list[Trip]:
+        """The conditions holding now, for a decision between ticks (a request, an acknowledgement).
 
-        A request between ticks evaluates the interlocks afresh, and what it finds is acted on as the tick's
-        evaluation would have acted on it a period later: a condition under power trips (output off, latched,
-        handed over with the next tick's trips). Refusing alone would latch nothing, and a lesion ended on
-        the refusal leaves its scope idle, where the condition (a lost link, say) never trips: the procedure
-        would end with no alarm naming its cause.
+        What the decision finds is acted on as the tick's evaluation would have acted on it a period later: a
+        condition under power trips (output off, latched, handed over with the next tick's trips). Refusing
+        alone would latch nothing, and a lesion ended on the refusal leaves its scope idle, where the condition
+        (a lost link, say) never trips: the procedure would end with no alarm naming its cause.
         """
         conditions = self._conditions(imaging, now)
         if self._new_trips(conditions):  # never from the tick's own evaluation: it tripped them already
             # The tick's own handling, heartbeat withholding included (before the next tick's keep_alive).
             self._between_ticks += self._apply(conditions, now)
+        return conditions
+
+    def _blocking(self, mask: int, imaging: ImagingStatus | None, now: float) -> list[str]:
+        """Every condition holding now (acted on: :meth:`_judge`), and every latch, that covers a channel of
+        ``mask``."""
+        conditions = self._judge(imaging, now)
         reasons = [f"{t.interlock.value}: {t.reason}" for t in conditions if t.mask & mask]
         reasons += [
             f"latched {t.interlock.value}: {t.reason}" for t in self._latched.values() if t.mask & mask
@@ -614,8 +612,7 @@ class OutputGate:
                 reasons.append(f"channel {channel} is not a planned lesion channel")
             if not (isinstance(amplitude_mv, int) and 0 < amplitude_mv <= limit_mv):
                 reasons.append(f"amplitude {amplitude_mv!r} mV outside 1..{limit_mv} mV")
-            if rules is not None:
-                reasons += self._blocking(rules.mask, imaging, now)
+            reasons += self._blocking(0 if rules is None else rules.mask, imaging, now)  # judged whatever it asks
             if any(c.on for c in self._commanded):
                 reasons.append("RF output is on; stimulation waits until it is off")
             others = [
@@ -641,7 +638,6 @@ class OutputGate:
             )
             msg = Stim(channel_bit(channel), round(frequency_hz * 10), settings.pulse_width_us, amplitude_mv)
             seq = self._generator.stim(self._capability, msg)
-            self._version += 1
             previous = self._commanded[channel - 1]
             self._commanded[channel - 1] = previous._replace(
                 stim_amplitude_mv=amplitude_mv,
@@ -669,7 +665,6 @@ class OutputGate:
         with self._lock:
             now = self._clock.now()
             seq = self._generator.stim(None, Stim(ALL_CHANNELS, 0, 0, 0))
-            self._version += 1
             for index, commanded in enumerate(self._commanded):
                 if commanded.stim_amplitude_mv:
                     self._commanded[index] = commanded._replace(
@@ -706,7 +701,6 @@ class OutputGate:
             now = self._clock.now()
             self._account(now)
             self._operator_stop = True
-            self._version += 1
             return self._force_trip(InterlockId.OPERATOR_STOP, "operator stop", now)
 
     def trip_from_watchdog(self, detail: str, lock_timeout_s: float = hard.LOOP_PERIOD_S) -> bool:
@@ -733,7 +727,7 @@ class OutputGate:
     def take_trips_between_ticks(self) -> list[Trip]:
         """The trips found since the last call outside the tick's evaluation, each once and never one an
         evaluation already returned: the watchdog's (on its own thread) and those a request's own evaluation
-        found (see :meth:`_blocking`). The loop hands them to its owner with the tick's own."""
+        found (see :meth:`_judge`). The loop hands them to its owner with the tick's own."""
         with self._lock:
             trips, self._between_ticks = self._between_ticks, []
             return trips
@@ -763,13 +757,13 @@ class OutputGate:
         """The operator's acknowledgement: clear each latch whose condition no longer holds; return those.
 
         Acknowledging also ends an operator stop (its cause is the stop itself). A latch whose condition
-        still holds is kept and recorded as refused.
+        still holds is kept and recorded as refused; a condition found under power trips, as a request's does
+        (:meth:`_judge`).
         """
         with self._lock:
             now = self._clock.now()
             self._operator_stop = False
-            self._version += 1
-            holding = {t.key for t in self._conditions(imaging, now)}
+            holding = {t.key for t in self._judge(imaging, now)}
             cleared: list[Trip] = []
             events: list[SafetyEvent] = []
             for key, trip in list(self._latched.items()):
@@ -795,38 +789,26 @@ class OutputGate:
                 return Decision(False, ("output or stimulation is on",))
             self._rules = SafetyRules.compile(check_plan(plan, self._limits), self._limits)
             self._rf_on_s = [0.0] * N_CHANNELS
-            self._version += 1
             self._emit([SafetyEvent(EventKind.PLAN_LOADED, now, f"plan {plan.name!r} loaded")])
             return Decision(True)
 
     # -- internals -----------------------------------------------------------------------------------------
     def _conditions(self, imaging: ImagingStatus | None, now: float) -> list[Trip]:
-        """The conditions holding now, from the tick's own evaluation when only time has changed since it.
+        """The conditions holding now, on a snapshot of now, from the tick's own evaluation where it still holds.
 
         A request after the evaluation with the same received messages, the same imaging, and no command or
-        stop since, differs from it only in time: at the same moment (simulated time) it gets that
-        evaluation's conditions; later (real time, a few microseconds on) the clocked interlocks are run again
-        on a snapshot of now, and the others' conditions kept, being functions of what has not changed
-        (:func:`~safety.interlocks.reevaluate_clocked`). Anything else is evaluated afresh.
+        stop since, differs from it only in time (a few microseconds on the cart): only the clocked interlocks
+        run again (:func:`~safety.interlocks.reevaluate`, which compares the two snapshots itself); anything
+        else is evaluated afresh. The clocked ones run again even at the evaluation's own moment (simulated
+        time): the evaluation's snapshot predates the tick it records, so a late tick's control_loop_overrun,
+        found by that evaluation, no longer holds once the loop has ticked. A request is judged as a fresh
+        evaluation would judge it (tests/safety/test_gate_machine.py).
         """
-        cached = self._evaluated
-        gen = self._generator
-        if cached is not None:
-            at, inputs, heartbeat, version, conditions = cached
-            if (
-                inputs.telemetry is gen.telemetry
-                and inputs.status is gen.status
-                and heartbeat is gen.heartbeat
-                and inputs.electrodes is gen.electrodes
-                and inputs.refusal is gen.last_refusal
-                and inputs.imaging == imaging
-                and version == self._version
-            ):
-                if at == now:
-                    self._account(now)
-                    return conditions
-                return reevaluate_clocked(conditions, self._refresh(imaging, now), self._rules, now)
-        return evaluate_interlocks(self._refresh(imaging, now), self._rules, now)
+        inputs = self._refresh(imaging, now)
+        evaluated = self._evaluated
+        if evaluated is not None and evaluated[1] is self._rules:
+            return reevaluate(evaluated[0], evaluated[2], inputs, self._rules, now)
+        return evaluate_interlocks(inputs, self._rules, now)
 
     def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:
         """Account RF time, fold a new telemetry frame into the trends, and build the snapshot."""
@@ -860,9 +842,7 @@ class OutputGate:
         )
 
     def _settle_from_acks(self) -> None:
-        """A settling ceiling lasts SETPOINT_SETTLE_S from the ACK of the command that lowered the setpoint.
-
-        Not a new command, so ``_version`` stays: only over-power reads the ceiling, and it is clocked."""
+        """A settling ceiling lasts SETPOINT_SETTLE_S from the ACK of the command that lowered the setpoint."""
         for index, seq in enumerate(self._ceiling_seq):
             if seq is None:
                 continue
@@ -891,7 +871,6 @@ class OutputGate:
     def _off(self, mask: int, now: float) -> int:
         """OUTPUT_OFF on the wire first, then stop stimulation there, then update the commanded state."""
         seq = self._generator.output_off(mask)
-        self._version += 1
         channels = self._channels_of(mask)
         stim_mask = 0
         for channel in channels:

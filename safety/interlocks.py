@@ -810,9 +810,11 @@ CLOCKED_CHANNEL_CHECKS: Final[tuple[ChannelCheck, ...]] = tuple(check for check 
 _ALL_CHECKS: Final[tuple[Callable[..., Trip | None], ...]] = (*SYSTEM_CHECKS, *CHANNEL_CHECKS)
 CLOCKED: Final = frozenset(_interlock_of(check) for check in _ALL_CHECKS if check in _CLOCKED)
 """The interlocks whose condition can change with time alone, the snapshot otherwise the same: they read
-``now``, or what grows or expires with it and nothing else (RF time, the loop's last tick, the oldest
-unanswered command, a lowered setpoint's settling ceiling). Every other check is a function of the received
-messages, the commands, the trends and imaging only."""
+``now``, or what grows or expires with it (RF time, the loop's last tick, the oldest unanswered command, the
+heartbeat's arrival, a lowered setpoint's settling ceiling). Every other check reads only the snapshot's
+other fields: the received messages, the commands, the trends, the operator's stop and imaging."""
+TIME_ONLY_INPUTS: Final = frozenset({"generator_heartbeat_at", "rf_on_s", "loop_tick_at", "unanswered"})
+"""The snapshot's fields that only :data:`CLOCKED` interlocks read; :func:`only_time_has_moved` compares the rest."""
 _ORDER: Final = {_interlock_of(check): index for index, check in enumerate(_ALL_CHECKS)}
 
 
@@ -821,16 +823,38 @@ def evaluate_interlocks(inputs: SafetyInputs, rules: SafetyRules, now: float) ->
     return _run([], SYSTEM_CHECKS, CHANNEL_CHECKS, inputs, rules, now)
 
 
-def reevaluate_clocked(earlier: Sequence[Trip], inputs: SafetyInputs, rules: SafetyRules, now: float) -> list[Trip]:
-    """What :func:`evaluate_interlocks` returns for ``inputs`` at ``now``, given what it returned at an earlier
-    moment for a snapshot that differed only in what :data:`CLOCKED` interlocks read.
+def only_time_has_moved(earlier: SafetyInputs, later: SafetyInputs) -> bool:
+    """Whether ``later`` agrees with ``earlier`` in every field an unclocked interlock reads (all but
+    :data:`TIME_ONLY_INPUTS`): the same received messages, commands, trends, stop and imaging. Messages are
+    compared by identity (the driver replaces one when a new one arrives), the rest by value."""
+    return (
+        later.telemetry is earlier.telemetry
+        and later.status is earlier.status
+        and later.electrodes is earlier.electrodes
+        and later.refusal is earlier.refusal
+        and later.operator_stop == earlier.operator_stop
+        and later.commanded == earlier.commanded
+        and later.trends == earlier.trends
+        and later.imaging == earlier.imaging
+    )
 
-    The other conditions cannot have changed, so they are taken from ``earlier`` and only the clocked checks
-    run again: the gate's answer to an output request a few microseconds after its tick's evaluation, on the
-    cart, where the clock has moved (four of the eight system checks and two of the fifteen per channel).
-    Same trips, same order.
+
+def reevaluate(
+    earlier: SafetyInputs, found_then: Sequence[Trip], inputs: SafetyInputs, rules: SafetyRules, now: float
+) -> list[Trip]:
+    """What :func:`evaluate_interlocks` returns for ``inputs`` at ``now``, given what it returned (``found_then``)
+    for ``earlier`` under the same ``rules``.
+
+    If only time has moved between the two snapshots, the unclocked conditions cannot have changed: they are
+    taken from ``found_then`` and only the clocked checks run again. That is the gate's answer to an output
+    request a few microseconds after its tick's evaluation, on the cart, where the clock has moved (four of the
+    eight system checks and two of the fifteen per channel). Otherwise every check runs. Same trips, same
+    order, either way; whether the reuse is sound is decided here, from the snapshots themselves, so no caller
+    has to keep track of what it changed.
     """
-    found = [trip for trip in earlier if trip.interlock not in CLOCKED]
+    if not only_time_has_moved(earlier, inputs):
+        return evaluate_interlocks(inputs, rules, now)
+    found = [trip for trip in found_then if trip.interlock not in CLOCKED]
     kept = len(found)
     _run(found, CLOCKED_SYSTEM_CHECKS, CLOCKED_CHANNEL_CHECKS, inputs, rules, now)
     if kept and len(found) > kept:  # merge into evaluate_interlocks' order

@@ -228,15 +228,16 @@ class Rig:
         electrode_info: ElectrodeInfo | None = None,
         gen_step_us: int = 10_000,
         answer: bool = True,
+        result: AckResult = AckResult.OK,
     ) -> None:
-        """The generator's side of one tick (an ACK for each command since the last, unless not ``answer``: then
-        they are lost;
+        """The generator's side of one tick (an ACK with ``result`` for each command since the last, unless not
+        ``answer``: then they are lost;
         telemetry ``gen_step_us`` on in its own clock: 10 ms unless a test freezes or resets that clock, status,
         heartbeat); then the host polls."""
         self._arrived()
         if answer:
             for frame in self._unanswered:
-                self.send(Ack(frame.msg.MSG_ID, frame.seq, int(AckResult.OK)))
+                self.send(Ack(frame.msg.MSG_ID, frame.seq, int(result)))
         self._unanswered = []  # not answered now: lost (a generator not taking commands)
         self.gen_time_us += gen_step_us
         if tele is not None:
@@ -245,6 +246,14 @@ class Rig:
         if heartbeat:
             self.send(Heartbeat(int(GeneratorState.IDLE), self.gen_time_us // 1000))
         self.send(electrode_info or electrodes())
+        self.driver.poll()
+
+    def answer(self) -> None:
+        """The generator's ACKs alone, for each command since the last feed or answer; then the host polls."""
+        self._arrived()
+        for frame in self._unanswered:
+            self.send(Ack(frame.msg.MSG_ID, frame.seq, int(AckResult.OK)))
+        self._unanswered = []
         self.driver.poll()
 
     def healthy_tick(

@@ -9,7 +9,10 @@ the gate's own account of itself:
 * every trip produces exactly one ``OUTPUT_OFF``, covering the trip, before any other command, and it is on
   the wire by the time the trip is recorded;
 * an acknowledgement never clears a latch whose condition still holds;
-* nothing but the plan's channels, modes and capped setpoints is ever enabled.
+* nothing but the plan's channels, modes and capped setpoints is ever enabled;
+* the conditions a request is judged by equal a fresh evaluation of every interlock, whatever happened since
+  the tick: the gate reuses its tick's evaluation when only time has moved (``OutputGate._conditions``), and
+  that is sound only while every change an unclocked interlock reads bumps the gate's version.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from firmware_bridge.messages import (
+    AckResult,
     ChannelTelemetry,
     GeneratorState,
     Message,
@@ -50,11 +54,13 @@ CHANNEL_KINDS = (
     "fault",
     "stray",
     "overpower",
+    "stim_weak",
 )
 ALL_STEADY = ("steady",) * 4
 ALL_WARMING = ("warm",) * 4
-LINK_KINDS = ("ok", "ok", "ok", "ok", "no_telemetry", "no_heartbeat", "generator_fault", "deaf")
+LINK_KINDS = ("ok", "ok", "ok", "ok", "no_telemetry", "no_heartbeat", "generator_fault", "deaf", "refusing")
 IMAGING_KINDS = ("live", "live", "live", "stale", "none", "boiling", "probe_hot")
+_JUDGING = frozenset({"evaluate", "request", "stim", "acknowledge"})
 SETPOINTS = (0.0, 5.0, 10.0, 24.99, 25.0, 25.01, -1.0, math.nan, math.inf)
 
 
@@ -69,6 +75,7 @@ class GateMachine(RuleBasedStateMachine):
         self.imaging: ImagingStatus | None = self._imaging("live")
         self.wire_on = [False] * 4
         self.wire_setpoint_w = [0.0] * 4
+        self.wire_stim_mv = [0] * 4
         self.decided_at: float | None = None
         self.call_frames: list[Message] = []
         self.record_problems: list[str] = []
@@ -92,6 +99,10 @@ class GateMachine(RuleBasedStateMachine):
                 for ch in range(4):
                     if msg.channel_mask & (1 << ch):
                         self.wire_on[ch] = False
+            elif isinstance(msg, Stim):
+                for ch in range(4):
+                    if msg.channel_mask & (1 << ch):
+                        self.wire_stim_mv[ch] = msg.amplitude_mv
             elif isinstance(msg, SetOutput):
                 plan_rules = self.rig.gate.rules
                 for ch in range(4):
@@ -133,17 +144,34 @@ class GateMachine(RuleBasedStateMachine):
             power_centi_w = 500
         elif kind == "overpower":
             power_centi_w = 3000
-        return ChannelTelemetry(temp, z_deci, 0, 0, power_centi_w, flags)
+        # While it stimulates, the generator reports the pulse amplitude in the voltage field (a weak stimulator
+        # delivers half of it): stimulation_mismatch is a condition of the gate's own commands.
+        stim_mv = self.wire_stim_mv[index] // (2 if kind == "stim_weak" else 1)
+        return ChannelTelemetry(temp, z_deci, stim_mv // 10, 0, power_centi_w, flags)
 
     def _call(self, action: str, fn: object) -> list[Message]:
-        """Run one gate call and return the frames it wrote, in order."""
+        """Run one gate call and return the frames it wrote, in order. A call that judges the interlocks is the
+        gate's decision at this moment; one that only turns something off judges nothing."""
         self.call_frames = []
         assert callable(fn)
         result = fn()
         self._drain()
-        self.decided_at = self.rig.clock.now()
+        if action in _JUDGING:
+            self.decided_at = self.rig.clock.now()
         self.last_result = result
         return self.call_frames
+
+    @staticmethod
+    def _after_any_trip(frames: list[Message]) -> list[Message]:
+        """A request's frames after the stops of a trip its own evaluation found (a clocked condition that began
+        to hold since the tick): those come first, and nothing after them stops anything."""
+        stops = 0
+        while stops < len(frames) and (isinstance(frames[stops], OutputOff) or
+                                       (isinstance(frames[stops], Stim) and frames[stops].amplitude_mv == 0)):
+            stops += 1
+        rest = frames[stops:]
+        assert not any(isinstance(m, OutputOff) for m in rest), frames
+        return rest
 
     def _conditions(self) -> list[Trip]:
         gate = self.rig.gate
@@ -172,7 +200,8 @@ class GateMachine(RuleBasedStateMachine):
         chans = {i + 1: self._channel(i, kind) for i, kind in enumerate(kinds)}
         tele = None if link == "no_telemetry" else telemetry(chans)
         status = Status(int(GeneratorState.FAULT), 0x1, 0x0102) if link == "generator_fault" else None
-        self.rig.feed(tele, status=status, heartbeat=link != "no_heartbeat", answer=link != "deaf")
+        result = AckResult.REFUSED_STATE if link == "refusing" else AckResult.OK
+        self.rig.feed(tele, status=status, heartbeat=link != "no_heartbeat", answer=link != "deaf", result=result)
         self.imaging = self._imaging(imaging)
         self.dog.kick()
         was_on = any(self.wire_on)
@@ -200,11 +229,12 @@ class GateMachine(RuleBasedStateMachine):
             lambda: self.rig.gate.request_output(dict.fromkeys(sorted(channels), setpoint), self.imaging),
         )
         event(f"output request {'granted' if self.last_result else 'refused'}")
+        enabling = self._after_any_trip(frames)
         if self.last_result:
-            assert len(frames) == 1 and isinstance(frames[0], SetOutput)
-            assert frames[0].mode == int(OutputMode.RF_CONTINUOUS)
+            assert len(enabling) == 1 and isinstance(enabling[0], SetOutput)
+            assert enabling[0].mode == int(OutputMode.RF_CONTINUOUS)
         else:
-            assert frames == []
+            assert enabling == []
 
     @rule(
         channel=st.integers(1, 4),
@@ -215,7 +245,7 @@ class GateMachine(RuleBasedStateMachine):
         frames = self._call(
             "stim", lambda: self.rig.gate.request_stim(channel, kind, amplitude_mv, self.imaging)
         )
-        assert len(frames) == (1 if self.last_result else 0)
+        assert len(self._after_any_trip(frames)) == (1 if self.last_result else 0)
 
     @rule()
     def stop_stim(self) -> None:
@@ -228,12 +258,15 @@ class GateMachine(RuleBasedStateMachine):
     @rule()
     def acknowledge(self) -> None:
         before = {t.key for t in self.rig.gate.latched}
+        recorded = len(self.rig.events)
         self._call("acknowledge", lambda: self.rig.gate.acknowledge(self.imaging))
         cleared: list[Trip] = self.last_result
         holding = {t.key for t in self._conditions()}
         for trip in cleared:
             assert trip.key not in holding, f"acknowledge cleared {trip.key} while its cause persists"
-        assert {t.key for t in self.rig.gate.latched} == before - {t.key for t in cleared}
+        # A condition that began to hold under power since the tick trips at the acknowledgement, as at a request.
+        tripped = {(e.interlock, e.channel) for e in self.rig.events[recorded:] if e.kind is EventKind.TRIP}
+        assert {t.key for t in self.rig.gate.latched} - tripped == before - {t.key for t in cleared}
 
     @rule()
     def operator_stop(self) -> None:
@@ -253,6 +286,17 @@ class GateMachine(RuleBasedStateMachine):
             assert frames == []
         if armed:
             assert not any(self.wire_on), "a stalled loop's output is off (now or since the stall began)"
+
+    @rule(dt_s=st.sampled_from((1e-6, 5e-5, 0.002, 0.03, 0.2)))
+    def time_passes(self, dt_s: float) -> None:
+        """Time moves between the tick and the next call, nothing arrives: on the cart the clock runs on through
+        the tick, so a request comes a few microseconds after the evaluation (or much later, if the loop is held)."""
+        self.rig.clock.advance(dt_s)
+
+    @rule()
+    def acks_arrive(self) -> None:
+        """The generator's ACKs alone land and are read, no telemetry, status or heartbeat with them."""
+        self.rig.answer()
 
     @rule()
     def slack(self) -> None:
@@ -296,6 +340,15 @@ class GateMachine(RuleBasedStateMachine):
             for ch in range(4):
                 if trip.mask & (1 << ch):
                     assert not self.wire_on[ch], f"channel {ch + 1} on while {trip.key}: {trip.reason}"
+
+    @invariant()
+    def a_request_is_judged_as_a_fresh_evaluation_would_judge_it(self) -> None:
+        """The conditions a request would be judged by now (reused from the tick where only time has moved) are
+        the conditions every interlock finds on a fresh snapshot: same trips, same reasons, same order."""
+        gate, now = self.rig.gate, self.rig.clock.now()
+        judged = gate._conditions(self.imaging, now)
+        fresh = evaluate_interlocks(gate._refresh(self.imaging, now), gate.rules, now)
+        assert judged == fresh
 
     @invariant()
     def trips_are_recorded_after_their_output_off(self) -> None:

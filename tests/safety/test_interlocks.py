@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_bridge.generator import Received
+from firmware_bridge.generator import Received, Unanswered
 from firmware_bridge.messages import (
     Ack,
     AckResult,
@@ -29,18 +29,20 @@ from firmware_bridge.messages import (
 )
 from safety import limits as hard
 from safety.config import HARD_LIMITS, SafetyLimits
-from safety.inputs import ChannelTrend, CommandedChannel, ImagingStatus, SafetyInputs, advance_trend
+from safety.inputs import EMPTY_TREND, ChannelTrend, CommandedChannel, ImagingStatus, SafetyInputs, advance_trend
 from safety.interlocks import (
     CHANNEL_CHECKS,
     CLOCKED,
     SPECS,
     SYSTEM_CHECKS,
+    TIME_ONLY_INPUTS,
     ChannelRules,
     InterlockId,
     SafetyRules,
     Trip,
     evaluate_interlocks,
-    reevaluate_clocked,
+    only_time_has_moved,
+    reevaluate,
 )
 from safety.plan import Electrode, Lesion, LesionPlan, default_genicular_plan
 from tests.safety.support import (
@@ -645,7 +647,7 @@ def _commanded(draw: st.DrawFn) -> CommandedChannel:
     commanded=st.lists(_commanded(), min_size=4, max_size=4),
     ages=st.tuples(_ages, _ages, _ages, _ages, st.one_of(st.none(), _ages), st.floats(0.0, 4.0)),
     rf_on_s=st.lists(st.floats(0.0, 400.0), min_size=4, max_size=4),
-    later=st.tuples(st.floats(0.0, 0.5), st.one_of(st.none(), _ages), st.booleans(), st.floats(-0.2, 0.0)),
+    later=st.tuples(st.floats(0.0, 0.5), st.one_of(st.none(), _ages), st.one_of(st.none(), st.floats(0.0, 0.5))),
     pulsed=st.booleans(),
 )
 def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
@@ -653,17 +655,17 @@ def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
     commanded: list[CommandedChannel],
     ages: tuple[float, float, float, float, float | None, float],
     rf_on_s: list[float],
-    later: tuple[float, float | None, bool, float],
+    later: tuple[float, float | None, float | None],
     pulsed: bool,
 ) -> None:
     """What the gate does for a request after its tick (ARCHITECTURE.md section 7: every request is checked
     against every interlock): keep the unclocked conditions, run the clocked ones at the later moment, on a
-    snapshot whose RF time, last tick, oldest unanswered command and settling ceilings have moved on. It must
-    give exactly what evaluating everything then gives; a check left out of CLOCKED that reads the time (or
-    what moves with it) makes the two differ for some draw."""
+    snapshot whose RF time, last tick, oldest unanswered command and heartbeat have moved on, and whose settling
+    ceilings may have expired. It must give exactly what evaluating everything then gives; a check left out of
+    CLOCKED that reads the time, or a field of TIME_ONLY_INPUTS, makes the two differ for some draw."""
     rules = PULSED_RULES if pulsed else RULES
     telemetry_age, status_age, heartbeat_age, tick_age, unanswered_age, frame_age = ages
-    dt, unanswered_age_then, ack_settles, settle_shift = later
+    dt, unanswered_age_then, heartbeat_since = later
     earlier = inputs(
         telemetry(dict(enumerate(chans, start=1))),
         telemetry_age_s=telemetry_age,
@@ -680,14 +682,45 @@ def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
         rf_on_s=tuple(rf + dt if c.on else rf for rf, c in zip(earlier.rf_on_s, earlier.commanded, strict=True)),
         loop_tick_at=NOW,
         unanswered=None if unanswered_age_then is None else earlier.unanswered,
-        commanded=tuple(
-            c._replace(ceiling_until=min(c.ceiling_until, NOW + settle_shift + hard.SETPOINT_SETTLE_S))
-            if ack_settles else c
-            for c in earlier.commanded
-        ),
+        generator_heartbeat_at=earlier.generator_heartbeat_at if heartbeat_since is None else NOW + heartbeat_since,
     )
-    reused = reevaluate_clocked(evaluate_interlocks(earlier, rules, NOW), then, rules, now)
+    assert only_time_has_moved(earlier, then)
+    reused = reevaluate(earlier, evaluate_interlocks(earlier, rules, NOW), then, rules, now)
     assert reused == evaluate_interlocks(then, rules, now)
+
+
+_BASE = inputs()
+_ANOTHER = {
+    "telemetry": Received(telemetry(), 0, NOW),
+    "status": Received(Status(int(GeneratorState.IDLE), 0, 0x0102), 0, NOW),
+    "generator_heartbeat_at": NOW - 0.1,
+    "electrodes": Received(electrodes(), 0, NOW),
+    "commanded": (on(5.0), *_BASE.commanded[1:]),
+    "rf_on_s": (1.0, 0.0, 0.0, 0.0),
+    "trends": (advance_trend(EMPTY_TREND, channel(), 1.0, True), *_BASE.trends[1:]),
+    "loop_tick_at": NOW - 0.5,
+    "operator_stop": True,
+    "imaging": ImagingStatus(NOW - 0.1, 30.0),
+    "refusal": Received(Ack(SetOutput.MSG_ID, 3, int(AckResult.REFUSED_STATE)), 3, NOW),
+    "unanswered": Unanswered(SetOutput.MSG_ID, 9, NOW - 0.05),
+}
+"""Per field of the snapshot, a value other than ``_BASE``'s (a message received again is another object)."""
+
+
+def test_every_field_of_the_snapshot_has_another_value_to_try() -> None:
+    assert set(_ANOTHER) == set(SafetyInputs._fields)
+    assert set(SafetyInputs._fields) > TIME_ONLY_INPUTS
+
+
+@pytest.mark.parametrize("field", SafetyInputs._fields)
+def test_only_time_has_moved_unless_a_field_an_unclocked_interlock_reads_has_changed(field: str) -> None:
+    """The reuse's guard compares every field but the time-only ones: a field left out of the comparison would let
+    a request keep its tick's answer to a snapshot that has changed."""
+    changed = _BASE._replace(**{field: _ANOTHER[field]})
+    assert getattr(changed, field) is not getattr(_BASE, field)
+    assert only_time_has_moved(_BASE, changed) == (field in TIME_ONLY_INPUTS)
+    assert reevaluate(_BASE, evaluate_interlocks(_BASE, RULES, NOW), changed, RULES, NOW) == evaluate_interlocks(
+        changed, RULES, NOW)
 
 
 def _begins_to_hold_with_time(interlock: InterlockId) -> tuple[SafetyInputs, SafetyInputs, float]:
@@ -737,7 +770,8 @@ def test_each_clocked_interlock_can_begin_to_hold_with_time_alone_and_is_run_aga
     after = evaluate_interlocks(then, RULES, NOW + dt)
     assert interlock not in {t.interlock for t in before}
     assert interlock in {t.interlock for t in after}
-    assert reevaluate_clocked(before, then, RULES, NOW + dt) == after
+    assert only_time_has_moved(earlier, then)
+    assert reevaluate(earlier, before, then, RULES, NOW + dt) == after
 
 
 # -- the trend reducer ---------------------------------------------------------------------------------------
