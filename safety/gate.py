@@ -65,6 +65,7 @@ from safety.inputs import (
 )
 from safety.interlocks import (
     SPECS,
+    Evaluation,
     InterlockId,
     Priority,
     SafetyRules,
@@ -82,8 +83,6 @@ _UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (In
 """Conditions under which the host cannot see whether output went off."""
 _OUTPUT_ON_FLAG: Final = int(TelemetryFlag.OUTPUT_ON)
 _UNCOMMANDED_CENTI_W: Final = round(hard.UNCOMMANDED_POWER_W * 100)
-# The tick's last evaluation: (its snapshot, the rules it ran under, the conditions it found).
-_Evaluation = tuple[SafetyInputs, SafetyRules, list[Trip]]
 
 
 class EventKind(enum.StrEnum):
@@ -244,7 +243,8 @@ class OutputGate:
         self._unseen_off = 0
         """Channels turned off from energised that no telemetry frame read since has shown off."""
         self._unseen_off_since = now
-        self._evaluated: _Evaluation | None = None
+        self._evaluated: Evaluation | None = None
+        """The tick's last evaluation, for the requests and acknowledgements until the next (:meth:`_conditions`)."""
         seq = generator.output_off(ALL_CHANNELS)
         self._emit([SafetyEvent(EventKind.OFF, now, "gate started: output off on all channels", seq=seq)])
 
@@ -306,7 +306,7 @@ class OutputGate:
             inputs = self._refresh(imaging, now)
             self._last_tick_at = now
             conditions = evaluate_interlocks(inputs, self._rules, now)
-            self._evaluated = (inputs, self._rules, conditions)
+            self._evaluated = Evaluation(inputs, self._rules, conditions)
             trips = self._apply(conditions, now)
             self._restate_if_overdue(now)
             return trips
@@ -726,8 +726,9 @@ class OutputGate:
 
     def take_trips_between_ticks(self) -> list[Trip]:
         """The trips found since the last call outside the tick's evaluation, each once and never one an
-        evaluation already returned: the watchdog's (on its own thread) and those a request's own evaluation
-        found (see :meth:`_judge`). The loop hands them to its owner with the tick's own."""
+        evaluation already returned: the watchdog's (on its own thread) and those a request's or an
+        acknowledgement's own evaluation found (see :meth:`_judge`). The loop hands them to its owner with the
+        tick's own."""
         with self._lock:
             trips, self._between_ticks = self._between_ticks, []
             return trips
@@ -763,10 +764,11 @@ class OutputGate:
         with self._lock:
             now = self._clock.now()
             self._operator_stop = False
+            latched = list(self._latched.items())  # what the operator saw: not a trip found just now
             holding = {t.key for t in self._judge(imaging, now)}
             cleared: list[Trip] = []
             events: list[SafetyEvent] = []
-            for key, trip in list(self._latched.items()):
+            for key, trip in latched:
                 if key in holding:
                     events.append(self._event(EventKind.ACK_REFUSED, now, trip))
                 elif key == _UNCOMMANDED and self._disobeyed:
@@ -805,10 +807,9 @@ class OutputGate:
         evaluation would judge it (tests/safety/test_gate_machine.py).
         """
         inputs = self._refresh(imaging, now)
-        evaluated = self._evaluated
-        if evaluated is not None and evaluated[1] is self._rules:
-            return reevaluate(evaluated[0], evaluated[2], inputs, self._rules, now)
-        return evaluate_interlocks(inputs, self._rules, now)
+        if self._evaluated is None:
+            return evaluate_interlocks(inputs, self._rules, now)
+        return reevaluate(self._evaluated, inputs, self._rules, now)
 
     def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:
         """Account RF time, fold a new telemetry frame into the trends, and build the snapshot."""

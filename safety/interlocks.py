@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from firmware_bridge.messages import (
     ALL_CHANNELS,
@@ -839,22 +839,27 @@ def only_time_has_moved(earlier: SafetyInputs, later: SafetyInputs) -> bool:
     )
 
 
-def reevaluate(
-    earlier: SafetyInputs, found_then: Sequence[Trip], inputs: SafetyInputs, rules: SafetyRules, now: float
-) -> list[Trip]:
-    """What :func:`evaluate_interlocks` returns for ``inputs`` at ``now``, given what it returned (``found_then``)
-    for ``earlier`` under the same ``rules``.
+class Evaluation(NamedTuple):
+    """What :func:`evaluate_interlocks` found, with what it was given (for :func:`reevaluate`)."""
 
-    If only time has moved between the two snapshots, the unclocked conditions cannot have changed: they are
-    taken from ``found_then`` and only the clocked checks run again. That is the gate's answer to an output
-    request a few microseconds after its tick's evaluation, on the cart, where the clock has moved (four of the
-    eight system checks and two of the fifteen per channel). Otherwise every check runs. Same trips, same
-    order, either way; whether the reuse is sound is decided here, from the snapshots themselves, so no caller
-    has to keep track of what it changed.
+    inputs: SafetyInputs
+    rules: SafetyRules
+    found: list[Trip]
+
+
+def reevaluate(earlier: Evaluation, inputs: SafetyInputs, rules: SafetyRules, now: float) -> list[Trip]:
+    """What :func:`evaluate_interlocks` returns for ``inputs`` and ``rules`` at ``now``, given an earlier evaluation.
+
+    If the rules are the same and only time has moved between the two snapshots, the unclocked conditions cannot
+    have changed: they are taken from the earlier evaluation and only the clocked checks run again. That is the
+    gate's answer to an output request a few microseconds after its tick's evaluation, on the cart, where the
+    clock has moved (four of the eight system checks and two of the fifteen per channel). Otherwise every check
+    runs. Same trips, same order, either way; whether the reuse is sound is decided here, from the rules and the
+    snapshots themselves, so no caller has to keep track of what it changed.
     """
-    if not only_time_has_moved(earlier, inputs):
+    if rules is not earlier.rules or not only_time_has_moved(earlier.inputs, inputs):
         return evaluate_interlocks(inputs, rules, now)
-    found = [trip for trip in found_then if trip.interlock not in CLOCKED]
+    found = [trip for trip in earlier.found if trip.interlock not in CLOCKED]
     kept = len(found)
     _run(found, CLOCKED_SYSTEM_CHECKS, CLOCKED_CHANNEL_CHECKS, inputs, rules, now)
     if kept and len(found) > kept:  # merge into evaluate_interlocks' order

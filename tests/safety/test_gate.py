@@ -32,7 +32,7 @@ from safety.config import HARD_LIMITS
 from safety.gate import Decision, EventKind, OutputGate, SafetyEvent, StimKind
 from safety.inputs import ImagingStatus
 from safety.interlocks import InterlockId, Priority, Trip
-from safety.plan import default_genicular_plan
+from safety.plan import Electrode, Lesion, LesionMode, LesionPlan, default_genicular_plan
 from safety.watchdog import Watchdog
 from sim.generator.device import HOST_HEARTBEAT_TIMEOUT_S
 from tests.safety.support import NOW, ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
@@ -805,6 +805,51 @@ def test_a_lost_link_a_request_finds_between_ticks_trips_there_and_is_handed_ove
     assert _deaf_tick(rig, on) == [], "the tick's evaluation does not trip it a second time"
     assert [e.kind for e in rig.events].count(EventKind.TRIP) == 1
     assert (EventKind.INHIBIT, InterlockId.LINK_LOST) not in [(e.kind, e.interlock) for e in rig.events]
+
+
+def test_a_plan_loaded_between_a_tick_and_a_request_judges_the_request() -> None:
+    """The tick's evaluation was under the old plan, which had no lesion on channel 4: kept, it would have let
+    output onto a 18 G electrode planned as a 20 G one."""
+    rig = Rig()
+    ready(rig)
+    thin_on_ch4 = LesionPlan(name="ch4", imaging_required=False, lesions=(Lesion(
+        channel=4, electrode=Electrode(gauge=20, active_tip_mm=10.0), mode=LesionMode.CONTINUOUS, set_temp_c=80.0,
+        ramp_rate_c_per_s=2.0, lesion_time_s=90.0, power_cap_w=25.0, impedance_min_ohm=60.0,
+        impedance_max_ohm=800.0),))
+    assert rig.gate.load_plan(thin_on_ch4)
+    refused = rig.gate.request_output({4: 10.0}, rig.imaging())
+    assert not refused
+    assert refused.reasons == ("electrode_mismatch: channel 4: electrode 18 G 10.0 mm, plan 20 G 10.0 mm",)
+    assert not any(isinstance(m, SetOutput) for m in rig.wire())
+
+
+def _time_passes_untended(rig: Rig) -> None:
+    """RF on channel 1, then more than two periods with no tick: the loop has lost control (the watchdog's to
+    catch; here a decision comes first)."""
+    _energised(rig)
+    rig.events.clear()
+    rig.clock.advance(hard.LOOP_PERIOD_S * hard.LOOP_MISSED_PERIODS + 0.005)
+
+
+def test_an_acknowledgement_trips_what_it_finds_under_power_and_hands_it_over() -> None:
+    rig = Rig()
+    _time_passes_untended(rig)
+    assert rig.gate.acknowledge(rig.imaging()) == []
+    assert rig.wire()[0] == OutputOff(0x0F)
+    (trip,) = rig.gate.take_trips_between_ticks()
+    assert trip.interlock is InterlockId.CONTROL_LOOP_OVERRUN
+    assert [(e.kind, e.interlock) for e in rig.events] == [(EventKind.TRIP, InterlockId.CONTROL_LOOP_OVERRUN)], (
+        "a latch found by the acknowledgement itself is not one the operator refused to clear")
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.CONTROL_LOOP_OVERRUN]
+
+
+def test_a_stimulation_request_for_an_unplanned_channel_is_judged_too() -> None:
+    rig = Rig()
+    _time_passes_untended(rig)
+    refused = rig.gate.request_stim(4, StimKind.SENSORY, 400, rig.imaging())
+    assert not refused and "channel 4 is not a planned lesion channel" in refused.reasons
+    assert rig.wire()[0] == OutputOff(0x0F)
+    assert [t.interlock for t in rig.gate.take_trips_between_ticks()] == [InterlockId.CONTROL_LOOP_OVERRUN]
 
 
 def test_a_request_in_its_ticks_own_moment_trips_nothing_the_tick_did_not() -> None:

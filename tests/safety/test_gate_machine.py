@@ -11,8 +11,8 @@ the gate's own account of itself:
 * an acknowledgement never clears a latch whose condition still holds;
 * nothing but the plan's channels, modes and capped setpoints is ever enabled;
 * the conditions a request is judged by equal a fresh evaluation of every interlock, whatever happened since
-  the tick: the gate reuses its tick's evaluation when only time has moved (``OutputGate._conditions``), and
-  that is sound only while every change an unclocked interlock reads bumps the gate's version.
+  the tick: the gate reuses its tick's evaluation when only time has moved (``OutputGate._conditions``,
+  ``safety.interlocks.reevaluate``).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class GateMachine(RuleBasedStateMachine):
         self.wire_stim_mv = [0] * 4
         self.decided_at: float | None = None
         self.call_frames: list[Message] = []
+        self.call_recorded = 0
         self.record_problems: list[str] = []
         self.withheld_for_cause = False
         self.rig.wire()
@@ -153,6 +154,7 @@ class GateMachine(RuleBasedStateMachine):
         """Run one gate call and return the frames it wrote, in order. A call that judges the interlocks is the
         gate's decision at this moment; one that only turns something off judges nothing."""
         self.call_frames = []
+        self.call_recorded = len(self.rig.events)
         assert callable(fn)
         result = fn()
         self._drain()
@@ -161,14 +163,18 @@ class GateMachine(RuleBasedStateMachine):
         self.last_result = result
         return self.call_frames
 
-    @staticmethod
-    def _after_any_trip(frames: list[Message]) -> list[Message]:
+    def _after_any_trip(self, frames: list[Message]) -> list[Message]:
         """A request's frames after the stops of a trip its own evaluation found (a clocked condition that began
-        to hold since the tick): those come first, and nothing after them stops anything."""
+        to hold since the tick): those come first, only with a trip recorded in the call, and nothing after
+        them stops anything."""
         stops = 0
-        while stops < len(frames) and (isinstance(frames[stops], OutputOff) or
-                                       (isinstance(frames[stops], Stim) and frames[stops].amplitude_mv == 0)):
+        for msg in frames:
+            if not (isinstance(msg, OutputOff) or (isinstance(msg, Stim) and msg.amplitude_mv == 0)):
+                break
             stops += 1
+        if stops:
+            recorded = self.rig.events[self.call_recorded:]
+            assert any(e.kind is EventKind.TRIP for e in recorded), f"stops {frames[:stops]} with no trip recorded"
         rest = frames[stops:]
         assert not any(isinstance(m, OutputOff) for m in rest), frames
         return rest
@@ -344,7 +350,9 @@ class GateMachine(RuleBasedStateMachine):
     @invariant()
     def a_request_is_judged_as_a_fresh_evaluation_would_judge_it(self) -> None:
         """The conditions a request would be judged by now (reused from the tick where only time has moved) are
-        the conditions every interlock finds on a fresh snapshot: same trips, same reasons, same order."""
+        the conditions every interlock finds on a fresh snapshot: same trips, same reasons, same order. Asking
+        brings the gate's snapshot up to now (RF time, a new frame's trends, a settled ceiling), as the next
+        request or tick would first do anyway."""
         gate, now = self.rig.gate, self.rig.clock.now()
         judged = gate._conditions(self.imaging, now)
         fresh = evaluate_interlocks(gate._refresh(self.imaging, now), gate.rules, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -37,6 +38,7 @@ from safety.interlocks import (
     SYSTEM_CHECKS,
     TIME_ONLY_INPUTS,
     ChannelRules,
+    Evaluation,
     InterlockId,
     SafetyRules,
     Trip,
@@ -685,12 +687,12 @@ def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
         generator_heartbeat_at=earlier.generator_heartbeat_at if heartbeat_since is None else NOW + heartbeat_since,
     )
     assert only_time_has_moved(earlier, then)
-    reused = reevaluate(earlier, evaluate_interlocks(earlier, rules, NOW), then, rules, now)
+    reused = reevaluate(Evaluation(earlier, rules, evaluate_interlocks(earlier, rules, NOW)), then, rules, now)
     assert reused == evaluate_interlocks(then, rules, now)
 
 
 _BASE = inputs()
-_ANOTHER = {
+_ANOTHER: dict[str, Any] = {
     "telemetry": Received(telemetry(), 0, NOW),
     "status": Received(Status(int(GeneratorState.IDLE), 0, 0x0102), 0, NOW),
     "generator_heartbeat_at": NOW - 0.1,
@@ -719,8 +721,20 @@ def test_only_time_has_moved_unless_a_field_an_unclocked_interlock_reads_has_cha
     changed = _BASE._replace(**{field: _ANOTHER[field]})
     assert getattr(changed, field) is not getattr(_BASE, field)
     assert only_time_has_moved(_BASE, changed) == (field in TIME_ONLY_INPUTS)
-    assert reevaluate(_BASE, evaluate_interlocks(_BASE, RULES, NOW), changed, RULES, NOW) == evaluate_interlocks(
-        changed, RULES, NOW)
+    earlier = Evaluation(_BASE, RULES, evaluate_interlocks(_BASE, RULES, NOW))
+    assert reevaluate(earlier, changed, RULES, NOW) == evaluate_interlocks(changed, RULES, NOW)
+
+
+def test_under_other_rules_every_interlock_runs_again() -> None:
+    """A plan loaded between a tick and a request: the same snapshot, judged by the new plan's rules. Here 20 G
+    electrodes are plugged in: an unclocked mismatch on the genicular plan's three channels, on the pulsed
+    plan's one; kept from the earlier evaluation, the other two would stay."""
+    thinner = _BASE._replace(electrodes=Received(electrodes(gauge=20), 0, NOW))
+    earlier = Evaluation(thinner, RULES, evaluate_interlocks(thinner, RULES, NOW))
+    under_other_rules = evaluate_interlocks(thinner, PULSED_RULES, NOW)
+    assert [t.key for t in under_other_rules] == [(InterlockId.ELECTRODE_MISMATCH, 1)]
+    assert len(earlier.found) == 3
+    assert reevaluate(earlier, thinner, PULSED_RULES, NOW) == under_other_rules
 
 
 def _begins_to_hold_with_time(interlock: InterlockId) -> tuple[SafetyInputs, SafetyInputs, float]:
@@ -771,7 +785,7 @@ def test_each_clocked_interlock_can_begin_to_hold_with_time_alone_and_is_run_aga
     assert interlock not in {t.interlock for t in before}
     assert interlock in {t.interlock for t in after}
     assert only_time_has_moved(earlier, then)
-    assert reevaluate(earlier, before, then, RULES, NOW + dt) == after
+    assert reevaluate(Evaluation(earlier, RULES, before), then, RULES, NOW + dt) == after
 
 
 # -- the trend reducer ---------------------------------------------------------------------------------------
