@@ -448,7 +448,7 @@ class ProcedureSession:
         for amplitude_mv in range(STIM_STEP_MV, max_mv + 1, STIM_STEP_MV):
             decision = self.gate.request_stim(channel, kind, amplitude_mv, self._imaging)
             if not decision:
-                self._act_on_request_trips()
+                self._act_on_trips_between_ticks()
                 self._fault(f"stimulation refused by the gate: {'; '.join(decision.reasons)}",
                             still_present=lambda: bool(self._alarm_reasons()))
             self._show(f"{kind.value} ch{channel} {amplitude_mv / 1000:.1f} V")
@@ -572,13 +572,14 @@ class ProcedureSession:
         for setpoints in groups.values():
             decision = self.gate.request_output(setpoints, self._imaging)
             if not decision:
-                self._act_on_request_trips()
+                self._act_on_trips_between_ticks()
                 for ch in setpoints:
                     self._stop_lesion_on(ch, "output refused: " + "; ".join(decision.reasons))
 
-    def _act_on_request_trips(self) -> None:
-        """A refused request may have tripped an interlock its own evaluation found (safety.gate): commit that
-        alarm and act on the trip now, as a tick would, before acting on the refusal, which only follows from it."""
+    def _act_on_trips_between_ticks(self) -> None:
+        """A refused request, or an acknowledgement, may have tripped an interlock its own evaluation found
+        (safety.gate): commit that alarm and act on the trip now, as a tick would, before acting on the refusal
+        or the acknowledgement, which only follow from it."""
         self._pending_trips.extend(self.gate.take_trips_between_ticks())
         if not self._pending_trips:
             return
@@ -669,7 +670,7 @@ class ProcedureSession:
                 yield from self._ticks(SETTLE_S)
                 if not self.procedure.trigger("acknowledge"):
                     self._say("acknowledge refused: " + "; ".join(self.procedure.refusals), event="warning")
-                self._act_on_trips()
+                self._act_on_trips_between_ticks()
             except Faulted:
                 continue
 

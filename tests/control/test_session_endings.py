@@ -201,6 +201,42 @@ def test_a_trip_found_while_the_acknowledgement_commits_puts_the_procedure_back_
     assert operator.asked == 1, "asked again, about the new fault"
 
 
+def test_a_trip_the_acknowledgement_itself_finds_is_told_before_the_operator_is_asked_again(tmp_path: Path) -> None:
+    """The gate acts on a condition it finds while acknowledging (safety.gate: _judge), or the watchdog trips
+    meanwhile: the trip is handed over between ticks. The session tells it at once, as it does a refused
+    request's, so the operator is never asked to acknowledge an alarm the record and the display do not yet
+    hold."""
+    plan = plan_without_imaging()
+    operator = _Acknowledging(plan)
+    cart = build_cart(plan, tmp_path, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=60.0, duration_s=0.5)],
+                      operator=operator)
+    session, gate = cart.session, cart.session.gate
+    acknowledge = gate.acknowledge
+
+    def stalled_meanwhile(imaging: Any = None) -> Any:
+        cleared = acknowledge(imaging)
+        if operator.willing:
+            operator.willing = False
+            gate.trip_from_watchdog("the loop stalled while acknowledging")
+        return cleared
+
+    gate.acknowledge = stalled_meanwhile  # type: ignore[method-assign]
+    told_at_question: list[int] = []
+    say = session._say
+
+    def listen(text: str, *, event: str, **fields: Any) -> None:
+        if event == "alarm" and "stalled while acknowledging" in str(fields["detail"]):
+            told_at_question.append(operator.asked)
+        say(text, event=event, **fields)
+
+    session._say = listen  # type: ignore[method-assign]
+    result = session.run()
+    cart.record.close()
+    assert result.final_state == "fault" and result.exit_code == EXIT_FAULT
+    assert told_at_question == [1], "told after the first acknowledgement, before the second question"
+    assert operator.asked == 2
+
+
 class _ClosingPipe(io.StringIO):
     closed_by_reader = False
 
