@@ -192,7 +192,11 @@ def answered_run(url: str, plan: Path, record_dir: Path) -> tuple[Outcome, list[
                             text=True)
     assert proc.stdin is not None and proc.stdout is not None
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True)
+    def read_lines() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+
+    reader = threading.Thread(target=read_lines, daemon=True)
     reader.start()
     events: list[dict[str, Any]] = []
     acknowledge_asked_at: float | None = None

@@ -115,7 +115,7 @@ def test_a_stall_outside_the_period_that_broke_does_not_excuse_it() -> None:
 
     ended = run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.025, ended_at=at), not_judged_as_stalled)
     assert len(runs) == 1, "returned to fail, not run again"
-    assert ended > 0
+    assert ended is not None and ended > 0
 
 
 def test_a_stall_within_the_period_that_broke_excuses_it() -> None:

@@ -32,9 +32,9 @@ active_tip_mm = 10.0
 """
 
 
-def write_plan(tmp_path: Path, *, imaging: bool = False, **replace: str) -> Path:
+def write_plan(tmp_path: Path, replace: dict[str, str] | None = None, *, imaging: bool = False) -> Path:
     text = SHORT_PLAN.format(imaging=str(imaging).lower())
-    for old, new in replace.items():
+    for old, new in (replace or {}).items():
         text = text.replace(old, new)
     path = tmp_path / "plan.toml"
     path.write_text(text)
@@ -44,7 +44,7 @@ def write_plan(tmp_path: Path, *, imaging: bool = False, **replace: str) -> Path
 def test_a_plan_beyond_a_hard_limit_exits_2_naming_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan = write_plan(tmp_path, **{"set_temp_c = 60.0": "set_temp_c = 120.0"})
+    plan = write_plan(tmp_path, {"set_temp_c = 60.0": "set_temp_c = 120.0"})
     assert main(["run", "--yes", "--plan", str(plan), "--record", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "lesions.0.set_temp_c" in err and "95" in err
@@ -131,7 +131,7 @@ def test_the_link_table_of_a_fault_script_damages_the_in_process_cable(
 def test_a_weak_stimulus_stops_the_test_before_any_lesion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A stimulator delivering half the amplitude would report "no response at 1 V" for 0.5 V: the test
     stops on the mismatch, and the procedure never reaches RF."""
-    plan = write_plan(tmp_path, **{"max_amplitude_mv = 100": "max_amplitude_mv = 1000"})
+    plan = write_plan(tmp_path, {"max_amplitude_mv = 100": "max_amplitude_mv = 1000"})
     code = _run_faulted(tmp_path, plan, '[[fault]]\nkind = "stim_weak"\nat_s = 0.0\nchannel = 1\n')
     out = capsys.readouterr().out
     assert code == 1

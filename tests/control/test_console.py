@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_a_finished_procedure_is_told_from_its_record_with_its_exit_code(
 def test_a_faulted_procedure_shows_its_trip_and_row_and_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan = write_plan(tmp_path, **{"max_amplitude_mv = 100": "max_amplitude_mv = 1000"})
+    plan = write_plan(tmp_path, {"max_amplitude_mv = 100": "max_amplitude_mv = 1000"})
     faults = tmp_path / "faults.toml"
     faults.write_text('[[fault]]\nkind = "stim_weak"\nat_s = 0.0\nchannel = 1\n')
     assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--faults", str(faults),
@@ -51,7 +52,7 @@ def test_a_record_still_being_written_is_followed_until_its_summary(tmp_path: Pa
     """Each wait of the console lets the writer add more: what it prints comes from rows it found later."""
     clock = SimClock(0.0)
     record = ProcedureRecord(tmp_path / "live.rfa.db", clock, meta={"plan_name": "live"})
-    batches = [
+    batches: list[list[tuple[str, dict[str, Any]]]] = [
         [("state", {"source": "off", "dest": "self_test"})],
         [("telemetry", {"ch": 1, "flags": ON, "tip_c": 61.5, "z_ohm": 180.0, "w": 7.5, "v": 36.7}),
          ("telemetry", {"ch": 4, "flags": 0, "tip_c": 0.0, "z_ohm": 6553.5, "w": 0.0, "v": 0.0})],

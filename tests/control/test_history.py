@@ -34,7 +34,9 @@ def test_a_completed_and_a_faulted_procedure_read_back_with_their_lesions(
     by_outcome = {entry["outcome"]: entry for entry in _history(capsys, "--dir", str(records), "--verify")}
     complete, faulted = by_outcome["complete"], by_outcome["fault"]
     assert complete["outcome"] == "complete" and complete["plan"] == "short" and complete["intact"] is True
-    [lesion] = complete["lesions"]  # type: ignore[misc]
+    lesions = complete["lesions"]
+    assert isinstance(lesions, list) and len(lesions) == 1
+    lesion = lesions[0]
     assert lesion["channel"] == 1 and lesion["set_temp_c"] == 60.0
     assert lesion["rf_time_s"] == pytest.approx(20.0, abs=0.1) and lesion["energy_j"] > 0
     assert faulted["outcome"] == "fault" and "impedance_low" in str(faulted["reason"])

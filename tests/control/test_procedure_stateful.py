@@ -15,7 +15,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -23,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from control.operator import AnsweringOperator
 from control.procedure import OUTPUT_STATES, State
-from control.record import RecordReader
+from control.record import Payload, RecordReader
 from firmware_bridge.messages import Message, SetOutput, Stim
 from safety.gate import StimKind
 from safety.plan import LesionPlan, default_genicular_plan
@@ -70,7 +69,7 @@ class CartMachine(RuleBasedStateMachine):
         record = self.cart.record
         original = record.append_durable
 
-        def tracking_append_durable(kind: str, payload: dict[str, Any], mono: float | None = None) -> int:
+        def tracking_append_durable(kind: str, payload: Payload, mono: float | None = None) -> int:
             row = original(kind, payload, mono)
             if kind == "state":
                 self.last_state_row = row

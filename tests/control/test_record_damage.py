@@ -148,7 +148,7 @@ def test_json_export_is_strict_json_even_with_a_non_finite_reading(tmp_path: Pat
 def test_a_time_given_as_an_int_or_a_numpy_float_verifies(tmp_path: Path) -> None:
     record = ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
     record.append("state", {"to": "armed"}, mono=5)
-    record.append("state", {"to": "ramping"}, mono=np.float64(5.25))  # type: ignore[arg-type]
+    record.append("state", {"to": "ramping"}, mono=np.float64(5.25))
     record.close()
     assert RecordReader(tmp_path / "p.rfa.db").verify().ok
 

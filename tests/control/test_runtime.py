@@ -105,7 +105,12 @@ def test_nothing_collects_a_cycle_until_the_slack_does(runtime: LoopRuntime) -> 
 
 def test_the_slack_collects_each_generation_on_its_turn(runtime: LoopRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
     generations: list[int] = []
-    monkeypatch.setattr(gc, "collect", lambda generation=2: generations.append(generation) or 0)
+
+    def collect(generation: int = 2) -> int:
+        generations.append(generation)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
     for _ in range(FULL_EVERY):
         runtime.slack()
     assert generations.count(2) == 1 and generations[-1] == 2
@@ -148,7 +153,12 @@ def test_a_cycle_frozen_by_a_full_pass_is_freed_once_the_loop_stops(runtime: Loo
 
 def test_outside_enter_the_slack_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
+
+    def collect(generation: int = 2) -> int:
+        calls.append(generation)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
     LoopRuntime().slack()
     assert calls == []
 

@@ -45,7 +45,7 @@ def test_the_default_plan_completes_and_its_record_verifies(tmp_path: Path) -> N
     reader = RecordReader(result.record_path)
     assert reader.verify().ok
     asked = [r.payload["question"] for r in reader.rows("operator") if r.payload["kind"] == "response"]
-    assert any(q.startswith("ch2 sensory at 0.40 V (delivered 0.40 V): ") for q in asked), asked[:3]
+    assert any(str(q).startswith("ch2 sensory at 0.40 V (delivered 0.40 V): ") for q in asked), asked[:3]
     dests = [r.payload["dest"] for r in reader.rows("state")]
     assert dests[:3] == ["self_test", "standby", "stimulating"]
     assert dests[-5:] == ["armed", "ramping", "lesioning", "cooldown", "standby"]

@@ -435,7 +435,7 @@ def test_a_refused_command_is_a_generator_fault_iff_it_came_while_energised(
     trip = _generator_fault(inputs(commanded={2: commanded})._replace(refusal=refusal))
     assert (trip is not None) == (energised != "off" and since_s < arrived_s)
     if trip is not None:
-        name = AckResult(result).name if result in iter(AckResult) else f"result {result}"
+        name = AckResult(result).name if result in set(AckResult) else f"result {result}"
         assert trip.reason == f"generator refused SetOutput (SEQ 7): {name}"
         assert not trip.trips_when_idle and trip.mask == 0x0F
 
