@@ -234,11 +234,7 @@ class Rig:
         ``answer``: then they are lost;
         telemetry ``gen_step_us`` on in its own clock: 10 ms unless a test freezes or resets that clock, status,
         heartbeat); then the host polls."""
-        self._arrived()
-        if answer:
-            for frame in self._unanswered:
-                self.send(Ack(frame.msg.MSG_ID, frame.seq, int(result)))
-        self._unanswered = []  # not answered now: lost (a generator not taking commands)
+        self._reply(result if answer else None)
         self.gen_time_us += gen_step_us
         if tele is not None:
             self.send(replace(tele, gen_time_us=self.gen_time_us))
@@ -250,11 +246,17 @@ class Rig:
 
     def answer(self) -> None:
         """The generator's ACKs alone, for each command since the last feed or answer; then the host polls."""
-        self._arrived()
-        for frame in self._unanswered:
-            self.send(Ack(frame.msg.MSG_ID, frame.seq, int(AckResult.OK)))
-        self._unanswered = []
+        self._reply(AckResult.OK)
         self.driver.poll()
+
+    def _reply(self, result: AckResult | None) -> None:
+        """An ACK with ``result`` for each command written since the last reply; None: they are lost (a generator
+        not taking commands)."""
+        self._arrived()
+        if result is not None:
+            for frame in self._unanswered:
+                self.send(Ack(frame.msg.MSG_ID, frame.seq, int(result)))
+        self._unanswered = []
 
     def healthy_tick(
         self, chans: dict[int, ChannelTelemetry] | None = None, imaging: ImagingStatus | None = None
