@@ -30,6 +30,8 @@ from firmware_bridge.messages import (
 from firmware_bridge.transport import open_transport
 from hil_tests.sim_process import SimProcess
 
+pytestmark = pytest.mark.realtime  # every test here keeps real time: run alone on the machine (Makefile)
+
 WAIT_S = 3.0
 HOST_PERIOD_S = 0.002
 ATTEMPTS = 3

@@ -23,6 +23,8 @@ from hil_tests.sim_process import start_sim
 from hil_tests.stall_witness import BrokenPeriod, run_until_unspoiled
 from safety import limits as hard
 
+pytestmark = pytest.mark.realtime  # every test here keeps real time: run alone on the machine (Makefile)
+
 PLAN = """
 name = "hil-short"
 imaging_required = false

@@ -63,9 +63,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("url", [f"socket://127.0.0.1:{free_port()}", "/dev/ttyRFA_NOT_THERE"])
+@pytest.mark.parametrize("link", ["socket", "tty"])
 def test_an_unreachable_generator_exits_3_with_the_url(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                      url: str) -> None:
+                                                      link: str) -> None:
+    # The port is chosen as the test runs, not at collection: parallel workers must collect the same tests.
+    url = f"socket://127.0.0.1:{free_port()}" if link == "socket" else "/dev/ttyRFA_NOT_THERE"
     plan = write_plan(tmp_path)
     assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--generator", url]) == 3
     assert url in capsys.readouterr().err

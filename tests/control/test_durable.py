@@ -119,6 +119,7 @@ def test_a_row_the_writer_never_commits_is_a_record_error(
         release.set()
 
 
+@pytest.mark.realtime
 def test_a_real_time_procedure_whose_disk_is_slow_keeps_its_period(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

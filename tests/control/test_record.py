@@ -177,6 +177,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.realtime
 def test_a_crash_mid_lesion_loses_no_state_change_and_at_most_100ms_of_telemetry(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
