@@ -61,6 +61,7 @@ from safety.inputs import (
     CommandedChannel,
     ImagingStatus,
     SafetyInputs,
+    Settling,
     advance_trend,
 )
 from safety.interlocks import (
@@ -159,19 +160,20 @@ def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, no
     """A channel's commanded state once a request for ``setpoint`` is sent (see the settling note below)."""
     if not previous.on:
         return CommandedChannel(True, now, mode, setpoint)
-    ceiling, until = previous.ceiling, previous.ceiling_until
-    settling = now < until
     # The measurement may show a lowered setpoint's predecessor until SETPOINT_SETTLE_S after the generator
     # took the lowering command: until its ACK is read, at most COMMAND_ANSWER_S (then the link is lost anyway);
     # the gate shortens the deadline when the ACK comes (OutputGate._settle_from_acks). Counted from the send,
     # a generator held up before taking the command (seen on a loaded VM: the simulator process stalled)
-    # delivered the old setpoint past the deadline and tripped over-power. A new ceiling starts only when the
-    # previous setpoint is at least the one still settling: a steadily falling setpoint (a request every tick)
-    # must not keep pushing the deadline, or the ceiling would never expire and the comparison with the
-    # commanded power would stay off.
-    if setpoint < previous.setpoint and (not settling or previous.setpoint >= ceiling):
-        ceiling, until = previous.setpoint, now + hard.COMMAND_ANSWER_S + hard.SETPOINT_SETTLE_S
-    return CommandedChannel(True, previous.since, mode, setpoint, ceiling, until, previous.stim_amplitude_mv,
+    # delivered the old setpoint past the deadline and tripped over-power. Every lowering keeps its own
+    # predecessor with its own deadline. One ceiling for them all tripped a generator doing nothing wrong: a
+    # lowering while an earlier, higher one still settled took no deadline of its own, and when the earlier
+    # one's ran out a tick later, the measurement still showing the setpoint just before was judged against
+    # the new one (a real-time HIL run, 6.50 W "above the commanded 3.28 W" 10 ms after the lowering). Nor can
+    # a setpoint lowered every tick keep an old one alive: each expires on its own.
+    settling = tuple(s for s in previous.settling if now < s.until)
+    if setpoint < previous.setpoint:
+        settling += (Settling(previous.setpoint, now + hard.COMMAND_ANSWER_S + hard.SETPOINT_SETTLE_S),)
+    return CommandedChannel(True, previous.since, mode, setpoint, settling, previous.stim_amplitude_mv,
                             previous.stim_since)
 
 
@@ -216,8 +218,9 @@ class OutputGate:
         self._lock = threading.RLock()
         now = clock.now()
         self._commanded: list[CommandedChannel] = [_OFF._replace(since=now)] * N_CHANNELS
-        self._ceiling_seq: list[int | None] = [None] * N_CHANNELS
-        """Per channel, the SET_OUTPUT whose ACK starts its settling ceiling's SETPOINT_SETTLE_S, until it comes."""
+        self._awaiting_settle: list[dict[int, Settling]] = [{} for _ in range(N_CHANNELS)]
+        """Per channel, the SEQ of each SET_OUTPUT that lowered the setpoint and whose ACK has not been read yet,
+        with the predecessor it left settling: its ACK starts that one's SETPOINT_SETTLE_S."""
         self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
         self._trend_source: Received[Telemetry] | None = None
         self._rf_on_s = [0.0] * N_CHANNELS
@@ -480,8 +483,9 @@ class OutputGate:
             )
             seq = self._generator.set_output(self._capability, msg)
             for driven, commanded in checked.prospective.items():
-                if commanded.ceiling_until != self._commanded[driven - 1].ceiling_until:  # a new ceiling
-                    self._ceiling_seq[driven - 1] = seq
+                before = self._commanded[driven - 1]
+                if before.on and commanded.setpoint < before.setpoint:  # lowered: its ACK settles the one before
+                    self._awaiting_settle[driven - 1][seq] = commanded.settling[-1]
                 self._commanded[driven - 1] = commanded
             self._unseen_off &= ~checked.mask
             # Output turning on is an event of its own; a new setpoint on a channel already on is in the
@@ -815,7 +819,7 @@ class OutputGate:
         """Account RF time, fold a new telemetry frame into the trends, and build the snapshot."""
         self._account(now)
         gen = self._generator
-        self._settle_from_acks()
+        self._settle_from_acks(now)
         rx = gen.telemetry
         if rx is not None and rx is not self._trend_source:
             self._trend_source = rx
@@ -842,17 +846,24 @@ class OutputGate:
             gen.unanswered,
         )
 
-    def _settle_from_acks(self) -> None:
-        """A settling ceiling lasts SETPOINT_SETTLE_S from the ACK of the command that lowered the setpoint."""
-        for index, seq in enumerate(self._ceiling_seq):
-            if seq is None:
+    def _settle_from_acks(self, now: float) -> None:
+        """A lowered setpoint's predecessor settles SETPOINT_SETTLE_S from the ACK of the command that lowered it
+        (one whose ACK never comes, lost while later commands were answered, keeps its deadline from the send)."""
+        for index, awaiting in enumerate(self._awaiting_settle):
+            if not awaiting:
                 continue
-            ack = self._generator.ack_for(SetOutput.MSG_ID, seq)
-            if ack is not None:
+            for seq, previous in list(awaiting.items()):
+                ack = self._generator.ack_for(SetOutput.MSG_ID, seq)
+                if ack is None:
+                    if now >= previous.until:
+                        del awaiting[seq]
+                    continue
+                del awaiting[seq]
                 commanded = self._commanded[index]
-                until = min(commanded.ceiling_until, ack.arrived_at + hard.SETPOINT_SETTLE_S)
-                self._commanded[index] = commanded._replace(ceiling_until=until)
-                self._ceiling_seq[index] = None
+                settled = previous._replace(until=min(previous.until, ack.arrived_at + hard.SETPOINT_SETTLE_S))
+                self._commanded[index] = commanded._replace(
+                    settling=tuple(settled if s is previous else s for s in commanded.settling)
+                )
 
     def _account(self, now: float) -> None:
         elapsed = now - self._accounted_at
@@ -882,7 +893,7 @@ class OutputGate:
         for channel in channels:
             if self._commanded[channel - 1].energised:
                 self._commanded[channel - 1] = _OFF._replace(since=now)
-                self._ceiling_seq[channel - 1] = None
+                self._awaiting_settle[channel - 1].clear()
                 self._unseen_off |= channel_bit(channel)
                 self._unseen_off_since = now
         return seq

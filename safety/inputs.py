@@ -40,6 +40,13 @@ class ImagingStatus:
     """Channels (1..4) where the echo-brightness monitor sees gas forming around the tip."""
 
 
+class Settling(NamedTuple):
+    """A setpoint the measurement may still show after a lower one was commanded, until ``until``."""
+
+    setpoint: float
+    until: float
+
+
 class CommandedChannel(NamedTuple):
     """What the gate last commanded on one channel."""
 
@@ -49,9 +56,10 @@ class CommandedChannel(NamedTuple):
     mode: OutputMode | None = None
     setpoint: float = 0.0
     """Continuous and bipolar: power in W; pulsed: peak voltage in V."""
-    ceiling: float = 0.0
-    """The highest setpoint the measured value may still reflect: a lowered setpoint takes time to show."""
-    ceiling_until: float = 0.0
+    settling: tuple[Settling, ...] = ()
+    """The setpoints before each lowering still settling, oldest first: a lowered setpoint takes time to show,
+    and until it has, the measurement may show the one before it. Each has its own deadline, so a setpoint
+    lowered every tick allows the setpoint of a settling time ago, never the first one for ever."""
     stim_amplitude_mv: int = 0
     stim_since: float = 0.0
     """When the stimulation amplitude was last commanded: what it is measured against settles from then."""
@@ -62,8 +70,12 @@ class CommandedChannel(NamedTuple):
         return self.on or self.stim_amplitude_mv > 0
 
     def allowed_setpoint(self, now: float) -> float:
-        """The setpoint the measurement is compared with: the ceiling too while it settles."""
-        return max(self.ceiling, self.setpoint) if now < self.ceiling_until else self.setpoint
+        """The setpoint the measurement is compared with: the highest of it and those still settling."""
+        allowed = self.setpoint
+        for previous in self.settling:
+            if now < previous.until and previous.setpoint > allowed:
+                allowed = previous.setpoint
+        return allowed
 
 
 class ChannelTrend(NamedTuple):

@@ -811,8 +811,8 @@ _ALL_CHECKS: Final[tuple[Callable[..., Trip | None], ...]] = (*SYSTEM_CHECKS, *C
 CLOCKED: Final = frozenset(_interlock_of(check) for check in _ALL_CHECKS if check in _CLOCKED)
 """The interlocks whose condition can change with time alone, the snapshot otherwise the same: they read
 ``now``, or what grows or expires with it (RF time, the loop's last tick, the oldest unanswered command, the
-heartbeat's arrival, a lowered setpoint's settling ceiling). Every other check reads only the snapshot's
-other fields: the received messages, the commands, the trends, the operator's stop and imaging."""
+heartbeat's arrival, the settling of a lowered setpoint's predecessors). Every other check reads only the
+snapshot's other fields: the received messages, the commands, the trends, the operator's stop and imaging."""
 TIME_ONLY_INPUTS: Final = frozenset({"generator_heartbeat_at", "rf_on_s", "loop_tick_at", "unanswered"})
 """The snapshot's fields that only :data:`CLOCKED` interlocks read; :func:`only_time_has_moved` compares the rest."""
 _ORDER: Final = {_interlock_of(check): index for index, check in enumerate(_ALL_CHECKS)}

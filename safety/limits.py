@@ -105,8 +105,8 @@ NOT_TRACKING_RISE_C: Final = 2.0
 ROLLOFF_WINDOW_S: Final = 0.5
 ROLLOFF_MAX_RISE_OHM_PER_S: Final = 100.0
 # Over-power: measured power may exceed the commanded power by the generator's regulation tolerance
-# (10 % + 1 W); the last higher setpoint stays allowed for a short settling time after the generator
-# acknowledged the command that lowered it (at most COMMAND_ANSWER_S after it was sent: safety.gate).
+# (10 % + 1 W); each lowered setpoint's predecessor stays allowed for a short settling time after the
+# generator acknowledged the command that lowered it (at most COMMAND_ANSWER_S after it was sent: safety.gate).
 OVER_POWER_TOLERANCE: Final = 0.10
 OVER_POWER_TOLERANCE_W: Final = 1.0
 OVER_VOLTAGE_TOLERANCE_V: Final = 1.0

@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from firmware_bridge.clock import SimClock
 from firmware_bridge.errors import CapabilityError, LinkError
@@ -726,6 +728,57 @@ def test_a_lowered_setpoint_answered_at_once_settles_from_its_ack() -> None:
         trips = rig.gate.evaluate(rig.imaging())
     assert [t.interlock for t in trips] == [InterlockId.OVER_POWER]
     assert rig.clock.now() - sent_at <= 0.01 + hard.SETPOINT_SETTLE_S + 0.01 + 1e-9
+
+
+def test_a_setpoint_lowered_while_an_earlier_one_settles_gets_a_settling_time_of_its_own() -> None:
+    """A real-time HIL run: lowered 20 -> 15 W, raised to 17 W, then lowered to 8 W a tick before the 20 W's settling
+    ended. The next frame still showed 17 W (the generator had not taken the 8 W yet) and tripped over-power, as if
+    the 17 W had never been commanded: the lowering to 8 W had no settling of its own while the 20 W's went on."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=20.0, flags=ON)})
+    assert rig.gate.request_output({1: 15.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=15.0, flags=ON)})  # its ACK: the 20 W settles 100 ms from now
+    first_settled_at = rig.clock.now() + hard.SETPOINT_SETTLE_S
+    assert rig.gate.request_output({1: 17.0}, rig.imaging())
+    while rig.clock.now() < first_settled_at - 0.01 - 1e-9:
+        rig.healthy_tick({1: channel(power_w=17.0, flags=ON)})
+    assert rig.gate.request_output({1: 8.0}, rig.imaging())
+    still_17 = {1: channel(power_w=17.0, flags=ON)}
+    rig.clock.advance(0.01)
+    rig.feed(telemetry(still_17))  # with the 8 W's ACK: the 17 W may show for SETPOINT_SETTLE_S more, no longer
+    acked_at = rig.clock.now()
+    trips = rig.gate.evaluate(rig.imaging())
+    assert trips == [], "17 W just after the lowering to 8 W is the generator settling"
+    while not trips and rig.clock.now() - acked_at < 0.5:
+        rig.clock.advance(0.01)
+        rig.feed(telemetry(still_17))
+        trips = rig.gate.evaluate(rig.imaging())
+    assert [t.interlock for t in trips] == [InterlockId.OVER_POWER]
+    assert hard.SETPOINT_SETTLE_S <= rig.clock.now() - acked_at <= hard.SETPOINT_SETTLE_S + 0.01 + 1e-9
+
+
+@given(st.lists(st.integers(0, 2000), min_size=2, max_size=40))
+def test_a_generator_that_settles_every_setpoint_in_time_never_trips_over_power(centi_watts: list[int]) -> None:
+    """Any setpoints, one a tick, from a generator that takes each with its ACK, read at the next tick, and whose
+    output falls from the setpoint before within SETPOINT_SETTLE_S of it (5 ms sooner, clear of the boundary's
+    rounding): every frame shows the highest power it could still show, and none trips over-power."""
+    rig = Rig()
+    ready(rig)
+    setpoints = [c / 100 for c in centi_watts]
+    assert rig.gate.request_output({1: setpoints[0]}, rig.imaging())
+    taken_at: list[float] = []  # when the generator took each setpoint: with its ACK, at the next tick's read
+    for tick, setpoint in enumerate(setpoints[1:], start=1):
+        rig.clock.advance(0.01)
+        now = rig.clock.now()
+        taken_at.append(now)
+        still_showing = [setpoints[j - 1] for j in range(1, tick) if now < taken_at[j] + hard.SETPOINT_SETTLE_S - 0.005]
+        shown = max([setpoints[tick - 1], *still_showing])
+        rig.feed(telemetry({1: channel(power_w=shown, flags=ON)}))
+        trips = rig.gate.evaluate(rig.imaging())
+        assert trips == [], (tick, shown, setpoints[: tick + 1])
+        assert rig.gate.request_output({1: setpoint}, rig.imaging()), (tick, shown, setpoints[: tick + 1])
 
 
 @pytest.mark.parametrize("result", [AckResult.REFUSED_LIMIT, AckResult.REFUSED_STATE, AckResult.BAD_PARAMETER])

@@ -351,7 +351,7 @@ class GateMachine(RuleBasedStateMachine):
     def a_request_is_judged_as_a_fresh_evaluation_would_judge_it(self) -> None:
         """The conditions a request would be judged by now (reused from the tick where only time has moved) are
         the conditions every interlock finds on a fresh snapshot: same trips, same reasons, same order. Asking
-        brings the gate's snapshot up to now (RF time, a new frame's trends, a settled ceiling), as the next
+        brings the gate's snapshot up to now (RF time, a new frame's trends, a settled setpoint), as the next
         request or tick would first do anyway."""
         gate, now = self.rig.gate, self.rig.clock.now()
         judged = gate._conditions(self.imaging, now)

@@ -30,7 +30,15 @@ from firmware_bridge.messages import (
 )
 from safety import limits as hard
 from safety.config import HARD_LIMITS, SafetyLimits
-from safety.inputs import EMPTY_TREND, ChannelTrend, CommandedChannel, ImagingStatus, SafetyInputs, advance_trend
+from safety.inputs import (
+    EMPTY_TREND,
+    ChannelTrend,
+    CommandedChannel,
+    ImagingStatus,
+    SafetyInputs,
+    Settling,
+    advance_trend,
+)
 from safety.interlocks import (
     CHANNEL_CHECKS,
     CLOCKED,
@@ -255,7 +263,7 @@ CASES = [
         InterlockId.OVER_POWER,
         lambda v: inputs(
             telemetry({1: channel(power_w=v, flags=ON)}),
-            commanded={1: on(10.0, ceiling=20.0, ceiling_until=NOW + 0.05)},
+            commanded={1: on(10.0, settling=(Settling(20.0, NOW + 0.05),))},
         ),
         23.0,
         0.01,
@@ -632,7 +640,8 @@ _ages = st.floats(0.0, 0.6)
 
 @st.composite
 def _commanded(draw: st.DrawFn) -> CommandedChannel:
-    """Off, stimulating, or on with a setpoint and maybe a settling ceiling that ends within the draw's times."""
+    """Off, stimulating, or on with a setpoint and maybe earlier setpoints settling, each ending within the draw's
+    times."""
     kind = draw(st.sampled_from(["off", "stim", "on"]))
     since = NOW - draw(st.floats(0.0, 2.0))
     if kind == "off":
@@ -640,8 +649,9 @@ def _commanded(draw: st.DrawFn) -> CommandedChannel:
     if kind == "stim":
         return CommandedChannel(on=False, since=since, stim_amplitude_mv=draw(st.integers(1, 3000)),
                                 stim_since=NOW - draw(_ages))
-    return on(setpoint=draw(st.floats(0.0, 40.0)), since=since, ceiling=draw(st.floats(0.0, 40.0)),
-              ceiling_until=NOW + draw(st.floats(-0.1, 0.6)))
+    previous = st.builds(Settling, st.floats(0.0, 40.0), st.floats(-0.1, 0.6).map(lambda dt: NOW + dt))
+    settling = draw(st.lists(previous, max_size=3))
+    return on(setpoint=draw(st.floats(0.0, 40.0)), since=since, settling=tuple(settling))
 
 
 @given(
@@ -663,7 +673,7 @@ def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
     """What the gate does for a request after its tick (ARCHITECTURE.md section 7: every request is checked
     against every interlock): keep the unclocked conditions, run the clocked ones at the later moment, on a
     snapshot whose RF time, last tick, oldest unanswered command and heartbeat have moved on, and whose settling
-    ceilings may have expired. It must give exactly what evaluating everything then gives; a check left out of
+    setpoints may have expired. It must give exactly what evaluating everything then gives; a check left out of
     CLOCKED that reads the time, or a field of TIME_ONLY_INPUTS, makes the two differ for some draw."""
     rules = PULSED_RULES if pulsed else RULES
     telemetry_age, status_age, heartbeat_age, tick_age, unanswered_age, frame_age = ages
@@ -749,7 +759,7 @@ def _begins_to_hold_with_time(interlock: InterlockId) -> tuple[SafetyInputs, Saf
         InterlockId.CONTROL_LOOP_OVERRUN: inputs(),
         InterlockId.IMAGING_LOST: inputs(imaging=ImagingStatus(NOW - RULES.imaging_max_age_s + 0.005, 30.0)),
         InterlockId.OVER_POWER: inputs(telemetry({1: channel(power_w=15.0, flags=ON)}),
-                                       commanded={1: on(5.0, ceiling=20.0, ceiling_until=NOW + 0.005)}),
+                                       commanded={1: on(5.0, settling=(Settling(20.0, NOW + 0.005),))}),
         InterlockId.LESION_TIME_EXCEEDED: inputs(commanded={1: on(10.0)}, rf_on_s={1: CH1.rf_time_budget_s - 0.005}),
     }[interlock]
     if interlock is InterlockId.CONTROL_LOOP_OVERRUN:
