@@ -555,6 +555,7 @@ def test_advance_needs_a_sim_clock() -> None:
     assert sim.counters.frames_unsent_no_host > 0
 
 
+@pytest.mark.realtime  # ten 1 ms steps within 50 ms of real time
 def test_in_real_time_the_devices_step_on_their_own_thread_and_a_failure_is_a_lost_link() -> None:
     """Stepping the simulated devices in the loop's thread put the tissue model on its critical path."""
     stepped_on: list[str] = []
