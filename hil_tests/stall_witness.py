@@ -19,8 +19,12 @@ explain how far it broke: a loop period is 10 ms plus whatever held the loop; a 
 budget is held at most another 10 ms (the watchdog's limit), so a longest period of L needs a stall of at
 least L − 20 ms, and never less than ``STALL_S`` (shorter gaps are scheduling noise any sleeping thread sees).
 The period that broke is known from the run's result (when its longest period ended, on the same monotonic
-clock as the witness's); a stall elsewhere in the run explains nothing. A stall that does not explain the
-overrun does not excuse it: a loop that regressed fails. A spoiled run is run again
+clock as the witness's); a stall elsewhere in the run explains nothing. What counts is the time in that period
+during which the witness saw *any* CPU stopped, not the longest single gap: a CPU that stops holds the loop
+whether the loop runs on it or the thread holding the interpreter lock does, so two CPUs stopping one after
+the other hold it for both (2026-11-24, a noisy afternoon: six external-simulator runs in a row broke their
+period; around their longest periods one CPU's longest gap was 10-16 ms, both CPUs' together 16-21 ms).
+A stall that does not explain the overrun does not excuse it: a loop that regressed fails. A spoiled run is run again
 (:func:`run_until_unspoiled`), each time reported as a warning naming the stall. If every one of ``ATTEMPTS``
 runs is spoiled, the machine stopped too often to measure a 10 ms loop on it, and the last run is judged for
 what a stall must produce instead (the test's ``stalled``: the overrun tripped, the procedure ended in fault,
@@ -101,6 +105,17 @@ class StallWitness:
         """The longest gap that overlapped ``[start, end]``."""
         return max((b - a for a, b in self.stalls if a <= end and b >= start), default=0.0)
 
+    def stalled_during_s(self, start: float, end: float) -> float:
+        """How much of ``[start, end]`` some CPU was stopped: the union of the gaps, clipped to it."""
+        total, run_start, run_end = 0.0, 0.0, None
+        for a, b in sorted((max(a, start), min(b, end)) for a, b in self.stalls if a < end and b > start):
+            if run_end is None or a > run_end:
+                total += 0.0 if run_end is None else run_end - run_start
+                run_start, run_end = a, b
+            else:
+                run_end = max(run_end, b)
+        return total + (0.0 if run_end is None else run_end - run_start)
+
     def _watch(self, cpu: int) -> None:
         with contextlib.suppress(OSError):  # not allowed to pin: watch from wherever the scheduler puts it
             os.sched_setaffinity(0, {cpu})  # 0: the calling thread
@@ -118,10 +133,11 @@ def stall_needed_s(longest_period_s: float) -> float:
 
 
 def explaining_stall_s(witness: StallWitness, broken: BrokenPeriod) -> float:
-    """The longest stall the witness saw during the period that broke (anywhere in the run if its end is unknown)."""
+    """How long the witness saw the machine stopped (some CPU) during the period that broke; if its end is unknown,
+    the longest gap anywhere in the run."""
     if broken.ended_at is None:
         return witness.longest_s
-    return witness.longest_during_s(broken.ended_at - broken.longest_s - PERIOD_MARGIN_S,
+    return witness.stalled_during_s(broken.ended_at - broken.longest_s - PERIOD_MARGIN_S,
                                     broken.ended_at + PERIOD_MARGIN_S)
 
 

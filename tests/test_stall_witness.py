@@ -143,3 +143,14 @@ def test_the_longest_stall_during_a_span_counts_only_stalls_that_overlap_it() ->
     assert witness.longest_during_s(2.9, 4.0) == pytest.approx(0.006)
     assert witness.longest_during_s(1.5, 1.9) == 0.0
     assert witness.longest_s == pytest.approx(0.05)
+
+
+def test_the_time_stopped_during_a_span_is_the_union_of_every_cpus_gaps_within_it() -> None:
+    """Two CPUs stopping one after the other hold the loop for both; overlapping gaps count once."""
+    witness = StallWitness()
+    witness.stalls = [(1.000, 1.012), (1.010, 1.024), (1.030, 1.036), (0.990, 0.995), (2.0, 2.1)]
+    assert witness.stalled_during_s(1.0, 1.04) == pytest.approx(0.024 + 0.006)
+    assert witness.stalled_during_s(1.005, 1.02) == pytest.approx(0.015)  # clipped to the span
+    assert witness.stalled_during_s(0.98, 1.001) == pytest.approx(0.005 + 0.001)
+    assert witness.stalled_during_s(1.5, 1.9) == 0.0
+    assert witness.longest_during_s(1.0, 1.04) == pytest.approx(0.014), "no single gap is that long"
