@@ -483,9 +483,9 @@ class OutputGate:
             )
             seq = self._generator.set_output(self._capability, msg)
             for driven, commanded in checked.prospective.items():
-                before = self._commanded[driven - 1]
-                if before.on and commanded.setpoint < before.setpoint:  # lowered: its ACK settles the one before
-                    self._awaiting_settle[driven - 1][seq] = commanded.settling[-1]
+                settling, before = commanded.settling, self._commanded[driven - 1].settling
+                if settling and (not before or settling[-1] is not before[-1]):  # it lowered: its ACK settles that
+                    self._awaiting_settle[driven - 1][seq] = settling[-1]
                 self._commanded[driven - 1] = commanded
             self._unseen_off &= ~checked.mask
             # Output turning on is an event of its own; a new setpoint on a channel already on is in the

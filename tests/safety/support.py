@@ -244,6 +244,11 @@ class Rig:
         self.send(electrode_info or electrodes())
         self.driver.poll()
 
+    def lose(self, seq: int) -> None:
+        """The generator's ACK of the command sent with ``seq`` is lost on the wire (the others still come)."""
+        self._arrived()
+        self._unanswered = [frame for frame in self._unanswered if frame.seq != seq]
+
     def answer(self) -> None:
         """The generator's ACKs alone, for each command since the last feed or answer; then the host polls."""
         self._reply(AckResult.OK)

@@ -759,6 +759,48 @@ def test_a_setpoint_lowered_while_an_earlier_one_settles_gets_a_settling_time_of
     assert hard.SETPOINT_SETTLE_S <= rig.clock.now() - acked_at <= hard.SETPOINT_SETTLE_S + 0.01 + 1e-9
 
 
+def test_a_lowering_whose_ack_is_lost_keeps_its_predecessor_no_longer_than_answer_plus_settle_after_the_send(
+) -> None:
+    """The lowering's ACK is lost (later commands are answered, so the link is not lost) and a stray copy of it comes
+    200 ms after the send: the 20 W may show until COMMAND_ANSWER_S + SETPOINT_SETTLE_S after the send, no longer."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=20.0, flags=ON)})
+    lowered = rig.gate.request_output({1: 5.0}, rig.imaging())
+    assert lowered and lowered.seq is not None
+    sent_at = rig.clock.now()
+    rig.lose(lowered.seq)
+    old = {1: channel(power_w=20.0, flags=ON)}
+    trips: list[Trip] = []
+    while not trips and rig.clock.now() - sent_at < 0.6:
+        rig.clock.advance(0.01)
+        if abs(rig.clock.now() - sent_at - 0.2) < 1e-6:
+            rig.send(Ack(SetOutput.MSG_ID, lowered.seq, int(AckResult.OK)))
+        rig.feed(telemetry(old))
+        trips = rig.gate.evaluate(rig.imaging())
+        if not trips:
+            assert rig.gate.request_output({1: 5.0}, rig.imaging())  # the loop goes on asking for 5 W
+    assert [t.interlock for t in trips] == [InterlockId.OVER_POWER]
+    bound = hard.COMMAND_ANSWER_S + hard.SETPOINT_SETTLE_S
+    assert bound - 1e-9 <= rig.clock.now() - sent_at <= bound + 0.01 + 1e-9
+
+
+def test_a_setpoint_lowered_every_tick_for_seconds_keeps_little_settling() -> None:
+    """Each lowering's predecessor leaves once settled: 5 s of lowering every tick keeps about a settling time's."""
+    rig = Rig()
+    ready(rig)
+    setpoint = 25.0
+    assert rig.gate.request_output({1: setpoint}, rig.imaging())
+    for tick in range(500):
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({1: channel(power_w=setpoint, flags=ON)}))  # the generator follows at once
+        assert rig.gate.evaluate(rig.imaging()) == []
+        setpoint = round(setpoint - 0.04, 2) if tick % 50 else 25.0
+        assert rig.gate.request_output({1: setpoint}, rig.imaging())
+        assert len(rig.gate.commanded[0].settling) <= (hard.SETPOINT_SETTLE_S + 0.01) / 0.01 + 1
+
+
 @given(st.lists(st.integers(0, 2000), min_size=2, max_size=40))
 def test_a_generator_that_settles_every_setpoint_in_time_never_trips_over_power(centi_watts: list[int]) -> None:
     """Any setpoints, one a tick, from a generator that takes each with its ACK, read at the next tick, and whose

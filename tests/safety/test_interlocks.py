@@ -638,6 +638,13 @@ def test_evaluation_is_total_and_deterministic(chans: list[ChannelTelemetry], rf
 _ages = st.floats(0.0, 0.6)
 
 
+def test_a_settling_setpoint_is_allowed_until_its_deadline_and_not_at_it() -> None:
+    commanded = on(5.0, settling=(Settling(20.0, NOW + 1.0), Settling(12.0, NOW + 2.0)))
+    assert [commanded.allowed_setpoint(NOW + dt) for dt in (0.0, 1.0 - 1e-9, 1.0, 2.0 - 1e-9, 2.0)] == [
+        20.0, 20.0, 12.0, 12.0, 5.0
+    ]
+
+
 @st.composite
 def _commanded(draw: st.DrawFn) -> CommandedChannel:
     """Off, stimulating, or on with a setpoint and maybe earlier setpoints settling, each ending within the draw's
