@@ -118,6 +118,8 @@ class RfGenerator:
         self.self_test_result: Received[SelfTest] | None = None
         self.last_refusal: Received[Ack] | None = None
         """The newest ACK whose result is not OK: the generator refused a command."""
+        self.acks_received = 0
+        """ACKs read so far: whoever waits for some can tell whether any came since it last looked."""
         self.last_rx_at: float | None = None
         self.frames_sent = 0
         self._places = 0
@@ -323,6 +325,7 @@ class RfGenerator:
         elif isinstance(msg, Ack):
             key = (msg.acked_msg_id, msg.acked_seq)
             received = Received(msg, frame.seq, now)
+            self.acks_received += 1
             # Re-inserted, so a SEQ come round again is the newest; pop-then-set, not move_to_end, so that
             # the watchdog's thread forgetting this key as it sends (see _send) cannot raise here.
             self._acks.pop(key, None)

@@ -156,8 +156,14 @@ def _wire_setpoint(value: float) -> int:
     return math.floor(value * 100)
 
 
+def _lowers(previous: CommandedChannel, setpoint: float) -> bool:
+    """Whether commanding ``setpoint`` lowers the output of a channel that is on: then the one before settles."""
+    return previous.on and setpoint < previous.setpoint
+
+
 def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, now: float) -> CommandedChannel:
-    """A channel's commanded state once a request for ``setpoint`` is sent (see the settling note below)."""
+    """A channel's commanded state once a request for ``setpoint`` is sent (see the settling note below); if it
+    :func:`_lowers` the setpoint, the one before is the last of its ``settling``."""
     if not previous.on:
         return CommandedChannel(True, now, mode, setpoint)
     # The measurement may show a lowered setpoint's predecessor until SETPOINT_SETTLE_S after the generator
@@ -169,10 +175,15 @@ def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, no
     # lowering while an earlier, higher one still settled took no deadline of its own, and when the earlier
     # one's ran out a tick later, the measurement still showing the setpoint just before was judged against
     # the new one (a real-time HIL run, 6.50 W "above the commanded 3.28 W" 10 ms after the lowering). Nor can
-    # a setpoint lowered every tick keep an old one alive: each expires on its own.
-    settling = tuple(s for s in previous.settling if now < s.until)
-    if setpoint < previous.setpoint:
-        settling += (Settling(previous.setpoint, now + hard.COMMAND_ANSWER_S + hard.SETPOINT_SETTLE_S),)
+    # a setpoint lowered every tick keep an old one alive: each expires on its own. A new one replaces those it
+    # covers (no higher, and its deadline the latest), which keeps a steady hold's few: the generator takes
+    # commands in order, so once it has taken this one it has taken theirs. Expired ones go then too.
+    settling = previous.settling
+    if _lowers(previous, setpoint):
+        before = previous.setpoint
+        kept = [s for s in settling if now < s.until and s.setpoint > before]
+        kept.append(Settling(before, now + hard.COMMAND_ANSWER_S + hard.SETPOINT_SETTLE_S))
+        settling = tuple(kept)
     return CommandedChannel(True, previous.since, mode, setpoint, settling, previous.stim_amplitude_mv,
                             previous.stim_since)
 
@@ -221,6 +232,8 @@ class OutputGate:
         self._awaiting_settle: list[dict[int, Settling]] = [{} for _ in range(N_CHANNELS)]
         """Per channel, the SEQ of each SET_OUTPUT that lowered the setpoint and whose ACK has not been read yet,
         with the predecessor it left settling: its ACK starts that one's SETPOINT_SETTLE_S."""
+        self._acks_looked_at = 0
+        """The driver's ``acks_received`` when the gate last looked for those ACKs."""
         self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
         self._trend_source: Received[Telemetry] | None = None
         self._rf_on_s = [0.0] * N_CHANNELS
@@ -483,9 +496,8 @@ class OutputGate:
             )
             seq = self._generator.set_output(self._capability, msg)
             for driven, commanded in checked.prospective.items():
-                settling, before = commanded.settling, self._commanded[driven - 1].settling
-                if settling and (not before or settling[-1] is not before[-1]):  # it lowered: its ACK settles that
-                    self._awaiting_settle[driven - 1][seq] = settling[-1]
+                if _lowers(self._commanded[driven - 1], commanded.setpoint):  # its ACK settles the one before
+                    self._awaiting_settle[driven - 1][seq] = commanded.settling[-1]
                 self._commanded[driven - 1] = commanded
             self._unseen_off &= ~checked.mask
             # Output turning on is an event of its own; a new setpoint on a channel already on is in the
@@ -849,6 +861,10 @@ class OutputGate:
     def _settle_from_acks(self, now: float) -> None:
         """A lowered setpoint's predecessor settles SETPOINT_SETTLE_S from the ACK of the command that lowered it
         (one whose ACK never comes, lost while later commands were answered, keeps its deadline from the send)."""
+        received = self._generator.acks_received
+        if received == self._acks_looked_at:  # no ACK since: nothing can have settled sooner (most calls)
+            return
+        self._acks_looked_at = received
         for index, awaiting in enumerate(self._awaiting_settle):
             if not awaiting:
                 continue
@@ -860,10 +876,13 @@ class OutputGate:
                     continue
                 del awaiting[seq]
                 commanded = self._commanded[index]
-                settled = previous._replace(until=min(previous.until, ack.arrived_at + hard.SETPOINT_SETTLE_S))
-                self._commanded[index] = commanded._replace(
-                    settling=tuple(settled if s is previous else s for s in commanded.settling)
-                )
+                settling = commanded.settling
+                for place, entry in enumerate(settling):
+                    if entry is previous:  # else a later lowering has replaced it
+                        until = min(previous.until, ack.arrived_at + hard.SETPOINT_SETTLE_S)
+                        settled = (*settling[:place], Settling(previous.setpoint, until), *settling[place + 1:])
+                        self._commanded[index] = commanded._replace(settling=settled)
+                        break
 
     def _account(self, now: float) -> None:
         elapsed = now - self._accounted_at

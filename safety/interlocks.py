@@ -659,14 +659,18 @@ def over_power(
         return f"{_measured(rules, power_w)} above {maximum}"
     if not commanded.on:
         return None
-    allowed = commanded.allowed_setpoint(now)
+    # Within what the present setpoint allows, nothing settling can matter (it only allows more): the usual tick.
     if commanded.mode == _PULSED:
         voltage_v = ch.voltage_centi_v / 100.0
-        if voltage_v > allowed + hard.OVER_VOLTAGE_TOLERANCE_V:
-            return f"{voltage_v:.2f} V peak above the commanded {allowed:.2f} V + tolerance"
+        if voltage_v > commanded.setpoint + hard.OVER_VOLTAGE_TOLERANCE_V:
+            allowed = commanded.allowed_setpoint(now)
+            if voltage_v > allowed + hard.OVER_VOLTAGE_TOLERANCE_V:
+                return f"{voltage_v:.2f} V peak above the commanded {allowed:.2f} V + tolerance"
         return None
-    if power_w > allowed * _OVER_POWER_FACTOR + hard.OVER_POWER_TOLERANCE_W:
-        return f"{_measured(rules, power_w)} above the commanded {allowed:.2f} W + tolerance"
+    if power_w > commanded.setpoint * _OVER_POWER_FACTOR + hard.OVER_POWER_TOLERANCE_W:
+        allowed = commanded.allowed_setpoint(now)
+        if power_w > allowed * _OVER_POWER_FACTOR + hard.OVER_POWER_TOLERANCE_W:
+            return f"{_measured(rules, power_w)} above the commanded {allowed:.2f} W + tolerance"
     return None
 
 
