@@ -22,7 +22,7 @@ The period that broke is known from the run's result (when its longest period en
 clock as the witness's); a stall elsewhere in the run explains nothing. What counts is the time in that period
 during which the witness saw *any* CPU stopped, not the longest single gap: a CPU that stops holds the loop
 whether the loop runs on it or the thread holding the interpreter lock does, so two CPUs stopping one after
-the other hold it for both (2026-11-24, a noisy afternoon: six external-simulator runs in a row broke their
+the other hold it for both (2026-11-24, a noisy day: six external-simulator runs in a row broke their
 period; around their longest periods one CPU's longest gap was 10-16 ms, both CPUs' together 16-21 ms).
 A stall that does not explain the overrun does not excuse it: a loop that regressed fails. A spoiled run is run again
 (:func:`run_until_unspoiled`), each time reported as a warning naming the stall. If every one of ``ATTEMPTS``
@@ -107,14 +107,12 @@ class StallWitness:
 
     def stalled_during_s(self, start: float, end: float) -> float:
         """How much of ``[start, end]`` some CPU was stopped: the union of the gaps, clipped to it."""
-        total, run_start, run_end = 0.0, 0.0, None
+        total, covered_to = 0.0, start
         for a, b in sorted((max(a, start), min(b, end)) for a, b in self.stalls if a < end and b > start):
-            if run_end is None or a > run_end:
-                total += 0.0 if run_end is None else run_end - run_start
-                run_start, run_end = a, b
-            else:
-                run_end = max(run_end, b)
-        return total + (0.0 if run_end is None else run_end - run_start)
+            if b > covered_to:  # the part of this gap no earlier one covered
+                total += b - max(a, covered_to)
+                covered_to = b
+        return total
 
     def _watch(self, cpu: int) -> None:
         with contextlib.suppress(OSError):  # not allowed to pin: watch from wherever the scheduler puts it

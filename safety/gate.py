@@ -177,7 +177,8 @@ def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, no
     # the new one (a real-time HIL run, 6.50 W "above the commanded 3.28 W" 10 ms after the lowering). Nor can
     # a setpoint lowered every tick keep an old one alive: each expires on its own. A new one replaces those it
     # covers (no higher, and its deadline the latest), which keeps a steady hold's few: the generator takes
-    # commands in order, so once it has taken this one it has taken theirs. Expired ones go then too.
+    # commands in order, so once it has taken this one it has taken theirs. Expired ones go then too (a raise
+    # keeps the tuple as it is: allowed_setpoint skips them).
     settling = previous.settling
     if _lowers(previous, setpoint):
         before = previous.setpoint

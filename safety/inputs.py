@@ -57,9 +57,10 @@ class CommandedChannel(NamedTuple):
     setpoint: float = 0.0
     """Continuous and bipolar: power in W; pulsed: peak voltage in V."""
     settling: tuple[Settling, ...] = ()
-    """The setpoints before each lowering still settling, oldest first: a lowered setpoint takes time to show,
-    and until it has, the measurement may show the one before it. Each has its own deadline, so a setpoint
-    lowered every tick allows the setpoint of a settling time ago, never the first one for ever."""
+    """The setpoints before recent lowerings, oldest first, each with its deadline: a lowered setpoint takes time
+    to show, and until it has, the measurement may show the one before it. Each has its own deadline, so a
+    setpoint lowered every tick allows the setpoint of a settling time ago, never the first one for ever; those
+    past their deadline count for nothing and are dropped at the next lowering (safety.gate)."""
     stim_amplitude_mv: int = 0
     stim_since: float = 0.0
     """When the stimulation amplitude was last commanded: what it is measured against settles from then."""
