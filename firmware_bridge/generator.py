@@ -48,6 +48,10 @@ AWAITED_KEPT: Final = 4096
 """Commands kept waiting for their ACK: 40 s of a command every tick with nothing answered (a dead line). Past it
 the oldest are forgotten, by then long reported (:attr:`RfGenerator.unanswered`)."""
 
+TELEMETRY_KEPT: Final = 8
+"""The newest telemetry frames kept (:attr:`RfGenerator.recent_telemetry`): 80 ms at 100 Hz, four times the
+longest gap between two reads that does not trip the loop's overrun interlock."""
+
 M = TypeVar("M", bound=Message)
 
 
@@ -112,6 +116,10 @@ class RfGenerator:
         self._sent_listeners: list[SentListener] = []
         self._received_listeners: list[ReceivedListener] = []
         self.telemetry: Received[Telemetry] | None = None
+        self.recent_telemetry: deque[Received[Telemetry]] = deque(maxlen=TELEMETRY_KEPT)
+        """The newest telemetry frames, oldest first, ``telemetry`` last. The host's period and the generator's drift
+        past each other, so now and then one poll reads two frames: a reader that looks once per poll finds the
+        one before ``telemetry`` here, to judge every frame and not only the newest."""
         self.status: Received[Status] | None = None
         self.heartbeat: Received[Heartbeat] | None = None
         self.electrodes: Received[ElectrodeInfo] | None = None
@@ -315,7 +323,8 @@ class RfGenerator:
             listener(frame, now)
         msg = frame.msg
         if isinstance(msg, Telemetry):
-            self.telemetry = Received(msg, frame.seq, now)
+            self.telemetry = telemetry = Received(msg, frame.seq, now)
+            self.recent_telemetry.append(telemetry)
         elif isinstance(msg, Status):
             self.status = Received(msg, frame.seq, now)
         elif isinstance(msg, Heartbeat):

@@ -237,6 +237,9 @@ class OutputGate:
         """The driver's ``acks_received`` when the gate last looked for those ACKs."""
         self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
         self._trend_source: Received[Telemetry] | None = None
+        """The newest telemetry frame folded into the trends."""
+        self._read_before: list[SafetyInputs] = []
+        """Snapshots of frames folded before a newer one of the same poll, not yet judged (usually none)."""
         self._rf_on_s = [0.0] * N_CHANNELS
         self._accounted_at = now
         self._last_tick_at: float | None = None
@@ -324,7 +327,7 @@ class OutputGate:
             self._last_tick_at = now
             conditions = evaluate_interlocks(inputs, self._rules, now)
             self._evaluated = Evaluation(inputs, self._rules, conditions)
-            trips = self._apply(conditions, now)
+            trips = self._apply(self._with_read_before(conditions, now), now)
             self._restate_if_overdue(now)
             return trips
 
@@ -597,7 +600,7 @@ class OutputGate:
         alone would latch nothing, and a lesion ended on the refusal leaves its scope idle, where the condition
         (a lost link, say) never trips: the procedure would end with no alarm naming its cause.
         """
-        conditions = self._conditions(imaging, now)
+        conditions = self._with_read_before(self._conditions(imaging, now), now)
         if self._new_trips(conditions):  # never from the tick's own evaluation: it tripped them already
             # The tick's own handling, heartbeat withholding included (before the next tick's keep_alive).
             self._between_ticks += self._apply(conditions, now)
@@ -829,20 +832,69 @@ class OutputGate:
         return reevaluate(self._evaluated, inputs, self._rules, now)
 
     def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:
-        """Account RF time, fold a new telemetry frame into the trends, and build the snapshot."""
+        """Account RF time, fold new telemetry into the trends, and build the snapshot.
+
+        Every frame read since the last refresh is folded, in order; each one before the newest also leaves a
+        snapshot of its own for the next judgement (:meth:`_with_read_before`), so that a condition one frame
+        showed is judged even when a newer frame came in the same poll."""
         self._account(now)
-        gen = self._generator
         self._settle_from_acks(now)
-        rx = gen.telemetry
+        rx = self._generator.telemetry
         if rx is not None and rx is not self._trend_source:
-            self._trend_source = rx
-            if self._unseen_off and rx.arrived_at > self._unseen_off_since:
-                self._see_off(rx.msg.channels)
-            gen_time_s = rx.msg.gen_time_us / 1e6
-            for index in range(N_CHANNELS):
-                self._trends[index] = advance_trend(
-                    self._trends[index], rx.msg.channels[index], gen_time_s, self._commanded[index].on
-                )
+            for earlier in self._unfolded_before(rx):
+                self._fold(earlier)
+                self._read_before.append(self._inputs_with(earlier, imaging))
+            self._fold(rx)
+        return self._inputs_with(rx, imaging)
+
+    def _unfolded_before(self, rx: Received[Telemetry]) -> tuple[Received[Telemetry], ...]:
+        """The frames the driver read after the last one folded and before ``rx``, oldest first: none when each
+        poll reads one frame, and none before the first frame folded (read before the gate could judge them).
+        If the last one folded has left the driver's short history, every kept frame before ``rx`` is new."""
+        last = self._trend_source
+        if last is None:
+            return ()
+        kept = self._generator.recent_telemetry
+        if len(kept) > 1 and kept[-1] is rx and kept[-2] is last:  # one frame since: nearly every tick
+            return ()
+        recent = tuple(kept)  # one read: snapshot() may run on a display thread while the loop polls
+        newest = len(recent) - 1
+        while newest >= 0 and recent[newest] is not rx:
+            newest -= 1
+        oldest = newest
+        while oldest > 0 and recent[oldest - 1] is not last:
+            oldest -= 1
+        return recent[oldest:newest] if newest > 0 else ()
+
+    def _fold(self, rx: Received[Telemetry]) -> None:
+        """One telemetry frame into the trends, and into what has been seen off."""
+        self._trend_source = rx
+        if self._unseen_off and rx.arrived_at > self._unseen_off_since:
+            self._see_off(rx.msg.channels)
+        gen_time_s = rx.msg.gen_time_us / 1e6
+        for index in range(N_CHANNELS):
+            self._trends[index] = advance_trend(
+                self._trends[index], rx.msg.channels[index], gen_time_s, self._commanded[index].on
+            )
+
+    def _with_read_before(self, conditions: list[Trip], now: float) -> list[Trip]:
+        """``conditions`` (the newest frame's) and every condition a frame read before it and not yet judged shows,
+        judged now with the gate's state as it stands, each once (the first frame's finding): what a tick of its
+        own would have found, acted on in this one, so however many frames trip, one OUTPUT_OFF goes out."""
+        if not self._read_before:  # one frame a poll: nearly every call
+            return conditions
+        earlier, self._read_before = self._read_before, []
+        found: dict[_TripKey, Trip] = {}
+        for inputs in earlier:
+            for trip in evaluate_interlocks(inputs, self._rules, now):
+                found.setdefault(trip.key, trip)
+        for trip in conditions:
+            found.setdefault(trip.key, trip)
+        return list(found.values())
+
+    def _inputs_with(self, rx: Received[Telemetry] | None, imaging: ImagingStatus | None) -> SafetyInputs:
+        """The interlocks' inputs with ``rx`` as the telemetry: the gate's own state as it stands now."""
+        gen = self._generator
         heartbeat = gen.heartbeat
         return SafetyInputs(  # positionally, in SafetyInputs' field order: built every tick
             rx,

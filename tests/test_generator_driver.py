@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from firmware_bridge.clock import SimClock
 from firmware_bridge.errors import CapabilityError, LinkError
 from firmware_bridge.framing import Frame, FrameEncoder, FrameParser
-from firmware_bridge.generator import ACKS_KEPT, OutputCapability, RfGenerator, Unanswered
+from firmware_bridge.generator import ACKS_KEPT, TELEMETRY_KEPT, OutputCapability, RfGenerator, Unanswered
 from firmware_bridge.messages import (
     Ack,
     AckResult,
+    ChannelTelemetry,
     GeneratorState,
     Heartbeat,
     Message,
@@ -26,10 +27,13 @@ from firmware_bridge.messages import (
     SelfTest,
     SetOutput,
     Stim,
+    Telemetry,
 )
 from firmware_bridge.transport import MemoryTransport, Transport, memory_pair
 from sim.generator import SELF_TEST_ALL_PASSED, TICK_S, SimGenerator
 from sim.link_faults import FaultyTransport, LinkFaultConfig
+
+IDLE_CHANNEL = ChannelTelemetry(3700, 2500, 0, 0, 0, 0)
 
 
 class Lockstep:
@@ -308,6 +312,23 @@ def test_keeps_the_newest_acks_and_forgets_the_oldest_one_at_a_time() -> None:
     assert all(driver.ack_for(*key) is not None for key in newest)
     forgotten = [key for key in acked if key not in newest]
     assert forgotten and all(driver.ack_for(*key) is None for key in forgotten)
+
+
+@given(per_poll=st.lists(st.integers(0, 3), min_size=1, max_size=12))
+def test_keeps_the_newest_telemetry_frames_in_the_order_read(per_poll: list[int]) -> None:
+    """However many frames each poll reads, ``recent_telemetry`` is the newest ``TELEMETRY_KEPT`` of them, oldest
+    first, ending with ``telemetry``: a reader looking once a poll can find every frame read since it last looked."""
+    host, device = memory_pair("telemetry")
+    driver = RfGenerator(host, SimClock())
+    encoder = FrameEncoder()
+    sent: list[int] = []
+    for count in per_poll:
+        for _ in range(count):
+            sent.append(10_000 * (len(sent) + 1))
+            device.write(encoder.encode(Telemetry(sent[-1], (IDLE_CHANNEL,) * 4))[1])
+        driver.poll()
+    assert [r.msg.gen_time_us for r in driver.recent_telemetry] == sent[-TELEMETRY_KEPT:]
+    assert driver.telemetry is (driver.recent_telemetry[-1] if sent else None)
 
 
 def test_an_ack_from_the_last_wrap_of_seq_does_not_answer_a_new_command() -> None:

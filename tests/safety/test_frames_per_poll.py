@@ -1,0 +1,170 @@
+"""Every telemetry frame is judged, however the frames fall into the loop's polls.
+
+The host's period and the generator's drift past each other, so now and then one poll reads two frames (and,
+after a late tick, more). The gate folds each into the trends and judges each one before the newest as its own
+tick would have: a condition one frame showed trips even when a newer frame in the same poll no longer shows
+it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_bridge.generator import TELEMETRY_KEPT
+from firmware_bridge.messages import OutputOff, Telemetry, TelemetryFlag
+from safety.gate import EventKind
+from safety.interlocks import InterlockId, Trip
+from tests.safety.support import ON, Rig, channel, telemetry
+
+
+def _energised() -> Rig:
+    """Channel 1 on at 10 W after two healthy ticks and one under power; the clock then stands still, so that
+    every check of time finds the same however the frames are polled."""
+    rig = Rig()
+    rig.healthy_tick()
+    rig.healthy_tick()
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+    assert rig.gate.commanded[0].on and rig.gate.latched == ()
+    rig.wire()
+    return rig
+
+
+def _write(rig: Rig, tele: Telemetry) -> None:
+    """One frame from the generator, 10 ms on in its clock; the host reads it at its next poll."""
+    rig.gen_time_us += 10_000
+    rig.send(replace(tele, gen_time_us=rig.gen_time_us))
+
+
+def _poll_and_evaluate(rig: Rig) -> list[Trip]:
+    rig.driver.poll()
+    return rig.gate.evaluate(rig.imaging())
+
+
+def _keys(trips: list[Trip]) -> set[tuple[InterlockId, int | None]]:
+    return {t.key for t in trips}
+
+
+def test_a_condition_in_a_frame_read_with_a_newer_one_trips_all_the_same() -> None:
+    rig = _energised()
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))
+    assert _poll_and_evaluate(rig) == []
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)}))  # one frame: a fault
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))  # and gone again in the next
+    trips = _poll_and_evaluate(rig)
+    assert [t.interlock for t in trips] == [InterlockId.CHANNEL_FAULT]
+    assert rig.wire() == [OutputOff(0b0001)], "one OUTPUT_OFF, for the trip's channel"
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.CHANNEL_FAULT]
+    _write(rig, telemetry())
+    assert _poll_and_evaluate(rig) == []
+    cleared = [e for e in rig.events if e.kind is EventKind.CLEARED and e.interlock is InterlockId.CHANNEL_FAULT]
+    assert cleared, "the next tick records it cleared; the latch stays for the operator's acknowledge"
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.CHANNEL_FAULT]
+
+
+def test_frames_of_one_poll_that_trip_differently_send_one_output_off() -> None:
+    rig = _energised()
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)}))
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.THERMOCOUPLE_OPEN)}))
+    trips = _poll_and_evaluate(rig)
+    assert {t.interlock for t in trips} >= {InterlockId.CHANNEL_FAULT, InterlockId.THERMOCOUPLE_OPEN}
+    assert rig.wire() == [OutputOff(0b0001)]
+
+
+def test_the_trends_see_every_frame_of_a_poll() -> None:
+    """Energy and the roll-off window add up the same whether three frames come in three polls or in one."""
+    frames = [telemetry({1: channel(37.5 + 0.5 * i, impedance_ohm=250.0 + 5 * i, power_w=10.0, flags=ON)})
+              for i in range(3)]
+    apart, together = _energised(), _energised()
+    for tele in frames:
+        _write(apart, tele)
+        assert _poll_and_evaluate(apart) == []
+    for tele in frames:
+        _write(together, tele)
+    assert _poll_and_evaluate(together) == []
+    assert together.gate.snapshot().trends == apart.gate.snapshot().trends
+
+
+def test_a_frame_read_before_the_first_one_judged_is_not_judged() -> None:
+    """Frames the driver read before the gate first looked predate its trends and its plan; the first frame it
+    folds starts them, as before."""
+    rig = Rig()
+    _write(rig, telemetry({1: channel(120.0)}))
+    _write(rig, telemetry())
+    rig.driver.poll()
+    assert rig.gate.evaluate(rig.imaging()) == []
+    assert not [e for e in rig.events if e.interlock is InterlockId.OVER_TEMPERATURE]
+
+
+def test_a_request_between_ticks_judges_the_frames_read_since() -> None:
+    """A poll between the tick and a request (the driver read on its own) leaves two frames: the request is judged
+    on both, and a condition the older one showed under power trips and refuses it."""
+    rig = _energised()
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)}))
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))
+    rig.driver.poll()
+    decision = rig.gate.request_output({1: 9.0}, rig.imaging())
+    assert not decision and any(InterlockId.CHANNEL_FAULT.value in reason for reason in decision.reasons)
+    assert InterlockId.CHANNEL_FAULT in {t.interlock for t in rig.gate.take_trips_between_ticks()}
+
+
+_FLAGS = st.sampled_from([ON] * 6 + [ON | TelemetryFlag.CHANNEL_FAULT, ON | TelemetryFlag.THERMOCOUPLE_OPEN])
+_STEPS = st.tuples(  # mostly plausible: the tip reading walks, the power stays near its 10 W, a fault now and then
+    st.floats(-1.2, 1.2), st.floats(40.0, 900.0), st.floats(8.0, 12.5), _FLAGS
+)
+
+
+def _frames(steps: list[tuple[float, float, float, int]]) -> list[Telemetry]:
+    temp_c = 37.0
+    frames = []
+    for delta_c, impedance_ohm, power_w, flags in steps:
+        temp_c += delta_c
+        frames.append(telemetry({1: channel(temp_c, impedance_ohm, power_w=power_w, flags=flags)}))
+    return frames
+
+
+@given(
+    steps=st.lists(_STEPS, min_size=1, max_size=12),
+    group_sizes=st.lists(st.integers(1, TELEMETRY_KEPT), min_size=12, max_size=12),
+)
+def test_however_the_frames_fall_into_polls_the_first_trip_is_the_same(
+    steps: list[tuple[float, float, float, int]], group_sizes: list[int]
+) -> None:
+    """Against one frame per poll: the same frames read in polls of up to TELEMETRY_KEPT trip at the poll that
+    holds the first tripping frame, with at least its trips; with no trip, the trends end the same."""
+    frames = _frames(steps)
+    apart = _energised()
+    first: tuple[int, list[Trip]] | None = None
+    for index, tele in enumerate(frames):
+        _write(apart, tele)
+        trips = _poll_and_evaluate(apart)
+        if trips:
+            first = (index, trips)
+            break
+
+    together = _energised()
+    start = 0
+    found: tuple[range, list[Trip]] | None = None
+    for size in group_sizes:
+        group = range(start, min(start + size, len(frames)))
+        if not group:
+            break
+        for index in group:
+            _write(together, frames[index])
+        trips = _poll_and_evaluate(together)
+        if trips:
+            found = (group, trips)
+            break
+        start = group.stop
+
+    if first is None:
+        assert found is None, f"trips on frames read together that no single frame trips: {found}"
+        assert together.gate.snapshot().trends == apart.gate.snapshot().trends
+        return
+    assert found is not None, f"frame {first[0]} trips {first[1]} alone, nothing read together"
+    group, trips = found
+    assert first[0] in group, f"first trip at frame {first[0]}, read together at {group}"
+    assert _keys(first[1]) <= _keys(trips)
