@@ -168,8 +168,9 @@ def _turned_on(previous: CommandedChannel, mode: OutputMode, setpoint: float, no
         return CommandedChannel(True, now, mode, setpoint)
     # The measurement may show a lowered setpoint's predecessor until SETPOINT_SETTLE_S after the generator
     # took the lowering command: until its ACK is read, at most COMMAND_ANSWER_S (then the link is lost anyway);
-    # the gate shortens the deadline when the ACK comes (OutputGate._settle_from_acks). Counted from the send,
-    # a generator held up before taking the command (seen on a loaded VM: the simulator process stalled)
+    # request_output dates it from the end of the write, as link_lost dates the answer, and the gate shortens it
+    # when the ACK comes (OutputGate._settle_from_acks). With SETPOINT_SETTLE_S counted from the send instead of
+    # the ACK, a generator held up before taking the command (seen on a loaded VM: the simulator process stalled)
     # delivered the old setpoint past the deadline and tripped over-power. Every lowering keeps its own
     # predecessor with its own deadline. One ceiling for them all tripped a generator doing nothing wrong: a
     # lowering while an earlier, higher one still settled took no deadline of its own, and when the earlier
@@ -499,9 +500,15 @@ class OutputGate:
                 first.pulse_rate_deci_hz,
             )
             seq = self._generator.set_output(self._capability, msg)
+            written_at = self._clock.now()
             for driven, commanded in checked.prospective.items():
                 if _lowers(self._commanded[driven - 1], commanded.setpoint):  # its ACK settles the one before
-                    self._awaiting_settle[driven - 1][seq] = commanded.settling[-1]
+                    # Counted from the end of the write, as link_lost counts the answer: a write that blocked is
+                    # the host's delay, and the generator had no command to take before it ended.
+                    *kept, newest = commanded.settling
+                    settling = Settling(newest.setpoint, written_at + hard.COMMAND_ANSWER_S + hard.SETPOINT_SETTLE_S)
+                    commanded = commanded._replace(settling=(*kept, settling))
+                    self._awaiting_settle[driven - 1][seq] = settling
                 self._commanded[driven - 1] = commanded
             self._unseen_off &= ~checked.mask
             # Output turning on is an event of its own; a new setpoint on a channel already on is in the

@@ -786,6 +786,45 @@ def test_a_lowering_whose_ack_is_lost_keeps_its_predecessor_no_longer_than_answe
     assert bound - 1e-9 <= rig.clock.now() - sent_at <= bound + 0.01 + 1e-9
 
 
+def test_a_lowering_whose_write_blocked_settles_from_the_end_of_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's write of the lowering blocks for 8 ms (a full serial buffer, a stalled USB adapter); the generator,
+    held up, answers it 147 ms after the write ended (within COMMAND_ANSWER_S, so the link is not lost) and goes on
+    delivering the old 20 W until it has settled, within SETPOINT_SETTLE_S of that ACK. Nothing wrong there:
+    link_lost counts the answer from the end of the write, and so does the settling now. Counted from the request
+    it ended 8 ms early, and a tick that came late in that window tripped over-power on a correct generator."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=20.0, flags=ON)})
+    rig.wire()
+    write = rig.host.write
+
+    def blocking_write(data: bytes) -> None:
+        rig.clock.advance(0.008)
+        write(data)
+
+    monkeypatch.setattr(rig.host, "write", blocking_write)
+    lowered = rig.gate.request_output({1: 5.0}, rig.imaging())
+    monkeypatch.undo()
+    assert lowered and lowered.seq is not None
+    written_at = rig.clock.now()
+    old = {1: channel(power_w=20.0, flags=ON)}
+
+    def tick_at(t: float, *, answer: bool = True) -> list[Trip]:
+        rig.clock.advance(written_at + t - rig.clock.now())
+        rig.feed(telemetry(old), answer=answer)
+        return rig.gate.evaluate(rig.imaging())
+
+    for k in range(1, 15):
+        assert tick_at(0.01 * k, answer=False) == []
+    rig.send(Ack(SetOutput.MSG_ID, lowered.seq, int(AckResult.OK)))
+    acked = 0.147
+    for t in (acked, *(acked + 0.01 * k for k in range(1, 10))):
+        assert tick_at(t) == []
+    assert tick_at(acked + hard.SETPOINT_SETTLE_S - 0.003) == [], "a late tick, still within the settling"
+    assert [t.interlock for t in tick_at(acked + hard.SETPOINT_SETTLE_S + 0.007)] == [InterlockId.OVER_POWER]
+
+
 def test_a_setpoint_lowered_every_tick_for_seconds_keeps_little_settling() -> None:
     """Each lowering's predecessor leaves once settled: 5 s of lowering every tick keeps about a settling time's."""
     rig = Rig()
