@@ -323,8 +323,9 @@ class RfGenerator:
             listener(frame, now)
         msg = frame.msg
         if isinstance(msg, Telemetry):
-            self.telemetry = telemetry = Received(msg, frame.seq, now)
-            self.recent_telemetry.append(telemetry)
+            telemetry = Received(msg, frame.seq, now)
+            self.recent_telemetry.append(telemetry)  # first: whoever finds it as ``telemetry`` finds it here too
+            self.telemetry = telemetry
         elif isinstance(msg, Status):
             self.status = Received(msg, frame.seq, now)
         elif isinstance(msg, Heartbeat):

@@ -79,6 +79,30 @@ from safety.interlocks import (
 from safety.plan import LesionPlan, check_plan
 
 _TripKey = tuple[InterlockId, int | None]
+
+
+class _Folded(NamedTuple):
+    """A telemetry frame folded into the trends, waiting for its judgement."""
+
+    frame: Received[Telemetry]
+    landed_at: float
+    """When it reached the host, as near as can be told (:func:`_landed_at`)."""
+    trends: tuple[ChannelTrend, ...]
+    """The trends as they stood once it was folded."""
+
+
+def _landed_at(
+    frame: Received[Telemetry], newest: Received[Telemetry], previous: Received[Telemetry] | None
+) -> float:
+    """When ``frame`` reached the host: the newest frame of its refresh less the generator time between the two,
+    no earlier than the frame folded before them (it would have been read with that one) and no later than its
+    own read. A frame is dated by the read that found it, so two of one poll would otherwise share a moment,
+    and the older one be judged a period or more late: past the settling of a setpoint it was within."""
+    if frame is newest:
+        return frame.arrived_at
+    between_s = (newest.msg.gen_time_us - frame.msg.gen_time_us) / 1e6
+    earliest = frame.arrived_at if previous is None else previous.arrived_at
+    return min(frame.arrived_at, max(newest.arrived_at - between_s, earliest))
 _UNCOMMANDED: Final[_TripKey] = (InterlockId.UNCOMMANDED_OUTPUT, None)
 _UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (InterlockId.LINK_LOST, None))
 """Conditions under which the host cannot see whether output went off."""
@@ -239,8 +263,8 @@ class OutputGate:
         self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
         self._trend_source: Received[Telemetry] | None = None
         """The newest telemetry frame folded into the trends."""
-        self._read_before: list[SafetyInputs] = []
-        """Snapshots of frames folded before a newer one of the same poll, not yet judged (usually none)."""
+        self._unjudged: list[_Folded] = []
+        """Telemetry frames folded into the trends and not yet judged: the newest, and now and then one before it."""
         self._rf_on_s = [0.0] * N_CHANNELS
         self._accounted_at = now
         self._last_tick_at: float | None = None
@@ -328,7 +352,7 @@ class OutputGate:
             self._last_tick_at = now
             conditions = evaluate_interlocks(inputs, self._rules, now)
             self._evaluated = Evaluation(inputs, self._rules, conditions)
-            trips = self._apply(self._with_read_before(conditions, now), now)
+            trips = self._apply(self._with_unjudged(conditions, imaging), now)
             self._restate_if_overdue(now)
             return trips
 
@@ -607,8 +631,9 @@ class OutputGate:
         alone would latch nothing, and a lesion ended on the refusal leaves its scope idle, where the condition
         (a lost link, say) never trips: the procedure would end with no alarm naming its cause.
         """
-        conditions = self._with_read_before(self._conditions(imaging, now), now)
-        if self._new_trips(conditions):  # never from the tick's own evaluation: it tripped them already
+        newest_only = self._conditions(imaging, now)
+        conditions = self._with_unjudged(newest_only, imaging)
+        if self._new_trips(conditions) or len(conditions) > len(newest_only):  # (the latter: recorded)
             # The tick's own handling, heartbeat withholding included (before the next tick's keep_alive).
             self._between_ticks += self._apply(conditions, now)
         return conditions
@@ -804,7 +829,11 @@ class OutputGate:
                         "OUTPUT_OFF: it must be serviced before any more output (this latch stays for the session)",
                         trip.interlock, trip.channel, trip.priority))
                 else:
+                    # Not holding now, by this judgement: so not active either. Left tripped, the condition coming
+                    # back before the next tick would not trip again (a second stall under power, granted meanwhile).
                     del self._latched[key]
+                    self._tripped.discard(key)
+                    self._active.pop(key, None)
                     cleared.append(trip)
                     events.append(self._event(EventKind.ACKNOWLEDGED, now, trip))
             self._emit(events)
@@ -839,39 +868,44 @@ class OutputGate:
         return reevaluate(self._evaluated, inputs, self._rules, now)
 
     def _refresh(self, imaging: ImagingStatus | None, now: float) -> SafetyInputs:
-        """Account RF time, fold new telemetry into the trends, and build the snapshot.
+        """Account RF time, fold new telemetry into the trends, and build the snapshot of the newest frame.
 
-        Every frame read since the last refresh is folded, in order; each one before the newest also leaves a
-        snapshot of its own for the next judgement (:meth:`_with_read_before`), so that a condition one frame
-        showed is judged even when a newer frame came in the same poll."""
+        Every frame read since the last refresh is folded, in order, and waits to be judged with the trends as
+        they stood after it (:meth:`_with_unjudged`): the newest by this snapshot, any before it (two frames in
+        one poll; one a display's snapshot folded) on its own, so that what one frame showed is judged even when
+        a newer frame came before the next judgement."""
         self._account(now)
         self._settle_from_acks(now)
         rx = self._generator.telemetry
         if rx is not None and rx is not self._trend_source:
-            for earlier in self._unfolded_before(rx):
-                self._fold(earlier)
-                self._read_before.append(self._inputs_with(earlier, imaging))
-            self._fold(rx)
-        return self._inputs_with(rx, imaging)
+            previous = self._trend_source
+            for frame in self._unfolded(rx):
+                self._fold(frame)
+                self._unjudged.append(_Folded(frame, _landed_at(frame, rx, previous), tuple(self._trends)))
+            trends = self._unjudged[-1].trends
+        else:
+            trends = tuple(self._trends)
+        return self._inputs_with(rx, imaging, trends)
 
-    def _unfolded_before(self, rx: Received[Telemetry]) -> tuple[Received[Telemetry], ...]:
-        """The frames the driver read after the last one folded and before ``rx``, oldest first: none when each
-        poll reads one frame, and none before the first frame folded (read before the gate could judge them).
-        If the last one folded has left the driver's short history, every kept frame before ``rx`` is new."""
+    def _unfolded(self, rx: Received[Telemetry]) -> tuple[Received[Telemetry], ...]:
+        """The frames the driver read after the last one folded, up to ``rx``, oldest first: ``rx`` alone when each
+        poll reads one frame, or when nothing was folded yet (frames read before the gate could judge them only
+        start the trends). If the last one folded has left the driver's short history, every kept frame up to
+        ``rx`` is new."""
         last = self._trend_source
-        if last is None:
-            return ()
         kept = self._generator.recent_telemetry
-        if len(kept) > 1 and kept[-1] is rx and kept[-2] is last:  # one frame since: nearly every tick
-            return ()
-        recent = tuple(kept)  # one read: snapshot() may run on a display thread while the loop polls
+        if last is None or (len(kept) > 1 and kept[-1] is rx and kept[-2] is last):  # nearly every tick
+            return (rx,)
+        recent = tuple(kept)  # one read: snapshot() may run on a display's thread while the loop polls
         newest = len(recent) - 1
         while newest >= 0 and recent[newest] is not rx:
             newest -= 1
+        if newest < 0:  # not kept (a driver that keeps no history): the newest alone, as before there was one
+            return (rx,)
         oldest = newest
         while oldest > 0 and recent[oldest - 1] is not last:
             oldest -= 1
-        return recent[oldest:newest] if newest > 0 else ()
+        return recent[oldest:newest + 1]
 
     def _fold(self, rx: Received[Telemetry]) -> None:
         """One telemetry frame into the trends, and into what has been seen off."""
@@ -884,23 +918,38 @@ class OutputGate:
                 self._trends[index], rx.msg.channels[index], gen_time_s, self._commanded[index].on
             )
 
-    def _with_read_before(self, conditions: list[Trip], now: float) -> list[Trip]:
-        """``conditions`` (the newest frame's) and every condition a frame read before it and not yet judged shows,
-        judged now with the gate's state as it stands, each once (the first frame's finding): what a tick of its
-        own would have found, acted on in this one, so however many frames trip, one OUTPUT_OFF goes out."""
-        if not self._read_before:  # one frame a poll: nearly every call
+    def _with_unjudged(self, conditions: list[Trip], imaging: ImagingStatus | None) -> list[Trip]:
+        """``conditions`` (the newest frame's) and every condition a frame folded before it and not yet judged
+        shows, each once (the first frame's finding): what a tick of its own would have found, acted on in this
+        one, so however many frames trip, one OUTPUT_OFF goes out.
+
+        Such a frame is judged at the moment it landed (:func:`_landed_at`), with the gate's commands and this
+        judgement's imaging: it contributes what it carries. What changes with time alone (a settling setpoint
+        or stimulus, the grace for output seen against OUTPUT_OFF) is judged as it stood when the frame landed,
+        never later; everything that only grows with time holds at least as much for the newest frame, judged
+        now."""
+        unjudged, newest = self._unjudged, self._trend_source
+        if not unjudged:
             return conditions
-        earlier, self._read_before = self._read_before, []
+        self._unjudged = []
+        if len(unjudged) == 1 and unjudged[0].frame is newest:  # nearly every call
+            return conditions
         found: dict[_TripKey, Trip] = {}
-        for inputs in earlier:
-            for trip in evaluate_interlocks(inputs, self._rules, now):
+        for frame, landed_at, trends in unjudged:
+            if frame is newest:
+                continue
+            earlier = self._inputs_with(frame._replace(arrived_at=landed_at), imaging, trends)
+            for trip in evaluate_interlocks(earlier, self._rules, landed_at):
                 found.setdefault(trip.key, trip)
         for trip in conditions:
             found.setdefault(trip.key, trip)
         return list(found.values())
 
-    def _inputs_with(self, rx: Received[Telemetry] | None, imaging: ImagingStatus | None) -> SafetyInputs:
-        """The interlocks' inputs with ``rx`` as the telemetry: the gate's own state as it stands now."""
+    def _inputs_with(
+        self, rx: Received[Telemetry] | None, imaging: ImagingStatus | None, trends: tuple[ChannelTrend, ...]
+    ) -> SafetyInputs:
+        """The interlocks' inputs with ``rx`` as the telemetry and ``trends`` as they stood after it; everything
+        else as it stands now."""
         gen = self._generator
         heartbeat = gen.heartbeat
         return SafetyInputs(  # positionally, in SafetyInputs' field order: built every tick
@@ -910,7 +959,7 @@ class OutputGate:
             gen.electrodes,
             tuple(self._commanded),
             tuple(self._rf_on_s),
-            tuple(self._trends),
+            trends,
             self._last_tick_at,
             self._operator_stop,
             imaging,

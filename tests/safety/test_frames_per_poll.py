@@ -13,6 +13,7 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
+from firmware_bridge.framing import Frame
 from firmware_bridge.generator import TELEMETRY_KEPT
 from firmware_bridge.messages import OutputOff, Telemetry, TelemetryFlag
 from safety.gate import EventKind
@@ -97,6 +98,91 @@ def test_a_frame_read_before_the_first_one_judged_is_not_judged() -> None:
     rig.driver.poll()
     assert rig.gate.evaluate(rig.imaging()) == []
     assert not [e for e in rig.events if e.interlock is InterlockId.OVER_TEMPERATURE]
+
+
+def test_eight_frames_in_one_poll_are_all_judged() -> None:
+    rig = _energised()
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)}))
+    for _ in range(TELEMETRY_KEPT - 1):
+        _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))
+    assert [t.interlock for t in _poll_and_evaluate(rig)] == [InterlockId.CHANNEL_FAULT]
+
+
+def test_a_condition_several_frames_show_is_recorded_as_the_first_showed_it() -> None:
+    rig = _energised()
+    for temp_c in (95.0, 95.5):
+        _write(rig, telemetry({1: channel(temp_c, power_w=10.0, flags=ON)}))
+    over = [t for t in _poll_and_evaluate(rig) if t.interlock is InterlockId.OVER_TEMPERATURE]
+    assert len(over) == 1 and "95.00" in over[0].reason and "95.50" not in over[0].reason, over
+
+
+def test_a_display_snapshot_between_the_poll_and_the_tick_changes_nothing() -> None:
+    """A display's snapshot folds the frames (with no imaging: its default); the tick still judges each frame with
+    its own imaging, and the frame the display folded as the newest too."""
+    rig = _energised()
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)}))
+    rig.driver.poll()
+    rig.gate.snapshot()  # folds the fault frame as the newest, judges nothing
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))
+    rig.driver.poll()
+    rig.gate.snapshot()
+    assert [t.interlock for t in rig.gate.evaluate(rig.imaging())] == [InterlockId.CHANNEL_FAULT]
+
+
+def test_a_snapshot_in_the_middle_of_a_poll_leaves_no_frame_unjudged() -> None:
+    """A display thread may take the gate's lock while the loop's thread dispatches the frames of one poll: here
+    between the two, from the driver's own listener."""
+    rig = _energised()
+    telemetry_seen: list[Frame] = []
+
+    def display(frame: Frame, _now: float) -> None:
+        if isinstance(frame.msg, Telemetry):
+            if telemetry_seen:
+                rig.gate.snapshot()
+            telemetry_seen.append(frame)
+
+    rig.driver.on_received(display)
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)}))
+    _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))
+    rig.driver.poll()
+    assert [t.interlock for t in rig.gate.evaluate(rig.imaging())] == [InterlockId.CHANNEL_FAULT]
+
+
+def _lowered_and_read(together: bool) -> list[Trip]:
+    """Channel 1 lowered from 10 to 5 W at t0, its ACK read at t0 + 10 ms: 10 W is allowed until t0 + 110 ms. The
+    generator's frame from about t0 + 100 ms still shows 10 W, the next 5 W; read each by its own tick, or both by
+    one tick 17 ms after the last (late, but within the overrun limit)."""
+    rig = _energised()
+    for _ in range(3):
+        rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+    t0 = rig.clock.now()
+    assert rig.gate.request_output({1: 5.0}, rig.imaging())
+    old, new = telemetry({1: channel(power_w=10.0, flags=ON)}), telemetry({1: channel(power_w=5.0, flags=ON)})
+
+    def tick_at(t: float, frames: list[Telemetry]) -> list[Trip]:
+        rig.clock.advance(t - rig.clock.now())
+        for tele in frames:
+            _write(rig, tele)
+        rig.feed()  # the ACKs, STATUS and heartbeat of the tick; then the host polls
+        return rig.gate.evaluate(rig.imaging())
+
+    trips: list[Trip] = []
+    for k in range(1, 10):
+        trips += tick_at(t0 + 0.01 * k + (0.005 if k == 9 else 0.0), [old])
+    if together:
+        trips += tick_at(t0 + 0.112, [old, new])
+    else:
+        trips += tick_at(t0 + 0.102, [old])
+        trips += tick_at(t0 + 0.112, [new])
+    return trips
+
+
+def test_a_frame_read_late_with_the_next_is_judged_when_it_landed_not_when_it_was_read() -> None:
+    """Both frames of one poll are dated by the read; judged at that moment, the older one would be past the
+    settling its setpoint was within when it landed, and trip over-power on a generator doing nothing wrong."""
+    assert _lowered_and_read(together=False) == []
+    assert _lowered_and_read(together=True) == []
 
 
 def test_a_request_between_ticks_judges_the_frames_read_since() -> None:

@@ -141,6 +141,28 @@ def test_acknowledge_keeps_a_latch_while_its_cause_persists() -> None:
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
 
 
+def test_a_stall_after_an_acknowledged_one_trips_again_before_the_next_tick() -> None:
+    """The watchdog trips a stall while idle; the late tick still finds it; the operator acknowledges and starts a
+    lesion. When the loop stalls again under power, the request finds it and trips: an acknowledged trip is no
+    longer counted as tripped (before, it stayed so until a tick saw the condition gone, and the second stall was
+    taken for the first: output stayed on, for the watchdog's thread alone to catch)."""
+    rig = Rig()
+    ready(rig)
+    rig.clock.advance(0.021)
+    assert rig.gate.trip_from_watchdog("loop stalled")
+    rig.gate.take_trips_between_ticks()
+    rig.clock.advance(0.005)
+    rig.feed(telemetry())
+    assert rig.gate.evaluate(rig.imaging()) == [], "the late tick finds the stall the watchdog already tripped"
+    assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.CONTROL_LOOP_OVERRUN]
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.wire()
+    rig.clock.advance(0.03)  # stalled again, under power
+    assert not rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert [t.interlock for t in rig.gate.take_trips_between_ticks()] == [InterlockId.CONTROL_LOOP_OVERRUN]
+    assert rig.wire()[0] == OutputOff(0x0F)
+
+
 def test_a_condition_while_idle_inhibits_without_latching() -> None:
     rig = Rig()
     ready(rig)

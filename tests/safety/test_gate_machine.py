@@ -81,6 +81,8 @@ class GateMachine(RuleBasedStateMachine):
         self.call_recorded = 0
         self.record_problems: list[str] = []
         self.withheld_for_cause = False
+        self.evaluated_last = False
+        """Whether the last gate call was the tick's evaluation: the gate's active conditions are as of then."""
         self.rig.wire()
 
     # -- helpers ------------------------------------------------------------------------------------------
@@ -160,6 +162,7 @@ class GateMachine(RuleBasedStateMachine):
         self._drain()
         if action in _JUDGING:
             self.decided_at = self.rig.clock.now()
+        self.evaluated_last = action == "evaluate"
         self.last_result = result
         return self.call_frames
 
@@ -315,14 +318,16 @@ class GateMachine(RuleBasedStateMachine):
     # -- invariants ---------------------------------------------------------------------------------------
     @invariant()
     def heartbeat_withheld_while_output_is_not_seen_off(self) -> None:
-        """Withheld whenever output shows against OUTPUT_OFF, or telemetry or link is lost while a channel that was
-        on has not been seen off, and never before any of that happened (how long: tests/safety/test_gate.py)."""
+        """Withheld whenever the tick's evaluation found output against OUTPUT_OFF, or telemetry or link lost while a
+        channel that was on has not been seen off, and never before any of that happened (how long:
+        tests/safety/test_gate.py). The gate's active conditions are the last evaluation's: a stop sent since
+        (a channel not yet seen off) meets a lost link the next evaluation may no longer find."""
         gate = self.rig.gate
         uncommanded = (InterlockId.UNCOMMANDED_OUTPUT, None) in gate._active
         unseen = gate._unseen_off != 0 and any(
             (i, None) in gate._active for i in (InterlockId.TELEMETRY_STALE, InterlockId.LINK_LOST))
         self.withheld_for_cause = self.withheld_for_cause or uncommanded or unseen
-        if uncommanded or unseen:
+        if (uncommanded or unseen) and self.evaluated_last:
             assert gate.heartbeat_withheld_since is not None
         elif gate.heartbeat_withheld_since is not None:
             assert self.withheld_for_cause, "withheld with nothing that could have started it"
