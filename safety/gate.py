@@ -81,28 +81,31 @@ from safety.plan import LesionPlan, check_plan
 _TripKey = tuple[InterlockId, int | None]
 
 
+_TELEMETRY_PERIOD_S: Final = hard.LOOP_PERIOD_S
+"""The generator sends telemetry at 100 Hz (ARCHITECTURE.md section 4), the loop's own rate."""
+
+
 class _Folded(NamedTuple):
     """A telemetry frame folded into the trends, waiting for its judgement."""
 
     frame: Received[Telemetry]
-    landed_at: float
-    """When it reached the host, as near as can be told (:func:`_landed_at`)."""
+    earliest: float
+    """The read of the frame folded before it: it cannot have landed before that read, which would have found it."""
     trends: tuple[ChannelTrend, ...]
     """The trends as they stood once it was folded."""
 
 
-def _landed_at(
-    frame: Received[Telemetry], newest: Received[Telemetry], previous: Received[Telemetry] | None
-) -> float:
-    """When ``frame`` reached the host: the newest frame of its refresh less the generator time between the two,
-    no earlier than the frame folded before them (it would have been read with that one) and no later than its
-    own read. A frame is dated by the read that found it, so two of one poll would otherwise share a moment,
-    and the older one be judged a period or more late: past the settling of a setpoint it was within."""
-    if frame is newest:
-        return frame.arrived_at
-    between_s = (newest.msg.gen_time_us - frame.msg.gen_time_us) / 1e6
-    earliest = frame.arrived_at if previous is None else previous.arrived_at
-    return min(frame.arrived_at, max(newest.arrived_at - between_s, earliest))
+def _landed_at(folded: _Folded, newest: Received[Telemetry], frames_after: int) -> float:
+    """When a frame ``frames_after`` frames older than ``newest`` reached the host, as near as can be told.
+
+    A frame is dated by the read that found it, so two of one poll share a moment, and the older one, judged
+    then, would be judged a period or more late: past the settling of a setpoint it was within when it landed.
+    So it is dated back from the newest one's read by the generator time between them: at most a telemetry
+    period a frame (a generator clock that jumps, or frames lost on the link, never date it further back; the
+    error is then towards judging it later), never before ``folded.earliest``, never after its own read."""
+    frame = folded.frame
+    between_s = min((newest.msg.gen_time_us - frame.msg.gen_time_us) / 1e6, frames_after * _TELEMETRY_PERIOD_S)
+    return min(frame.arrived_at, max(newest.arrived_at - between_s, folded.earliest))
 _UNCOMMANDED: Final[_TripKey] = (InterlockId.UNCOMMANDED_OUTPUT, None)
 _UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (InterlockId.LINK_LOST, None))
 """Conditions under which the host cannot see whether output went off."""
@@ -264,7 +267,8 @@ class OutputGate:
         self._trend_source: Received[Telemetry] | None = None
         """The newest telemetry frame folded into the trends."""
         self._unjudged: list[_Folded] = []
-        """Telemetry frames folded into the trends and not yet judged: the newest, and now and then one before it."""
+        """Telemetry frames folded into the trends and not yet judged, oldest first: the newest alone, nearly every
+        tick; up to TELEMETRY_KEPT after one poll, more if snapshots folded some between judgements."""
         self._rf_on_s = [0.0] * N_CHANNELS
         self._accounted_at = now
         self._last_tick_at: float | None = None
@@ -878,10 +882,11 @@ class OutputGate:
         self._settle_from_acks(now)
         rx = self._generator.telemetry
         if rx is not None and rx is not self._trend_source:
-            previous = self._trend_source
             for frame in self._unfolded(rx):
+                previous = self._trend_source
                 self._fold(frame)
-                self._unjudged.append(_Folded(frame, _landed_at(frame, rx, previous), tuple(self._trends)))
+                earliest = frame.arrived_at if previous is None else previous.arrived_at
+                self._unjudged.append(_Folded(frame, earliest, tuple(self._trends)))
             trends = self._unjudged[-1].trends
         else:
             trends = tuple(self._trends)
@@ -923,22 +928,22 @@ class OutputGate:
         shows, each once (the first frame's finding): what a tick of its own would have found, acted on in this
         one, so however many frames trip, one OUTPUT_OFF goes out.
 
-        Such a frame is judged at the moment it landed (:func:`_landed_at`), with the gate's commands and this
-        judgement's imaging: it contributes what it carries. What changes with time alone (a settling setpoint
-        or stimulus, the grace for output seen against OUTPUT_OFF) is judged as it stood when the frame landed,
-        never later; everything that only grows with time holds at least as much for the newest frame, judged
-        now."""
-        unjudged, newest = self._unjudged, self._trend_source
+        Such a frame is judged at the moment it landed, as dated back from the newest frame (:func:`_landed_at`),
+        with the gate's commands and this judgement's imaging: it contributes what it carries. What changes with
+        time alone and the frame (a settling setpoint or stimulus, the grace for output seen against OUTPUT_OFF)
+        is judged as it stood then; everything else that changes with time only grows with it, and holds at
+        least as much for the newest frame, judged now. The newest is the last folded (the snapshot's own)."""
+        unjudged = self._unjudged
         if not unjudged:
             return conditions
         self._unjudged = []
-        if len(unjudged) == 1 and unjudged[0].frame is newest:  # nearly every call
+        if len(unjudged) == 1:  # nearly every call
             return conditions
+        newest = unjudged[-1].frame
         found: dict[_TripKey, Trip] = {}
-        for frame, landed_at, trends in unjudged:
-            if frame is newest:
-                continue
-            earlier = self._inputs_with(frame._replace(arrived_at=landed_at), imaging, trends)
+        for place, folded in enumerate(unjudged[:-1]):
+            landed_at = _landed_at(folded, newest, len(unjudged) - 1 - place)
+            earlier = self._inputs_with(folded.frame._replace(arrived_at=landed_at), imaging, folded.trends)
             for trip in evaluate_interlocks(earlier, self._rules, landed_at):
                 found.setdefault(trip.key, trip)
         for trip in conditions:

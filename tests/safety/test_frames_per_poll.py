@@ -18,7 +18,7 @@ from firmware_bridge.generator import TELEMETRY_KEPT
 from firmware_bridge.messages import OutputOff, Telemetry, TelemetryFlag
 from safety.gate import EventKind
 from safety.interlocks import InterlockId, Trip
-from tests.safety.support import ON, Rig, channel, telemetry
+from tests.safety.support import CONNECTED, ON, Rig, channel, telemetry
 
 
 def _energised() -> Rig:
@@ -130,10 +130,9 @@ def test_a_display_snapshot_between_the_poll_and_the_tick_changes_nothing() -> N
     assert [t.interlock for t in rig.gate.evaluate(rig.imaging())] == [InterlockId.CHANNEL_FAULT]
 
 
-def test_a_snapshot_in_the_middle_of_a_poll_leaves_no_frame_unjudged() -> None:
-    """A display thread may take the gate's lock while the loop's thread dispatches the frames of one poll: here
-    between the two, from the driver's own listener."""
-    rig = _energised()
+def _snapshot_between_frames_of_a_poll(rig: Rig) -> None:
+    """A display's thread takes the gate's lock while the loop's thread dispatches the frames of one poll: from the
+    driver's own listener, a snapshot before each telemetry frame but the first."""
     telemetry_seen: list[Frame] = []
 
     def display(frame: Frame, _now: float) -> None:
@@ -143,6 +142,11 @@ def test_a_snapshot_in_the_middle_of_a_poll_leaves_no_frame_unjudged() -> None:
             telemetry_seen.append(frame)
 
     rig.driver.on_received(display)
+
+
+def test_a_snapshot_in_the_middle_of_a_poll_leaves_no_frame_unjudged() -> None:
+    rig = _energised()
+    _snapshot_between_frames_of_a_poll(rig)
     _write(rig, telemetry({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)}))
     _write(rig, telemetry({1: channel(power_w=10.0, flags=ON)}))
     rig.driver.poll()
@@ -183,6 +187,113 @@ def test_a_frame_read_late_with_the_next_is_judged_when_it_landed_not_when_it_wa
     settling its setpoint was within when it landed, and trip over-power on a generator doing nothing wrong."""
     assert _lowered_and_read(together=False) == []
     assert _lowered_and_read(together=True) == []
+
+
+_OLD = telemetry({1: channel(power_w=10.0, flags=ON)})
+_NEW = telemetry({1: channel(power_w=5.0, flags=ON)})
+
+
+def _lowered_at(rig: Rig) -> float:
+    """Channel 1 at 10 W lowered to 5 W at the moment returned, t0; the next tick reads the ACK at t0 + 10 ms, so
+    10 W is allowed until t0 + 110 ms."""
+    for _ in range(3):
+        rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+    t0 = rig.clock.now()
+    assert rig.gate.request_output({1: 5.0}, rig.imaging())
+    return t0
+
+
+def _poll_at(rig: Rig, t: float, frames: list[Telemetry], gaps_us: list[int] | None = None) -> None:
+    """At ``t``: ``frames`` land, ``gaps_us`` apart in the generator's clock (10 ms each unless given), with the
+    tick's ACKs, STATUS and heartbeat; the host polls."""
+    rig.clock.advance(t - rig.clock.now())
+    for gap_us, tele in zip(gaps_us or [10_000] * len(frames), frames, strict=True):
+        rig.gen_time_us += gap_us
+        rig.send(replace(tele, gen_time_us=rig.gen_time_us))
+    rig.gen_time_us -= 10_000  # feed steps the generator's clock again, for no frame
+    rig.feed()
+
+
+def _tick_at(rig: Rig, t: float, frames: list[Telemetry], gaps_us: list[int] | None = None) -> list[Trip]:
+    _poll_at(rig, t, frames, gaps_us)
+    return rig.gate.evaluate(rig.imaging())
+
+
+def _settling_until_t0_plus_100_ms(rig: Rig) -> float:
+    t0 = _lowered_at(rig)
+    for k in range(1, 11):
+        assert _tick_at(rig, t0 + 0.01 * k, [_OLD]) == [], "10 W within the settling"
+    return t0
+
+
+def test_a_snapshot_in_the_middle_of_a_late_poll_dates_its_frames_all_the_same() -> None:
+    """As the late poll above, with a display's snapshot between its two frames: the older one, folded as the
+    newest by the snapshot, is dated back from the newer one when it is judged, not at its read."""
+    rig = _energised()
+    t0 = _lowered_at(rig)
+    for k in range(1, 10):
+        assert _tick_at(rig, t0 + 0.01 * k + (0.005 if k == 9 else 0.0), [_OLD]) == []
+    _snapshot_between_frames_of_a_poll(rig)
+    assert _tick_at(rig, t0 + 0.112, [_OLD, _NEW]) == []
+
+
+def test_a_frame_cannot_be_dated_before_the_read_that_did_not_find_it() -> None:
+    """The read at t0 + 111 ms found no 10 W frame; the next, 3 ms later, finds one and a newer one 10 ms after it in
+    the generator's clock. Dated back 10 ms it would fall within the settling (t0 + 104 ms), but it landed after the
+    read at t0 + 111 ms, past the settling: over-power."""
+    rig = _energised()
+    t0 = _settling_until_t0_plus_100_ms(rig)
+    assert _tick_at(rig, t0 + 0.111, [_NEW]) == []
+    assert [t.interlock for t in _tick_at(rig, t0 + 0.114, [_OLD, _NEW])] == [InterlockId.OVER_POWER]
+
+
+def test_a_frame_is_never_dated_after_its_own_read() -> None:
+    """Two polls, one evaluation: the older frame read within the settling (t0 + 109 ms), a newer one only 2 ms after
+    it in the generator's clock read at t0 + 118 ms. Dated back from the newer, it would be t0 + 116 ms: past the
+    settling. It was read at t0 + 109 ms, so it landed by then."""
+    rig = _energised()
+    t0 = _settling_until_t0_plus_100_ms(rig)
+    _poll_at(rig, t0 + 0.109, [_OLD])
+    assert _tick_at(rig, t0 + 0.118, [_NEW], gaps_us=[2_000]) == []
+
+
+def test_a_generator_clock_that_jumps_dates_a_frame_no_further_back_than_a_period() -> None:
+    """The generator's clock jumps 60 ms between the two frames of one poll (it advances, so it is no stalled clock).
+    Dated back 60 ms the 10 W frame would fall before the last read (t0 + 105 ms, within the settling); frames come
+    a period apart, so it is dated back one period (t0 + 113.5 ms), past the settling: over-power."""
+    rig = _energised()
+    t0 = _lowered_at(rig)
+    for t in (*(t0 + 0.01 * k for k in range(1, 10)), t0 + 0.105):
+        assert _tick_at(rig, t, [_OLD]) == []
+    assert [t.interlock for t in _tick_at(rig, t0 + 0.1235, [_OLD, _NEW], gaps_us=[10_000, 60_000])] == [
+        InterlockId.OVER_POWER
+    ]
+
+
+def test_output_seen_against_output_off_is_judged_within_its_grace_when_it_landed() -> None:
+    """Channel 1 turned off; the generator's last frame still showing it on lands within the 100 ms grace, but a late
+    tick reads it with the next (off) frame after the grace: no uncommanded output."""
+    rig = _energised()
+    rig.gate.channel_off(1)
+    rig.wire()
+    off_at = rig.clock.now()
+    for k in range(1, 10):
+        assert _tick_at(rig, off_at + 0.01 * k + (0.005 if k == 9 else 0.0), [_OLD]) == []
+    assert _tick_at(rig, off_at + 0.108, [_OLD, telemetry()]) == []
+
+
+def test_an_idle_condition_in_a_frame_read_before_an_acknowledgement_is_recorded() -> None:
+    """Idle; a poll between the tick and an acknowledgement reads a frame with a channel fault and a clean one. The
+    acknowledgement judges both: the fault is recorded (an inhibit) there, or it never would be."""
+    rig = Rig()
+    rig.healthy_tick()
+    rig.healthy_tick()
+    _write(rig, telemetry({1: channel(flags=CONNECTED | TelemetryFlag.CHANNEL_FAULT)}))
+    _write(rig, telemetry())
+    rig.driver.poll()
+    rig.gate.acknowledge(rig.imaging())
+    rig.healthy_tick()
+    assert (EventKind.INHIBIT, InterlockId.CHANNEL_FAULT) in [(e.kind, e.interlock) for e in rig.events]
 
 
 def test_a_request_between_ticks_judges_the_frames_read_since() -> None:

@@ -27,6 +27,7 @@ from firmware_bridge.messages import (
     SetOutput,
     Status,
     Stim,
+    TelemetryFlag,
 )
 from firmware_bridge.transport import Transport, memory_pair
 from safety import limits as hard
@@ -161,6 +162,20 @@ def test_a_stall_after_an_acknowledged_one_trips_again_before_the_next_tick() ->
     assert not rig.gate.request_output({1: 10.0}, rig.imaging())
     assert [t.interlock for t in rig.gate.take_trips_between_ticks()] == [InterlockId.CONTROL_LOOP_OVERRUN]
     assert rig.wire()[0] == OutputOff(0x0F)
+
+
+def test_an_acknowledged_latch_whose_cause_is_gone_permits_output_at_once() -> None:
+    """The acknowledgement found the cause gone: nothing of it is active any longer, so output is permitted before
+    the next tick, as the request that follows will find (output_permitted is what a display shows)."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)})
+    assert not rig.gate.output_permitted(1)
+    rig.feed(telemetry())  # the fault has gone in the frame read since
+    assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.CHANNEL_FAULT]
+    assert rig.gate.output_permitted(1)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
 
 
 def test_a_condition_while_idle_inhibits_without_latching() -> None:
