@@ -79,7 +79,12 @@ from safety.interlocks import (
 from safety.plan import LesionPlan, check_plan
 
 _TripKey = tuple[InterlockId, int | None]
+_UNCOMMANDED: Final[_TripKey] = (InterlockId.UNCOMMANDED_OUTPUT, None)
+_UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (InterlockId.LINK_LOST, None))
+"""Conditions under which the host cannot see whether output went off."""
 
+_OUTPUT_ON_FLAG: Final = int(TelemetryFlag.OUTPUT_ON)
+_UNCOMMANDED_CENTI_W: Final = round(hard.UNCOMMANDED_POWER_W * 100)
 
 _TELEMETRY_PERIOD_S: Final = hard.LOOP_PERIOD_S
 """The generator sends telemetry at 100 Hz (ARCHITECTURE.md section 4), the loop's own rate."""
@@ -106,11 +111,6 @@ def _landed_at(folded: _Folded, newest: Received[Telemetry], frames_after: int) 
     frame = folded.frame
     between_s = min((newest.msg.gen_time_us - frame.msg.gen_time_us) / 1e6, frames_after * _TELEMETRY_PERIOD_S)
     return min(frame.arrived_at, max(newest.arrived_at - between_s, folded.earliest))
-_UNCOMMANDED: Final[_TripKey] = (InterlockId.UNCOMMANDED_OUTPUT, None)
-_UNSEEN: Final[tuple[_TripKey, ...]] = ((InterlockId.TELEMETRY_STALE, None), (InterlockId.LINK_LOST, None))
-"""Conditions under which the host cannot see whether output went off."""
-_OUTPUT_ON_FLAG: Final = int(TelemetryFlag.OUTPUT_ON)
-_UNCOMMANDED_CENTI_W: Final = round(hard.UNCOMMANDED_POWER_W * 100)
 
 
 class EventKind(enum.StrEnum):
@@ -637,7 +637,7 @@ class OutputGate:
         """
         newest_only = self._conditions(imaging, now)
         conditions = self._with_unjudged(newest_only, imaging)
-        if self._new_trips(conditions) or len(conditions) > len(newest_only):  # (the latter: recorded)
+        if self._new_trips(conditions) or len(conditions) > len(newest_only):  # or an older frame's: recorded
             # The tick's own handling, heartbeat withholding included (before the next tick's keep_alive).
             self._between_ticks += self._apply(conditions, now)
         return conditions
