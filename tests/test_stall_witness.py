@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from hil_tests.stall_witness import STALL_S, BrokenPeriod, StallWitness, run_until_unspoiled, stall_needed_s
+from hil_tests.stall_witness import (
+    ATTEMPTS,
+    STALL_S,
+    BrokenPeriod,
+    StallWitness,
+    run_until_unspoiled,
+    stall_needed_s,
+)
 
 pytestmark = pytest.mark.realtime  # a machine stall where none may be would change the verdict: run alone (Makefile)
 
@@ -57,12 +64,50 @@ def test_a_run_that_broke_its_period_during_a_stall_is_run_again_and_the_retry_i
         return len(runs)
 
     with pytest.warns(UserWarning, match="spoiled by a machine stall"):
-        assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(0.025), not_judged_as_stalled) == 2
+        assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(0.025) if n == 1 else None,
+                                   not_judged_as_stalled) == 2
 
 
-def test_a_run_that_broke_its_period_with_no_stall_is_returned_to_fail() -> None:
-    slow = run_until_unspoiled(lambda: "slow loop", lambda run: BrokenPeriod(0.025), not_judged_as_stalled)
-    assert slow == "slow loop"
+def test_a_loop_that_breaks_its_period_every_time_with_no_stall_is_returned_to_fail() -> None:
+    runs: list[int] = []
+
+    def attempt() -> int:
+        runs.append(1)
+        return len(runs)
+
+    with pytest.warns(UserWarning, match="no machine stall to explain it") as said:
+        slow = run_until_unspoiled(attempt, lambda run: BrokenPeriod(0.025), not_judged_as_stalled)
+    assert slow == ATTEMPTS, "every attempt made, the last returned to fail"
+    assert len(said) == ATTEMPTS
+
+
+def test_a_run_that_broke_its_period_once_with_no_stall_is_run_again_and_reported() -> None:
+    """About one real-time run in ten on the development VM broke its period by a few ms with nothing the witness
+    saw; the same test then passed 10 runs of 10. It is run again, and said."""
+    runs: list[int] = []
+
+    def attempt() -> int:
+        runs.append(1)
+        return len(runs)
+
+    with pytest.warns(UserWarning, match="no machine stall to explain it"):
+        kept = run_until_unspoiled(attempt, lambda n: BrokenPeriod(0.025) if n == 1 else None, not_judged_as_stalled)
+    assert kept == 2
+
+
+def test_unexplained_and_spoiled_runs_together_fail_on_the_unexplained_one() -> None:
+    """Every run broke its period, one with nothing to explain it: that one is returned to fail, not judged as a
+    stall."""
+    runs: list[int] = []
+
+    def attempt() -> int:
+        runs.append(1)
+        if len(runs) > 1:
+            hold_the_interpreter()
+        return len(runs)
+
+    with pytest.warns(UserWarning):
+        assert run_until_unspoiled(attempt, lambda run: BrokenPeriod(0.025), not_judged_as_stalled) == 1
 
 
 def test_a_stall_too_short_to_explain_the_overrun_does_not_excuse_it() -> None:
@@ -74,7 +119,8 @@ def test_a_stall_too_short_to_explain_the_overrun_does_not_excuse_it() -> None:
         hold_the_interpreter()
         return len(runs)
 
-    assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(1.0), not_judged_as_stalled) == 1
+    with pytest.warns(UserWarning, match="no machine stall to explain it"):
+        assert run_until_unspoiled(attempt, lambda n: BrokenPeriod(1.0), not_judged_as_stalled) == ATTEMPTS
 
 
 def test_the_stall_needed_is_the_overrun_less_a_period_and_the_loops_own_jitter() -> None:
@@ -117,8 +163,9 @@ def test_a_stall_outside_the_period_that_broke_does_not_excuse_it() -> None:
         time.sleep(0.2)
         return time.monotonic()  # the overrun's trip, 200 ms after the stall ended
 
-    ended = run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.045, ended_at=at), not_judged_as_stalled)
-    assert len(runs) == 1, "returned to fail, not run again"
+    with pytest.warns(UserWarning, match="no machine stall to explain it"):
+        ended = run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.045, ended_at=at), not_judged_as_stalled)
+    assert len(runs) == ATTEMPTS, "never excused: every attempt made, the last returned to fail"
     assert ended is not None and ended > 0
 
 
@@ -132,7 +179,8 @@ def test_a_stall_within_the_period_that_broke_excuses_it() -> None:
         return time.monotonic()  # the overrun's trip, as the stall ends
 
     with pytest.warns(UserWarning, match="spoiled by a machine stall"):
-        run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.025, ended_at=at), not_judged_as_stalled)
+        run_until_unspoiled(attempt, lambda at: BrokenPeriod(0.025, ended_at=at) if len(runs) == 1 else None,
+                            not_judged_as_stalled)
     assert len(runs) == 2
 
 
