@@ -8,17 +8,28 @@ it.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from firmware_bridge.framing import Frame
 from firmware_bridge.generator import TELEMETRY_KEPT
-from firmware_bridge.messages import OutputOff, Telemetry, TelemetryFlag
+from firmware_bridge.messages import (
+    Ack,
+    AckResult,
+    GeneratorState,
+    Heartbeat,
+    OutputOff,
+    SetOutput,
+    Status,
+    Telemetry,
+    TelemetryFlag,
+)
+from safety import limits as hard
 from safety.gate import EventKind
 from safety.interlocks import InterlockId, Trip
-from tests.safety.support import CONNECTED, ON, Rig, channel, telemetry
+from tests.safety.support import CONNECTED, ON, Rig, channel, electrodes, telemetry
 
 
 def _energised() -> Rig:
@@ -365,3 +376,72 @@ def test_however_the_frames_fall_into_polls_the_first_trip_is_the_same(
     group, trips = found
     assert first[0] in group, f"first trip at frame {first[0]}, read together at {group}"
     assert _keys(first[1]) <= _keys(trips)
+
+
+@dataclass
+class _Command:
+    seq: int
+    setpoint_w: float
+    taken_at: float | None = None
+
+
+def _shown_w(commands: list[_Command], at: float, settles_within_s: float) -> float:
+    """The highest power a generator that settles within ``settles_within_s`` of taking a command may show ``at``:
+    the setpoint it has taken last, or one before it still settling."""
+    taken = [c for c in commands if c.taken_at is not None and c.taken_at <= at]
+    if not taken:
+        return 0.0
+    settling = [taken[j - 1].setpoint_w for j in range(1, len(taken))
+                if at < (taken[j].taken_at or 0.0) + settles_within_s]
+    return max([taken[-1].setpoint_w, *settling])
+
+
+@given(
+    centi_watts=st.lists(st.sampled_from((0, 1000, 2000)) | st.integers(0, 2000), min_size=2, max_size=30),
+    gaps_ms=st.lists(st.integers(5, 19), min_size=30, max_size=30),
+)
+@example(  # 10 W lowered to 0 W, then polls late enough to read its last 10 W frame with the next (found at 2,000)
+    centi_watts=[0, 0, 0, 0, 1000] + [0] * 12, gaps_ms=[5] * 12 + [13, 19, 19, 19] + [5] * 14
+)
+def test_a_generator_that_settles_in_time_never_trips_over_power_however_the_polls_fall(
+    centi_watts: list[int], gaps_ms: list[int]
+) -> None:
+    """A generator making a frame every 10 ms, taking each command at its next frame (its ACK lands then) and
+    settling a lowered setpoint just within SETPOINT_SETTLE_S of taking it: its last frame still showing the old
+    setpoint comes 90 ms after, and the newest frame of a read is less than a period old. The host polls 5-19 ms
+    apart, so now none and now two frames a poll, evaluates, and asks for the next setpoint. Every frame shows the
+    highest power it still may: none trips over-power, whatever the polls' timing. Judged at its read, the older
+    frame of a poll, up to 19 ms old, would: it is dated back from the newer one."""
+    rig = Rig()
+    rig.healthy_tick()
+    rig.healthy_tick()
+    rig.wire()
+    gen_offset_us = rig.gen_time_us - round(rig.clock.now() * 1e6)
+    next_frame_at = rig.clock.now() + 0.01
+    settles_within_s = hard.SETPOINT_SETTLE_S - 0.002
+    commands: list[_Command] = []
+
+    def request(setpoint_w: float) -> None:
+        decision = rig.gate.request_output({1: setpoint_w}, rig.imaging())
+        assert decision and decision.seq is not None, decision.reasons
+        commands.append(_Command(decision.seq, setpoint_w))
+
+    request(centi_watts[0] / 100)
+    for gap_ms, centi_w in zip(gaps_ms, centi_watts[1:], strict=False):
+        read_at = rig.clock.now() + gap_ms / 1000
+        while next_frame_at <= read_at + 1e-9:
+            for command in commands:
+                if command.taken_at is None:
+                    command.taken_at = next_frame_at
+                    rig.send(Ack(SetOutput.MSG_ID, command.seq, int(AckResult.OK)))
+            shown = _shown_w(commands, next_frame_at, settles_within_s)
+            tele = telemetry({1: channel(power_w=shown, flags=ON)})
+            rig.send(replace(tele, gen_time_us=gen_offset_us + round(next_frame_at * 1e6)))
+            next_frame_at += 0.01
+        rig.send(Status(int(GeneratorState.OUTPUT), 0, 0x0102))
+        rig.send(Heartbeat(int(GeneratorState.OUTPUT), 0))
+        rig.send(electrodes())
+        rig.clock.advance(read_at - rig.clock.now())
+        rig.driver.poll()
+        assert rig.gate.evaluate(rig.imaging()) == [], commands
+        request(centi_w / 100)
