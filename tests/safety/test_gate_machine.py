@@ -18,6 +18,7 @@ the gate's own account of itself:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from hypothesis import event, settings
 from hypothesis import strategies as st
@@ -203,9 +204,17 @@ class GateMachine(RuleBasedStateMachine):
         ),
         link=st.one_of(st.just("ok"), st.sampled_from(LINK_KINDS)),
         imaging=st.one_of(st.just("live"), st.sampled_from(IMAGING_KINDS)),
+        earlier=st.one_of(st.none(), st.none(), st.tuples(*(st.sampled_from(CHANNEL_KINDS) for _ in range(4)))),
     )
-    def tick(self, dt_ms: int, kinds: tuple[str, str, str, str], link: str, imaging: str) -> None:
+    def tick(self, dt_ms: int, kinds: tuple[str, str, str, str], link: str, imaging: str,
+             earlier: tuple[str, str, str, str] | None = None) -> None:
+        """``earlier``: a frame before this tick's own, read in the same poll (the host's period and the generator's
+        drift past each other)."""
         self.rig.clock.advance(dt_ms / 1000)
+        if earlier is not None and link != "no_telemetry":
+            self.rig.gen_time_us += 5_000
+            frame = telemetry({i + 1: self._channel(i, kind) for i, kind in enumerate(earlier)})
+            self.rig.send(replace(frame, gen_time_us=self.rig.gen_time_us))
         chans = {i + 1: self._channel(i, kind) for i, kind in enumerate(kinds)}
         tele = None if link == "no_telemetry" else telemetry(chans)
         status = Status(int(GeneratorState.FAULT), 0x1, 0x0102) if link == "generator_fault" else None
