@@ -117,9 +117,10 @@ class RfGenerator:
         self._received_listeners: list[ReceivedListener] = []
         self.telemetry: Received[Telemetry] | None = None
         self.recent_telemetry: deque[Received[Telemetry]] = deque(maxlen=TELEMETRY_KEPT)
-        """The newest telemetry frames, oldest first, ``telemetry`` last. The host's period and the generator's drift
-        past each other, so now and then one poll reads two frames: a reader that looks once per poll finds the
-        one before ``telemetry`` here, to judge every frame and not only the newest."""
+        """The newest telemetry frames, oldest first; ``telemetry`` is among them (the last, but for the moment a new
+        one is being dispatched). The host's period and the generator's drift past each other, so now and then one
+        poll reads two frames: a reader that looks once per poll finds here every frame since it last looked, to
+        judge each and not only the newest."""
         self.status: Received[Status] | None = None
         self.heartbeat: Received[Heartbeat] | None = None
         self.electrodes: Received[ElectrodeInfo] | None = None
