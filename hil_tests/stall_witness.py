@@ -104,10 +104,6 @@ class StallWitness:
     def longest_s(self) -> float:
         return max(self.stalls_s, default=0.0)
 
-    def longest_during_s(self, start: float, end: float) -> float:
-        """The longest gap that overlapped ``[start, end]``."""
-        return max((b - a for a, b in self.stalls if a <= end and b >= start), default=0.0)
-
     def stalled_during_s(self, start: float, end: float) -> float:
         """How much of ``[start, end]`` some CPU was stopped: the union of the gaps, clipped to it."""
         total, covered_to = 0.0, start
