@@ -271,5 +271,14 @@ class Rig:
         self.feed(telemetry(chans))
         self.gate.evaluate(imaging or ImagingStatus(self.clock.now(), 30.0))
 
+    def energise(self) -> None:
+        """Two healthy ticks, then channel 1 on at 10 W and one healthy tick under power; what the host wrote read."""
+        self.healthy_tick()
+        self.healthy_tick()
+        assert self.gate.request_output({1: 10.0}, self.imaging())
+        self.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+        assert self.gate.commanded[0].on and self.gate.latched == ()
+        self.wire()
+
     def imaging(self) -> ImagingStatus:
         return ImagingStatus(self.clock.now(), 30.0)

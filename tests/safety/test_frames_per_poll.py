@@ -36,12 +36,7 @@ def _energised() -> Rig:
     """Channel 1 on at 10 W after two healthy ticks and one under power; the clock then stands still, so that
     every check of time finds the same however the frames are polled."""
     rig = Rig()
-    rig.healthy_tick()
-    rig.healthy_tick()
-    assert rig.gate.request_output({1: 10.0}, rig.imaging())
-    rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
-    assert rig.gate.commanded[0].on and rig.gate.latched == ()
-    rig.wire()
+    rig.energise()
     return rig
 
 

@@ -201,19 +201,10 @@ def test_a_generator_fault_trips_even_when_idle() -> None:
     assert rig.wire() == [OutputOff(0x0F)]
 
 
-def _energised(rig: Rig) -> None:
-    """Channel 1 on at 10 W and one healthy tick under power."""
-    ready(rig)
-    assert rig.gate.request_output({1: 10.0}, rig.imaging())
-    rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
-    assert rig.gate.commanded[0].on and rig.gate.latched == ()
-    rig.wire()
-
-
 @pytest.mark.parametrize("gen_step_us", [0, -500_000], ids=["frozen", "reset"])
 def test_a_generator_clock_that_does_not_advance_trips_within_one_tick(gen_step_us: int) -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.clock.advance(0.01)
     rig.feed(telemetry({1: channel(power_w=10.0, flags=ON)}), gen_step_us=gen_step_us)
     trips = rig.gate.evaluate(rig.imaging())
@@ -226,7 +217,7 @@ def test_a_telemetry_frame_the_link_repeats_is_not_taken_for_a_frozen_generator_
     """A repeated frame (same SEQ, same bytes) is the link's doing, not the generator's: the driver drops it, so
     the trend sees no clock standing still and nothing trips (a different frame with a stalled clock does)."""
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.clock.advance(0.01)
     rig.gen_time_us += 10_000
     _, frame = rig.encoder.encode(replace(telemetry({1: channel(power_w=10.0, flags=ON)}), gen_time_us=rig.gen_time_us))
@@ -241,7 +232,7 @@ def test_a_generator_replaying_its_last_frame_reads_as_silent() -> None:
     """A transmitter stuck replaying one TELEMETRY frame: the repeats are dropped, so the host sees no new frame
     and trips on stale telemetry (50 ms), with output off and the heartbeat withheld."""
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.gen_time_us += 10_000
     _, frame = rig.encoder.encode(replace(telemetry({1: channel(power_w=10.0, flags=ON)}), gen_time_us=rig.gen_time_us))
     tripped_at = None
@@ -260,7 +251,7 @@ def test_a_generator_replaying_its_last_frame_reads_as_silent() -> None:
 @pytest.mark.parametrize("state", [int(GeneratorState.BOOT), 9], ids=["boot", "unknown"])
 def test_a_generator_state_other_than_idle_or_output_trips_under_power(state: int) -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.clock.advance(0.01)
     rig.feed(telemetry({1: channel(power_w=10.0, flags=ON)}), status=Status(state, 0, 0x0102))
     trips = rig.gate.evaluate(rig.imaging())
@@ -283,7 +274,7 @@ def test_a_booting_generator_only_refuses_output_while_idle() -> None:
 
 def test_a_normal_run_under_power_raises_no_generator_fault() -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     for _ in range(50):
         rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
         assert rig.gate.request_output({1: 10.0}, rig.imaging())
@@ -405,7 +396,7 @@ def test_a_generator_that_falls_silent_before_a_channel_is_seen_off_has_its_hear
     is commanded, so stale telemetry is only an inhibit, yet output may be on. OUTPUT_OFF goes out every tick,
     the heartbeat is withheld, and requests are refused meanwhile."""
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.gate.channel_off(1)
     rig.wire()
     for _ in range(6):  # silent from here on
@@ -423,7 +414,7 @@ def test_a_generator_that_falls_silent_before_a_channel_is_seen_off_has_its_hear
 
 def test_a_generator_seen_off_before_it_falls_silent_keeps_its_heartbeat() -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.gate.channel_off(1)
     rig.healthy_tick()  # a frame read after the OUTPUT_OFF shows channel 1 off
     rig.healthy_tick()
@@ -902,7 +893,7 @@ def test_a_generator_that_settles_every_setpoint_in_time_never_trips_over_power(
 @pytest.mark.parametrize("result", [AckResult.REFUSED_LIMIT, AckResult.REFUSED_STATE, AckResult.BAD_PARAMETER])
 def test_a_refused_set_output_trips_on_the_tick_it_is_read_and_clears_once_output_is_off(result: AckResult) -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.send(Ack(SetOutput.MSG_ID, 42, int(result)))
     rig.clock.advance(0.01)
     rig.feed(telemetry({1: channel(power_w=10.0, flags=ON)}))
@@ -917,7 +908,7 @@ def test_a_refused_set_output_trips_on_the_tick_it_is_read_and_clears_once_outpu
 
 def test_an_ok_ack_is_no_refusal() -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     rig.send(Ack(SetOutput.MSG_ID, 42, int(AckResult.OK)))
     rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
     assert rig.driver.last_refusal is None and rig.gate.latched == () and rig.gate.commanded[0].on
@@ -932,7 +923,7 @@ def _deaf_tick(rig: Rig, chans: dict[int, ChannelTelemetry] | None = None) -> li
 
 def test_a_generator_that_stops_acknowledging_under_power_trips_link_lost_within_a_period_of_the_limit() -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     first_unanswered_at = rig.clock.now()
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
     trips: list[Trip] = []
@@ -957,7 +948,7 @@ def test_a_lost_link_a_request_finds_between_ticks_trips_there_and_is_handed_ove
     the lesion ended on it left the scope idle, where a lost link never trips, so the procedure ended with no
     alarm naming its cause (seen in the HIL suite: first trip "ch1: output refused: link_lost: ...")."""
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
     on = {1: channel(power_w=10.0, flags=ON)}
     for _ in range(14):  # 140 ms unanswered: within the limit
@@ -997,7 +988,7 @@ def test_a_plan_loaded_between_a_tick_and_a_request_judges_the_request() -> None
 def _time_passes_untended(rig: Rig) -> None:
     """RF on channel 1, then more than two periods with no tick: the loop has lost control (the watchdog's to
     catch; here a decision comes first)."""
-    _energised(rig)
+    rig.energise()
     rig.events.clear()
     rig.clock.advance(hard.LOOP_PERIOD_S * hard.LOOP_MISSED_PERIODS + 0.005)
 
@@ -1027,7 +1018,7 @@ def test_a_request_in_its_ticks_own_moment_trips_nothing_the_tick_did_not() -> N
     """A trip the tick's evaluation returned is not tripped again, nor handed over, by requests at the same
     moment, however often they are refused."""
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
     on = {1: channel(power_w=10.0, flags=ON)}
     trips: list[Trip] = []
@@ -1040,7 +1031,7 @@ def test_a_request_in_its_ticks_own_moment_trips_nothing_the_tick_did_not() -> N
 
 def test_an_ack_lost_while_later_commands_are_answered_trips_nothing() -> None:
     rig = Rig()
-    _energised(rig)
+    rig.energise()
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
     _deaf_tick(rig, {1: channel(power_w=10.0, flags=ON)})  # that SET_OUTPUT, or its ACK, is lost
     for _ in range(30):
