@@ -624,9 +624,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except BrokenPipeError:
         # The reader went away (`rfa console | head`, `rfa record show … | less` quit early): not an error of
-        # ours. (`rfa run` answers with its procedure's own exit code: a run its reader cut short is a fault.)
+        # ours. (`rfa run` answers with its procedure's own exit code: a run its reader cut short is a fault; one
+        # that reaches here was cut short before it could say so, and is no success either.)
         _silence_stdout()
-        return EXIT_OK
+        return EXIT_FAULT if args.command == "run" else EXIT_OK
     return result
 
 

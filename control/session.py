@@ -193,9 +193,16 @@ class ProcedureSession:
             self.loop.start()
             self.commits.begin()
             try:
-                yield from self._self_test()
-                yield from self._stimulation()
-                yield from self._lesions()
+                try:
+                    yield from self._self_test()
+                    yield from self._stimulation()
+                    yield from self._lesions()
+                except Stopped as exc:
+                    messages.append(str(exc))
+                # A trip the loop found while a transition or an answer was committed (real time) waits for the
+                # next tick, and none may come: a guard refused for its latch, the operator's "no" or the final
+                # transition ends the phases first. It is acted on here, so the procedure ends in fault for it.
+                self._act_on_trips_between_ticks()
             except Faulted as exc:
                 messages.append(str(exc))
                 yield from self._await_acknowledge()  # a stop may come while waiting: caught below
@@ -570,11 +577,24 @@ class ProcedureSession:
             if not a.done:
                 groups.setdefault(a.lesion.mode, {})[a.lesion.channel] = float(drive[a.index])
         for setpoints in groups.values():
-            decision = self.gate.request_output(setpoints, self._imaging)
-            if not decision:
-                self._act_on_trips_between_ticks()
-                for ch in setpoints:
-                    self._stop_lesion_on(ch, "output refused: " + "; ".join(decision.reasons))
+            self._drive(setpoints)
+
+    def _drive(self, setpoints: dict[int, float]) -> None:
+        """Request ``setpoints`` (one mode) through the gate. If it refuses, act on what its check tripped, then ask
+        again for each lesion still running on its own: a refusal may be one channel's alone (its trip or latch,
+        its RF time, its over-power as requested), and a per-channel fault stops only that channel (ARCHITECTURE.md
+        section 6). A channel refused on its own stops, with the reasons."""
+        decision = self.gate.request_output(setpoints, self._imaging)
+        if decision:
+            return
+        self._act_on_trips_between_ticks()  # stops the lesion a channel trip covers; a system trip faults
+        if len(setpoints) == 1:
+            for channel in setpoints:
+                self._stop_lesion_on(channel, "output refused: " + "; ".join(decision.reasons))
+            return
+        for channel, setpoint in setpoints.items():
+            if self._running(channel):
+                self._drive({channel: setpoint})
 
     def _act_on_trips_between_ticks(self) -> None:
         """A refused request, or an acknowledgement, may have tripped an interlock its own evaluation found
@@ -594,6 +614,9 @@ class ProcedureSession:
             return False
         self.commits.commit(alarm)
         return True
+
+    def _running(self, channel: int) -> bool:
+        return any(channel in a.lesion.channels and not a.done for a in self._active)
 
     def _stop_lesion_on(self, channel: int, reason: str) -> None:
         for a in self._active:
@@ -681,7 +704,8 @@ class ProcedureSession:
         script reading the events knows what it is answering on stdin."""
         if self.events is not None:
             self._say(question.text, event="question", kind=question.kind, alarms=list(question.alarms))
-        self.operator.ask(question)
+        with self._to_operator():  # a console's prompt: its stream may have gone too
+            self.operator.ask(question)
         while (answer := self.operator.answer()) is None:
             self._tick()
             yield
@@ -735,17 +759,17 @@ class ProcedureSession:
 
     def refuse_acknowledge(self) -> list[str]:
         self.gate.acknowledge(self._imaging)
-        session: list[str] = []
-        if self._session_fault is not None:
-            reason, still_present = self._session_fault
-            if still_present():
-                session.append(f"{reason}: cause still present")
-            else:
-                self._session_fault = None
-        return session + [
+        reasons = [
             f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + ": cause still present"
             for t in self.gate.latched
         ]
+        if self._session_fault is not None:
+            reason, still_present = self._session_fault
+            if still_present():
+                reasons.insert(0, f"{reason}: cause still present")
+            elif not reasons:  # forgotten only with the fault itself: a refused acknowledgement keeps checking it
+                self._session_fault = None
+        return reasons
 
     def _alarm_reasons(self) -> list[str]:
         return [

@@ -9,14 +9,16 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import control.cli as cli
 import control.session as session_module
 from control.console import Follower, follow
-from control.operator import ScriptedOperator
+from control.operator import ConsoleOperator, ScriptedOperator
 from control.procedure import State
 from control.record import Payload, RecordReader, RecordRow
 from control.session import EXIT_FAULT, EXIT_OK
@@ -149,6 +151,39 @@ def test_every_trip_of_a_tick_is_told_before_the_first_is_acted_on(tmp_path: Pat
     assert cart.session.result is not None and cart.session.result.final_state == "fault"
 
 
+def _hold_the_commit_of(cart: SimCart, trigger: str, fault: FaultKind, channel: int = 1, hold_s: float = 0.3,
+                        then: Callable[[], None] = lambda: None) -> list[float]:
+    """Make the first commit of ``trigger``'s state row slow, as a disk can be, with the loop ticking through it as
+    the real-time loop does, and inject ``fault`` as it begins, so that a tick of the hold finds it; call ``then``
+    once it is committed. Returns when the commit was held (empty: never).
+
+    Each hold tick waits for the disk until the tick is due, about a period of real time, so ``hold_s`` of 0.3 s
+    holds some 30 simulated periods: time for the 10 Hz STATUS that reports a generator fault."""
+    session, record = cart.session, cart.record
+    commits = session.commits
+    durable = commits.durable
+    held: list[float] = []
+
+    def slow(kind: str, payload: Payload, mono: float | None = None) -> int:
+        if kind != "state" or not isinstance(payload, dict) or payload.get("trigger") != trigger or held:
+            return durable(kind, payload, mono)
+        held.append(cart.clock.now())
+        cart.sim.inject(Fault(fault, at_s=cart.sim.elapsed_s, channel=channel))
+        release = threading.Event()
+        record.append("frame", lambda: (release.wait(5.0), {"slow": True})[1])  # a batch that takes its time
+        threading.Timer(hold_s, release.set).start()
+        commits.on_loop_thread = lambda: True  # type: ignore[method-assign]  # the real-time loop's own thread
+        try:
+            return durable(kind, payload, mono)
+        finally:
+            del commits.on_loop_thread
+            then()
+
+    commits.durable = slow  # type: ignore[method-assign]
+    session.procedure._durable = slow
+    return held
+
+
 class _Acknowledging(ScriptedOperator):
     """Acknowledges until told to stop (then the unattended run ends in fault), counting the questions."""
 
@@ -161,6 +196,10 @@ class _Acknowledging(ScriptedOperator):
         self.asked += 1
         return self.willing
 
+    def decline(self) -> None:
+        """From now on, and counting afresh."""
+        self.willing, self.asked = False, 0
+
 
 def test_a_trip_found_while_the_acknowledgement_commits_puts_the_procedure_back_in_fault(tmp_path: Path) -> None:
     """In real time the loop ticks while a state row is committed; a trip such a tick finds is the session's to
@@ -170,35 +209,76 @@ def test_a_trip_found_while_the_acknowledgement_commits_puts_the_procedure_back_
     operator = _Acknowledging(plan)
     cart = build_cart(plan, tmp_path, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=60.0, duration_s=0.5)],
                       operator=operator)
-    session, record = cart.session, cart.record
-    commits = session.commits
-    durable = commits.durable
-    held: list[float] = []
-
-    def slow_acknowledgement(kind: str, payload: Payload, mono: float | None = None) -> int:
-        if kind != "state" or not isinstance(payload, dict) or payload.get("trigger") != "acknowledge" or held:
-            return durable(kind, payload, mono)
-        held.append(cart.clock.now())
-        cart.sim.inject(Fault(FaultKind.GENERATOR_FAULT, at_s=cart.sim.elapsed_s))  # a new fault, now
-        release = threading.Event()
-        record.append("frame", lambda: (release.wait(5.0), {"slow": True})[1])  # a batch that takes its time
-        threading.Timer(0.3, release.set).start()
-        commits.on_loop_thread = lambda: True  # type: ignore[method-assign]  # the real-time loop's own thread
-        try:
-            return durable(kind, payload, mono)
-        finally:
-            del commits.on_loop_thread
-            operator.willing, operator.asked = False, 0
-
-    commits.durable = slow_acknowledgement  # type: ignore[method-assign]
-    session.procedure._durable = slow_acknowledgement
+    session = cart.session
+    held = _hold_the_commit_of(cart, "acknowledge", FaultKind.GENERATOR_FAULT, then=operator.decline)
     result = session.run()
-    record.close()
-    assert held and commits.hold_ticks > 0, "the acknowledgement's commit was held, ticking"
+    cart.record.close()
+    assert held and session.commits.hold_ticks > 0, "the acknowledgement's commit was held, ticking"
     assert result.final_state == "fault" and result.exit_code == EXIT_FAULT
     dests = _dests(cart)
     assert dests[-2:] == ["standby", "fault"], dests[-4:]
     assert operator.asked == 1, "asked again, about the new fault"
+
+
+def test_a_channel_trip_found_while_a_transition_commits_under_power_stops_only_that_channel(tmp_path: Path) -> None:
+    """Reaching set temperature is committed with RF on. A channel trip a tick of that commit finds is latched by
+    the gate, so the next request for all three channels is refused: the session must stop that channel's lesion
+    alone, as it does for a trip found by a tick (ARCHITECTURE.md section 6), not the healthy ones with it."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    held = _hold_the_commit_of(cart, "set_temperature_reached", FaultKind.THERMOCOUPLE_OPEN, channel=2)
+    result = cart.session.run()
+    cart.record.close()
+    assert held and cart.session.commits.hold_ticks > 0
+    stopped = {s.channel: s.tripped for s in result.summaries}
+    assert "thermocouple_open" in stopped[2] or "over_temperature" in stopped[2], stopped
+    assert stopped[1] == stopped[3] == "", f"only channel 2 stops: {stopped}"
+    assert result.final_state == "fault" and result.exit_code == EXIT_FAULT
+
+
+@pytest.mark.parametrize(("trigger", "states"), [
+    ("self_test_passed", ["self_test", "standby", "fault"]),  # the next guard (stimulation) refuses for the latch
+    ("cooled", ["cooldown", "standby", "fault"]),  # the last transition: no tick follows it
+])
+def test_a_trip_found_while_a_transition_commits_ends_in_fault_though_no_tick_follows(
+    tmp_path: Path, trigger: str, states: list[str]
+) -> None:
+    """The generator faults while a transition is committed, and the procedure goes on without a tick that would
+    act on the trip: a guard refuses for its latch, or the procedure ends. The trip must still take it to fault,
+    never end it in standby with the fault merely told."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    held = _hold_the_commit_of(cart, trigger, FaultKind.GENERATOR_FAULT)
+    result = cart.session.run()
+    cart.record.close()
+    assert held and cart.session.commits.hold_ticks > 0
+    assert result.final_state == "fault" and result.exit_code == EXIT_FAULT
+    assert _dests(cart)[-3:] == states
+    assert result.first_trip.startswith("generator_fault")
+
+
+def test_a_refused_acknowledgement_keeps_checking_the_sessions_own_fault(tmp_path: Path) -> None:
+    """A session fault whose cause is gone at an acknowledgement that a gate latch refuses must still be checked
+    at the next: its cause may be back by then, and the procedure leaves fault only once every cause has
+    cleared (ARCHITECTURE.md section 6)."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    session = cart.session
+    steps = _run_until(cart, State.STANDBY)
+    cart.sim.inject(Fault(FaultKind.GENERATOR_FAULT, at_s=cart.sim.elapsed_s, duration_s=1.0))
+    while not session.gate.latched:  # ticked here, not by the session, which would act on the trip itself
+        session.loop.tick()
+    cause_present = [True]
+    session._session_fault = ("tip temperatures unknown", lambda: cause_present[0])
+    session.procedure.raise_fault("generator_fault")
+    cause_present[0] = False
+    assert not session.procedure.trigger("acknowledge"), "refused: the generator fault still holds"
+    cause_present[0] = True
+    for _ in range(150):  # the generator fault ends after 1 s
+        session.loop.tick()
+    assert not session.procedure.trigger("acknowledge")
+    assert session.procedure.state is State.FAULT and not session.gate.latched, "the gate's own latch has cleared"
+    assert session.procedure.refusals == ["tip temperatures unknown: cause still present"]
+    cause_present[0] = False
+    assert session.procedure.trigger("acknowledge") and session.procedure.state is State.STANDBY
+    _finish(cart, steps)
 
 
 def test_a_trip_the_acknowledgement_itself_finds_is_told_before_the_operator_is_asked_again(tmp_path: Path) -> None:
@@ -260,6 +340,41 @@ def test_an_event_stream_that_closes_mid_lesion_ends_the_procedure_as_a_recorded
     assert all(s.tripped for s in result.summaries)
     cart.sim.step()
     assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+class _GonePipe(io.StringIO):
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_prompt_stream_that_is_gone_ends_the_procedure_as_a_recorded_fault(tmp_path: Path) -> None:
+    """With ``--json`` the console's prompts go to stderr. If that stream has gone when a stimulation question is
+    put, nobody can answer what they cannot see: the procedure ends in fault, recorded, as for a lost display."""
+    operator = ConsoleOperator(inp=io.StringIO("y\n" * 100), out=_GonePipe())
+    cart = build_cart(plan_without_imaging(), tmp_path, operator=operator)
+    cart.session.events = io.StringIO()  # the event stream itself is fine
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == EXIT_FAULT and result.final_state == "fault"
+    assert "the operator's display is gone (BrokenPipeError" in result.message
+    assert RecordReader(cart.record.path).count("summary") == 1 and _dests(cart)[-2:] == ["stimulating", "fault"]
+    cart.sim.step()
+    assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def test_rfa_run_cut_short_by_a_broken_pipe_it_did_not_expect_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rfa record show | head`` quitting early is no error (exit 0), but a run ended by a broken pipe before it
+    could give its result is no success."""
+    def broken(args: Any) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    silenced: list[bool] = []
+    monkeypatch.setattr(cli, "_silence_stdout", lambda: silenced.append(True))
+    monkeypatch.setattr(cli, "_run", broken)
+    monkeypatch.setattr(cli, "_protocol", broken)
+    assert cli.main(["run", "--yes"]) == EXIT_FAULT
+    assert cli.main(["protocol"]) == EXIT_OK
+    assert silenced == [True, True]
 
 
 def test_rfa_run_whose_json_reader_goes_away_exits_1_not_0(tmp_path: Path) -> None:
