@@ -37,3 +37,12 @@ def seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0.0:
         raise argparse.ArgumentTypeError(f"{text} is not a duration; give a number of seconds greater than 0")
     return value
+
+
+def url(text: str) -> str:
+    """A pyserial URL or device path, not empty: an unset variable in ``--generator "$URL"`` must not quietly mean
+    the in-process simulator (as leaving the option out does)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty URL; give a pyserial URL or device path (/dev/ttyUSB0, "
+                                         "socket://HOST:PORT, a pty path), or leave the option out for the simulator")
+    return text

@@ -135,7 +135,7 @@ def planning_estimator() -> Callable[[Lesion, float], tuple[float, float]]:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", type=Path, help="lesion plan TOML (default: three genicular lesions at 80 °C)")
     p.add_argument("--config", type=Path, help="cart configuration TOML (device settings, tighter limits)")
-    p.add_argument("--generator", metavar="URL",
+    p.add_argument("--generator", type=arguments.url, metavar="URL",
                    help="pyserial URL of the generator (/dev/ttyUSB0, socket://127.0.0.1:5760, a pty path); "
                    "runs in real time. Default: the in-process simulator")
     p.add_argument("--probe", help="sim (default), none, usb:VID:PID in hex, or tcp:[HOST:]PORT (the probe that "
@@ -173,10 +173,14 @@ def _record_path(directory: Path, plan: LesionPlan) -> Path:
 
 
 def _await_generator(generator: RfGenerator, clock: Clock, pacer: Pacer, url: str) -> str | None:
-    """Wait for the generator's first STATUS past boot; the reason it is unreachable, or None."""
+    """Wait for the generator's first STATUS past boot; the reason it is unreachable, or None. A link that opened
+    and then went (a generator restarting, a serial-over-TCP bridge with nothing behind it) is unreachable too."""
     deadline = clock.now() + GENERATOR_ANSWER_TIMEOUT_S
     while clock.now() < deadline:
-        generator.service()
+        try:
+            generator.service()
+        except LinkError as exc:
+            return f"the link to the generator at {url} opened, then failed: {exc}"
         status = generator.status
         if status is not None and status.msg.state != GeneratorState.BOOT:
             return None
@@ -208,6 +212,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rfa run: --probe: {exc}", file=err)
         return EXIT_USAGE
     url = args.generator or config.generator_url
+    if url is not None and probe_choice == "sim":
+        print("rfa run: --probe sim is the in-process simulator's probe, and with a generator URL there is none: give "
+              "--probe tcp:HOST:PORT (the probe `rfa sim --probe tcp:PORT` serves), usb:VID:PID, or none (for a plan "
+              "without imaging)", file=err)
+        return EXIT_USAGE
     if args.faults and url is not None:
         print("rfa run: --faults scripts the in-process simulator; pass it to `rfa sim` instead", file=err)
         return EXIT_USAGE
@@ -344,12 +353,15 @@ def _selftest(args: argparse.Namespace) -> int:
     try:
         reason = _await_generator(generator, clock, pacer, args.generator or "the in-process simulator")
         if reason is None:
-            generator.request_self_test()
             deadline = clock.now() + GENERATOR_ANSWER_TIMEOUT_S
-            while generator.self_test_result is None and clock.now() < deadline:
-                pacer.sleep_until(clock.now() + 0.01)
-                generator.service()
-            if generator.self_test_result is None:
+            try:
+                generator.request_self_test()
+                while generator.self_test_result is None and clock.now() < deadline:
+                    pacer.sleep_until(clock.now() + 0.01)
+                    generator.service()
+            except LinkError as exc:
+                reason = f"the link to the generator failed during its self-test: {exc}"
+            if reason is None and generator.self_test_result is None:
                 reason = f"no self-test result within {GENERATOR_ANSWER_TIMEOUT_S:.0f} s"
         if reason is not None:
             print(f"rfa selftest: {reason}", file=sys.stderr)
@@ -549,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     _module_command(commands, "record", record_cli, help="list, show, export, verify or report procedure records")
 
     selftest_cmd = commands.add_parser("selftest", help="run the generator's self-test and show each check")
-    selftest_cmd.add_argument("--generator", metavar="URL", help="pyserial URL (default: the in-process simulator)")
+    selftest_cmd.add_argument("--generator", type=arguments.url, metavar="URL",
+                              help="pyserial URL (default: the in-process simulator)")
     selftest_cmd.add_argument("--channels", type=_channel_list,
                               help="channels that must pass, e.g. 1,2,3 (default: those fitted)")
     selftest_cmd.add_argument("--seed", type=arguments.count, default=0,

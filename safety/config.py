@@ -174,6 +174,8 @@ class CartConfig(BaseModel):
 
     @model_validator(mode="after")
     def _probe_selection(self) -> CartConfig:
+        if self.generator_url is not None and not self.generator_url.strip():
+            raise FieldRefusal("generator_url", "an empty URL; leave it out to run the in-process simulator")
         if self.probe in ("sim", "none"):
             return self
         kind, _, ids = self.probe.partition(":")

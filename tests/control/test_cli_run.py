@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,49 @@ def test_an_unreachable_generator_exits_3_with_the_url(tmp_path: Path, capsys: p
     plan = write_plan(tmp_path)
     assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--generator", url]) == 3
     assert url in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "selftest"])
+def test_a_generator_link_that_opens_then_fails_exits_3_with_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A port that accepts and then closes (a generator restarting, a serial-over-TCP bridge with nothing behind
+    it) is as unreachable as one that refuses: exit 3 naming the URL, not a traceback."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"socket://127.0.0.1:{server.getsockname()[1]}"
+
+        def accept_and_close() -> None:
+            peer, _ = server.accept()
+            peer.close()
+
+        closer = threading.Thread(target=accept_and_close, daemon=True)
+        closer.start()
+        extra = ["--plan", str(write_plan(tmp_path)), "--probe", "none", "--yes"] if command == "run" else []
+        assert main([command, "--generator", url, *extra]) == 3
+        closer.join(timeout=5.0)
+    err = capsys.readouterr().err
+    assert url in err and "opened, then failed" in err
+
+
+@pytest.mark.parametrize("command", ["run", "selftest"])
+def test_an_empty_generator_url_is_refused_not_taken_for_the_simulator(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """``--generator "$GEN_URL"`` with the variable unset must not run the in-process simulator and pass."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--generator", ""])
+    assert exited.value.code == 2
+    assert "--generator: an empty URL" in capsys.readouterr().err
+
+
+def test_the_in_process_probe_is_refused_with_a_generator_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--probe sim`` (the default) is the in-process simulator's probe: with ``--generator`` there is none, and a
+    guided plan would only be refused for lost imaging once it had started. Refused before connecting."""
+    assert main(["run", "--yes", "--generator", "socket://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "--probe sim" in err and "tcp:HOST:PORT" in err and "127.0.0.1:9" not in err
 
 
 def test_probe_none_is_refused_when_the_plan_requires_imaging(capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,7 +191,9 @@ def test_a_weak_stimulus_stops_the_test_before_any_lesion(tmp_path: Path, capsys
 def test_faults_for_an_external_generator_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     faults = tmp_path / "faults.toml"
     faults.write_text("")
-    assert main(["run", "--generator", "socket://127.0.0.1:1", "--faults", str(faults)]) == 2
+    assert main(["run", "--generator", "socket://127.0.0.1:1", "--probe", "none", "--plan", str(write_plan(tmp_path)),
+                 "--faults", str(faults)]) == 2
+    assert "pass it to `rfa sim` instead" in capsys.readouterr().err
 
 
 def test_selftest_reports_each_check(capsys: pytest.CaptureFixture[str]) -> None:

@@ -227,6 +227,7 @@ def test_a_configuration_file_loads(tmp_path: Path) -> None:
         ({"probe": "tcp:host:70000"}, "probe"),
         ({"probe": "tcp:+5555"}, "probe"),
         ({"probe": "udp:5761"}, "probe"),
+        ({"generator_url": " "}, "generator_url"),
         ({"debug_bypass": True}, "debug_bypass"),
     ],
 )
