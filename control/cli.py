@@ -9,11 +9,14 @@ Exit codes: 0 success, 1 the procedure ended in a fault or stop, 2 usage or conf
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -172,6 +175,33 @@ def _record_path(directory: Path, plan: LesionPlan) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _stop_on_termination(session: ProcedureSession) -> Iterator[None]:
+    """SIGTERM and SIGHUP (``systemctl stop``, ``timeout``, a closed SSH session) stop the procedure as the stop
+    button does, at its next tick: output off, latched, recorded, the record closed, exit 1. Their default would
+    kill the process with output on, left to the generator's own heartbeat watchdog, and the record unclosed. A
+    second one does what Ctrl-C does at once (:class:`KeyboardInterrupt`, also an operator stop), in case the
+    first is not being acted on."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    received: list[str] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if received:
+            raise KeyboardInterrupt(name)
+        received.append(name)
+        session.request_stop(f"operator stop ({name} received)")
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _await_generator(generator: RfGenerator, clock: Clock, pacer: Pacer, url: str) -> str | None:
     """Wait for the generator's first STATUS past boot; the reason it is unreachable, or None. A link that opened
     and then went (a generator restarting, a serial-over-TCP bridge with nothing behind it) is unreachable too."""
@@ -302,7 +332,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if guidance_thread is not None:
             guidance_thread.start()
-        result = session.run()
+        with _stop_on_termination(session):
+            result = session.run()
     finally:
         if guidance_thread is not None:
             guidance_thread.stop()

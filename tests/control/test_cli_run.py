@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -219,3 +222,28 @@ def test_protocol_prints_the_contract_table(capsys: pytest.CaptureFixture[str]) 
     assert rows["0x20"] == ("<Q" + "hHHHHB" * 4, "0xB1")
     assert rows["0x40"] == ("<BI", "0xE4")
     assert len(rows) == 10
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_termination_signal_mid_lesion_stops_the_procedure_and_closes_its_record(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """``systemctl stop`` or a closed SSH session during RF: the stop button's orderly stop (output off, recorded,
+    the record closed, exit 1), not a process killed with output left to the generator's own watchdog."""
+    plan = write_plan(tmp_path, {"lesion_time_s = 20.0": "lesion_time_s = 300.0"})
+    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "run", "--yes", "--json", "--probe", "none",
+                             "--plan", str(plan), "--record", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "state" and event["dest"] == "lesioning":
+            proc.send_signal(signum)
+            break
+    rest = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=60) == 1
+    result = rest[-1]
+    assert result["event"] == "result" and result["final_state"] == "stopped"
+    assert f"operator stop ({signum.name} received)" in result["message"]
+    assert all(s["tripped"] for s in result["summaries"]), "the lesion is stopped, not complete"
+    assert RecordReader(Path(result["record_path"])).verify().ok, "intact and closed"
