@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Final, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from safety import limits as hard
 from safety.errors import ConfigError, FieldRefusal, LimitExceeded
@@ -118,7 +118,7 @@ _PositiveInt = Annotated[int, Field(gt=0)]
 class LimitsConfig(BaseModel):
     """Optional tighter values for the hard limits; a field left out keeps the hard limit."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as a plan's: no true for 1
 
     tip_temp_max_c: _Positive | None = None
     pulsed_tip_temp_max_c: _Positive | None = None
@@ -163,13 +163,13 @@ class LimitsConfig(BaseModel):
 class CartConfig(BaseModel):
     """Device settings and tighter limits for one cart."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as a plan's: no true for 1
 
     generator_url: str | None = None
     """A pyserial URL or device path; ``None`` runs the in-process simulator."""
     probe: str = "sim"
     """``sim``, ``none``, ``usb:VID:PID`` (hex) or ``tcp:[HOST:]PORT`` (a simulator process's probe)."""
-    record_dir: Path = Path("records")
+    record_dir: Annotated[Path, Strict(False)] = Path("records")  # written as a string
     limits: LimitsConfig = LimitsConfig()
 
     @model_validator(mode="after")

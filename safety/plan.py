@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, model_validator
 
 from firmware_bridge.messages import N_CHANNELS, OutputMode
 from safety import limits as hard
@@ -58,7 +58,11 @@ _OUTPUT_MODES = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """No unknown field, and no value of the wrong type taken for the right one: pydantic's default would read
+    ``power_cap_w = true`` as 1 W and ``set_temp_c = "80"`` as 80 °C, a typo in a plan that then runs. (A whole
+    number is still a number: ``set_temp_c = 80`` is 80.0.)"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Electrode(_Strict):
@@ -99,7 +103,7 @@ class Lesion(_Strict):
 
     channel: int = Field(ge=1, le=N_CHANNELS)
     electrode: Electrode
-    mode: LesionMode = LesionMode.CONTINUOUS
+    mode: Annotated[LesionMode, Strict(False)] = LesionMode.CONTINUOUS  # written as its name ("pulsed")
     set_temp_c: _Finite
     ramp_rate_c_per_s: _Positive
     lesion_time_s: _Positive
@@ -237,7 +241,7 @@ class LesionPlan(_Strict):
     imaging_required: bool = True
     imaging_frame_max_age_s: _Positive = 0.5
     stimulation: StimulationSettings = StimulationSettings()
-    lesions: tuple[Lesion, ...]
+    lesions: Annotated[tuple[Lesion, ...], Strict(False)]  # a TOML array; each lesion strict itself
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> LesionPlan:

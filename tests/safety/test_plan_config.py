@@ -163,6 +163,31 @@ def test_refusals_name_the_field_and_the_reason(data: dict[str, Any], field: str
     assert words in dict(error.problems)[field]
 
 
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (plan(lesion(power_cap_w=True)), "lesions.0.power_cap_w"),  # lax pydantic: 1 W
+        (plan(lesion(set_temp_c="80")), "lesions.0.set_temp_c"),
+        (plan(lesion(channel=True)), "lesions.0.channel"),  # lax: channel 1
+        (plan(lesion(electrode={"gauge": 18.0, "active_tip_mm": 10.0})), "lesions.0.electrode.gauge"),
+        (plan(lesion(electrode={"gauge": 18, "active_tip_mm": 10.0, "cooled": "no"})), "lesions.0.electrode.cooled"),
+        (plan(lesion(mode="pulsed", set_temp_c=42.0, pulsed={**PULSED, "pulse_width_us": "20000"})),
+         "lesions.0.pulsed.pulse_width_us"),
+        (plan(imaging_required="off"), "imaging_required"),  # lax: False
+        (plan(stimulation={"max_amplitude_mv": 1500.5}), "stimulation.max_amplitude_mv"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_not_converted(data: dict[str, Any], field: str) -> None:
+    """A typo of type in a plan (``true`` for a number, a quoted number, a fraction for a whole number) is refused
+    naming the field, never converted into a value nobody wrote and then run."""
+    assert field in refused(data).fields
+
+
+def test_a_whole_number_is_a_number() -> None:
+    checked = parse_plan(plan(lesion(set_temp_c=80, power_cap_w=25)))
+    assert checked.lesions[0].set_temp_c == 80.0 and checked.lesions[0].power_cap_w == 25.0
+
+
 def test_pulsed_lesions_sharing_one_waveform_are_accepted_beside_other_modes() -> None:
     pulsed_lesion = {"mode": "pulsed", "set_temp_c": 42.0, "pulsed": {**PULSED, "max_voltage_v": 40.0}}
     accepted = parse_plan(
@@ -228,6 +253,8 @@ def test_a_configuration_file_loads(tmp_path: Path) -> None:
         ({"probe": "tcp:+5555"}, "probe"),
         ({"probe": "udp:5761"}, "probe"),
         ({"generator_url": " "}, "generator_url"),
+        ({"limits": {"power_max_w": True}}, "limits.power_max_w"),
+        ({"limits": {"stim_amplitude_max_mv": 1500.0}}, "limits.stim_amplitude_max_mv"),
         ({"debug_bypass": True}, "debug_bypass"),
     ],
 )
