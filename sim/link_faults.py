@@ -18,6 +18,7 @@ import numpy as np
 
 from firmware_bridge.clock import Clock
 from firmware_bridge.transport import Transport
+from sim.generator.faults import toml_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +151,17 @@ def load_link_faults(path: Path) -> LinkFaultConfig:
         raise ValueError(f"{path}: [link]: unknown field(s) {sorted(unknown)}")
     try:
         return LinkFaultConfig(
-            corrupt_byte_prob=float(table.get("corrupt_byte_prob", 0.0)),
-            drop_byte_prob=float(table.get("drop_byte_prob", 0.0)),
-            delay_s=float(table.get("delay_s", 0.0)),
-            unplug=tuple((float(at), float(length)) for at, length in table.get("unplug", [])),
+            corrupt_byte_prob=toml_number(table.get("corrupt_byte_prob", 0.0), "corrupt_byte_prob"),
+            drop_byte_prob=toml_number(table.get("drop_byte_prob", 0.0), "drop_byte_prob"),
+            delay_s=toml_number(table.get("delay_s", 0.0), "delay_s"),
+            unplug=_unplugs(table.get("unplug", [])),
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: [link]: {exc}") from exc
+
+
+def _unplugs(value: object) -> tuple[tuple[float, float], ...]:
+    """``unplug = [[at_s, length_s], ...]``."""
+    if not isinstance(value, list) or not all(isinstance(pair, list) and len(pair) == 2 for pair in value):
+        raise ValueError(f"unplug: {value!r} is not a list of [at_s, length_s] pairs")
+    return tuple((toml_number(at, "unplug at_s"), toml_number(length, "unplug length_s")) for at, length in value)

@@ -476,7 +476,7 @@ def test_faults_come_from_the_script_file(tmp_path: Path) -> None:
     assert load_faults(script) == [Fault(FaultKind.IMPEDANCE_SHORT, 2.5, 3, 1.0)]
     assert load_link_faults(script) == LinkFaultConfig(corrupt_byte_prob=0.001, unplug=((3.0, 0.5),))
     script.write_text('[[fault]]\nkind = "gremlins"\nat_s = 1\n')
-    with pytest.raises(ValueError, match=r"fault\[0\]"):
+    with pytest.raises(ValueError, match=r"fault\[0\]: kind: 'gremlins' is not a fault kind; the kinds are .*open"):
         load_faults(script)
 
 
@@ -491,6 +491,12 @@ def test_faults_come_from_the_script_file(tmp_path: Path) -> None:
     '[[fault]]\nkind = "impedance_short"\nat_s = 1\nvalue = nan\n',
     '[link]\ndelay_s = nan\n',
     '[link]\nunplug = [[nan, 1.0]]\n',
+    '[link]\nunplug = [[30.0]]\n',
+    '[link]\ndelay_s = "0.1"\n',
+    '[[fault]]\nkind = "thermocouple_open"\nat_s = "soon"\n',
+    '[[fault]]\nkind = "thermocouple_open"\nat_s = true\n',  # float() would take it for 1 s
+    '[[fault]]\nkind = "thermocouple_open"\nat_s = 1\nchannel = true\n',  # int() would take it for channel 1
+    '[[fault]]\nkind = "thermocouple_open"\nat_s = 1\nchannel = 2.5\n',
     'fault = 3\n',
     'link = 5\n',
 ])

@@ -115,13 +115,35 @@ def load_faults(path: Path) -> list[Fault]:
             if unknown:
                 raise ValueError(f"unknown field(s) {sorted(unknown)}")
             faults.append(Fault(
-                kind=FaultKind(entry["kind"]),
-                at_s=float(entry["at_s"]),
-                channel=int(entry.get("channel", 1)),
-                duration_s=None if entry.get("duration_s") is None else float(entry["duration_s"]),
-                value=None if entry.get("value") is None else float(entry["value"]),
+                kind=_kind(entry["kind"]),
+                at_s=toml_number(entry["at_s"], "at_s"),
+                channel=_channel(entry.get("channel", 1)),
+                duration_s=None if entry.get("duration_s") is None else toml_number(entry["duration_s"], "duration_s"),
+                value=None if entry.get("value") is None else toml_number(entry["value"], "value"),
             ))
         except (KeyError, ValueError, TypeError) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(f"{path}: fault[{i}]: {reason}") from exc
     return faults
+
+
+def toml_number(value: object, field: str) -> float:
+    """A number as TOML writes one (an integer or a float): not ``true``, nor a number in quotes, which ``float``
+    would take for 1.0 or read, so that a typo would script a fault nobody wrote."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field}: {value!r} is not a number")
+    return float(value)
+
+
+def _channel(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"channel: {value!r} is not a channel number (1..{N_CHANNELS})")
+    return value
+
+
+def _kind(value: object) -> FaultKind:
+    for kind in FaultKind:
+        if value == kind.value:
+            return kind
+    kinds = ", ".join(kind.value for kind in FaultKind)
+    raise ValueError(f"kind: {value!r} is not a fault kind; the kinds are {kinds}")
