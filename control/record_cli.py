@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -142,14 +143,15 @@ def _export(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """The report is written even from a broken record (it says so at the top), but scripts get exit 1."""
+    if importlib.util.find_spec("matplotlib") is None:  # said before reading the record, not after
+        print("rfa record report: the report's plots need matplotlib, the 'plot' extra: "
+              ".venv/bin/pip install -e '.[plot]'", file=sys.stderr)
+        return EXIT_USAGE
     from control.report import write_report  # numpy and the report code only when asked for
 
     output = args.output or _default_report_path(args.file)
     try:
         outcome = write_report(args.file, output, progress=sys.stderr)
-    except ModuleNotFoundError as exc:
-        print(f"rfa record report: {exc}; the plots need the 'plot' extra (matplotlib)", file=sys.stderr)
-        return EXIT_USAGE
     except OSError as exc:
         print(f"rfa record report: cannot write {output}: {exc}", file=sys.stderr)
         return EXIT_USAGE

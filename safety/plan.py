@@ -237,7 +237,7 @@ class StimulationSettings(_Strict):
 class LesionPlan(_Strict):
     """A validated lesion plan: the only input from which the gate derives what it may enable."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=100)  # it names the record's file too
     imaging_required: bool = True
     imaging_frame_max_age_s: _Positive = 0.5
     stimulation: StimulationSettings = StimulationSettings()

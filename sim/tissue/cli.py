@@ -7,6 +7,7 @@ and returns the exit code (0 done, 2 usage or configuration error: the refused f
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -46,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:  # before the work, not after
+        print("rfa lesion: --plot needs matplotlib, the 'plot' extra: .venv/bin/pip install -e '.[plot]'",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         config = LesionModelConfig(
             electrode=ElectrodeSpec(gauge=args.gauge, active_tip_mm=args.tip, cooled=args.cooled),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import re
 import sqlite3
@@ -203,6 +204,17 @@ def test_cli_writes_the_report_and_exits_0(record_path: Path, tmp_path: Path,
     assert out.read_text(encoding="utf-8").count('class="lesion-plot"') == 2
     err = capsys.readouterr().err
     assert "verifying the hash chain" in err and "2 lesion plots, hash chain intact" in err
+
+
+def test_cli_without_matplotlib_exits_2_before_reading_the_record(
+    record_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "matplotlib" else find_spec(name, *rest))
+    out = tmp_path / "report.html"
+    assert run_cli(["report", str(record_path), "-o", str(out)]) == 2
+    assert "pip install -e '.[plot]'" in capsys.readouterr().err and not out.exists()
 
 
 def test_cli_writes_beside_the_record_by_default_and_exits_1_when_broken(record_path: Path) -> None:

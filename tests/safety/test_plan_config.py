@@ -81,6 +81,7 @@ def test_the_default_plan_reaches_its_set_temperature_within_the_lesion() -> Non
             "pulsed_tip_temp_max_c",
         ),
         (plan(lesion(), lesion(channel=1)), "lesions.1.channel", "already used"),
+        (plan(name="é" * 101), "name", "at most 100"),  # the record's file name would pass 255 bytes
         (plan(lesion(mode="bipolar"), lesion(channel=2)), "lesions.1.channel", "already used"),
         (plan(lesion(mode="bipolar", channel=2)), "lesions.0.channel", "bipolar"),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -69,3 +70,16 @@ def test_bad_input_exits_2_naming_the_field(
 ) -> None:
     assert lesion_command(*argv, "--spacing", "0.5") == 2
     assert named in capsys.readouterr().err
+
+
+def test_a_plot_without_matplotlib_is_refused_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the 'plot' extra, --plot exits 2 at once and says how to install it, not with a traceback after
+    the lesion has been computed."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "matplotlib" else find_spec(name, *rest))
+    assert lesion_command("--temp", "80", "--time", "30", "--plot", str(tmp_path / "l.png")) == 2
+    err = capsys.readouterr().err
+    assert "pip install -e '.[plot]'" in err and not (tmp_path / "l.png").exists()
