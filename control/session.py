@@ -29,11 +29,11 @@ from control.durable import CommitWaiter
 from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
 from control.operator import Operator, Question
 from control.procedure import Procedure, State
-from control.record import ProcedureRecord
+from control.record import ProcedureRecord, RecordError
 from control.recorder import Recorder
 from control.summary import ChannelTrace, LesionSummary, summarise, summary_table
 from firmware_bridge.clock import Clock
-from firmware_bridge.errors import CartError
+from firmware_bridge.errors import CartError, LinkError
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import (
     SelfTestCheck,
@@ -211,7 +211,7 @@ class ProcedureSession:
         except KeyboardInterrupt:
             messages.append(self._operator_stop("operator stop (interrupt)"))
         except CartError as exc:  # the link died, the record failed, a device refused: the safe state
-            messages.append(self._abort(f"{type(exc).__name__}: {exc}"))
+            messages.append(self._abort(_failure(exc)))
         finally:
             try:
                 with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
@@ -893,6 +893,21 @@ class ProcedureSession:
         view = self.guidance.view() if self.guidance is not None else None
         with self._to_operator():
             self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
+
+
+def _failure(exc: CartError) -> str:
+    """What ended the procedure, in the operator's words and with what to check; the error's class last, for the
+    engineer reading the record."""
+    if isinstance(exc, LinkError):
+        what = (f"generator link lost ({exc}): the generator turns its own output off "
+                f"{hard.GENERATOR_HEARTBEAT_TIMEOUT_S * 1000:.0f} ms after the host's last heartbeat; check its "
+                "front panel shows output off, and the cable")
+    elif isinstance(exc, RecordError):
+        what = (f"the procedure record failed ({exc}): output off; what it holds so far is on disk "
+                "(rfa record verify), check the disk")
+    else:
+        what = str(exc)
+    return f"{what} [{type(exc).__name__}]"
 
 
 def render_result(result: SessionResult) -> str:

@@ -239,7 +239,8 @@ def test_a_link_that_dies_mid_lesion_ends_in_a_recorded_fault(tmp_path: Path) ->
     result = cart.session.result
     assert result is not None
     assert (result.exit_code, result.final_state) == (1, "fault")
-    assert "LinkError" in result.message
+    assert result.message.startswith("generator link lost") and "check its front panel" in result.message
+    assert result.first_trip.endswith("[LinkError]") and result.message.startswith(result.first_trip)
     assert all(s.tripped for s in result.summaries)
     assert not cart.session.loop.watchdog.armed, "supervision ended"
     cart.record.close()
