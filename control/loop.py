@@ -131,10 +131,13 @@ class ControlLoop:
             self.runtime.slack()
         self.gate.keep_alive()
         now = self.clock.now()
-        self._t_next += PERIOD_S
-        if self._t_next < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst
-            self._t_next = now
-        self.pacer.sleep_until(self._t_next)
+        due = self._t_next + PERIOD_S
+        if due < now - PERIOD_S:  # fell behind (real time): resynchronise, never burst
+            due = now
+        self.pacer.sleep_until(due)
+        # Only once the wait is over: a wait cut short (Ctrl-C) leaves this tick due, so the stop's own commit
+        # ticks at once instead of waiting a whole period more for the tick after it (20 ms without a kick).
+        self._t_next = due
         if not self.realtime:
             self.watchdog.tick()
         self.generator.poll()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from control.loop import ControlLoop
 from safety.inputs import ImagingStatus
 from safety.interlocks import InterlockId, Trip
@@ -62,3 +64,35 @@ def test_a_stall_both_see_comes_out_once_whichever_records_it_second() -> None:
     assert reason.endswith("since the last tick (limit 20 ms)"), "the evaluation's own, found first"
     assert rig.gate.take_trips_between_ticks() == []
     assert overruns(loop.tick()) == []
+
+
+class _InterruptedPacer(StallingPacer):
+    """Ctrl-C arrives while the loop waits for its next tick, once."""
+
+    interrupt = False
+
+    def sleep_until(self, t: float) -> None:
+        if self.interrupt:
+            self.interrupt = False
+            self.rig.clock.sleep_until(t - 0.004)
+            raise KeyboardInterrupt
+        super().sleep_until(t)
+
+
+def test_a_wait_cut_short_leaves_its_tick_due_so_the_next_tick_takes_its_place() -> None:
+    """An operator's Ctrl-C lands in the loop's wait. The stop that follows ticks through its commit when the next
+    tick is due; had the cut-short wait moved the schedule on, that would be a whole period late, and the watchdog
+    would see two periods without a kick in the middle of an orderly stop."""
+    rig = Rig()
+    pacer = _InterruptedPacer(rig)
+    loop = ControlLoop(clock=rig.clock, pacer=pacer, generator=rig.driver, gate=rig.gate, guidance=None,
+                       realtime=False)
+    for _ in range(3):
+        loop.tick()
+    kicked_at = rig.clock.now()
+    pacer.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        loop.tick()
+    assert loop.until_next_tick_s() <= 0.0041, "the interrupted tick is still the one due, 4 ms on"
+    assert overruns(loop.tick()) == []
+    assert rig.clock.now() - kicked_at <= 0.0101, "the next tick took the interrupted one's place"
