@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from firmware_bridge.probe.reassembler import FrameReassembler
 from firmware_bridge.probe.wire import (
+    FRAME_MAGIC,
     HEADER_BYTES,
     INFO_BYTES,
     FrameFormat,
@@ -112,3 +113,111 @@ def test_info_is_48_bytes_and_round_trips() -> None:
 def test_status_round_trips_negative_temperatures() -> None:
     status = ProbeStatus(ProbeState.FAULT, -4.5, 0x8001)
     assert ProbeStatus.decode(status.encode()) == status
+
+
+# Magic bytes inside damaged data. An envelope image can hold b"USF1"; when the frame around it is rejected,
+# the rescan finds it, and it must not count as another corrupt frame (nor hide a real gap from the drops).
+
+_LINES, _SAMPLES = 8, 16
+_DATA_BYTES = _LINES * _SAMPLES
+_MAGIC_AT = st.lists(st.integers(0, _DATA_BYTES - 2 * HEADER_BYTES), max_size=3)
+"""Where false magics go: far enough from the end that the false header lies in the data (zeros and magics),
+which can never make a consistent header, even when the frame loses up to 32 bytes of its tail."""
+
+
+def _envelope(number: int, magic_at: list[int] | tuple[int, ...] = ()) -> bytes:
+    data = bytearray(_DATA_BYTES)
+    for at in magic_at:
+        data[at : at + len(FRAME_MAGIC)] = FRAME_MAGIC
+    header = frame_header(number, number * 1000, _LINES, _SAMPLES, 40, FrameFormat.ENVELOPE_U8, bytes(data))
+    return encode_frame(header, bytes(data))
+
+
+def _with_bad_crc(frame: bytes) -> bytes:
+    return frame[:-1] + bytes([frame[-1] ^ 0xFF])
+
+
+def _with_bad_header(frame: bytes) -> bytes:
+    """An unknown format: the header is inconsistent, its length still right."""
+    return frame[:22] + b"\x7f" + frame[23:]
+
+
+def test_magic_bytes_inside_a_frame_that_fails_its_crc_are_not_more_frames() -> None:
+    bad = _with_bad_crc(_envelope(2, magic_at=(10, 40)))
+    reassembler = FrameReassembler()
+    frames = reassembler.feed(_envelope(1) + bad + _envelope(4))  # 3 never sent
+    assert [f.header.frame_number for f in frames] == [1, 4]
+    assert (reassembler.stats.corrupt_frames, reassembler.stats.dropped_frames) == (1, 1)
+
+
+def test_magic_bytes_inside_a_frame_with_a_bad_header_are_not_more_frames() -> None:
+    bad = _with_bad_header(_envelope(2, magic_at=(0, 33, 64)))
+    reassembler = FrameReassembler()
+    frames = reassembler.feed(_envelope(1) + bad + _envelope(4))
+    assert [f.header.frame_number for f in frames] == [1, 4]
+    assert (reassembler.stats.corrupt_frames, reassembler.stats.dropped_frames) == (1, 1)
+
+
+def test_consecutive_corrupt_frames_with_magic_bytes_each_count_once() -> None:
+    bad = [_with_bad_crc(_envelope(n, magic_at=(5, 50))) for n in (2, 3)]
+    reassembler = FrameReassembler()
+    reassembler.feed(_envelope(1) + bad[0] + bad[1] + _with_bad_header(_envelope(4, magic_at=(7,))) + _envelope(5))
+    assert (reassembler.stats.corrupt_frames, reassembler.stats.dropped_frames) == (3, 0)
+
+
+def test_a_magic_in_garbage_outside_any_frame_still_counts_as_corrupt() -> None:
+    """It cannot be told from a frame whose header was hit; the gap it stands for is then not a drop."""
+    reassembler = FrameReassembler()
+    frames = reassembler.feed(_envelope(1) + FRAME_MAGIC + bytes(40) + _envelope(3))
+    assert [f.header.frame_number for f in frames] == [1, 3]
+    assert (reassembler.stats.corrupt_frames, reassembler.stats.dropped_frames) == (1, 0)
+
+
+_KINDS = ("good", "bad_crc", "bad_header", "truncated", "dropped", "bad_magic")
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(_KINDS), _MAGIC_AT, st.integers(1, HEADER_BYTES)), max_size=12),
+    st.lists(st.integers(1, 200), min_size=1, max_size=20),
+)
+def test_counters_add_up_with_magic_bytes_inside_damaged_frames(
+    middle: list[tuple[str, list[int], int]], cuts: list[int]
+) -> None:
+    plan = [("good", [], 0), *middle, ("good", [], 0)]
+    stream = b""
+    expected_corrupt = 0
+    previous_sent = ""
+    for number, (kind, magic_at, lost) in enumerate(plan, start=1):
+        if kind == "dropped":
+            continue
+        if kind == "bad_magic":
+            magic_at = []  # a false magic in unrecognisable bytes is, rightly, a frame with a damaged header
+        frame = _envelope(number, magic_at)
+        if kind == "bad_crc":
+            frame = _with_bad_crc(frame)
+        elif kind == "bad_header":
+            frame = _with_bad_header(frame)
+        elif kind == "truncated":
+            frame = frame[:-lost]
+        elif kind == "bad_magic":
+            frame = b"X" + frame[1:]
+        stream += frame
+        # A bad header inside the bytes a truncated frame claims cannot be told from a false magic: a drop.
+        if kind in ("bad_crc", "truncated") or (kind == "bad_header" and previous_sent != "truncated"):
+            expected_corrupt += 1
+        previous_sent = kind
+
+    reassembler = FrameReassembler(max_frame_bytes=4096)
+    numbers: list[int] = []
+    pos = step = 0
+    while pos < len(stream):
+        cut = cuts[step % len(cuts)]
+        numbers.extend(f.header.frame_number for f in reassembler.feed(stream[pos : pos + cut]))
+        pos += cut
+        step += 1
+
+    good = [n for n, (kind, _, _) in enumerate(plan, start=1) if kind == "good"]
+    stats = reassembler.stats
+    assert numbers == good
+    assert stats.frames_ok + stats.corrupt_frames + stats.dropped_frames == len(plan)
+    assert stats.corrupt_frames == expected_corrupt
