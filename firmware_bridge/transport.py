@@ -42,7 +42,17 @@ class Transport(Protocol):
 
 
 class SerialTransport:
-    """A pyserial port opened from a URL: 921600 baud, 8N1, exclusive where the OS supports it."""
+    """A pyserial port opened from a URL: 921600 baud, 8N1, exclusive (the contract's "exclusive open").
+
+    ``exclusive=True`` goes to every URL, not only to plain device paths: ``spy://``, ``alt://`` and
+    ``hwgrep://`` open a real local port with the platform's class, and without the flag a second program
+    could share the generator link. pyserial 3.5 accepts the flag for every handler (checked for plain
+    paths and ptys, ``spy://``, ``alt://``, ``hwgrep://``, ``socket://``, ``rfc2217://``, ``loop://``); on
+    ``socket://``, ``rfc2217://`` and ``loop://`` it has no effect, since there is no local device to lock
+    (``loop://`` is in-process; a network port belongs to the server, which decides who may connect). On
+    POSIX the lock is pyserial's advisory ``flock``: it keeps out every program that asks for exclusive
+    access (pyserial's default in its own tools), not one that opens the device without asking.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -53,9 +63,8 @@ class SerialTransport:
             "stopbits": serial.STOPBITS_ONE,
             "timeout": 0,
             "write_timeout": WRITE_TIMEOUT_S,
+            "exclusive": True,
         }
-        if "://" not in url:  # a device or pty path: refuse to share it with another program
-            kwargs["exclusive"] = True
         try:
             self._port = serial.serial_for_url(url, **kwargs)
         except (serial.SerialException, OSError, ValueError) as exc:

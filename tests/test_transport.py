@@ -133,6 +133,23 @@ def test_pty_round_trip_and_exclusive_open(pty_pair: tuple[int, str]) -> None:
         port.close()
 
 
+@pytest.mark.parametrize("scheme", ["spy://{}?file=" + os.devnull, "alt://{}?class=PosixPollSerial"])
+def test_a_real_port_opened_through_a_url_handler_is_exclusive_too(
+    pty_pair: tuple[int, str], scheme: str
+) -> None:
+    # Once, only a plain path was opened exclusive: a second spy:// open of the same port succeeded.
+    url = scheme.format(pty_pair[1])
+    port = open_transport(url)
+    try:
+        with pytest.raises(LinkError, match="cannot open"):
+            open_transport(url)
+        with pytest.raises(LinkError, match="cannot open"):
+            open_transport(pty_pair[1])
+    finally:
+        port.close()
+    open_transport(url).close()  # the lock goes with the port
+
+
 def test_pty_device_gone_is_a_link_error(pty_pair: tuple[int, str]) -> None:
     master, path = pty_pair
     port = open_transport(path)
