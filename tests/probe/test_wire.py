@@ -1,13 +1,18 @@
-"""The wire codec and the frame reassembler: round trips, and no input ever makes them raise."""
+"""The wire codec and the frame reassembler: golden bytes from the contract, round trips, and no input ever
+makes them raise."""
 
 from __future__ import annotations
 
+import struct
 import zlib
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_bridge.probe.reassembler import FrameReassembler
+from firmware_bridge.clock import SimClock
+from firmware_bridge.probe import UltrasoundProbe
+from firmware_bridge.probe.reassembler import FrameReassembler, RawFrame
 from firmware_bridge.probe.wire import (
     FRAME_MAGIC,
     HEADER_BYTES,
@@ -22,6 +27,7 @@ from firmware_bridge.probe.wire import (
     encode_frame,
     frame_header,
 )
+from sim.probe import SimProbe, SimProbeBackend
 
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFF_FFFF)
@@ -113,6 +119,110 @@ def test_info_is_48_bytes_and_round_trips() -> None:
 def test_status_round_trips_negative_temperatures() -> None:
     status = ProbeStatus(ProbeState.FAULT, -4.5, 0x8001)
     assert ProbeStatus.decode(status.encode()) == status
+
+
+# -- golden bytes: written out by hand from ARCHITECTURE.md section 5, field by field, not from the code --
+
+GOLDEN_INFO = bytes.fromhex(
+    "43352d32" "000000000000000000000000"  # model 16s: "C5-2", NUL padded
+    "534e30303432" "00000000000000000000"  # serial 16s: "SN0042", NUL padded
+    "c000"  # element count H: 192
+    "4c1d0000"  # centre frequency I: 7500 kHz
+    "c611"  # pitch or radius H: 45.50 mm = 4550 (0.01 mm)
+    "01"  # geometry B: convex
+    "00" "0000000000"  # x, 5x: pad (the struct ends here, 47 bytes)
+    "00"  # byte 48: the contract's "48 bytes"; docs/contract.md, GET_INFO length
+)
+GOLDEN_STATUS = bytes.fromhex(
+    "01"  # state B: streaming
+    "d3ff"  # probe face temperature h: -4.5 °C = -45 (0.1 °C)
+    "00"  # x: pad
+    "01000080"  # error bits I: 0x80000001
+)
+CHECK_DATA = b"123456789"
+"""The CRC catalogue's check string; CRC-32 (IEEE 802.3, zlib's) of it is 0xCBF43926."""
+GOLDEN_FRAME = bytes.fromhex(
+    "55534631"  # magic 4s: "USF1"
+    "04030201"  # frame number I: 0x01020304
+    "ab89674523010000"  # timestamp Q: 0x0123456789AB µs
+    "0100"  # lines H: 1
+    "0900"  # samples per line H: 9
+    "2800"  # depth H: 40 mm
+    "00"  # format B: 0, envelope u8 (1 × 9 × 1 byte = 9 data bytes)
+    "00"  # reserved B
+    "09000000"  # data length I: 9
+    "2639f4cb"  # CRC-32 of the data only I: 0xCBF43926
+    "313233343536373839"  # data: "123456789"
+)
+
+
+def test_crc32_is_the_ieee_crc_with_its_check_value() -> None:
+    assert zlib.crc32(CHECK_DATA) == 0xCBF43926
+
+
+def test_get_info_golden_bytes() -> None:
+    info = ProbeInfo("C5-2", "SN0042", 192, 7500, 45.5, Geometry.CONVEX)
+    assert len(GOLDEN_INFO) == INFO_BYTES == 48
+    assert info.encode() == GOLDEN_INFO
+    assert ProbeInfo.decode(GOLDEN_INFO) == info
+    assert ProbeInfo.decode(GOLDEN_INFO[:47]) == info  # a probe that sends the struct alone
+
+
+def test_get_status_golden_bytes() -> None:
+    status = ProbeStatus(ProbeState.STREAMING, -4.5, 0x8000_0001)
+    assert len(GOLDEN_STATUS) == 8
+    assert status.encode() == GOLDEN_STATUS
+    assert ProbeStatus.decode(GOLDEN_STATUS) == status
+
+
+def test_bulk_frame_golden_bytes() -> None:
+    header = FrameHeader(0x01020304, 0x0123456789AB, 1, 9, 40, FrameFormat.ENVELOPE_U8, 0, 9, 0xCBF43926)
+    assert GOLDEN_FRAME[:HEADER_BYTES] == header.encode() and HEADER_BYTES == 32
+    assert frame_header(0x01020304, 0x0123456789AB, 1, 9, 40, FrameFormat.ENVELOPE_U8, CHECK_DATA) == header
+    assert encode_frame(header, CHECK_DATA) == GOLDEN_FRAME
+    assert decode_header(GOLDEN_FRAME) == header
+    reassembler = FrameReassembler()
+    assert reassembler.feed(GOLDEN_FRAME) == [RawFrame(header, CHECK_DATA)]
+    assert reassembler.stats.frames_ok == 1
+
+
+class _RecordingBackend(SimProbeBackend):
+    """The simulated probe's backend, keeping each vendor request as its 8-byte USB setup packet."""
+
+    def __init__(self, *probes: SimProbe) -> None:
+        super().__init__(*probes)
+        self.setups: list[bytes] = []
+
+    def ctrl_transfer(
+        self, dev_handle: Any, request_type: int, request: int, value: int, index: int, data: Any, timeout: int
+    ) -> int:
+        if request_type in (0xC1, 0x41):  # not pyusb's own standard requests (string descriptors)
+            self.setups.append(struct.pack("<BBHHH", request_type, request, value, index, len(data) * data.itemsize))
+        return super().ctrl_transfer(dev_handle, request_type, request, value, index, data, timeout)
+
+
+def test_vendor_requests_golden_setup_packets(clock: SimClock, sim_probe: SimProbe) -> None:
+    backend = _RecordingBackend(sim_probe)
+    probe = UltrasoundProbe.open(clock, backend=backend)
+    try:
+        probe.set_depth_mm(40)
+        probe.set_gain_db(30.5)
+        probe.set_frequency_khz(5000)
+        probe.unfreeze()
+        probe.freeze()
+        probe.read_status()
+    finally:
+        probe.close()
+    # bmRequestType, bRequest, wValue (LE), wIndex = interface 0 (LE), wLength (LE)
+    assert [setup.hex(" ") for setup in backend.setups] == [
+        "c1 01 00 00 00 00 30 00",  # GET_INFO, in, 48 bytes
+        "41 10 28 00 00 00 00 00",  # SET_DEPTH 40 mm
+        "41 11 31 01 00 00 00 00",  # SET_GAIN 30.5 dB = 305 (0.1 dB)
+        "41 12 f4 01 00 00 00 00",  # SET_FREQUENCY 5000 kHz = 500 (10 kHz)
+        "41 21 00 00 00 00 00 00",  # UNFREEZE
+        "41 20 00 00 00 00 00 00",  # FREEZE
+        "c1 30 00 00 00 00 08 00",  # GET_STATUS, in, 8 bytes
+    ]
 
 
 # Magic bytes inside damaged data. An envelope image can hold b"USF1"; when the frame around it is rejected,
