@@ -175,7 +175,8 @@ class ProcedureSession:
 
     # -- public --------------------------------------------------------------------------------------
     def run(self) -> SessionResult:
-        """Run the whole plan; returns how it ended. Output is off whenever this returns."""
+        """Run the whole plan; returns how it ended. Output is off whenever this returns, or raises: a defect of this
+        program is raised once the procedure is in ``fault`` and the record holds its summary."""
         for _ in self.steps():
             pass
         assert self.result is not None
@@ -188,6 +189,7 @@ class ProcedureSession:
     def steps(self) -> Iterator[None]:
         """The procedure as a generator that yields after every tick, so tests can act between ticks."""
         messages: list[str] = []
+        defect: Exception | None = None
         warm_up()  # compile or load the numba kernel now, never on a lesion tick (nor after the GC freeze)
         try:
             self.loop.start()
@@ -212,10 +214,14 @@ class ProcedureSession:
             messages.append(self._operator_stop("operator stop (interrupt)"))
         except CartError as exc:  # the link died, the record failed, a device refused: the safe state
             messages.append(self._abort(_failure(exc)))
+        except Exception as exc:  # a defect of this program: the safe state and the record first, then it is raised
+            defect = exc
+            messages.append(self._abort(f"internal error: {type(exc).__name__}: {exc}"))
         finally:
             try:
-                with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
+                with contextlib.suppress(CartError):  # the display gone: the alarms are in the record all the same
                     self._tell_ending(self._pending_trips)  # found by the last tick or hold, never acted on
+                with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
                     self.gate.all_off("end of procedure")
                     self._settle_withholding()
                 unconfirmed = self._off_unconfirmed()  # before the watchdog's own last OUTPUT_OFF, just below
@@ -256,6 +262,8 @@ class ProcedureSession:
         except CartError as exc:
             result.message = "; ".join([*messages, f"the summary could not be recorded: {exc}"])
             result.exit_code = EXIT_FAULT
+        if defect is not None:  # its traceback is for whoever mends it
+            raise defect
 
     def _predicted(self, summary: LesionSummary) -> LesionSummary:
         lesion = self.plan.lesion_on(summary.channel)

@@ -391,6 +391,51 @@ def test_rfa_run_whose_json_reader_goes_away_exits_1_not_0(tmp_path: Path) -> No
     assert summary["final_state"] == "fault" and "display is gone" in summary["message"]
 
 
+def test_a_defect_of_the_program_mid_lesion_ends_in_a_recorded_fault_then_is_raised(tmp_path: Path) -> None:
+    """An exception no one foresaw (a bug) in the middle of a lesion: output off, the procedure in fault with its
+    summary in the record, and only then the exception, with its traceback, for whoever mends it."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    steps = _run_until(cart, State.LESIONING)
+
+    def broken(*args: Any) -> None:
+        raise ZeroDivisionError("a bug")
+
+    cart.session._show_lesions = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        _finish(cart, steps)
+    result = cart.session.result
+    assert result is not None and result.exit_code == EXIT_FAULT and result.final_state == "fault"
+    assert result.message.startswith("internal error: ZeroDivisionError: a bug")
+    assert all(s.tripped for s in result.summaries)
+    assert RecordReader(cart.record.path).count("summary") == 1 and _dests(cart)[-1] == "fault"
+    cart.sim.step()
+    assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def test_the_end_turns_output_off_even_if_its_alarms_cannot_be_told(tmp_path: Path) -> None:
+    """The display has gone as the procedure ends: its last alarms cannot be shown, and the end's own OUTPUT_OFF
+    and its wait to see output off must still happen (not be skipped with the telling)."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    session = cart.session
+    steps = _run_until(cart, State.LESIONING)
+
+    def display_gone(trips: list[Any]) -> None:
+        raise session_module.OperatorOutputLost("the operator's display is gone")
+
+    offs: list[str] = []
+    all_off = session.gate.all_off
+
+    def noted_all_off(reason: str = "requested") -> int:
+        offs.append(reason)
+        return all_off(reason)
+
+    session._tell_ending = display_gone  # type: ignore[method-assign]
+    session.gate.all_off = noted_all_off  # type: ignore[method-assign]
+    session.request_stop()
+    _finish(cart, steps)
+    assert "end of procedure" in offs, offs  # before the watchdog's own, as supervision ends
+
+
 def test_the_console_ends_with_the_procedures_message_and_its_first_trip(tmp_path: Path) -> None:
     """The second screen must not drop 'OUTPUT MAY STILL BE ON' in favour of the first trip: both are shown."""
     cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.OUTPUT_STUCK, at_s=60.0, channel=1)])
