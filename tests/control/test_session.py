@@ -13,7 +13,7 @@ from control.procedure import State
 from control.record import RecordReader
 from firmware_bridge.messages import ElectrodeInfo, Message, Pump, SetOutput
 from safety import limits as hard
-from safety.plan import Lesion, LesionPlan, default_genicular_plan
+from safety.plan import Lesion, LesionPlan, default_genicular_plan, load_plan
 from sim.generator import Fault, FaultKind
 from tests.control.harness import SimCart, build_cart
 
@@ -268,3 +268,19 @@ def test_cooled_electrodes_get_coolant_before_rf_and_none_after(tmp_path: Path) 
     assert pumps[0] < rf[0] and pumps[1] > rf[-1], "coolant flows before the first RF and stops after the last"
     cart.sim.step()  # the generator acts on the last command
     assert not cart.sim.pump_on
+
+
+def test_a_pulsed_lesion_held_below_its_ceiling_does_not_keep_the_others_in_ramping(tmp_path: Path) -> None:
+    """Pulsed RF holds its tip under a ceiling (42 °C), which its voltage cap may never let it reach: the procedure
+    is lesioning once the thermal lesions are at their set temperature, not ramping until every lesion has ended."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    cart = build_cart(plan, tmp_path)
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == 0, result.message
+    rows = list(RecordReader(result.record_path).rows("state"))
+    lesioning = next(r for r in rows if r.payload["dest"] == "lesioning")
+    bipolar = next(s for s in result.summaries if s.channel == 1)
+    assert "reason" not in lesioning.payload, lesioning.payload
+    assert lesioning.mono < rows[-1].mono - 30.0, "well before the 60 s lesions end"
+    assert bipolar.time_to_set_s is not None and bipolar.time_to_set_s < 40.0
