@@ -134,10 +134,15 @@ def _export(args: argparse.Namespace) -> int:
         finally:
             if args.output is not None:
                 out.close()
+        verdict = reader.verify()  # an export leaves the cart: say whether it is the record as written
     finally:
         reader.close()
     if args.output is not None:
         print(f"exported {n} rows to {args.output}", file=sys.stderr)
+    if not verdict.ok:  # exported all the same, as `report` writes its report: what is there may be evidence
+        print(f"rfa record export: {args.file}: {verdict.reason} (rfa record verify): the rows exported are not "
+              "known to be the record as written", file=sys.stderr)
+        return EXIT_BROKEN
     return EXIT_OK
 
 

@@ -103,6 +103,19 @@ def test_the_record_commands_answer_damage_with_exit_1_and_a_wrong_path_with_exi
     assert "cannot write" in capsys.readouterr().err
 
 
+def test_an_export_of_a_tampered_record_is_written_but_says_so_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy that leaves the cart must not pass for the record as written: the chain is checked as it is exported."""
+    path = _record(tmp_path / "p.rfa.db")
+    _sql(path, ("UPDATE events SET payload = '{\"i\": 7}' WHERE id = 2", ()))  # valid JSON, wrong content
+    out = tmp_path / "p.csv"
+    assert main(["record", "export", str(path), "--format", "csv", "-o", str(out)]) == 1
+    assert "row 2" in capsys.readouterr().err and out.read_text().count("\n") > 4
+    good = _record(tmp_path / "good.rfa.db")
+    assert main(["record", "export", str(good), "-o", str(tmp_path / "good.json"), "--format", "json"]) == 0
+
+
 def test_verify_prints_the_final_hash_of_a_closed_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _record(tmp_path / "p.rfa.db")
     assert main(["record", "verify", str(path), "--json"]) == 0
