@@ -267,8 +267,11 @@ class ProcedureSession:
 
     def _predicted(self, summary: LesionSummary) -> LesionSummary:
         lesion = self.plan.lesion_on(summary.channel)
-        if self._estimate is None or lesion is None or summary.rf_time_s <= 0.0 or summary.shortfall:
-            return summary  # a lesion that never reached its set temperature is no estimate at that temperature
+        if (self._estimate is None or lesion is None or summary.rf_time_s <= 0.0 or summary.shortfall
+                or lesion.mode is LesionMode.PULSED):
+            # A lesion that never reached its set temperature is no estimate at that temperature; pulsed RF makes
+            # no thermal lesion to estimate (its tip is held under 42 °C): "—", not "0.0 × 0.0 mm".
+            return summary
         try:
             width_mm, length_mm = self._estimate(lesion, summary.rf_time_s)
         except (ValueError, CartError):  # a planning estimate must never take the procedure's result down

@@ -274,7 +274,7 @@ def test_a_pulsed_lesion_held_below_its_ceiling_does_not_keep_the_others_in_ramp
     """Pulsed RF holds its tip under a ceiling (42 °C), which its voltage cap may never let it reach: the procedure
     is lesioning once the thermal lesions are at their set temperature, not ramping until every lesion has ended."""
     plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
-    cart = build_cart(plan, tmp_path)
+    cart = build_cart(plan, tmp_path, lesion_estimator=lambda lesion, rf_time_s: (0.0, 0.0))
     result = cart.session.run()
     cart.record.close()
     assert result.exit_code == 0, result.message
@@ -284,3 +284,5 @@ def test_a_pulsed_lesion_held_below_its_ceiling_does_not_keep_the_others_in_ramp
     assert "reason" not in lesioning.payload, lesioning.payload
     assert lesioning.mono < rows[-1].mono - 30.0, "well before the 60 s lesions end"
     assert bipolar.time_to_set_s is not None and bipolar.time_to_set_s < 40.0
+    sizes = {s.channel: s.predicted_width_mm for s in result.summaries}
+    assert sizes[1] == 0.0 and sizes[3] is None, "no thermal lesion to estimate for pulsed RF"
