@@ -194,7 +194,8 @@ def _stop_on_termination(session: ProcedureSession) -> Iterator[None]:
         received.append(name)
         session.request_stop(f"operator stop ({name} received)")
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(signum) is not signal.SIG_IGN}  # `nohup rfa run`: the operator's choice stands
     try:
         yield
     finally:
@@ -242,7 +243,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rfa run: --probe: {exc}", file=err)
         return EXIT_USAGE
     url = args.generator or config.generator_url
-    if url is not None and probe_choice == "sim":
+    # `sim` is the in-process simulator's probe: with a generator URL there is none. Asked for by name, or needed by
+    # the plan, that is refused before connecting (a guided plan would only be refused for lost imaging once
+    # started); left to the default with a plan without imaging, the run simply has no probe, as before.
+    if url is not None and probe_choice == "sim" and (args.probe == "sim" or plan.imaging_required):
         print("rfa run: --probe sim is the in-process simulator's probe, and with a generator URL there is none: give "
               "--probe tcp:HOST:PORT (the probe `rfa sim --probe tcp:PORT` serves), usb:VID:PID, or none (for a plan "
               "without imaging)", file=err)

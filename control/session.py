@@ -216,7 +216,7 @@ class ProcedureSession:
             messages.append(self._abort(_failure(exc)))
         except Exception as exc:  # a defect of this program: the safe state and the record first, then it is raised
             defect = exc
-            messages.append(self._abort(f"internal error: {type(exc).__name__}: {exc}"))
+            messages.append(self._abort(f"internal error: {type(exc).__name__}: {exc}", tolerated=Exception))
         finally:
             try:
                 with contextlib.suppress(CartError):  # the display gone: the alarms are in the record all the same
@@ -820,21 +820,23 @@ class ProcedureSession:
         self.procedure.raise_fault(reason)
         raise Faulted(reason)
 
-    def _abort(self, reason: str) -> str:
+    def _abort(self, reason: str, tolerated: type[Exception] = CartError) -> str:
         """An error the procedure cannot continue after: output off, lesions stopped, fault, best effort.
 
         Each step may fail in turn (a dead link cannot carry OUTPUT_OFF, a failed record cannot take the
         fault); none of them may stop the next. The generator turns itself off 250 ms after the host's last
-        heartbeat, so a dead link is safe even when nothing here reaches it.
+        heartbeat, so a dead link is safe even when nothing here reaches it. After a defect of this program
+        (``tolerated`` is then any exception) the defect may be in a step here too.
         """
-        self._abort_lesions(reason)
         if not self.first_trip:
             self.first_trip = reason
-        with contextlib.suppress(CartError):
+        with contextlib.suppress(tolerated):
             self.gate.all_off(reason)
-        with contextlib.suppress(CartError):
+        with contextlib.suppress(tolerated):
+            self._abort_lesions(reason)
+        with contextlib.suppress(tolerated):
             self._say(f"FAULT {reason}", event="fault", detail=reason)
-        with contextlib.suppress(CartError):  # even if the display is what failed
+        with contextlib.suppress(tolerated):  # even if the display is what failed
             self.procedure.raise_fault(reason)
         return reason
 

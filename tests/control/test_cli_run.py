@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import main
+from control.cli import _stop_on_termination, main
 from control.record import RecordReader
+from control.session import ProcedureSession
 
 SHORT_PLAN = """
 name = "short"
@@ -112,12 +113,43 @@ def test_an_empty_generator_url_is_refused_not_taken_for_the_simulator(
     assert "--generator: an empty URL" in capsys.readouterr().err
 
 
-def test_the_in_process_probe_is_refused_with_a_generator_url(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_in_process_probe_is_refused_with_a_generator_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``--probe sim`` (the default) is the in-process simulator's probe: with ``--generator`` there is none, and a
-    guided plan would only be refused for lost imaging once it had started. Refused before connecting."""
-    assert main(["run", "--yes", "--generator", "socket://127.0.0.1:9"]) == 2
+    guided plan would only be refused for lost imaging once it had started. Refused before connecting, for the
+    default guided plan or when asked for by name."""
+    url = "socket://127.0.0.1:9"
+    assert main(["run", "--yes", "--generator", url]) == 2
+    assert main(["run", "--yes", "--generator", url, "--probe", "sim", "--plan", str(write_plan(tmp_path))]) == 2
     err = capsys.readouterr().err
-    assert "--probe sim" in err and "tcp:HOST:PORT" in err and "127.0.0.1:9" not in err
+    assert err.count("--probe sim is the in-process") == 2 and "tcp:HOST:PORT" in err and "127.0.0.1:9" not in err
+
+
+def test_a_cart_configuration_naming_only_its_generator_runs_a_plan_without_imaging(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The configuration's probe defaults to ``sim``; a plan that needs no imaging then runs without a probe, as it
+    did before the refusal above (here it gets as far as the generator, which is not there: exit 3)."""
+    config = tmp_path / "cart.toml"
+    config.write_text(f'generator_url = "socket://127.0.0.1:{free_port()}"\n')
+    assert main(["run", "--yes", "--config", str(config), "--plan", str(write_plan(tmp_path))]) == 3
+    assert "generator not reachable" in capsys.readouterr().err
+
+
+def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``nohup rfa run``: the operator chose that a closed terminal must not end the procedure."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stops: list[str] = []
+    session = ProcedureSession.__new__(ProcedureSession)
+    monkeypatch.setattr(session, "request_stop", stops.append, raising=False)
+    try:
+        with _stop_on_termination(session):
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert stops == []
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_probe_none_is_refused_when_the_plan_requires_imaging(capsys: pytest.CaptureFixture[str]) -> None:

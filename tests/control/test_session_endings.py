@@ -412,6 +412,24 @@ def test_a_defect_of_the_program_mid_lesion_ends_in_a_recorded_fault_then_is_rai
     assert not any(ch.output_on for ch in cart.sim.channels)
 
 
+def test_a_defect_that_recurs_while_aborting_still_leaves_a_recorded_fault(tmp_path: Path) -> None:
+    """The defect is in something the abort itself uses (stopping the controllers): each step of the abort is still
+    taken, so output is off, the procedure in fault and the summary recorded before the defect is raised."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    steps = _run_until(cart, State.LESIONING)
+
+    def broken(*args: Any) -> None:
+        raise ZeroDivisionError("a bug in the controllers")
+
+    cart.session._controllers.stop = broken  # type: ignore[method-assign,assignment]
+    cart.session._show_lesions = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(ZeroDivisionError):
+        _finish(cart, steps)
+    assert RecordReader(cart.record.path).count("summary") == 1 and _dests(cart)[-1] == "fault"
+    cart.sim.step()
+    assert not any(ch.output_on for ch in cart.sim.channels)
+
+
 def test_the_end_turns_output_off_even_if_its_alarms_cannot_be_told(tmp_path: Path) -> None:
     """The display has gone as the procedure ends: its last alarms cannot be shown, and the end's own OUTPUT_OFF
     and its wait to see output off must still happen (not be skipped with the telling)."""
