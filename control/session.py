@@ -282,8 +282,7 @@ class ProcedureSession:
     def _tick(self) -> None:
         self._pending_trips.extend(self.loop.tick())
         self._imaging = self.loop.imaging
-        if self._commit_pending_alarm():  # the loop ticked through the commit (real time): its newest imaging
-            self._imaging = self.loop.imaging
+        self._commit_pending_alarm()
         try:
             self._act_on_trips()
             if self._stop_requested:  # after its tick's trips, which it must not hide
@@ -617,14 +616,14 @@ class ProcedureSession:
         self._commit_pending_alarm()
         self._act_on_trips()
 
-    def _commit_pending_alarm(self) -> bool:
+    def _commit_pending_alarm(self) -> None:
         """Put the alarm the gate emitted since the last commit (real time: it is left to the session) on disk
-        before anything acts on it; whether there was one."""
+        before anything acts on it. The loop may tick through the commit: what follows (a tick's acting, a
+        refused request asked again channel by channel) then uses the newest imaging."""
         alarm = self.recorder.take_uncommitted_alarm()
-        if alarm is None:
-            return False
-        self.commits.commit(alarm)
-        return True
+        if alarm is not None:
+            self.commits.commit(alarm)
+            self._imaging = self.loop.imaging
 
     def _running(self, channel: int) -> bool:
         return any(channel in a.lesion.channels and not a.done for a in self._active)
