@@ -11,20 +11,23 @@ import math
 def count(text: str) -> int:
     """A whole number, zero or more: a seed, a row limit, a number of runs. Plain decimal digits only, as
     ``rfa sim --seed`` takes them (no sign, spaces or underscores, which ``int`` would let through)."""
-    digits = text.removeprefix("-")
-    if not (digits.isascii() and digits.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
-    return value
+    return _whole(text, 0)
 
 
 def positive_count(text: str) -> int:
     """A whole number, one or more."""
-    value = count(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 is not allowed; give 1 or more")
+    return _whole(text, 1)
+
+
+def _whole(text: str, least: int) -> int:
+    """A whole number of at least ``least``; the refusal names the least, so a user is never sent from one
+    refusal to the next (-1: "give 0 or more", then 0: "give 1 or more")."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    value = int(text)
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is {'negative' if value < 0 else 'too small'}; give {least} or more")
     return value
 
 

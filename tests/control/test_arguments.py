@@ -24,6 +24,15 @@ def test_a_count_is_a_whole_number_zero_or_more(value: int) -> None:
             arguments.count(str(value))
 
 
+@given(st.integers())
+def test_a_positive_count_names_its_least_whatever_it_refuses(value: int) -> None:
+    if value >= 1:
+        assert arguments.positive_count(str(value)) == value
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match="give 1 or more"):
+            arguments.positive_count(str(value))
+
+
 @pytest.mark.parametrize("text", ["+5", " 5", "1_000", "5.0", "0x10", "²", ""])
 def test_a_count_is_plain_decimal_digits(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a whole number"):
