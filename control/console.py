@@ -155,11 +155,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.record or newest_record(args.dir)
-    if path is None:
-        print(f"rfa console: no records in {args.dir}", file=sys.stderr)
-        return EXIT_USAGE
     try:
+        path = args.record or newest_record(args.dir)
+        if path is None:
+            print(f"rfa console: no records in {args.dir}", file=sys.stderr)
+            return EXIT_USAGE
         return follow(path, sys.stdout, once=args.once, interval_s=args.interval)
     except RecordError as exc:
         print(f"rfa console: {exc}", file=sys.stderr)

@@ -18,9 +18,7 @@ from typing import Any, TextIO
 
 from control import arguments
 from control.record import RecordError, RecordReader
-from control.record_cli import DEFAULT_RECORD_DIR, records_in
-
-EXIT_OK, EXIT_BROKEN = 0, 1
+from control.record_cli import DEFAULT_RECORD_DIR, EXIT_BROKEN, EXIT_OK, EXIT_USAGE, records_in
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,11 @@ def render(procedures: list[Procedure], out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = records_in(args.dir)
+    try:
+        paths = records_in(args.dir)
+    except RecordError as exc:
+        print(f"rfa history: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     procedures: list[Procedure] = []
     for path in paths:
         try:

@@ -62,8 +62,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def records_in(directory: Path) -> list[Path]:
-    """The procedure records in ``directory``, by name (names start with the start time: oldest first)."""
-    return sorted(directory.glob(f"*{RECORD_SUFFIX}")) if directory.is_dir() else []
+    """The procedure records in ``directory``, by name (names start with the start time: oldest first).
+
+    A directory that is not there is a wrong path (a typo, an unmounted stick), not an empty history: it is
+    refused rather than answered with "no records"."""
+    if not directory.is_dir():
+        why = "not a directory" if directory.exists() else "not found"
+        if directory == DEFAULT_RECORD_DIR:
+            why += ": `rfa run` makes it with its first record"
+        raise RecordError(f"no record directory {directory} ({why})")
+    return sorted(directory.glob(f"*{RECORD_SUFFIX}"))
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -101,3 +101,16 @@ def test_a_record_cut_short_is_not_called_broken_and_a_short_lesion_not_stopped(
     out = capsys.readouterr().out
     assert "fell short" in out and "set temperature not reached: peak 71.0 °C" in out
     assert "record intact but not closed" in out and "BROKEN" not in out
+
+
+@pytest.mark.parametrize("command", [["history"], ["record", "list"], ["console", "--once"]])
+def test_a_record_directory_that_is_not_there_is_refused_not_reported_empty(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --dir (or an unmounted stick) must not read as "no procedures were ever recorded"."""
+    for wrong, why in ((tmp_path / "typo", "not found"), (write_plan(tmp_path), "not a directory")):
+        assert main([*command, "--dir", str(wrong)]) == 2
+        assert f"no record directory {wrong} ({why})" in capsys.readouterr().err
+    if command[0] != "console":  # an empty directory is an empty history; the console has nothing to follow
+        assert main([*command, "--dir", str(tmp_path)]) == 0
+        assert "no " in capsys.readouterr().out
