@@ -22,23 +22,27 @@ BenchFn = Callable[[bool], list[BenchResult]]
 _NOT_BENCHMARKS = frozenset({"result", "runner"})
 
 
+def names() -> list[str]:
+    """The benchmark modules' names, in order, without importing them (for the help text)."""
+    return sorted(info.name for info in pkgutil.iter_modules(benchmarks.__path__)
+                  if info.name not in _NOT_BENCHMARKS and not info.name.startswith("_"))
+
+
 def discover() -> dict[str, BenchFn]:
     """Every benchmark module by name, in name order."""
     found: dict[str, BenchFn] = {}
-    for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name):
-        if info.name in _NOT_BENCHMARKS or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"benchmarks.{info.name}")
+    for name in names():
+        module = importlib.import_module(f"benchmarks.{name}")
         fn = getattr(module, "run", None)
         if callable(fn):
-            found[info.name] = fn
+            found[name] = fn
     return found
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a fast check")
     parser.add_argument("--only", metavar="NAME", action="append",
-                        help="run only this benchmark (repeatable)")
+                        help=f"run only this benchmark (repeatable): {', '.join(names())}")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 

@@ -581,7 +581,11 @@ def _probe(args: argparse.Namespace) -> int:
 
 # -- the parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rfa", description="Ultrasound-guided RF ablation cart.")
+    parser = argparse.ArgumentParser(
+        prog="rfa", description="Ultrasound-guided RF ablation cart. `rfa COMMAND --help` for each command.",
+        epilog="exit codes: 0 success; 1 the procedure ended in a fault or stop, a check failed, or a record is "
+        "damaged; 2 usage, plan or configuration error (the message names the field); 3 device not reachable "
+        "(the message names the URL)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run_cmd = commands.add_parser("run", help="run a procedure (default: a full simulated procedure)",
@@ -593,9 +597,15 @@ def build_parser() -> argparse.ArgumentParser:
     _module_command(commands, "sim", sim.cli, help="run the simulated generator as its own process",
                     description="Serve the simulated RF generator in real time; the first line printed is the URL "
                     "to pass to --generator.")
-    _module_command(commands, "record", record_cli, help="list, show, export, verify or report procedure records")
+    _module_command(commands, "record", record_cli, help="list, show, export, verify or report procedure records",
+                    description="Read procedure records (read-only: nothing here can change one). "
+                    "`rfa record ACTION --help` for each action.")
 
-    selftest_cmd = commands.add_parser("selftest", help="run the generator's self-test and show each check")
+    selftest_cmd = commands.add_parser(
+        "selftest", help="run the generator's self-test and show each check",
+        description="Ask the generator for its self-test and print each check (power stage, measurement, "
+        "watchdog, each channel). Exit 0 if every required check passed, 1 if one failed, 3 if the generator does "
+        "not answer.")
     selftest_cmd.add_argument("--generator", type=arguments.url, metavar="URL",
                               help="pyserial URL (default: the in-process simulator)")
     selftest_cmd.add_argument("--channels", type=_channel_list,
@@ -605,13 +615,19 @@ def build_parser() -> argparse.ArgumentParser:
     selftest_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     selftest_cmd.set_defaults(handler=_selftest)
 
-    protocol_cmd = commands.add_parser("protocol", help="print the generator wire protocol of this build")
+    protocol_cmd = commands.add_parser(
+        "protocol", help="print the generator wire protocol of this build",
+        description="The frame layout and every generator message of this build (ARCHITECTURE.md section 4): id, "
+        "name, payload struct, size and CRC_EXTRA, as the encoder and decoder use them; compare with the "
+        "firmware's table.")
     protocol_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     protocol_cmd.set_defaults(handler=_protocol)
 
     _module_command(commands, "lesion", sim.tissue.cli, help="estimate a lesion's size with the tissue model")
 
-    probe_cmd = commands.add_parser("probe", help="the ultrasound probe at the bench: info, stream, snapshot")
+    probe_cmd = commands.add_parser("probe", help="the ultrasound probe at the bench: info, stream, snapshot",
+                                    description="Talk to the ultrasound probe without a procedure, for bring-up and "
+                                    "service. `rfa probe ACTION --help` for each action.")
     probe_cli.add_arguments(probe_cmd)
     probe_cmd.set_defaults(handler=_probe)
 
@@ -646,7 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
     campaign_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     campaign_cmd.set_defaults(handler=_campaign)
 
-    _module_command(commands, "bench", bench_runner, help="run the benchmarks against their targets")
+    _module_command(commands, "bench", bench_runner, help="run the benchmarks against their targets",
+                    description="Time the control tick, the interlocks, the parsers, the record's writer, the "
+                    "tissue model and B-mode imaging, each against its target and, where the machine's speed "
+                    "would decide, as a ratio to a reference measured in the same run. Exit 1 if a target is "
+                    "missed.")
     return parser
 
 

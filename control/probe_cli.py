@@ -62,10 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe", default="sim", help=PROBE_HELP)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="probe_command", required=True, metavar="ACTION")
-    info = commands.add_parser("info", help="GET_INFO and GET_STATUS")
-    stream = commands.add_parser("stream", help="stream frames and report rate, drops, corruption and tip")
+    info = commands.add_parser("info", help="GET_INFO and GET_STATUS",
+                               description="Print the probe's identity (model, serial, elements, centre frequency, "
+                               "geometry) and status (state, face temperature, error bits). Exit 3 if it is not "
+                               "attached.")
+    stream = commands.add_parser("stream", help="stream frames and report rate, drops, corruption and tip",
+                                 description="Stream B-mode frames for a while and report the frame rate, frames "
+                                 "dropped and corrupt, the face temperature and the needle tip found, if any. Exit 1 "
+                                 "if the probe fails while streaming, 3 if it is not attached.")
     stream.add_argument("--seconds", type=arguments.seconds, default=5.0, help="how long to stream (default 5 s)")
-    snapshot = commands.add_parser("snapshot", help="write one B-mode display image as PNG")
+    snapshot = commands.add_parser("snapshot", help="write one B-mode display image as PNG",
+                                   description="Acquire one frame, form the B-mode display image (as the cart "
+                                   "shows it) and write it as a PNG.")
     snapshot.add_argument("file", type=Path, metavar="FILE.png")
     for action in (info, stream, snapshot):  # SUPPRESS: when not given here, the value before the action stays
         action.add_argument("--probe", default=argparse.SUPPRESS, help=PROBE_HELP)

@@ -16,34 +16,51 @@ RECORD_SUFFIX = ".rfa.db"
 EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
 
 
+_FILE_HELP = f"a procedure record ({RECORD_SUFFIX}; `rfa record list` shows them)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="record_command", required=True, metavar="ACTION")
-    p = sub.add_parser("list", help="list the records in a directory")
+    p = sub.add_parser("list", help="list the records in a directory",
+                       description="One line per record, oldest first: start time, plan, final state, rows, file. "
+                       "Exit 2 if the directory is not there.")
     p.add_argument("--dir", type=Path, default=DEFAULT_RECORD_DIR, help="record directory (default: records)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(record_handler=_list)
 
-    p = sub.add_parser("show", help="print a record's rows")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser("show", help="print a record's rows",
+                       description="Print rows in order: id, monotonic time, kind and payload fields. It does not "
+                       "check the hash chain (`rfa record verify` does).")
+    p.add_argument("file", type=Path, help=_FILE_HELP)
     p.add_argument("--kind", help="only rows of this kind (state, command, ack, alarm, telemetry, ...)")
     p.add_argument("--limit", type=arguments.count, default=200, help="at most this many rows (0: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(record_handler=_show)
 
-    p = sub.add_parser("export", help="export a record as CSV or JSON")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser("export", help="export a record as CSV or JSON",
+                       description="Every row: id, mono (monotonic s), wall (Unix time, s), kind and payload; in "
+                       "CSV one column per payload field, in JSON a payload object. "
+                       "The hash chain is checked too: the rows are exported even if it is broken, then exit 1 "
+                       "names the first broken row.")
+    p.add_argument("file", type=Path, help=_FILE_HELP)
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--kind", help="only rows of this kind")
     p.add_argument("-o", "--output", type=Path, help="output file (default: standard output)")
     p.set_defaults(record_handler=_export)
 
-    p = sub.add_parser("report", help="write an HTML report with plots; exit 1 if the hash chain is broken")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser("report", help="write an HTML report with plots; exit 1 if the hash chain is broken",
+                       description="Write one HTML file: the procedure's outcome, its states and alarms, and per "
+                       "lesion plots of tip temperature, impedance and power. Written even from a broken record (it "
+                       "says so at the top); exit 1 then. Needs matplotlib (the plot extra).")
+    p.add_argument("file", type=Path, help=_FILE_HELP)
     p.add_argument("-o", "--output", type=Path, help="output file (default: FILE with .html)")
     p.set_defaults(record_handler=_report)
 
-    p = sub.add_parser("verify", help="walk the hash chain; exit 1 and name the first broken row if any")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser("verify", help="walk the hash chain; exit 1 and name the first broken row if any",
+                       description="Recompute every row's hash from its content and its predecessor's, and check "
+                       "that the record was closed by its procedure. Exit 0 intact, 1 broken or not a whole record "
+                       "(naming the first row that fails), 2 no such file.")
+    p.add_argument("file", type=Path, help=_FILE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(record_handler=_verify)
 

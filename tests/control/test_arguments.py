@@ -73,3 +73,24 @@ def test_every_number_option_refuses_a_bad_value_naming_itself(argv: list[str],
     assert exit_.value.code == 2
     option = next(a for a in argv if a.startswith("--"))
     assert f"argument {option}:" in capsys.readouterr().err
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+              ) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [((*path, name), sub), *_commands(sub, (*path, name))]
+    return found
+
+
+def test_every_command_says_what_it_does_and_the_top_level_help_gives_the_exit_codes() -> None:
+    """`rfa X --help` is where a newcomer at the cart or the rig looks first: no command answers with options only."""
+    parser = build_parser()
+    commands = _commands(parser)
+    assert len(commands) > 15  # the walk found the commands and their actions
+    assert [" ".join(path) for path, sub in commands if not sub.description] == []
+    epilog = " ".join((parser.epilog or "").split())
+    for code in ("0 success", "1 the procedure ended in a fault or stop", "2 usage", "3 device not reachable"):
+        assert code in epilog
