@@ -55,6 +55,7 @@ EXIT_OK: Final = 0
 EXIT_FAULT: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
+EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 GENERATOR_ANSWER_TIMEOUT_S: Final = 3.0
 SIM_ELECTRODE_MODEL_ID: Final = 1
 
@@ -181,20 +182,32 @@ def _stop_on_termination(session: ProcedureSession) -> Iterator[None]:
     button does, at its next tick: output off, latched, recorded, the record closed, exit 1. Their default would
     kill the process with output on, left to the generator's own heartbeat watchdog, and the record unclosed. A
     second one does what Ctrl-C does at once (:class:`KeyboardInterrupt`, also an operator stop), in case the
-    first is not being acted on."""
+    first is not being acted on.
+
+    Once the procedure is ending (:attr:`ProcedureSession.ending`: output off sent, the summary and the record
+    being finished), the next signal of any of the three is only answered with a word: a physician pressing
+    Ctrl-C twice would otherwise cut off the summary (a lesion size estimate takes seconds) and leave a record
+    without its end. The one after that acts at once, for a finish that hangs."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
     received: list[str] = []
+    told: list[str] = []
 
-    def stop(signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
-        if received:
+        if session.ending and not told:
+            told.append(name)
+            # os.write, not print: the handler may run in the middle of a print to the same stream
+            os.write(sys.stderr.fileno(), f"rfa run: {name} received while the procedure is ending: output off is "
+                     "sent and the record is being finished; send it again to quit at once\n".encode())
+            return
+        if signum == signal.SIGINT or received:
             raise KeyboardInterrupt(name)
         received.append(name)
         session.request_stop(f"operator stop ({name} received)")
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if signal.getsignal(signum) is not signal.SIG_IGN}  # `nohup rfa run`: the operator's choice stands
     try:
         yield
@@ -585,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rfa", description="Ultrasound-guided RF ablation cart. `rfa COMMAND --help` for each command.",
         epilog="exit codes: 0 success; 1 the procedure ended in a fault or stop, a check failed, or a record is "
         "damaged; 2 usage, plan or configuration error (the message names the field); 3 device not reachable "
-        "(the message names the URL)")
+        "(the message names the URL); 130 interrupted")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run_cmd = commands.add_parser("run", help="run a procedure (default: a full simulated procedure)",
@@ -696,6 +709,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # that reaches here was cut short before it could say so, and is no success either.)
         _silence_stdout()
         return EXIT_FAULT if args.command == "run" else EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C where no command handles it, or pressed again to quit `rfa run` at once
+        ended = (" (the generator turns its output off 250 ms after the host's last heartbeat; the record may lack "
+                 "its end: rfa record verify)") if args.command == "run" else ""
+        print(f"rfa {args.command}: interrupted{ended}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result
 
 

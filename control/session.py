@@ -167,6 +167,9 @@ class ProcedureSession:
         self.recorder.defer_commit = self.commits.on_loop_thread
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition, durable=self.commits.durable)
         self._stop_requested = ""
+        self.ending = False
+        """Whether the procedure has begun to end (a stop, an abort, or its phases done): output is being turned
+        off, and the summary and the record finished. An interrupt now would only cut those short."""
         self._heartbeat_withheld = False
         self._unstoppable_said = False
         self._started_at = clock.now()
@@ -218,6 +221,7 @@ class ProcedureSession:
             defect = exc
             messages.append(self._abort(f"internal error: {type(exc).__name__}: {exc}", tolerated=Exception))
         finally:
+            self.ending = True
             try:
                 with contextlib.suppress(CartError):  # the display gone: the alarms are in the record all the same
                     self._tell_ending(self._pending_trips)  # found by the last tick or hold, never acted on
@@ -373,6 +377,7 @@ class ProcedureSession:
     def _operator_stop(self, reason: str) -> str:
         """Stop button: the gate turns everything off and latches the stop; the machine goes to stopped. A lesion
         it cuts short is stopped, not complete, in the summary and the record."""
+        self.ending = True
         self.gate.operator_stop()
         self._abort_lesions(reason)
         if self.procedure.state not in (State.FAULT, State.STOPPED, State.OFF):
@@ -827,6 +832,7 @@ class ProcedureSession:
         heartbeat, so a dead link is safe even when nothing here reaches it. After a defect of this program
         (``tolerated`` is then any exception) the defect may be in a step here too.
         """
+        self.ending = True
         if not self.first_trip:
             self.first_trip = reason
         with contextlib.suppress(tolerated):

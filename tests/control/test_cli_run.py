@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import control.cli as cli
 from control.cli import _stop_on_termination, main
 from control.record import RecordReader
 from control.session import ProcedureSession
@@ -279,3 +280,18 @@ def test_a_termination_signal_mid_lesion_stops_the_procedure_and_closes_its_reco
     assert f"operator stop ({signum.name} received)" in result["message"]
     assert all(s["tripped"] for s in result["summaries"]), "the lesion is stopped, not complete"
     assert RecordReader(Path(result["record_path"])).verify().ok, "intact and closed"
+
+
+@pytest.mark.parametrize(("command", "handler"), [(["run", "--yes"], "_run"), (["selftest"], "_selftest")])
+def test_an_interrupt_no_command_handles_exits_130_with_a_line_not_a_traceback(
+    command: list[str], handler: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C at start-up, or pressed a third time to quit `rfa run` at once while it ends."""
+    def interrupted(_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, handler, interrupted)
+    assert main(command) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"rfa {command[0]}: interrupted")
+    assert ("record may lack its end" in err) == (command[0] == "run")

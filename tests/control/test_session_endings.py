@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -530,3 +532,51 @@ def test_tips_that_cool_in_time_leave_cooldown_with_no_warning(tmp_path: Path) -
     (cooled,) = [r.payload for r in RecordReader(cart.record.path).rows("state") if r.payload["trigger"] == "cooled"]
     assert "reason" not in cooled
     assert not [e for e in map(json.loads, events.getvalue().splitlines()) if e["event"] == "warning"]
+
+
+@pytest.mark.parametrize("interrupts_while_ending", [1, 2])
+def test_ctrl_c_pressed_again_while_the_procedure_ends_is_answered_not_obeyed_once(
+    interrupts_while_ending: int, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C mid-lesion stops the procedure; a second Ctrl-C while it ends (here while the summary's lesion sizes
+    are estimated, which takes seconds on the cart) would cut off the summary and leave the record without its end.
+    It is answered with a word and the end goes on; a third quits at once (a finish that hangs must not trap the
+    operator). Real signals, through the handlers `rfa run` installs."""
+    def estimate(lesion: Any, rf_time_s: float) -> tuple[float, float]:
+        if estimates.pop() if estimates else False:
+            os.kill(os.getpid(), signal.SIGINT)
+        return 8.0, 14.0
+
+    estimates = [True] * interrupts_while_ending
+    cart = build_cart(plan_without_imaging(), tmp_path, lesion_estimator=estimate)
+    session = cart.session
+    steps = _run_until(cart, State.LESIONING)
+    tick = session.loop.tick
+
+    def tick_then_ctrl_c() -> list[Any]:
+        trips = tick()
+        if session.clock.now() > 40.0 and not pressed:
+            pressed.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return trips
+
+    pressed: list[bool] = []
+
+    session.loop.tick = tick_then_ctrl_c  # type: ignore[method-assign]
+    with cli._stop_on_termination(session):
+        if interrupts_while_ending == 1:
+            _finish(cart, steps)
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                _finish(cart, steps)
+            cart.record.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert "SIGINT received while the procedure is ending" in capfd.readouterr().err
+    summaries = list(RecordReader(cart.record.path).rows("summary"))
+    if interrupts_while_ending == 1:
+        assert session.result is not None and session.result.final_state == "stopped"
+        assert session.result.message == "operator stop (interrupt)"
+        assert [s.predicted_width_mm for s in session.result.summaries] == [8.0] * 3
+        assert len(summaries) == 1
+    else:
+        assert summaries == []
