@@ -282,10 +282,10 @@ class _LiveImaging:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.status = ImagingStatus(clock.now(), 30.0)
+        self.status = ImagingStatus(clock.now(), 30.0, probe_face_read_at=clock.now())
 
     def frame_arrived(self) -> None:
-        self.status = ImagingStatus(self.clock.now(), 30.0)
+        self.status = ImagingStatus(self.clock.now(), 30.0, probe_face_read_at=self.clock.now())
 
     def poll(self) -> ImagingStatus:
         return self.status
@@ -695,6 +695,7 @@ class _ScriptedImaging:
             newest,
             50.0 if self.visible(self.probe_hot_at) else 30.0,
             frozenset({1}) if self.visible(self.boiling_at) else frozenset(),
+            now,
         )
 
     def view(self) -> GuidanceView:

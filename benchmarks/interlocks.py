@@ -135,7 +135,7 @@ def _gate_ticks(n_ticks: int, seed: int = 7) -> list[int]:
         device.write(encoder.encode(Heartbeat(int(GeneratorState.OUTPUT), tick * 10))[1])
         device.write(electrodes)
         driver.poll()
-        imaging = ImagingStatus(now, 30.0)
+        imaging = ImagingStatus(now, 30.0, probe_face_read_at=now)
         t0 = perf()
         trips = gate.evaluate(imaging)
         decision = gate.request_output(setpoints, imaging)

@@ -64,6 +64,7 @@ class ProbeGuidance:
         self.image: DisplayImage | None = None
         self.frame_number = -1
         self.face_temp_c: float | None = None
+        self.face_read_at: float | None = None
         self.errors = 0
         self._next_status = clock.now()
         self._next_tip_detect = clock.now()
@@ -86,9 +87,11 @@ class ProbeGuidance:
                 if now >= self._next_status:
                     self._next_status = now + STATUS_PERIOD_S
                     self.face_temp_c = self.probe.read_status().face_temp_c
+                    self.face_read_at = now
         except ProbeError as exc:  # a disconnect too: reconnect on a later tick
             self._note_error(exc, now)
-        return ImagingStatus(self.probe.last_frame_at_s, self.face_temp_c, self.boiling.boiling_channels)
+        return ImagingStatus(self.probe.last_frame_at_s, self.face_temp_c, self.boiling.boiling_channels,
+                             self.face_read_at)
 
     def _process(self, frame: ProbeFrame, now: float) -> None:
         geometry = ScanGeometry.from_info(

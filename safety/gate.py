@@ -73,6 +73,7 @@ from safety.interlocks import (
     Trip,
     channel_bit,
     evaluate_interlocks,
+    imaging_not_live,
     over_power,
     reevaluate,
 )
@@ -175,7 +176,22 @@ _CHANNELS_OF_MASK: Final = tuple(
 _OFF: Final = CommandedChannel(on=False, since=0.0)
 
 
-_REAL: Final = (int, float)
+def _stored_number(value: object) -> float | None:
+    """``value`` as a plain float, or None if it is no real number (a bool, a string, a numpy integer).
+
+    Read from the number as stored (``float.__float__``, ``int.__index__`` of the base class), never through the
+    comparisons or conversions of the value's own class: a subclass that overrides them could pass a check with
+    one number and go on the wire as another. So the number checked is the number sent."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, int):
+        try:
+            return float(int.__index__(value))
+        except OverflowError:  # beyond any float: beyond any cap
+            return math.inf
+    return None
 
 
 def _wire_setpoint(value: float) -> int:
@@ -510,6 +526,7 @@ class OutputGate:
         The mode, the waveform and the channel pairing come from the plan, never from the caller. One call
         sends one SET_OUTPUT, so all channels of a call must share a mode (and a pulsed waveform).
         """
+        setpoints = dict(setpoints)  # read once: a mapping that changed between its readings could pass one check
         with self._lock:
             now = self._clock.now()
             checked = self._check_output(setpoints, imaging, now)
@@ -570,12 +587,13 @@ class OutputGate:
             mask |= rules.mask
             waveforms.add(rules.waveform)
             cap = rules.setpoint_max
+            number = _stored_number(value)
             # Written so that NaN and infinities fail the comparison; bool is an int, but no setpoint.
-            if isinstance(value, bool) or not isinstance(value, _REAL) or not 0.0 <= value <= cap:
+            if number is None or not 0.0 <= number <= cap:
                 unit = "V" if rules.output_mode == OutputMode.RF_PULSED else "W"
                 reasons.append(f"channel {channel}: setpoint {value!r} {unit} outside 0..{cap} {unit}")
             else:
-                wire[channel - 1] = _wire_setpoint(value)
+                wire[channel - 1] = _wire_setpoint(number)
             if self._rf_on_s[rules.index] >= rules.rf_time_budget_s:
                 reasons.append(f"channel {channel}: no RF time left ({self._rf_on_s[rules.index]:.1f} s used)")
         if len(waveforms) > 1:
@@ -596,9 +614,10 @@ class OutputGate:
                 starting = True
                 break
         if starting and self._rules.imaging_required:
-            last = None if imaging is None else imaging.last_frame_at
-            if last is None or not now - last <= self._rules.imaging_max_age_s:
-                reasons.append("starting RF needs live imaging (the loss grace applies only once RF is on)")
+            not_live = imaging_not_live(imaging, now, self._rules.imaging_max_age_s, 0.0)
+            if not_live is not None:
+                reasons.append(f"starting RF needs live imaging (the loss grace applies only once RF is on): "
+                               f"{not_live}")
         return _CheckedOutput(reasons, mask, wire, prospective, starting)
 
     def _prospective(self, setpoints: Mapping[int, float], wire: list[int], now: float) -> dict[int, CommandedChannel]:
@@ -666,8 +685,13 @@ class OutputGate:
             reasons: list[str] = []
             if rules is None or rules.lead_channel != channel:
                 reasons.append(f"channel {channel} is not a planned lesion channel")
-            if not (isinstance(amplitude_mv, int) and 0 < amplitude_mv <= limit_mv):
+            # Whole millivolts, read as stored (see _stored_number): the number checked is the number sent.
+            stored = None if isinstance(amplitude_mv, bool) or not isinstance(amplitude_mv, int) else (
+                int.__index__(amplitude_mv))
+            if stored is None or not 0 < stored <= limit_mv:
                 reasons.append(f"amplitude {amplitude_mv!r} mV outside 1..{limit_mv} mV")
+            else:
+                amplitude_mv = stored
             reasons += self._blocking(0 if rules is None else rules.mask, imaging, now)  # judged whatever it asks
             if any(c.on for c in self._commanded):
                 reasons.append("RF output is on; stimulation waits until it is off")

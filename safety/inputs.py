@@ -36,8 +36,12 @@ class ImagingStatus:
     last_frame_at: float | None
     """Host clock time of the last good frame."""
     probe_face_temp_c: float | None
+    """The transducer face's temperature at its last reading (``GET_STATUS``)."""
     boiling_channels: frozenset[int] = frozenset()
     """Channels (1..4) where the echo-brightness monitor sees gas forming around the tip."""
+    probe_face_read_at: float | None = None
+    """Host clock time of that reading: a reading no longer renewed (the status requests failing while frames
+    still stream) ages like a frame, so the face temperature is never taken as known from one old reading."""
 
 
 class Settling(NamedTuple):

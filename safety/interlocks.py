@@ -32,7 +32,7 @@ from firmware_bridge.messages import (
 )
 from safety import limits as hard
 from safety.config import SafetyLimits
-from safety.inputs import CommandedChannel, SafetyInputs
+from safety.inputs import CommandedChannel, ImagingStatus, SafetyInputs
 from safety.plan import Lesion, LesionMode, LesionPlan
 
 
@@ -201,7 +201,7 @@ class ChannelRules:
         voltage_max_v = min(pulsed.max_voltage_v, limits.pulsed_voltage_max_v) if pulsed else 0.0
         output_mode = lesion.mode.output_mode
         pulse_width_us = pulsed.pulse_width_us if pulsed else 0
-        pulse_rate_deci_hz = round(pulsed.rate_hz * 10) if pulsed else 0
+        pulse_rate_deci_hz = pulsed.rate_deci_hz if pulsed else 0
         return cls(
             channel=channel,
             index=channel - 1,
@@ -448,21 +448,41 @@ def check_control_loop_overrun(inputs: SafetyInputs, rules: SafetyRules, now: fl
     return None
 
 
+def imaging_not_live(imaging: ImagingStatus | None, now: float, frame_max_age_s: float, grace_s: float) -> str | None:
+    """Why guidance is not live at ``now``, or None: no frame, or the last one older than ``frame_max_age_s`` +
+    ``grace_s``; or the probe face's temperature not read within ``PROBE_FACE_READING_MAX_AGE_S`` + ``grace_s``
+    (the probe-face interlock would be blind). A time dated ahead of ``now`` by more than
+    ``IMAGING_FRAME_AHEAD_MAX_S`` is from another clock or a defect: not live either (it would read as fresh for
+    ever). Written so that a NaN time is never live."""
+    if imaging is None or imaging.last_frame_at is None:
+        return "no imaging frame"
+    frame_age_s = now - imaging.last_frame_at
+    if not -hard.IMAGING_FRAME_AHEAD_MAX_S <= frame_age_s <= frame_max_age_s + grace_s:
+        return f"last imaging frame {_age(frame_age_s)} (limit {frame_max_age_s + grace_s:.2f} s)"
+    read_at = imaging.probe_face_read_at
+    if imaging.probe_face_temp_c is None or read_at is None:
+        return "probe face temperature not read"
+    reading_age_s = now - read_at
+    if not -hard.IMAGING_FRAME_AHEAD_MAX_S <= reading_age_s <= hard.PROBE_FACE_READING_MAX_AGE_S + grace_s:
+        return (f"probe face temperature last read {_age(reading_age_s)} "
+                f"(limit {hard.PROBE_FACE_READING_MAX_AGE_S + grace_s:.2f} s)")
+    return None
+
+
+def _age(age_s: float) -> str:
+    return f"dated {-age_s:.2f} s ahead of the host clock" if age_s < 0 else f"{age_s:.2f} s old"
+
+
 def check_imaging_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
-    """The plan needs guidance and no fresh frame (IMAGING_LOSS_GRACE_S more while RF is on)."""
+    """The plan needs guidance and it is not live (IMAGING_LOSS_GRACE_S more while RF is on)."""
     if not rules.imaging_required:
         return None
     imaging = inputs.imaging
-    last = None if imaging is None else imaging.last_frame_at
-    if last is None:
-        return _sys(InterlockId.IMAGING_LOST, "no imaging frame")
-    age_s = now - last
-    if age_s <= rules.imaging_max_age_s:  # fresh: no need to ask whether the grace applies
+    if imaging_not_live(imaging, now, rules.imaging_max_age_s, 0.0) is None:  # live: no need to ask about the grace
         return None
-    allowed = rules.imaging_max_age_s + (hard.IMAGING_LOSS_GRACE_S if inputs.energised else 0.0)
-    if not age_s <= allowed:  # written so that a NaN timestamp trips too
-        return _sys(InterlockId.IMAGING_LOST, f"last imaging frame {age_s:.2f} s old (limit {allowed:.2f} s)")
-    return None
+    reason = imaging_not_live(imaging, now, rules.imaging_max_age_s,
+                              hard.IMAGING_LOSS_GRACE_S if inputs.energised else 0.0)
+    return None if reason is None else _sys(InterlockId.IMAGING_LOST, reason)
 
 
 def check_probe_face_over_temperature(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
@@ -657,6 +677,12 @@ def over_power(
     if power_w > rules.over_power_w:
         maximum = f"the maximum {rules.over_power_w:.2f} W (cap {rules.power_max_w:.2f} W)"
         return f"{_measured(rules, power_w)} above {maximum}"
+    # Pulsed RF is regulated on peak voltage: its maximum holds whatever was commanded, as the power maximum does
+    # (the voltage field carries the stimulus while stimulating, judged by stimulation_mismatch).
+    if rules.mode is LesionMode.PULSED and not commanded.stim_amplitude_mv:
+        peak_v = ch.voltage_centi_v / 100.0
+        if peak_v > rules.voltage_max_v + hard.OVER_VOLTAGE_TOLERANCE_V:
+            return f"{peak_v:.2f} V peak above the maximum {rules.voltage_max_v:.2f} V + tolerance"
     if not commanded.on:
         return None
     # Within what the present setpoint allows, nothing settling can matter (it only allows more): the usual tick.

@@ -164,3 +164,11 @@ LESION_TIME_TOLERANCE_S: Final = 2.0
 # Imaging lost during a lesion: how long a dropout may last before RF stops (see docs/safety.md, the
 # imaging-lost policy). Short USB stalls must not abort a lesion and force a second heating.
 IMAGING_LOSS_GRACE_S: Final = 2.0
+# A frame may be stamped after the tick read the clock (the tick polls imaging after reading it; the guidance
+# thread stamps frames alongside the loop), never later than the loop may lag before it is in overrun. A frame
+# dated further ahead comes from another clock or a defect: not known to be live, so it counts as lost (a
+# future date would otherwise read as fresh for ever).
+IMAGING_FRAME_AHEAD_MAX_S: Final = LOOP_PERIOD_S * LOOP_MISSED_PERIODS
+# The probe face's temperature is read at 1 Hz (docs/imaging.md); a reading older than this is not known, and
+# guidance without it is not live: the probe-face interlock would be blind.
+PROBE_FACE_READING_MAX_AGE_S: Final = 2.0

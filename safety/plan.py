@@ -80,6 +80,11 @@ class PulsedSettings(_Strict):
     rate_hz: float = Field(gt=0, le=hard.PULSE_RATE_MAX_HZ, allow_inf_nan=False)
     max_voltage_v: _Positive
 
+    @property
+    def rate_deci_hz(self) -> int:
+        """The pulse rate as SET_OUTPUT carries it, in 0.1 Hz: what the generator runs, and what is checked."""
+        return round(self.rate_hz * 10)
+
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> PulsedSettings:
         limits = _limits(info)
@@ -88,7 +93,9 @@ class PulsedSettings(_Strict):
                 "max_voltage_v",
                 f"{self.max_voltage_v} V exceeds pulsed_voltage_max_v = {limits.pulsed_voltage_max_v} V",
             )
-        duty = self.pulse_width_us * 1e-6 * self.rate_hz
+        if self.rate_deci_hz < 1:
+            raise FieldRefusal("rate_hz", f"{self.rate_hz} Hz is below the wire's 0.1 Hz resolution: it would be 0 Hz")
+        duty = self.pulse_width_us * 1e-6 * self.rate_deci_hz / 10  # at the rate sent, not the rate written
         if duty > hard.PULSED_DUTY_MAX:
             raise FieldRefusal(
                 "pulse_width_us",

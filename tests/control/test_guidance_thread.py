@@ -37,7 +37,7 @@ class _Probe:
         if self.broken is not None:
             raise self.broken
         self.frames += 1
-        return ImagingStatus(self.clock.now(), 30.0)
+        return ImagingStatus(self.clock.now(), 30.0, probe_face_read_at=self.clock.now())
 
     def view(self) -> GuidanceView:
         return GuidanceView(live=True, tip_lateral_mm=float(self.frames))

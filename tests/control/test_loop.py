@@ -32,7 +32,7 @@ def lesion_running(*, watchdog_wakes_second: bool) -> tuple[Rig, ControlLoop, St
                        realtime=False)
     for _ in range(3):
         assert loop.tick() == []
-    assert rig.gate.request_output({1: 5.0}, ImagingStatus(rig.clock.now(), 30.0))
+    assert rig.gate.request_output({1: 5.0}, rig.imaging())
     if watchdog_wakes_second:
         loop.realtime = True  # its check no longer runs inside the tick: the "thread" below does it
         evaluate = rig.gate.evaluate

@@ -121,7 +121,7 @@ def bipolar_plan() -> LesionPlan:
 
 RULES = SafetyRules.compile(default_genicular_plan(), HARD_LIMITS)
 PULSED_RULES = SafetyRules.compile(pulsed_plan(), HARD_LIMITS)
-LIVE_IMAGING = ImagingStatus(last_frame_at=NOW, probe_face_temp_c=30.0)
+LIVE_IMAGING = ImagingStatus(last_frame_at=NOW, probe_face_temp_c=30.0, probe_face_read_at=NOW)
 
 
 def inputs(
@@ -269,7 +269,7 @@ class Rig:
         """Advance 10 ms, feed telemetry (healthy unless ``chans`` overrides channels) and evaluate."""
         self.clock.advance(0.01)
         self.feed(telemetry(chans))
-        self.gate.evaluate(imaging or ImagingStatus(self.clock.now(), 30.0))
+        self.gate.evaluate(imaging or self.imaging())
 
     def energise(self) -> None:
         """Two healthy ticks, then channel 1 on at 10 W and one healthy tick under power; what the host wrote read."""
@@ -281,4 +281,5 @@ class Rig:
         self.wire()
 
     def imaging(self) -> ImagingStatus:
-        return ImagingStatus(self.clock.now(), 30.0)
+        """Live guidance now: a fresh frame and a fresh probe-face reading."""
+        return ImagingStatus(self.clock.now(), 30.0, probe_face_read_at=self.clock.now())

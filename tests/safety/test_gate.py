@@ -100,7 +100,7 @@ def test_nothing_is_enabled_before_the_generator_has_been_heard() -> None:
 def test_starting_rf_needs_live_imaging_but_a_running_lesion_has_a_grace() -> None:
     rig = Rig()
     ready(rig)
-    stale = ImagingStatus(rig.clock.now() - 0.6, 30.0)
+    stale = ImagingStatus(rig.clock.now() - 0.6, 30.0, probe_face_read_at=rig.clock.now())
     assert not rig.gate.request_output({1: 5.0}, stale)
     assert rig.gate.request_output({1: 5.0}, rig.imaging())
     assert not rig.gate.request_output({1: 5.0, 2: 5.0}, stale), (

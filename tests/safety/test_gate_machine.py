@@ -122,11 +122,11 @@ class GateMachine(RuleBasedStateMachine):
     def _imaging(self, kind: str) -> ImagingStatus | None:
         now = self.rig.clock.now()
         return {
-            "live": ImagingStatus(now, 30.0),
-            "stale": ImagingStatus(now - 0.6, 30.0),
+            "live": ImagingStatus(now, 30.0, probe_face_read_at=now),
+            "stale": ImagingStatus(now - 0.6, 30.0, probe_face_read_at=now),
             "none": None,
-            "boiling": ImagingStatus(now, 30.0, frozenset({1})),
-            "probe_hot": ImagingStatus(now, 43.5),
+            "boiling": ImagingStatus(now, 30.0, frozenset({1}), now),
+            "probe_hot": ImagingStatus(now, 43.5, probe_face_read_at=now),
         }[kind]
 
     def _channel(self, index: int, kind: str) -> ChannelTelemetry:

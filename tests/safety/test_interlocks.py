@@ -318,20 +318,23 @@ CASES = [
     Case(InterlockId.CONTROL_LOOP_OVERRUN, lambda v: inputs(loop_tick_age_s=v), 0.020, 0.001),
     Case(
         InterlockId.IMAGING_LOST,
-        lambda v: inputs(imaging=ImagingStatus(NOW - v, 30.0)),
+        lambda v: inputs(imaging=ImagingStatus(NOW - v, 30.0, probe_face_read_at=NOW)),
         0.5,
         0.001,
         label="idle",
     ),
     Case(
         InterlockId.IMAGING_LOST,
-        lambda v: inputs(imaging=ImagingStatus(NOW - v, 30.0), commanded={1: on()}),
+        lambda v: inputs(imaging=ImagingStatus(NOW - v, 30.0, probe_face_read_at=NOW), commanded={1: on()}),
         0.5 + hard.IMAGING_LOSS_GRACE_S,
         0.001,
         label="during-rf",
     ),
     Case(
-        InterlockId.PROBE_FACE_OVER_TEMPERATURE, lambda v: inputs(imaging=ImagingStatus(NOW, v)), 43.0, 0.01
+        InterlockId.PROBE_FACE_OVER_TEMPERATURE,
+        lambda v: inputs(imaging=ImagingStatus(NOW, v, probe_face_read_at=NOW)),
+        43.0,
+        0.01,
     ),
     # The stimulus is judged once 0.1 s have passed since its amplitude was commanded (its two-sided
     # tolerance has its own boundary test and property below).
@@ -474,9 +477,10 @@ def test_missing_messages_count_as_stale_or_lost() -> None:
     assert _tripped(InterlockId.TELEMETRY_STALE, inputs(no_telemetry=True))
     assert _tripped(InterlockId.LINK_LOST, inputs(heartbeat_age_s=None))
     assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=None))
-    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(None, 30.0)))
-    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(float("nan"), 30.0)))
-    assert _tripped(InterlockId.PROBE_FACE_OVER_TEMPERATURE, inputs(imaging=ImagingStatus(NOW, float("nan"))))
+    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(None, 30.0, probe_face_read_at=NOW)))
+    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(float("nan"), 30.0, probe_face_read_at=NOW)))
+    nan_face = ImagingStatus(NOW, float("nan"), probe_face_read_at=NOW)
+    assert _tripped(InterlockId.PROBE_FACE_OVER_TEMPERATURE, inputs(imaging=nan_face))
 
 
 def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
@@ -494,7 +498,7 @@ def test_operator_stop_follows_its_flag(stop: bool) -> None:
 
 @given(boiling=st.frozensets(st.integers(1, 4)))
 def test_boiling_trips_exactly_the_planned_boiling_channels(boiling: frozenset[int]) -> None:
-    trips = evaluate_interlocks(inputs(imaging=ImagingStatus(NOW, 30.0, boiling)), RULES, NOW)
+    trips = evaluate_interlocks(inputs(imaging=ImagingStatus(NOW, 30.0, boiling, probe_face_read_at=NOW)), RULES, NOW)
     found = {t.channel for t in trips if t.interlock is InterlockId.BOILING_DETECTED}
     assert found == boiling & {1, 2, 3}
 
@@ -503,7 +507,7 @@ def test_boiling_trips_exactly_the_planned_boiling_channels(boiling: frozenset[i
     ("boiling", "trips"), [(frozenset(), False), (frozenset({2}), False), (frozenset({1}), True)]
 )
 def test_boiling_examples(boiling: frozenset[int], trips: bool) -> None:
-    snapshot = inputs(imaging=ImagingStatus(NOW, 30.0, boiling))
+    snapshot = inputs(imaging=ImagingStatus(NOW, 30.0, boiling, probe_face_read_at=NOW))
     assert (
         any(
             t.interlock is InterlockId.BOILING_DETECTED and t.channel == 1
@@ -694,7 +698,7 @@ def test_a_later_moment_needs_only_the_clocked_interlocks_run_again(
         unanswered_age_s=unanswered_age,
         commanded=dict(enumerate(commanded, start=1)),
         rf_on_s=dict(enumerate(rf_on_s, start=1)),
-        imaging=ImagingStatus(last_frame_at=NOW - frame_age, probe_face_temp_c=30.0),
+        imaging=ImagingStatus(last_frame_at=NOW - frame_age, probe_face_temp_c=30.0, probe_face_read_at=NOW),
     )
     now = NOW + dt
     then = earlier._replace(
@@ -719,7 +723,7 @@ _ANOTHER: dict[str, Any] = {
     "trends": (advance_trend(EMPTY_TREND, channel(), 1.0, True), *_BASE.trends[1:]),
     "loop_tick_at": NOW - 0.5,
     "operator_stop": True,
-    "imaging": ImagingStatus(NOW - 0.1, 30.0),
+    "imaging": ImagingStatus(NOW - 0.1, 30.0, probe_face_read_at=NOW),
     "refusal": Received(Ack(SetOutput.MSG_ID, 3, int(AckResult.REFUSED_STATE)), 3, NOW),
     "unanswered": Unanswered(SetOutput.MSG_ID, 9, NOW - 0.05),
 }
@@ -764,7 +768,9 @@ def _begins_to_hold_with_time(interlock: InterlockId) -> tuple[SafetyInputs, Saf
         InterlockId.LINK_LOST: inputs(unanswered_age_s=hard.COMMAND_ANSWER_S - 0.005),
         InterlockId.TELEMETRY_STALE: inputs(telemetry_age_s=RULES.limits.telemetry_stale_s - 0.015),
         InterlockId.CONTROL_LOOP_OVERRUN: inputs(),
-        InterlockId.IMAGING_LOST: inputs(imaging=ImagingStatus(NOW - RULES.imaging_max_age_s + 0.005, 30.0)),
+        InterlockId.IMAGING_LOST: inputs(
+            imaging=ImagingStatus(NOW - RULES.imaging_max_age_s + 0.005, 30.0, probe_face_read_at=NOW)
+        ),
         InterlockId.OVER_POWER: inputs(telemetry({1: channel(power_w=15.0, flags=ON)}),
                                        commanded={1: on(5.0, settling=(Settling(20.0, NOW + 0.005),))}),
         InterlockId.LESION_TIME_EXCEEDED: inputs(commanded={1: on(10.0)}, rf_on_s={1: CH1.rf_time_budget_s - 0.005}),

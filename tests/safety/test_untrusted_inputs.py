@@ -1,0 +1,214 @@
+"""What control/ hands the safety core is read as if control/ were hostile (ARCHITECTURE.md section 2): numbers as
+they are stored, not as their class says they compare; a mapping once; times that could come from another clock;
+readings that stopped being renewed. And a plan is checked as the generator will run it, not as it was written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_bridge.messages import OutputMode, SetOutput, Stim
+from safety import limits as hard
+from safety.config import HARD_LIMITS
+from safety.errors import RefusedInput
+from safety.gate import StimKind
+from safety.inputs import ImagingStatus
+from safety.interlocks import InterlockId, SafetyRules, evaluate_interlocks, imaging_not_live, over_power
+from safety.plan import LesionMode, LesionPlan, check_plan, parse_plan
+from tests.safety.support import NOW, ON, PULSED_RULES, RULES, Rig, channel, inputs, on, pulsed_plan, telemetry
+
+
+class AlwaysInRange(float):
+    """A float whose comparisons always say "in range": ``isinstance(x, float)`` holds."""
+
+    def __le__(self, other: object) -> bool:
+        return True
+
+    def __ge__(self, other: object) -> bool:
+        return True
+
+    def __float__(self) -> float:
+        return 1.0
+
+
+class AlwaysInRangeInt(int):
+    def __le__(self, other: object) -> bool:
+        return True
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return True
+
+    def __index__(self) -> int:
+        return 1000
+
+
+def _sent(rig: Rig, kind: type) -> list[object]:
+    return [m for m in rig.wire() if isinstance(m, kind)]
+
+
+@given(volts=st.floats(min_value=0.0, max_value=120.0))
+def test_a_setpoint_is_judged_and_sent_as_the_number_it_stores_whatever_its_class_says(volts: float) -> None:
+    """A pulsed plan capped at 45 V: a float subclass that compares as in range and converts as 1.0 is granted
+    exactly when its stored value is within the cap, and that value goes on the wire."""
+    rig = Rig(plan=pulsed_plan())
+    rig.healthy_tick()
+    rig.healthy_tick()
+    decision = rig.gate.request_output({1: AlwaysInRange(volts)})
+    sent = _sent(rig, SetOutput)
+    assert bool(decision) == (volts <= 45.0)
+    assert [m.setpoints[0] for m in sent if isinstance(m, SetOutput)] == ([int(volts * 100)] if decision else [])
+
+
+def test_a_stimulus_amplitude_is_judged_and_sent_as_the_number_it_stores() -> None:
+    rig = Rig()
+    rig.healthy_tick()
+    rig.healthy_tick()
+    refused = rig.gate.request_stim(1, StimKind.MOTOR, AlwaysInRangeInt(60_000), rig.imaging())  # 60 V
+    assert not refused and _sent(rig, Stim) == []
+    assert rig.gate.request_stim(1, StimKind.MOTOR, AlwaysInRangeInt(2_000), rig.imaging())
+    (stim,) = _sent(rig, Stim)
+    assert isinstance(stim, Stim) and stim.amplitude_mv == 2_000 and type(stim.amplitude_mv) is int
+
+
+class ShiftingSetpoints(Mapping[int, float]):
+    """A mapping whose keys change after it has been read twice."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __iter__(self) -> Iterator[int]:
+        self.reads += 1
+        return iter([1] if self.reads <= 2 else [2])
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, key: int) -> float:
+        return 45.0
+
+
+def test_a_request_is_read_once_so_the_mode_sent_is_the_mode_checked() -> None:
+    """Channel 1 pulsed (45 V cap), channel 2 continuous (10 W cap): a mapping that names channel 1 to the checks
+    and channel 2 afterwards must not put 45 W continuous on the wire."""
+    continuous = pulsed_plan().lesions[0].model_copy(update={"channel": 2, "mode": LesionMode.CONTINUOUS,
+                                                             "pulsed": None, "set_temp_c": 80.0})
+    plan = LesionPlan(name="mixed", imaging_required=False, lesions=(pulsed_plan().lesions[0], continuous))
+    rig = Rig(plan=check_plan(plan, HARD_LIMITS))
+    rig.healthy_tick()
+    rig.healthy_tick()
+    assert rig.gate.request_output(ShiftingSetpoints())
+    (msg,) = _sent(rig, SetOutput)
+    assert isinstance(msg, SetOutput)
+    assert (msg.channel_mask, msg.mode, msg.setpoints[:2]) == (0b01, int(OutputMode.RF_PULSED), (4500, 0))
+    assert rig.gate.commanded[0].on and not rig.gate.commanded[1].on
+
+
+@given(volts=st.floats(min_value=0.0, max_value=80.0))
+def test_a_pulsed_channel_above_its_peak_voltage_maximum_trips_whatever_was_commanded(volts: float) -> None:
+    """As measured power above the channel maximum trips even with output commanded off, so does a measured peak
+    voltage above the pulsed maximum (+ tolerance): the commanded value is no bound if it was never sound."""
+    rules = PULSED_RULES.by_channel[1]
+    frame = telemetry({1: channel(voltage_v=volts, flags=ON)})
+    for commanded in (on(10.0, mode=OutputMode.RF_PULSED), on(60.0, mode=OutputMode.RF_PULSED)._replace(on=False)):
+        reason = over_power(frame.channels, commanded, rules, NOW)
+        beyond_maximum = round(volts * 100) / 100 > 45.0 + hard.OVER_VOLTAGE_TOLERANCE_V
+        assert (reason is not None and "maximum" in reason) == beyond_maximum
+
+
+def test_stimulation_on_a_pulsed_channel_is_not_judged_against_the_pulsed_maximum() -> None:
+    rules = PULSED_RULES.by_channel[1]
+    stimulating = on(0.0, mode=OutputMode.RF_PULSED)._replace(on=False, stim_amplitude_mv=3_000)
+    low_cap = rules.__class__(**{**{f: getattr(rules, f) for f in rules.__slots__}, "voltage_max_v": 1.0})
+    assert over_power(telemetry({1: channel(voltage_v=3.0, flags=ON)}).channels, stimulating, low_cap, NOW) is None
+
+
+# -- imaging: times from another clock, readings no longer renewed ------------------------------------------------
+def _imaging(frame_age_s: float, face_age_s: float | None = 0.0, face_c: float | None = 30.0) -> ImagingStatus:
+    return ImagingStatus(NOW - frame_age_s, face_c, probe_face_read_at=None if face_age_s is None else NOW - face_age_s)
+
+
+def _imaging_lost(status: ImagingStatus, *, energised: bool = False) -> bool:
+    snapshot = inputs(imaging=status, commanded={1: on()} if energised else None)
+    return any(t.interlock is InterlockId.IMAGING_LOST for t in evaluate_interlocks(snapshot, RULES, NOW))
+
+
+@given(ahead_s=st.floats(min_value=0.0, max_value=1e6))
+def test_a_frame_dated_ahead_of_the_clock_is_live_only_within_the_loops_own_lag(ahead_s: float) -> None:
+    """The tick polls imaging after reading the clock, so a frame may be a little ahead of it; one from another
+    clock (an hour ahead) would otherwise read as fresh for ever, RF on with nobody watching."""
+    live = ahead_s <= hard.IMAGING_FRAME_AHEAD_MAX_S
+    assert _imaging_lost(_imaging(-ahead_s)) != live
+    assert _imaging_lost(_imaging(-ahead_s), energised=True) != live  # no grace for a frame that never aged
+
+
+def test_a_frame_an_hour_ahead_neither_starts_rf_nor_keeps_it_on() -> None:
+    rig = Rig()  # the genicular plan requires imaging
+    ahead = ImagingStatus(rig.clock.now() + 3600.0, 30.0, probe_face_read_at=rig.clock.now())
+    rig.healthy_tick(imaging=ahead)
+    refused = rig.gate.request_output({1: 10.0}, ahead)
+    assert not refused and any("dated 3599.99 s ahead" in reason for reason in refused.reasons)
+    rig.energise()  # with live imaging; then the frames come dated an hour ahead, under power: no grace for them
+    ahead = ImagingStatus(rig.clock.now() + 3600.0, 30.0, probe_face_read_at=rig.clock.now())
+    rig.healthy_tick({1: channel(power_w=10.0, flags=ON)}, imaging=ahead)
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.IMAGING_LOST] and not rig.gate.commanded[0].on
+
+
+@given(face_age_s=st.floats(min_value=0.0, max_value=10.0), energised=st.booleans())
+def test_guidance_is_live_only_while_the_probe_face_temperature_is_read(face_age_s: float, energised: bool) -> None:
+    """A face reading older than PROBE_FACE_READING_MAX_AGE_S (+ the loss grace under power) is not known: the
+    probe-face interlock would be blind, so guidance counts as lost (docs/imaging.md, imaging-lost policy)."""
+    allowed = hard.PROBE_FACE_READING_MAX_AGE_S + (hard.IMAGING_LOSS_GRACE_S if energised else 0.0)
+    assert _imaging_lost(_imaging(0.0, face_age_s), energised=energised) == (face_age_s > allowed)
+
+
+@pytest.mark.parametrize("status", [_imaging(0.0, None), _imaging(0.0, 0.0, None), _imaging(0.0, -1.0)])
+def test_an_unread_or_future_probe_face_reading_refuses_rf_under_guidance(status: ImagingStatus) -> None:
+    rig = Rig()
+    rig.clock.advance(-rig.clock.now())  # NOW, the time _imaging dates from
+    rig.healthy_tick(imaging=status)
+    status = ImagingStatus(rig.clock.now(), status.probe_face_temp_c,
+                           probe_face_read_at=None if status.probe_face_read_at is None
+                           else rig.clock.now() + status.probe_face_read_at)
+    refused = rig.gate.request_output({1: 10.0}, status)
+    assert not refused and any("probe face temperature" in reason for reason in refused.reasons)
+    assert imaging_not_live(status, rig.clock.now(), 0.5, 0.0) is not None
+
+
+def test_a_plan_without_imaging_does_not_need_the_probe_face() -> None:
+    snapshot = inputs(imaging=_imaging(0.0, None))
+    rules = PULSED_RULES
+    assert not any(t.interlock is InterlockId.IMAGING_LOST for t in evaluate_interlocks(snapshot, rules, NOW))
+
+
+# -- a pulsed plan as the generator runs it ----------------------------------------------------------------------
+def _pulsed(width_us: int, rate_hz: float) -> LesionPlan:
+    data = pulsed_plan().model_dump(mode="json")
+    data["lesions"][0]["pulsed"].update(pulse_width_us=width_us, rate_hz=rate_hz)
+    return parse_plan(data, HARD_LIMITS, "duty")
+
+
+@given(width_us=st.integers(hard.PULSE_WIDTH_MIN_US, hard.PULSE_WIDTH_MAX_US),
+       rate_hz=st.floats(min_value=0.01, max_value=hard.PULSE_RATE_MAX_HZ))
+def test_a_pulsed_plan_is_accepted_only_if_its_duty_on_the_wire_is_within_the_maximum(width_us: int,
+                                                                                   rate_hz: float) -> None:
+    """The wire carries the rate in 0.1 Hz: 48.5 ms at 2.06 Hz is 9.99 % as written but 10.19 % as sent."""
+    wire_deci_hz = round(rate_hz * 10)
+    try:
+        plan = _pulsed(width_us, rate_hz)
+    except RefusedInput:
+        assert wire_deci_hz < 1 or width_us * 1e-6 * wire_deci_hz / 10 > hard.PULSED_DUTY_MAX
+        return
+    rules = SafetyRules.compile(plan, HARD_LIMITS).by_channel[1]
+    assert rules.pulse_rate_deci_hz == wire_deci_hz >= 1
+    assert rules.pulse_width_us * 1e-6 * rules.pulse_rate_deci_hz / 10 <= hard.PULSED_DUTY_MAX
+
+
+def test_the_reviewers_pulsed_plan_is_refused_naming_the_duty() -> None:
+    with pytest.raises(RefusedInput, match=r"duty cycle 10\.2%"):
+        _pulsed(48_500, 2.06)
