@@ -28,6 +28,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -65,6 +66,17 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 """
+
+
+@functools.cache
+def _written_structure() -> frozenset[tuple[str, str, str, str | None]]:
+    """The schema objects a record is written with, as SQLite stores them (``sqlite_master``)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return frozenset(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+    finally:
+        db.close()
 
 
 class RecordError(CartError):
@@ -381,6 +393,8 @@ class RecordReader:
         last = 0
         try:
             for row_id, mono, wall, kind, payload in self._db.execute(query, args):
+                if not (isinstance(kind, str) and isinstance(payload, str)):
+                    raise ValueError(f"row {row_id} is not stored as text")
                 last = row_id
                 yield RecordRow(row_id, mono, wall, kind, json.loads(payload))
         except (sqlite3.Error, ValueError) as exc:  # not UTF-8, not JSON, a damaged page
@@ -409,12 +423,22 @@ class RecordReader:
         own link instead of the reader."""
         expected_id, n, ended = 1, 0, False
         try:
+            altered = self._altered_structure()
+            if altered:  # the chain cannot speak for rows the readers would not find
+                return VerifyResult(False, 0, 1, altered)
             meta = {_text(k): _text(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
             prev_hash = genesis_hash(meta)
-            query = "SELECT id, mono, wall, CAST(kind AS BLOB), CAST(payload AS BLOB), hash FROM events ORDER BY id"
-            for row_id, mono, wall, kind_bytes, payload_bytes, stored in self._db.execute(query):
+            query = ("SELECT id, mono, wall, CAST(kind AS BLOB), CAST(payload AS BLOB), hash, typeof(kind), "
+                     "typeof(payload) FROM events ORDER BY id")
+            for row_id, mono, wall, kind_bytes, payload_bytes, stored, kind_type, payload_type in self._db.execute(
+                query
+            ):
                 n += 1
                 kind = _text(kind_bytes)
+                if (kind_type, payload_type) != ("text", "text"):  # the hash reads bytes; the readers' filters do not
+                    return VerifyResult(False, n, row_id, f"row {row_id} ({kind}): its kind is stored as {kind_type} "
+                                        f"and its payload as {payload_type}, not both as text: readers asking for its "
+                                        "kind would not see it")
                 if row_id != expected_id:
                     return VerifyResult(False, n, row_id, f"row {expected_id} is missing (next id is {row_id})")
                 if ended:
@@ -436,6 +460,17 @@ class RecordReader:
             "not closed: no end row, so rows may be missing from its end (the procedure was interrupted, or rows "
             "were removed)")
         return VerifyResult(True, n, None, reason, closed=ended or legacy, final_hash=prev_hash)
+
+    def _altered_structure(self) -> str:
+        """Why the database is not built as the cart builds a record, or "": its tables and index as written
+        (an index rebuilt to leave out alarms would hide them from every reader, the chain intact), and SQLite's
+        own integrity check (an index that disagrees with its table)."""
+        found = frozenset(self._db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+        if found != _written_structure():
+            changed = sorted(name for _type, name, _table, _sql in found ^ _written_structure())
+            return f"its structure is not the one the cart writes (changed or added: {', '.join(changed)})"
+        problems = [text for (text,) in self._db.execute("PRAGMA integrity_check(5)")]
+        return "" if problems == ["ok"] else f"SQLite's integrity check fails: {'; '.join(problems)}"
 
     def export_json(self, out: TextIO, kind: str | None = None) -> int:
         n = 0

@@ -222,3 +222,35 @@ def test_meta_and_times_of_other_types_are_hashed_as_stored(tmp_path: Path) -> N
     record.append("state", {"dest": "standby"})
     record.close()
     assert RecordReader(tmp_path / "p.rfa.db").verify().ok
+
+
+def test_a_kind_stored_as_bytes_hides_its_rows_from_the_readers_and_so_breaks_the_record(tmp_path: Path) -> None:
+    """The chain hashes a row's bytes whatever SQLite stores them as, but ``WHERE kind = 'state'`` never matches a
+    BLOB: the state rows would vanish from `show --kind`, the report and the history with the chain intact."""
+    path = _record(tmp_path / "p.rfa.db")
+    _sql(path, ("UPDATE events SET kind = CAST(kind AS BLOB) WHERE kind = 'state'", ()))
+    verdict = RecordReader(path).verify()
+    assert (verdict.intact, verdict.first_broken_id) == (False, 2) and "not both as text" in verdict.reason
+    with pytest.raises(RecordDamaged, match="not stored as text"):
+        list(RecordReader(path).rows())
+
+
+@pytest.mark.parametrize("alteration", [
+    # an index that leaves out some kinds, its definition in the schema table put back as written
+    ("DROP INDEX events_kind", "CREATE INDEX events_kind ON events(kind) WHERE kind <> 'state'",
+     "PRAGMA writable_schema = ON",
+     "UPDATE sqlite_master SET sql = 'CREATE INDEX events_kind ON events(kind)' WHERE name = 'events_kind'"),
+    ("CREATE TRIGGER quiet AFTER INSERT ON events BEGIN SELECT 1; END",),
+    ("CREATE VIEW alarms AS SELECT * FROM events",),
+])
+def test_a_record_whose_structure_was_altered_is_broken_from_its_first_row(tmp_path: Path,
+                                                                         alteration: tuple[str, ...]) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    db = sqlite3.connect(path)
+    for sql in alteration:
+        db.execute(sql)
+    db.commit()
+    db.close()
+    verdict = RecordReader(path).verify()
+    assert (verdict.intact, verdict.first_broken_id) == (False, 1)
+    assert "integrity check fails" in verdict.reason or "structure is not the one the cart writes" in verdict.reason
