@@ -58,10 +58,12 @@ from safety.config import SafetyLimits, validated_limits
 from safety.inputs import (
     EMPTY_TREND,
     ChannelTrend,
+    ClockRate,
     CommandedChannel,
     ImagingStatus,
     SafetyInputs,
     Settling,
+    advance_clock_rate,
     advance_trend,
 )
 from safety.interlocks import (
@@ -76,6 +78,7 @@ from safety.interlocks import (
     imaging_not_live,
     over_power,
     reevaluate,
+    thermocouple_frozen,
 )
 from safety.plan import LesionPlan, check_plan
 
@@ -282,6 +285,7 @@ class OutputGate:
         self._trends: list[ChannelTrend] = [EMPTY_TREND] * N_CHANNELS
         self._trend_source: Received[Telemetry] | None = None
         """The newest telemetry frame folded into the trends."""
+        self._clock_rate = ClockRate()
         self._unjudged: list[_Folded] = []
         """Telemetry frames folded into the trends and not yet judged, oldest first: the newest alone, nearly every
         tick; up to TELEMETRY_KEPT after one poll, more if snapshots folded some between judgements."""
@@ -603,6 +607,7 @@ class OutputGate:
         if not reasons:
             prospective = self._prospective(setpoints, wire, now)
             reasons += self._prospective_over_power(prospective, now)
+            reasons += self._prospective_frozen(prospective)
         commanded = self._commanded
         for index, state in enumerate(commanded):
             if state.stim_amplitude_mv:
@@ -644,6 +649,17 @@ class OutputGate:
             reason = over_power(channels, commanded, by_channel[driven], now)
             if reason is not None:
                 reasons.append(f"{InterlockId.OVER_POWER.value}: channel {driven}: {reason} (as requested)")
+        return reasons
+
+    def _prospective_frozen(self, prospective: Mapping[int, CommandedChannel]) -> list[str]:
+        """Would a channel turning on trip thermocouple_frozen on its first frame? Then refuse it."""
+        reasons = []
+        for driven in prospective:
+            if not self._commanded[driven - 1].on:
+                reason = thermocouple_frozen(self._trends[driven - 1])
+                if reason is not None:
+                    reasons.append(f"{InterlockId.THERMOCOUPLE_FROZEN.value}: channel {driven}: {reason} "
+                                   "(as requested)")
         return reasons
 
     def _judge(self, imaging: ImagingStatus | None, now: float) -> list[Trip]:
@@ -942,6 +958,7 @@ class OutputGate:
         if self._unseen_off and rx.arrived_at > self._unseen_off_since:
             self._see_off(rx.msg.channels)
         gen_time_s = rx.msg.gen_time_us / 1e6
+        self._clock_rate = advance_clock_rate(self._clock_rate, rx.arrived_at, gen_time_s)
         for index in range(N_CHANNELS):
             self._trends[index] = advance_trend(
                 self._trends[index], rx.msg.channels[index], gen_time_s, self._commanded[index].on
@@ -994,6 +1011,7 @@ class OutputGate:
             imaging,
             gen.last_refusal,
             gen.unanswered,
+            self._clock_rate.rate,
         )
 
     def _settle_from_acks(self, now: float) -> None:

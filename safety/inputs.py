@@ -123,6 +123,28 @@ class ChannelTrend(NamedTuple):
 EMPTY_TREND = ChannelTrend()
 
 
+class ClockRate(NamedTuple):
+    """The generator's clock against the host's: how far each advanced over the last whole window of
+    ``GENERATOR_CLOCK_RATE_WINDOW_S`` host time, from the frames' generator times and the host's reading of them."""
+
+    host_start_s: float | None = None
+    gen_start_s: float = 0.0
+    rate: float | None = None
+    """Generator seconds per host second over the last whole window; None until one has passed."""
+
+
+def advance_clock_rate(clock: ClockRate, host_s: float, gen_s: float) -> ClockRate:
+    """The measurement after one more frame, read at ``host_s``, stamped ``gen_s`` by the generator. A clock that
+    went back (a reboot) starts a new window; its stall is the trends' ``clock_stalled``."""
+    start = clock.host_start_s
+    if start is None or gen_s < clock.gen_start_s:
+        return ClockRate(host_s, gen_s, None)
+    elapsed = host_s - start
+    if elapsed < hard.GENERATOR_CLOCK_RATE_WINDOW_S:
+        return clock
+    return ClockRate(host_s, gen_s, (gen_s - clock.gen_start_s) / elapsed)
+
+
 def advance_trend(
     trend: ChannelTrend, sample: ChannelTelemetry, gen_time_s: float, output_on: bool
 ) -> ChannelTrend:
@@ -203,6 +225,8 @@ class SafetyInputs(NamedTuple):
     """The generator's newest refusal of a command (an ACK whose result is not OK), if any."""
     unanswered: Unanswered | None = None
     """The oldest command sent after the newest one the generator acknowledged (``RfGenerator.unanswered``)."""
+    generator_clock_rate: float | None = None
+    """The generator's clock rate against the host's over the last whole window (:class:`ClockRate`)."""
 
     @property
     def energised(self) -> bool:

@@ -32,7 +32,7 @@ from firmware_bridge.messages import (
 )
 from safety import limits as hard
 from safety.config import SafetyLimits
-from safety.inputs import CommandedChannel, ImagingStatus, SafetyInputs
+from safety.inputs import ChannelTrend, CommandedChannel, ImagingStatus, SafetyInputs
 from safety.plan import Lesion, LesionMode, LesionPlan
 
 
@@ -377,6 +377,15 @@ def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) 
                 "generator clock did not advance between telemetry frames (frozen, or reset by a reboot)",
                 when_idle=False,
             )
+    rate = inputs.generator_clock_rate
+    if rate is not None and not hard.GENERATOR_CLOCK_RATE_MIN <= rate <= hard.GENERATOR_CLOCK_RATE_MAX:
+        return _sys(
+            InterlockId.GENERATOR_FAULT,
+            f"generator clock ran at {rate:.3g} times the host's over {hard.GENERATOR_CLOCK_RATE_WINDOW_S:.0f} s "
+            f"(allowed {hard.GENERATOR_CLOCK_RATE_MIN}..{hard.GENERATOR_CLOCK_RATE_MAX}): the trends that time a "
+            "frozen reading and count energy run on it",
+            when_idle=False,
+        )
     refusal = inputs.refusal
     if refusal is not None and _refused_while_energised(inputs, refusal.arrived_at):
         ack = refusal.msg
@@ -620,23 +629,24 @@ def check_thermocouple_frozen(inputs: SafetyInputs, rules: ChannelRules, now: fl
     trend = inputs.trends[rules.index]
     if not trend.powered_on:
         return None
+    reason = thermocouple_frozen(trend)
+    return None if reason is None else _ch(InterlockId.THERMOCOUPLE_FROZEN, rules, reason)
+
+
+def thermocouple_frozen(trend: ChannelTrend) -> str | None:
+    """Why the channel's reading counts as frozen, or None, whether or not output is on now.
+
+    Shared by the interlock (under power) and by the gate, which asks it about a channel it is asked to turn on:
+    the stillness counted under power is kept while output is off, so a reading still frozen when the latch is
+    acknowledged would trip on the first frame under power, after a period of RF it should never have had."""
     frozen_s = trend.frozen_s
     if frozen_s > hard.THERMOCOUPLE_STILL_S:
-        return _ch(
-            InterlockId.THERMOCOUPLE_FROZEN,
-            rules,
-            f"tip reading unchanged for {frozen_s:.1f} s with output on (limit {hard.THERMOCOUPLE_STILL_S:.0f} s)",
-        )
+        return f"tip reading unchanged for {frozen_s:.1f} s with output on (limit {hard.THERMOCOUPLE_STILL_S:.0f} s)"
     if frozen_s > hard.THERMOCOUPLE_FROZEN_S and trend.power_max_w - trend.power_min_w > (
         hard.THERMOCOUPLE_FROZEN_POWER_SWING_W
     ):
-        return _ch(
-            InterlockId.THERMOCOUPLE_FROZEN,
-            rules,
-            f"tip reading unchanged for {frozen_s:.1f} s "
-            f"while power swung {trend.power_min_w:.1f}.."
-            f"{trend.power_max_w:.1f} W",
-        )
+        return (f"tip reading unchanged for {frozen_s:.1f} s while power swung {trend.power_min_w:.1f}.."
+                f"{trend.power_max_w:.1f} W")
     return None
 
 
@@ -866,6 +876,7 @@ def only_time_has_moved(earlier: SafetyInputs, later: SafetyInputs) -> bool:
         and later.commanded == earlier.commanded
         and later.trends == earlier.trends
         and later.imaging == earlier.imaging
+        and later.generator_clock_rate == earlier.generator_clock_rate
     )
 
 

@@ -95,6 +95,13 @@ THERMOCOUPLE_FROZEN_POWER_SWING_W: Final = 2.0
 # amplifier's noise, does not give a thousand identical readings in a row, while a reading that froze at
 # the set temperature during a steady hold leaves the controller no reason to move the power.
 THERMOCOUPLE_STILL_S: Final = 10.0
+# The trends that time a frozen reading and count energy run on the generator's clock. One that advances but
+# too slowly (a wrong divider, a clock that crawls) would blind them without ever standing still, so its rate
+# against the host's is measured over each window of host time and must lie within these bounds. Wide: the
+# host dates a frame by the loop's read, and a frame read late only moves the window's end by a period or two.
+GENERATOR_CLOCK_RATE_WINDOW_S: Final = 1.0
+GENERATOR_CLOCK_RATE_MIN: Final = 0.5
+GENERATOR_CLOCK_RATE_MAX: Final = 2.0
 # Temperature not tracking power: once more than this energy has gone in since output came on, the tip
 # must have risen this far (or be within it of the set temperature); else the thermocouple is not where
 # the heat is.

@@ -726,6 +726,7 @@ _ANOTHER: dict[str, Any] = {
     "imaging": ImagingStatus(NOW - 0.1, 30.0, probe_face_read_at=NOW),
     "refusal": Received(Ack(SetOutput.MSG_ID, 3, int(AckResult.REFUSED_STATE)), 3, NOW),
     "unanswered": Unanswered(SetOutput.MSG_ID, 9, NOW - 0.05),
+    "generator_clock_rate": 0.001,
 }
 """Per field of the snapshot, a value other than ``_BASE``'s (a message received again is another object)."""
 

@@ -15,7 +15,7 @@ from safety import limits as hard
 from safety.config import HARD_LIMITS
 from safety.errors import RefusedInput
 from safety.gate import StimKind
-from safety.inputs import ImagingStatus
+from safety.inputs import ClockRate, ImagingStatus, advance_clock_rate
 from safety.interlocks import InterlockId, SafetyRules, evaluate_interlocks, imaging_not_live, over_power
 from safety.plan import LesionMode, LesionPlan, check_plan, parse_plan
 from tests.safety.support import NOW, ON, PULSED_RULES, RULES, Rig, channel, inputs, on, pulsed_plan, telemetry
@@ -212,3 +212,66 @@ def test_a_pulsed_plan_is_accepted_only_if_its_duty_on_the_wire_is_within_the_ma
 def test_the_reviewers_pulsed_plan_is_refused_naming_the_duty() -> None:
     with pytest.raises(RefusedInput, match=r"duty cycle 10\.2%"):
         _pulsed(48_500, 2.06)
+
+
+# -- a request the interlocks would trip on at once -----------------------------------------------------------------
+def test_output_is_not_granted_to_a_thermocouple_still_frozen_after_its_latch_is_acknowledged() -> None:
+    """The reading stuck while power swung: frozen trips and output goes off. Off, the condition is not judged, so
+    the latch can be acknowledged; the stillness counted under power is kept, so the next request would trip on its
+    first frame: a period of RF per acknowledgement, for a tip nobody can read. It is refused instead, naming it."""
+    rig = Rig()
+    rig.energise()
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    for tick in range(400):
+        rig.healthy_tick({1: channel(temp_c=37.0, power_w=10.0 + 3.0 * (tick % 2), flags=ON)})
+        if rig.gate.latched:
+            break
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.THERMOCOUPLE_FROZEN]
+    for _ in range(20):
+        rig.healthy_tick({1: channel(temp_c=37.0)})
+    assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.THERMOCOUPLE_FROZEN]
+    refused = rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert not refused and any(r.startswith("thermocouple_frozen: channel 1:") for r in refused.reasons)
+    rig.healthy_tick({1: channel(temp_c=37.5)})  # the reading moves: the tip is read again
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+
+
+# -- a generator clock that advances, but crawls ------------------------------------------------------------------
+def test_a_generator_clock_that_crawls_is_a_generator_fault_before_it_blinds_the_thermocouple_checks() -> None:
+    """The generator's clock advances 1 µs a frame: never stalled, but the trends timing a frozen reading and
+    counting energy see no time pass. 15 s of a stuck reading under swinging power tripped nothing; the clock's rate
+    against the host's trips generator_fault within two windows."""
+    rig = Rig()
+    rig.energise()
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    for tick in range(1500):
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({1: channel(temp_c=37.0, power_w=10.0 + 3.0 * (tick % 2), flags=ON)}), gen_step_us=1)
+        rig.gate.evaluate(rig.imaging())
+        if rig.gate.latched:
+            break
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.GENERATOR_FAULT]
+    assert "generator clock ran at" in rig.gate.latched[0].reason
+    assert tick * 0.01 <= 2 * hard.GENERATOR_CLOCK_RATE_WINDOW_S and not rig.gate.commanded[0].on
+
+
+@given(rate=st.floats(min_value=0.0, max_value=5.0), jitter_s=st.floats(min_value=0.0, max_value=0.03))
+def test_the_clock_rate_is_measured_over_whole_windows_of_host_time(rate: float, jitter_s: float) -> None:
+    """Frames every 10 ms of host time, read up to ``jitter_s`` late: the rate measured is the generator's within
+    what the late reading can move a window's end, and it is judged only once a whole window has passed."""
+    clock = ClockRate()
+    host_s = gen_s = 0.0
+    for frame in range(int(hard.GENERATOR_CLOCK_RATE_WINDOW_S / 0.01) * 2 + 2):
+        read_s = host_s + (jitter_s if frame % 7 == 3 else 0.0)
+        clock = advance_clock_rate(clock, read_s, gen_s)
+        if read_s < hard.GENERATOR_CLOCK_RATE_WINDOW_S:
+            assert clock.rate is None
+        host_s, gen_s = host_s + 0.01, gen_s + 0.01 * rate
+    assert clock.rate is not None
+    assert abs(clock.rate - rate) <= rate * 2 * jitter_s / hard.GENERATOR_CLOCK_RATE_WINDOW_S + 1e-9
+
+
+def test_a_generator_clock_that_went_back_starts_a_new_window() -> None:
+    clock = advance_clock_rate(advance_clock_rate(ClockRate(), 0.0, 100.0), 1.5, 101.5)
+    assert clock.rate == 1.0
+    assert advance_clock_rate(clock, 1.51, 0.01) == ClockRate(1.51, 0.01, None)  # a reboot: clock_stalled's case
