@@ -53,6 +53,8 @@ END_KIND: Final = "end"
 COMMIT_INTERVAL_S: Final = 0.05
 TELEMETRY_SPAN_S: Final = 0.1
 DURABLE_TIMEOUT_S: Final = 5.0
+NOT_RECORDED: Final = 0
+"""The row id of a row dropped by an abandoned record (ids start at 1)."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -137,6 +139,7 @@ class ProcedureRecord:
         self._commits = 0
         self._closing = False
         self._failure: BaseException | None = None
+        self._abandoned = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # e.g. a file where the record directory should be
@@ -157,7 +160,8 @@ class ProcedureRecord:
         ``payload`` afterwards. It may also be a function that builds the row's data (from frozen messages,
         or an ultrasound frame's compression): the writer calls it, so building stays off the 10 ms path.
         """
-        self._raise_if_failed()
+        if self._dropping():
+            return NOT_RECORDED
         t = self._clock.now() if mono is None else mono
         with self._lock:
             self._refuse_if_closed(kind)
@@ -172,7 +176,8 @@ class ProcedureRecord:
         """Queue several rows of one kind from one moment, in order (one telemetry frame's channels).
 
         As :meth:`append` for each, for one lock and one wall-clock reading: returns the last row's seq."""
-        self._raise_if_failed()
+        if self._dropping():
+            return NOT_RECORDED
         with self._lock:  # the wall clock read under the lock, as in append: row order is wall-time order
             self._refuse_if_closed(kind)
             wall = self._wall()
@@ -208,10 +213,13 @@ class ProcedureRecord:
             raise RecordError(f"record {self.path} did not commit row {seq} within {timeout_s} s")
 
     def committed_within(self, seq: int, timeout_s: float) -> bool:
-        """Wait at most ``timeout_s`` for row ``seq`` to be committed; whether it is. Raises if the writer failed.
+        """Wait at most ``timeout_s`` for row ``seq`` to be committed; whether it is. Raises if the writer failed,
+        unless the record was :meth:`abandon`-ed: then nothing more will be committed, and it returns True at once.
 
         For a caller that must do something else while it waits (the control loop keeps ticking: see
         :class:`control.durable.CommitWaiter`)."""
+        if self._abandoned:
+            return True
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._cond.notify_all()
@@ -221,8 +229,7 @@ class ProcedureRecord:
                     break
                 self._cond.wait(remaining)
             committed = self._committed_seq >= seq
-        self._raise_if_failed()
-        return committed
+        return self._dropping() or committed
 
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -248,6 +255,25 @@ class ProcedureRecord:
     def stats(self) -> RecordStats:
         with self._cond:
             return RecordStats(self._committed_seq, len(self._queue), self._commits)
+
+    def abandon(self) -> None:
+        """The procedure ends on this record's failure, which it has been told (a RecordError): from now on a row is
+        dropped, not raised, so that the end the failure calls for (output off, seen off, the fault) is not
+        stopped by the very failure it is ending on. What was committed before is on disk, and the record reads as
+        not closed. Does nothing while the record works."""
+        with self._cond:
+            self._abandoned = self._failure is not None
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
+
+    def _dropping(self) -> bool:
+        """Whether a row is dropped: the writer failed and the record was abandoned. If it failed and was not
+        abandoned, the failure is raised: the first to hear of it must go to the safe state."""
+        if not self._abandoned:
+            self._raise_if_failed()
+        return self._abandoned
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:

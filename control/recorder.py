@@ -21,7 +21,7 @@ from dataclasses import asdict
 from functools import partial
 from typing import Any
 
-from control.record import ProcedureRecord
+from control.record import NOT_RECORDED, ProcedureRecord
 from firmware_bridge.framing import Frame
 from firmware_bridge.messages import N_CHANNELS, ElectrodeInfo, Heartbeat, Message, SelfTest, Status, Telemetry
 from safety.gate import EventKind, SafetyEvent
@@ -104,6 +104,8 @@ class Recorder:
     def safety_event(self, event: SafetyEvent) -> None:
         if event.kind in _DURABLE_EVENTS:
             row = self.record.append("alarm", partial(safety_row, event), mono=event.at)
+            if row == NOT_RECORDED:  # an abandoned record: the procedure is ending on its failure
+                return
             if self.defer_commit():
                 self._uncommitted_alarm = row
             else:

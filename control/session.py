@@ -216,6 +216,8 @@ class ProcedureSession:
         except KeyboardInterrupt:
             messages.append(self._operator_stop("operator stop (interrupt)"))
         except CartError as exc:  # the link died, the record failed, a device refused: the safe state
+            if isinstance(exc, RecordError):
+                self.record.abandon()  # told: the safe state is not to be stopped by the failure it is for
             messages.append(self._abort(_failure(exc)))
         except Exception as exc:  # a defect of this program: the safe state and the record first, then it is raised
             defect = exc
@@ -226,8 +228,7 @@ class ProcedureSession:
                 with contextlib.suppress(CartError):  # the display gone: the alarms are in the record all the same
                     self._tell_ending(self._pending_trips)  # found by the last tick or hold, never acted on
                 with contextlib.suppress(CartError):  # a dead link: the generator's own watchdog turns it off
-                    self.gate.all_off("end of procedure")
-                    self._settle_withholding()
+                    self._end_output()
                 unconfirmed = self._off_unconfirmed()  # before the watchdog's own last OUTPUT_OFF, just below
             finally:  # even if interrupted while settling: supervision ends, the interpreter is restored
                 self.commits.end()
@@ -263,6 +264,8 @@ class ProcedureSession:
         self.result = result
         try:
             self.record.append_durable("summary", result.as_dict())
+            if self.record.abandoned:
+                raise RecordError("the record failed before it (above)")
         except CartError as exc:
             result.message = "; ".join([*messages, f"the summary could not be recorded: {exc}"])
             result.exit_code = EXIT_FAULT
@@ -311,6 +314,18 @@ class ProcedureSession:
             self._abort_lesions(fault)
             self.procedure.raise_fault(fault)
             raise Faulted(fault)
+
+    def _end_output(self) -> None:
+        """The end's OUTPUT_OFF, and the wait to see it taken (:meth:`_settle_withholding`). A record found failed
+        only now is abandoned and said, and the end goes on without it: once more, from its OUTPUT_OFF."""
+        try:
+            self.gate.all_off("end of procedure")
+            self._settle_withholding()
+        except RecordError as exc:
+            self.record.abandon()
+            self._ending_alarms.append(_failure(exc))
+            self.gate.all_off("end of procedure")
+            self._settle_withholding()
 
     def _settle_withholding(self) -> None:
         """Before the loop stops: until the final OUTPUT_OFF is acknowledged, and while the gate withholds the host

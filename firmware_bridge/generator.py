@@ -314,14 +314,28 @@ class RfGenerator:
             return []
         now = self.clock.now()
         frames = self._parser.feed(data)
+        failure: Exception | None = None
         for frame in frames:
-            self._dispatch(frame, now)
+            try:
+                self._dispatch(frame, now)
+            except Exception as exc:  # every frame is taken first (see _dispatch); then the first error goes on
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return frames
 
     def _dispatch(self, frame: Frame, now: float) -> None:
+        """Hand the frame to the listeners (the record: before anything acts on it), then take it. A listener that
+        raises (a failed record) still leaves the frame taken, then its error goes on: what this driver holds must
+        never fall behind what the generator said, or the end that error calls for could not see output go off."""
         self.last_rx_at = now
-        for listener in self._received_listeners:
-            listener(frame, now)
+        try:
+            for listener in self._received_listeners:
+                listener(frame, now)
+        finally:
+            self._take(frame, now)
+
+    def _take(self, frame: Frame, now: float) -> None:
         msg = frame.msg
         if isinstance(msg, Telemetry):
             telemetry = Received(msg, frame.seq, now)

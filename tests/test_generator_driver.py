@@ -201,6 +201,26 @@ def test_received_listener_sees_every_frame(link: Lockstep) -> None:
     assert len(seen) == 10 + 2  # ten telemetry, one status, one heartbeat
 
 
+def test_every_frame_is_taken_even_when_a_listener_fails_and_then_its_error_goes_on(link: Lockstep) -> None:
+    """A failed record raises in its listener: the frames of that poll are still taken (the ACK of a final
+    OUTPUT_OFF among them), so the end the failure calls for can see output go off; then the error is raised."""
+    seq = link.driver.output_off()
+    link.clock.advance(TICK_S)
+    link.sim.step()
+    link.clock.advance(TICK_S)
+    link.sim.step()  # two ticks: the ACK and two telemetry frames wait on the wire, one poll's worth
+
+    def broken_record(frame: Frame, t: float) -> None:
+        raise RuntimeError("record writer failed")
+
+    link.driver.on_received(broken_record)
+    before = link.driver.stats.frames_ok
+    with pytest.raises(RuntimeError, match="record writer failed"):
+        link.driver.poll()
+    assert link.driver.stats.frames_ok - before >= 3
+    assert link.driver.ack_for(OutputOff.MSG_ID, seq) is not None and link.driver.unanswered is None
+
+
 def test_counters_show_frames_lost_while_unplugged() -> None:
     ls = Lockstep(device_wrap=FaultyTransport, link=LinkFaultConfig(unplug=((0.5, 0.1),)))
     ls.run(1.0)

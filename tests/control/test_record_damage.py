@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from control.cli import main
-from control.record import ProcedureRecord, RecordDamaged, RecordError, RecordReader, row_hash
+from control.record import NOT_RECORDED, ProcedureRecord, RecordDamaged, RecordError, RecordReader, row_hash
 from firmware_bridge.clock import SimClock
 
 
@@ -254,3 +254,26 @@ def test_a_record_whose_structure_was_altered_is_broken_from_its_first_row(tmp_p
     verdict = RecordReader(path).verify()
     assert (verdict.intact, verdict.first_broken_id) == (False, 1)
     assert "integrity check fails" in verdict.reason or "structure is not the one the cart writes" in verdict.reason
+
+
+def test_a_failed_record_raises_until_the_procedure_abandons_it_then_drops_rows(tmp_path: Path) -> None:
+    """The first to hear of the failure must go to the safe state; once the procedure has, rows are dropped so the
+    safe state is not stopped by the failure it is for. Closing still says the record failed."""
+    clock = SimClock()
+    record = ProcedureRecord(tmp_path / "p.rfa.db", clock)
+    record.append_durable("state", {"dest": "lesioning"})
+    record.abandon()  # nothing has failed: no effect
+    assert record.append("telemetry", {"ch": 1}) > 0 and not record.abandoned
+    record._fail(OSError(28, "No space left on device"))
+    for _ in range(2):  # it goes on raising until abandoned
+        with pytest.raises(RecordError, match="No space left"):
+            record.append("telemetry", {"ch": 1})
+    record.abandon()
+    assert record.abandoned
+    assert record.append("alarm", {"interlock": "over_temperature"}) == NOT_RECORDED
+    assert record.append_rows("telemetry", [{"ch": 1}, {"ch": 2}], clock.now()) == NOT_RECORDED
+    assert record.committed_within(NOT_RECORDED, 0.0)
+    record.append_durable("state", {"dest": "fault"})  # returns: the fault is not held up by the record
+    with pytest.raises(RecordError, match="No space left"):
+        record.close()
+    assert RecordReader(tmp_path / "p.rfa.db").verify().reason.startswith("not closed")

@@ -22,7 +22,7 @@ import control.session as session_module
 from control.console import Follower, follow
 from control.operator import ConsoleOperator, ScriptedOperator
 from control.procedure import State
-from control.record import Payload, RecordReader, RecordRow
+from control.record import Payload, RecordError, RecordReader, RecordRow
 from control.session import EXIT_FAULT, EXIT_OK
 from safety.plan import LesionPlan
 from sim.generator import Fault, FaultKind
@@ -580,3 +580,31 @@ def test_ctrl_c_pressed_again_while_the_procedure_ends_is_answered_not_obeyed_on
         assert len(summaries) == 1
     else:
         assert summaries == []
+
+
+def test_a_record_that_fails_mid_lesion_ends_in_fault_with_output_seen_off(tmp_path: Path) -> None:
+    """The disk fills mid-lesion. The failure goes to the safe state; after that, every row is dropped instead of
+    raised: raised, it stopped each frame before the driver took it, so the end never saw its OUTPUT_OFF answered
+    ("output off not confirmed ... after 0 ms"), and the fault could not be recorded, so the procedure ended in
+    `ramping`. Now it ends in fault with output seen off, and says the record failed."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    steps = _run_until(cart, State.LESIONING)
+    started = cart.clock.now()
+    while cart.clock.now() < started + 3.0:
+        next(steps)
+    cart.record._fail(OSError(28, "No space left on device"))  # the writer's next commit would fail so
+    _finish_despite_the_record(cart, steps)
+    result = cart.session.result
+    assert result is not None and result.final_state == "fault" and result.exit_code == EXIT_FAULT
+    assert "the procedure record failed" in result.message and "No space left on device" in result.message
+    assert "not confirmed" not in result.message and "the summary could not be recorded" in result.message
+    assert not any(ch.output_on for ch in cart.sim.channels)
+    verdict = RecordReader(cart.record.path).verify()
+    assert verdict.intact and not verdict.closed  # what was committed before the failure is there, and intact
+
+
+def _finish_despite_the_record(cart: SimCart, steps: Any) -> None:
+    for _ in steps:
+        pass
+    with pytest.raises(RecordError, match="No space left"):  # closing says it once more, as `rfa run` prints it
+        cart.record.close()
