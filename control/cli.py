@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
+import importlib.metadata
 import json
 import os
 import signal
@@ -163,6 +165,29 @@ def _load_inputs(args: argparse.Namespace) -> tuple[CartConfig, LesionPlan]:
     limits = config.effective_limits
     plan = load_plan(args.plan, limits) if args.plan else check_plan(default_genicular_plan(), limits)
     return config, plan
+
+
+def _record_meta(plan: LesionPlan, limits: SafetyLimits, realtime: bool, **more: str) -> dict[str, str]:
+    """What an investigator needs beside the rows to read them: which software ran, the limits the interlocks
+    used (a configuration may have tightened the plan's), when and in which time zone, and what ``mono`` counts."""
+    now = datetime.datetime.now().astimezone()
+    return {
+        "plan_name": plan.name,
+        "started": now.replace(tzinfo=None).isoformat(timespec="seconds"),
+        "utc_offset": now.strftime("%z"),
+        "software": f"rfa-controller {_version()}",
+        "limits": json.dumps(dataclasses.asdict(limits), sort_keys=True),
+        "time_base": ("mono: the host's monotonic clock, s (since the host booted)" if realtime else
+                      "mono: simulated time, s") + "; wall: the host's clock as each row was written, Unix time, s",
+        **more,
+    }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("rfa-controller")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown version"
 
 
 def _record_path(directory: Path, plan: LesionPlan) -> Path:
@@ -318,13 +343,14 @@ def _run(args: argparse.Namespace) -> int:
 
     record_dir = args.record or config.record_dir
     try:
-        record = ProcedureRecord(_record_path(record_dir, plan), clock, meta={
-            "plan_name": plan.name,
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "generator": url or "in-process simulator",
-            "probe": probe_choice,
-            "seed": str(args.seed),
-        })
+        record = ProcedureRecord(_record_path(record_dir, plan), clock, meta=_record_meta(
+            plan, config.effective_limits, realtime,
+            generator=url or "in-process simulator",
+            probe=probe_choice,
+            seed=str(args.seed),
+            config=str(args.config) if args.config else "none (the hard limits)",
+            faults=args.faults.read_text(encoding="utf-8") if args.faults else "none",
+        ))
     except RecordError as exc:
         print(f"rfa run: cannot open the procedure record: {exc}", file=err)
         return EXIT_USAGE
@@ -481,11 +507,9 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
                       rf_mask=sum(1 << i for i, ch in enumerate(channels) if ch.mode is not None))
 
     generator = RfGenerator(transport, clock)
-    record = ProcedureRecord(record_dir / f"run-{run:03d}{RECORD_SUFFIX}", clock, meta={
-        "plan_name": plan.name, "campaign_run": str(run),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-        "fault": "none" if injection is None else injection.describe(),
-    })
+    record = ProcedureRecord(record_dir / f"run-{run:03d}{RECORD_SUFFIX}", clock, meta=_record_meta(
+        plan, limits, False, campaign_run=str(run), fault="none" if injection is None else injection.describe(),
+    ))
     probe: UltrasoundProbe | None = None
     guidance: ProbeGuidance | None = None
     if cart.probe_sim is not None:

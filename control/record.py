@@ -27,6 +27,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -275,6 +276,18 @@ class ProcedureRecord:
             self._raise_if_failed()
         return self._abandoned
 
+    def _why_not_created(self, exc: BaseException) -> BaseException:
+        """The record could not be created (a full disk, a folder not writable): nothing of it is left behind, as
+        a file with no rows in it would be listed as a damaged record from then on; and a folder that is not
+        writable is said so, not as SQLite's "unable to open database file"."""
+        for leftover in (self.path, self.path.with_name(self.path.name + "-wal"),
+                         self.path.with_name(self.path.name + "-shm")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        if not os.access(self.path.parent, os.W_OK):
+            return PermissionError(f"the record directory {self.path.parent} is not writable ({exc})")
+        return exc
+
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
             raise RecordError(f"record {self.path} failed: {self._failure}") from self._failure
@@ -283,6 +296,7 @@ class ProcedureRecord:
     def _writer(self, ready: threading.Event) -> None:
         meta = {"schema_version": str(SCHEMA_VERSION), "created_wall": repr(self._wall()),
                 **{key: str(value) for key, value in self._meta.items()}}  # hashed as stored: TEXT
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -292,7 +306,9 @@ class ProcedureRecord:
             db.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
             db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
-            self._fail(exc)
+            if db is not None:
+                db.close()
+            self._fail(self._why_not_created(exc))
             ready.set()
             return
         ready.set()
@@ -384,7 +400,8 @@ class RecordReader:
         if not self.path.is_file():
             raise RecordError(f"no record at {self.path}")
         wal = self.path.with_name(self.path.name + "-wal")
-        logged = wal.exists()
+        logged = self.logged = wal.exists()
+        """Whether a write-ahead log lies beside it: a writer is running, or died before closing it."""
         # As a URI (quoted: a '#' or '?' in the path is no URI syntax), so read-only is kept.
         uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if logged else 'immutable=1'}"
         try:
@@ -397,6 +414,9 @@ class RecordReader:
                     f"before closing it), and reading the rows in that log needs {self.path.parent} writable: "
                     "copy the record with its -wal file to a writable folder and read it there"
                 ) from exc
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):  # nothing wrong with the record
+                raise RecordError(f"{self.path} is locked by another program ({exc}): read it once that has "
+                                  "finished") from exc
             raise RecordDamaged(f"{self.path} cannot be read as a procedure record: {exc}") from exc
 
     def close(self) -> None:

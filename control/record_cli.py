@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
 from control import arguments
-from control.record import RecordDamaged, RecordError, RecordReader
+from control.record import END_KIND, RecordDamaged, RecordError, RecordReader
 
 DEFAULT_RECORD_DIR = Path("records")
 RECORD_SUFFIX = ".rfa.db"
@@ -103,6 +104,7 @@ def _list(args: argparse.Namespace) -> int:
                 entries.append({
                     "file": str(path), "plan": meta.get("plan_name", ""), "started": meta.get("started", ""),
                     "rows": reader.count(), "final_state": states[-1] if states else "",
+                    "closed": reader.count(END_KIND) > 0, "writing": reader.logged,
                 })
             finally:
                 reader.close()
@@ -115,8 +117,16 @@ def _list(args: argparse.Namespace) -> int:
     else:
         print(f"{'started':20} {'plan':24} {'final state':12} {'rows':>8}  file")
         for e in entries:
-            print(f"{e['started']:20} {e['plan']:24} {e['final_state']:12} {e['rows']:>8}  {e['file']}")
+            print(f"{e['started']:20} {e['plan']:24} {e['final_state']:12} {e['rows']:>8}  {e['file']}{_unclosed(e)}")
     return EXIT_OK
+
+
+def _unclosed(entry: dict[str, object]) -> str:
+    """How a record without its end row reads: being written (its log is beside it: a procedure running, or a
+    writer killed with rows in its log), or cut short (`rfa record verify` tells which rows are there)."""
+    if entry["closed"]:
+        return ""
+    return "  (not closed: being written, or its writer died)" if entry["writing"] else "  (not closed: cut short)"
 
 
 def _note_absent_kind(reader: RecordReader, kind: str | None, command: str) -> None:
@@ -135,13 +145,20 @@ def _show(args: argparse.Namespace) -> int:
                 print(f"... (more rows; --limit 0 shows all {reader.count(args.kind)})")
                 break
             if args.json:
-                print(json.dumps({"id": row.id, "mono": row.mono, "kind": row.kind, "payload": row.payload}))
+                print(json.dumps({"id": row.id, "mono": row.mono, "wall": row.wall, "kind": row.kind,
+                                  "payload": row.payload}))
             else:
                 fields = " ".join(f"{k}={v}" for k, v in row.payload.items())
-                print(f"{row.id:>7} {row.mono:10.3f}s {row.kind:10} {fields}")
+                print(f"{row.id:>7} {_clock_time(row.wall)} {row.mono:10.3f}s {row.kind:10} {fields}")
     finally:
         reader.close()
     return EXIT_OK
+
+
+def _clock_time(wall: float) -> str:
+    """A row's wall time as the clock on the wall read it (local time, to the millisecond): what an investigator
+    matches with the console's lines and the hospital's own records."""
+    return datetime.datetime.fromtimestamp(wall).strftime("%H:%M:%S.%f")[:-3]
 
 
 def _export(args: argparse.Namespace) -> int:

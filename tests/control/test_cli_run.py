@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -295,3 +296,21 @@ def test_an_interrupt_no_command_handles_exits_130_with_a_line_not_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith(f"rfa {command[0]}: interrupted")
     assert ("record may lack its end" in err) == (command[0] == "run")
+
+
+def test_the_record_says_which_software_and_limits_ran_and_how_to_read_its_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An investigator needs beside the rows: the software, the limits the interlocks used (a configuration that
+    tightened them is not in the plan), the configuration and fault script, the time zone, and what `mono` counts."""
+    config = tmp_path / "cart.toml"
+    config.write_text("[limits]\npower_max_w = 33.3\n")
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[fault]]\nkind = "impedance_short"\nat_s = 200.0\nchannel = 1\n')  # after the procedure
+    assert main(["run", "--yes", "--plan", str(write_plan(tmp_path)), "--probe", "none", "--record", str(tmp_path),
+                 "--config", str(config), "--faults", str(faults), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    meta = RecordReader(Path(result["record_path"])).meta()
+    assert json.loads(meta["limits"])["power_max_w"] == 33.3 and meta["config"] == str(config)
+    assert meta["faults"] == faults.read_text() and meta["software"].startswith("rfa-controller ")
+    assert re.fullmatch(r"[+-]\d{4}", meta["utc_offset"]) and meta["time_base"].startswith("mono: simulated time")

@@ -3,6 +3,7 @@ name the damage instead of failing with a traceback, and the writer never loses 
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import math
@@ -277,3 +278,48 @@ def test_a_failed_record_raises_until_the_procedure_abandons_it_then_drops_rows(
     with pytest.raises(RecordError, match="No space left"):
         record.close()
     assert RecordReader(tmp_path / "p.rfa.db").verify().reason.startswith("not closed")
+
+
+def test_a_record_that_cannot_be_created_leaves_nothing_behind(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the start: the database file is created, its schema is not. Left there, the empty file was
+    listed as a damaged record by every `rfa record list` and `rfa history` after."""
+    monkeypatch.setattr("control.record._SCHEMA", "CREATE TABLE events (")  # fails after the file exists
+    with pytest.raises(RecordError):
+        ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_gives_each_rows_wall_clock_time_and_list_marks_a_record_without_its_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An investigator matches rows with the console's lines and the hospital's clock: `show` gives the wall time
+    (local, to the millisecond; JSON: Unix time). `list` tells a closed record from one cut short."""
+    closed = _record(tmp_path / "a-closed.rfa.db")
+    cut = _record(tmp_path / "b-cut.rfa.db")
+    _sql(cut, ("DELETE FROM events WHERE kind = 'end'", ()))
+    assert main(["record", "show", str(closed), "--limit", "1"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    wall = RecordReader(closed).rows().__next__().wall
+    assert first.split()[1] == datetime.datetime.fromtimestamp(wall).strftime("%H:%M:%S.%f")[:-3]
+    assert main(["record", "show", str(closed), "--limit", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["wall"] == wall
+    assert main(["record", "list", "--dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert not lines[0].endswith(")") and lines[1].endswith("(not closed: cut short)")
+
+
+def test_a_record_locked_by_another_program_is_not_called_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    (tmp_path / "p.rfa.db-wal").write_bytes(b"")  # read through the log, as a live record is
+    holder = sqlite3.connect(path, timeout=0)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(RecordError, match="locked by another program") as refused:
+            RecordReader(path)
+        assert not isinstance(refused.value, RecordDamaged)  # exit 2 at the command line, not 1
+    finally:
+        holder.close()
