@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cooled", action="store_true", help="internally cooled electrode")
     parser.add_argument("--max-power", type=float, default=30.0, metavar="W", help="power cap of the loop")
+    parser.add_argument("--ramp", type=float, default=5.0, metavar="C/S",
+                        help="set-point ramp, °C/s (default 5, the fastest a plan may ask). A plan's ramp_rate_c_per_s "
+                        "and power_cap_w here give the size `rfa run` predicts for its lesion")
     parser.add_argument(
         "--spacing", type=float, default=0.25, metavar="MM", help="grid spacing (default 0.25)"
     )
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             args.time,
             start_temp_c=args.start_temp,
             max_power_w=args.max_power,
+            ramp_c_per_s=args.ramp,
             progress=_print_progress if show_progress else None,
         )
     except ValueError as exc:
@@ -104,6 +108,7 @@ def vars_for_json(args: argparse.Namespace) -> dict[str, object]:
         "start_temp_c": args.start_temp,
         "cooled": args.cooled,
         "max_power_w": args.max_power,
+        "ramp_c_per_s": args.ramp,
         "spacing_mm": args.spacing,
     }
 
@@ -112,7 +117,8 @@ def _title(args: argparse.Namespace) -> str:
     kind = "cooled " if args.cooled else ""
     where = "ex vivo" if args.ex_vivo else "perfused"
     electrode = f"{args.gauge} G {kind}{args.tip:g} mm tip"
-    return f"{electrode}, {args.temp:g} °C for {args.time:g} s in {args.tissue} ({where})"
+    heating = f"{args.temp:g} °C (ramped at {args.ramp:g} °C/s) for {args.time:g} s"
+    return f"{electrode}, {heating} in {args.tissue} ({where})"
 
 
 def _report(title: str, run: LesionRun) -> str:

@@ -7,6 +7,7 @@ lesion: how large, how soon at temperature, at what impedance and power.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,6 +91,8 @@ def estimate_lesion(
     ``progress(elapsed_s, duration_s)`` every simulated second."""
     if not 0.0 < duration_s <= 600.0:
         raise ValueError(f"duration_s must be in (0, 600] s, not {duration_s}")
+    if not 0.0 < ramp_c_per_s < math.inf:  # a set point that never rises would never heat; NaN fails too
+        raise ValueError(f"ramp_c_per_s must be a positive number of °C/s, not {ramp_c_per_s}")
     if not start_temp_c < set_temp_c <= 105.0:
         raise ValueError(
             f"set_temp_c must be above start_temp_c ({start_temp_c}) and at most 105 °C, not {set_temp_c}"
