@@ -23,7 +23,18 @@ from typing import Any
 
 from control.record import NOT_RECORDED, ProcedureRecord
 from firmware_bridge.framing import Frame
-from firmware_bridge.messages import N_CHANNELS, ElectrodeInfo, Heartbeat, Message, SelfTest, Status, Telemetry
+from firmware_bridge.messages import (
+    MESSAGES_BY_ID,
+    N_CHANNELS,
+    Ack,
+    AckResult,
+    ElectrodeInfo,
+    Heartbeat,
+    Message,
+    SelfTest,
+    Status,
+    Telemetry,
+)
 from safety.gate import EventKind, SafetyEvent
 
 _CHANNELS = tuple(range(1, N_CHANNELS + 1))
@@ -52,7 +63,14 @@ def command_row(seq: int, msg: Message) -> dict[str, Any]:
 
 
 def received_row(seq: int, msg: Message) -> dict[str, Any]:
-    return {"seq": seq, **asdict(msg)}
+    """A frame from the generator: ``seq`` is the generator's own frame SEQ (a command row's is the host's); an ACK
+    also names the command it answers and its result, so the record reads without the protocol table."""
+    row = {"seq": seq, **asdict(msg)}
+    if isinstance(msg, Ack):
+        command = MESSAGES_BY_ID.get(msg.acked_msg_id)
+        row["acked_msg"] = f"0x{msg.acked_msg_id:02X}" if command is None else command.__name__
+        row["result_name"] = AckResult.name_of(msg.result)
+    return row
 
 
 def safety_row(event: SafetyEvent) -> dict[str, Any]:

@@ -36,6 +36,14 @@ class AckResult(enum.IntEnum):
     REFUSED_STATE = 2
     BAD_PARAMETER = 3
 
+    @classmethod
+    def name_of(cls, result: int) -> str:
+        """The result's name, or ``result N`` for a value this build does not know (a newer firmware's)."""
+        try:
+            return cls(result).name
+        except ValueError:
+            return f"result {result}"
+
 
 class TelemetryFlag(enum.IntFlag):
     OUTPUT_ON = 0x01

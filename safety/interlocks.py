@@ -390,9 +390,8 @@ def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) 
     if refusal is not None and _refused_while_energised(inputs, refusal.arrived_at):
         ack = refusal.msg
         refused = f"{_message_name(ack.acked_msg_id)} (SEQ {ack.acked_seq})"
-        return _sys(
-            InterlockId.GENERATOR_FAULT, f"generator refused {refused}: {_ack_result_name(ack.result)}", when_idle=False
-        )
+        return _sys(InterlockId.GENERATOR_FAULT, f"generator refused {refused}: {AckResult.name_of(ack.result)}",
+                    when_idle=False)
     return None
 
 
@@ -410,13 +409,6 @@ def _refused_while_energised(inputs: SafetyInputs, refused_at: float) -> bool:
 def _message_name(msg_id: int) -> str:
     cls = MESSAGES_BY_ID.get(msg_id)
     return f"message 0x{msg_id:02X}" if cls is None else cls.__name__
-
-
-def _ack_result_name(result: int) -> str:
-    try:
-        return AckResult(result).name
-    except ValueError:
-        return f"result {result}"
 
 
 def _state_name(state: int) -> str:

@@ -249,3 +249,16 @@ def test_append_only_queues_and_a_payload_json_cannot_hold_still_leaves_its_row(
     assert rows[1][0] == "operator" and rows[1][1]["payload_error"].startswith("TypeError")
     assert rows[2] == ("state", {"to": "ramping"})
     assert reader.verify().ok
+
+
+@given(msg_id=st.integers(0, 255), result=st.integers(0, 255))
+def test_an_ack_row_names_the_command_it_answers_and_its_result(msg_id: int, result: int) -> None:
+    """An investigator reads "SetOutput REFUSED_STATE", not "17, 2"; a value this build does not know stays a number."""
+    from control.recorder import received_row
+    from firmware_bridge.messages import MESSAGES_BY_ID, Ack, AckResult
+
+    row = received_row(7, Ack(msg_id, 3, result))
+    known = MESSAGES_BY_ID.get(msg_id)
+    assert row["acked_msg"] == (f"0x{msg_id:02X}" if known is None else known.__name__)
+    assert row["result_name"] == (AckResult(result).name if result in iter(AckResult) else f"result {result}")
+    assert (row["seq"], row["acked_msg_id"], row["acked_seq"], row["result"]) == (7, msg_id, 3, result)
