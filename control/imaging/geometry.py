@@ -24,7 +24,7 @@ from firmware_bridge.probe import Geometry, ProbeInfo
 
 SOUND_SPEED_M_S: Final = 1540.0
 DEFAULT_CONVEX_SECTOR_DEG: Final = 60.0
-"""GET_INFO carries no sector angle for convex arrays; the cart's configuration supplies it."""
+"""GET_INFO carries no sector angle for convex arrays; this constant supplies it (no configuration key sets it)."""
 MAX_DISPLAY_PIXELS: Final = 512
 """The display image's longer side; small enough to convert at frame rate, fine enough for 0.1 mm."""
 
