@@ -10,6 +10,10 @@ cannot reach the set temperature within the lesion time, an empty impedance wind
 
 The limits to validate against come in the pydantic validation context (``{"limits": SafetyLimits}``);
 without one the hard limits apply, so a plan built in code can never pass more than the hard limits.
+
+Each field's ``description`` says what it means, and ``json_schema_extra={"bounds": ...}`` the bounds its
+validator checks beyond the field's own constraints: docs/plan.md's field tables are generated from them
+(``python -m tests.docs_tables --write``), and a test fails when the two differ.
 """
 
 from __future__ import annotations
@@ -68,17 +72,28 @@ class _Strict(BaseModel):
 class Electrode(_Strict):
     """The electrode the plan expects on a channel; checked against the generator's ELECTRODE_INFO."""
 
-    gauge: int = Field(ge=hard.ELECTRODE_GAUGE_MIN, le=hard.ELECTRODE_GAUGE_MAX)
-    active_tip_mm: float = Field(ge=hard.ACTIVE_TIP_MIN_MM, le=hard.ACTIVE_TIP_MAX_MM, allow_inf_nan=False)
-    cooled: bool = False
+    gauge: int = Field(ge=hard.ELECTRODE_GAUGE_MIN, le=hard.ELECTRODE_GAUGE_MAX,
+                       description="Cannula gauge of the electrode the plan expects on the channel; checked against "
+                       "the generator's ELECTRODE_INFO (`electrode_mismatch`).")
+    active_tip_mm: float = Field(ge=hard.ACTIVE_TIP_MIN_MM, le=hard.ACTIVE_TIP_MAX_MM, allow_inf_nan=False,
+                                 description="Length of the active (uninsulated) tip; checked like the gauge.")
+    cooled: bool = Field(default=False, description="An internally cooled electrode; checked like the gauge.")
 
 
 class PulsedSettings(_Strict):
     """Pulsed-RF waveform: the generator regulates peak voltage, the duty cycle keeps the tip cool."""
 
-    pulse_width_us: int = Field(ge=hard.PULSE_WIDTH_MIN_US, le=hard.PULSE_WIDTH_MAX_US)
-    rate_hz: float = Field(gt=0, le=hard.PULSE_RATE_MAX_HZ, allow_inf_nan=False)
-    max_voltage_v: _Positive
+    pulse_width_us: int = Field(
+        ge=hard.PULSE_WIDTH_MIN_US, le=hard.PULSE_WIDTH_MAX_US, description="Width of each RF pulse.",
+        json_schema_extra={"bounds": f"duty cycle (width × rate as sent) ≤ {hard.PULSED_DUTY_MAX:.0%}"})
+    rate_hz: float = Field(
+        gt=0, le=hard.PULSE_RATE_MAX_HZ, allow_inf_nan=False,
+        description="Pulses per second; sent to the generator in steps of 0.1 Hz (rounded).",
+        json_schema_extra={"bounds": "at least 0.1 Hz once rounded to 0.1 Hz"})
+    max_voltage_v: _Positive = Field(
+        description="Highest peak voltage the controller may command; it lowers the voltage to keep the tip under "
+        "the set temperature.",
+        json_schema_extra={"bounds": f"≤ pulsed_voltage_max_v ({hard.PULSED_VOLTAGE_MAX_V:g} V hard)"})
 
     @property
     def rate_deci_hz(self) -> int:
@@ -108,17 +123,40 @@ class PulsedSettings(_Strict):
 class Lesion(_Strict):
     """One lesion on one channel (a bipolar lesion on channel 1 or 3 also uses channel 2 or 4)."""
 
-    channel: int = Field(ge=1, le=N_CHANNELS)
-    electrode: Electrode
-    mode: Annotated[LesionMode, Strict(False)] = LesionMode.CONTINUOUS  # written as its name ("pulsed")
-    set_temp_c: _Finite
-    ramp_rate_c_per_s: _Positive
-    lesion_time_s: _Positive
-    """RF time of the lesion, ramp included."""
-    power_cap_w: _Positive
-    impedance_min_ohm: _Positive
-    impedance_max_ohm: _Positive
-    pulsed: PulsedSettings | None = None
+    channel: int = Field(
+        ge=1, le=N_CHANNELS,
+        description="Generator channel; a bipolar lesion also drives the next one (pair 1–2 or 3–4).",
+        json_schema_extra={"bounds": "bipolar: 1 or 3"})
+    electrode: Electrode = Field(description="The electrode expected on the channel (table below).")
+    mode: Annotated[LesionMode, Strict(False)] = Field(  # written as its name ("pulsed")
+        default=LesionMode.CONTINUOUS, description="Conventional RF, pulsed RF, or bipolar RF between a pair.")
+    set_temp_c: _Finite = Field(
+        description="Tip temperature to ramp to and hold; for a pulsed lesion a ceiling, which its voltage cap may "
+        "keep the tip under.",
+        json_schema_extra={"bounds": f"> {hard.BODY_TEMP_C:g} °C (body temperature); ≤ tip_temp_max_c "
+                                     f"({hard.TIP_TEMP_MAX_C:g} °C hard); pulsed: ≤ pulsed_tip_temp_max_c "
+                                     f"({hard.PULSED_TIP_TEMP_MAX_C:g} °C hard)"})
+    ramp_rate_c_per_s: _Positive = Field(
+        description=f"How fast the set point climbs from {hard.BODY_TEMP_C:g} °C to the set temperature.",
+        json_schema_extra={"bounds": f"≤ ramp_rate_max_c_per_s ({hard.RAMP_RATE_MAX_C_PER_S:g} °C/s hard); the "
+                                     "ramp must end before lesion_time_s"})
+    lesion_time_s: _Positive = Field(
+        description="RF time of the lesion, ramp included: the channel stops when it is up.",
+        json_schema_extra={"bounds": f"≤ lesion_rf_time_max_s ({hard.LESION_RF_TIME_MAX_S:g} s hard)"})
+    power_cap_w: _Positive = Field(
+        description="Highest power the controller may command on the channel (bipolar: for the pair).",
+        json_schema_extra={"bounds": f"≤ power_max_w ({hard.POWER_MAX_W:g} W hard)"})
+    impedance_min_ohm: _Positive = Field(
+        description="Lower end of the impedance window: arming needs the impedance inside it, and "
+        "`impedance_low` (a short) trips below it.",
+        json_schema_extra={"bounds": f"≥ impedance_min_ohm ({hard.IMPEDANCE_MIN_OHM:g} Ω hard); below "
+                                     "impedance_max_ohm"})
+    impedance_max_ohm: _Positive = Field(
+        description="Upper end of the impedance window: `impedance_high` (not in tissue) trips above it.",
+        json_schema_extra={"bounds": f"≤ impedance_max_ohm ({hard.IMPEDANCE_MAX_OHM:g} Ω hard)"})
+    pulsed: PulsedSettings | None = Field(
+        default=None, description="The pulsed waveform (table below): required for a pulsed lesion, refused for "
+        "the others.")
 
     @property
     def ramp_time_s(self) -> float:
@@ -195,18 +233,32 @@ class Lesion(_Strict):
 class ScriptedResponses(_Strict):
     """Patient responses for unattended runs: the amplitude at which each test responds (None: none)."""
 
-    sensory_threshold_mv: int | None = Field(default=None, gt=0)
-    motor_threshold_mv: int | None = Field(default=None, gt=0)
+    sensory_threshold_mv: int | None = Field(
+        default=None, gt=0, description="Amplitude at which the scripted patient reports the sensory response; "
+        "absent: no response.", json_schema_extra={"bounds": "≤ max_amplitude_mv"})
+    motor_threshold_mv: int | None = Field(
+        default=None, gt=0, description="Amplitude at which the scripted patient twitches (a motor response stops "
+        "the procedure before arming); absent: no response.", json_schema_extra={"bounds": "≤ max_amplitude_mv"})
 
 
 class StimulationSettings(_Strict):
     """Sensory (50 Hz) and motor (2 Hz) testing before the lesion."""
 
-    sensory_frequency_hz: _Positive = 50.0
-    motor_frequency_hz: _Positive = 2.0
-    pulse_width_us: int = Field(default=1000, gt=0)
-    max_amplitude_mv: int = Field(default=2000, gt=0)
-    scripted: ScriptedResponses | None = None
+    sensory_frequency_hz: _Positive = Field(
+        default=50.0, description="Pulse frequency of the sensory test.",
+        json_schema_extra={"bounds": f"≤ stim_frequency_max_hz ({hard.STIM_FREQUENCY_MAX_HZ:g} Hz hard)"})
+    motor_frequency_hz: _Positive = Field(
+        default=2.0, description="Pulse frequency of the motor test.",
+        json_schema_extra={"bounds": f"≤ stim_frequency_max_hz ({hard.STIM_FREQUENCY_MAX_HZ:g} Hz hard)"})
+    pulse_width_us: int = Field(
+        default=1000, gt=0, description="Stimulation pulse width, both tests.",
+        json_schema_extra={"bounds": f"≤ stim_pulse_width_max_us ({hard.STIM_PULSE_WIDTH_MAX_US} µs hard)"})
+    max_amplitude_mv: int = Field(
+        default=2000, gt=0, description="Highest amplitude each test climbs to (0.1 V every 0.5 s until the patient "
+        "responds); a motor response below it stops the procedure before arming.",
+        json_schema_extra={"bounds": f"≤ stim_amplitude_max_mv ({hard.STIM_AMPLITUDE_MAX_MV} mV hard)"})
+    scripted: ScriptedResponses | None = Field(
+        default=None, description="The patient's answers for unattended runs (`--yes`): table below.")
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> StimulationSettings:
@@ -244,11 +296,21 @@ class StimulationSettings(_Strict):
 class LesionPlan(_Strict):
     """A validated lesion plan: the only input from which the gate derives what it may enable."""
 
-    name: str = Field(min_length=1, max_length=100)  # it names the record's file too
-    imaging_required: bool = True
-    imaging_frame_max_age_s: _Positive = 0.5
-    stimulation: StimulationSettings = StimulationSettings()
-    lesions: Annotated[tuple[Lesion, ...], Strict(False)]  # a TOML array; each lesion strict itself
+    name: str = Field(  # it names the record's file too
+        min_length=1, max_length=100, description="Names the plan on the display, in the record, and in the "
+        "record's file name (where characters other than letters, digits, - and _ become _).")
+    imaging_required: bool = Field(
+        default=True, description="The procedure needs live ultrasound guidance: arming, stimulation and RF need "
+        "a live image, and `rfa run --probe none` is refused.")
+    imaging_frame_max_age_s: _Positive = Field(
+        default=0.5, description="How old the newest ultrasound frame may be for the image to count as live "
+        f"(during RF a drop-out may last {hard.IMAGING_LOSS_GRACE_S:g} s longer).",
+        json_schema_extra={"bounds": f"≤ imaging_frame_age_max_s ({hard.IMAGING_FRAME_AGE_MAX_S:g} s hard)"})
+    stimulation: StimulationSettings = Field(
+        default=StimulationSettings(), description="The sensory and motor tests before the lesions (table below).")
+    lesions: Annotated[tuple[Lesion, ...], Strict(False)] = Field(  # a TOML array; each lesion strict itself
+        description="One `[[lesions]]` table per lesion (table below).",
+        json_schema_extra={"bounds": "at least one; each channel used once"})
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> LesionPlan:
