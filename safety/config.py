@@ -115,27 +115,50 @@ _Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 _PositiveInt = Annotated[int, Field(gt=0)]
 
 
+def _limit(description: str) -> Any:
+    """A :class:`LimitsConfig` field: an optional tighter value for a hard limit (absent keeps the hard limit)."""
+    return Field(default=None, description=description)
+
+
 class LimitsConfig(BaseModel):
-    """Optional tighter values for the hard limits; a field left out keeps the hard limit."""
+    """Optional tighter values for the hard limits; a field left out keeps the hard limit.
+
+    Each ``description`` says what the limit bounds; docs/config.md's limits table is generated from them and
+    from the hard values (``python -m tests.docs_tables --write``), and a test fails when the two differ.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as a plan's: no true for 1
 
-    tip_temp_max_c: _Positive | None = None
-    pulsed_tip_temp_max_c: _Positive | None = None
-    power_max_w: _Positive | None = None
-    impedance_min_ohm: _Positive | None = None
-    impedance_max_ohm: _Positive | None = None
-    lesion_rf_time_max_s: _Positive | None = None
-    telemetry_stale_s: _Positive | None = None
-    link_loss_s: _Positive | None = None
-    stim_amplitude_max_mv: _PositiveInt | None = None
-    stim_frequency_max_hz: _Positive | None = None
-    stim_pulse_width_max_us: _PositiveInt | None = None
-    ramp_rate_max_c_per_s: _Positive | None = None
-    pulsed_voltage_max_v: _Positive | None = None
-    over_temp_margin_c: _Positive | None = None
-    probe_face_temp_max_c: _Positive | None = None
-    imaging_frame_age_max_s: _Positive | None = None
+    tip_temp_max_c: _Positive | None = _limit(
+        "Highest set temperature of a continuous or bipolar lesion; `over_temperature` trips above the lower of "
+        "set temperature + over_temp_margin_c and this.")
+    pulsed_tip_temp_max_c: _Positive | None = _limit(
+        "Highest set temperature of a pulsed lesion; `pulsed_over_temperature` trips above it.")
+    power_max_w: _Positive | None = _limit(
+        "Highest power cap a lesion may plan (`power_cap_w`), per channel or bipolar pair.")
+    impedance_min_ohm: _Positive | None = _limit(
+        "Lowest lower end of a lesion's impedance window (`impedance_min_ohm`).")
+    impedance_max_ohm: _Positive | None = _limit(
+        "Highest upper end of a lesion's impedance window (`impedance_max_ohm`).")
+    lesion_rf_time_max_s: _Positive | None = _limit(
+        "Longest `lesion_time_s` (RF time, ramp included); `lesion_time_exceeded` trips at the lower of "
+        f"lesion_time_s + {hard.LESION_TIME_TOLERANCE_S:g} s and this.")
+    telemetry_stale_s: _Positive | None = _limit(
+        "`telemetry_stale` trips when the newest telemetry may be older than this.")
+    link_loss_s: _Positive | None = _limit("`link_lost` trips after this long without a generator HEARTBEAT or STATUS.")
+    stim_amplitude_max_mv: _PositiveInt | None = _limit(
+        "Highest stimulation amplitude a plan may reach (`max_amplitude_mv`) and the gate may send.")
+    stim_frequency_max_hz: _Positive | None = _limit("Highest sensory or motor test frequency a plan may set.")
+    stim_pulse_width_max_us: _PositiveInt | None = _limit("Longest stimulation pulse width a plan may set.")
+    ramp_rate_max_c_per_s: _Positive | None = _limit("Fastest ramp a lesion may plan (`ramp_rate_c_per_s`).")
+    pulsed_voltage_max_v: _Positive | None = _limit("Highest peak voltage a pulsed lesion may plan (`max_voltage_v`).")
+    over_temp_margin_c: _Positive | None = _limit(
+        "How far a tip may go above its set temperature before `over_temperature` trips.")
+    probe_face_temp_max_c: _Positive | None = _limit(
+        "`probe_face_over_temperature` trips when the ultrasound probe's face is hotter.")
+    imaging_frame_age_max_s: _Positive | None = _limit(
+        "Highest `imaging_frame_max_age_s` a plan may set: how old the newest ultrasound frame may be for the image "
+        "to count as live.")
 
     @model_validator(mode="after")
     def _only_tightens(self) -> LimitsConfig:
@@ -165,12 +188,19 @@ class CartConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as a plan's: no true for 1
 
-    generator_url: str | None = None
-    """A pyserial URL or device path; ``None`` runs the in-process simulator."""
-    probe: str = "sim"
-    """``sim``, ``none``, ``usb:VID:PID`` (hex) or ``tcp:[HOST:]PORT`` (a simulator process's probe)."""
-    record_dir: Annotated[Path, Strict(False)] = Path("records")  # written as a string
-    limits: LimitsConfig = LimitsConfig()
+    generator_url: str | None = Field(
+        default=None, description="The generator: a pyserial URL or device path (`/dev/ttyUSB0`, "
+        "`socket://127.0.0.1:5760`); the procedure then runs in real time. Absent: the in-process simulator.",
+        json_schema_extra={"bounds": "not empty"})
+    probe: str = Field(
+        default="sim", description="The ultrasound probe: `sim` (the in-process simulator's), `none` (a plan "
+        "without imaging), `usb:VID:PID` in hex, or `tcp:[HOST:]PORT` (the probe `rfa sim --probe tcp:PORT` "
+        "serves).", json_schema_extra={"bounds": "one of those four forms"})
+    record_dir: Annotated[Path, Strict(False)] = Field(  # written as a string
+        default=Path("records"), description="Directory the procedure records are written to (relative to the "
+        "directory `rfa` runs in).")
+    limits: LimitsConfig = Field(
+        default=LimitsConfig(), description="Tighter values for the hard limits (table below).")
 
     @model_validator(mode="after")
     def _probe_selection(self) -> CartConfig:

@@ -1,8 +1,8 @@
-"""The field tables of docs/plan.md, generated from the pydantic models that read the files.
+"""The field tables of docs/plan.md and docs/config.md, generated from the pydantic models that read the files.
 
 ``python -m tests.docs_tables --write`` rewrites the generated part of each document; without ``--write`` it
 only checks them (exit 1 if one differs). ``tests/test_docs_tables.py`` runs the check, so a field added,
-removed or changed in ``safety/plan.py`` fails the suite until the reference says so.
+removed or changed in ``safety/plan.py`` or ``safety/config.py`` fails the suite until the reference says so.
 
 What a table shows comes from the models: the field's type, its default, the constraints pydantic checks
 (``ge``, ``le``, lengths), the ``description`` and the ``bounds`` its validator checks (``json_schema_extra``);
@@ -24,6 +24,7 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from safety.config import HARD_LIMITS, MINIMUM_LIMITS, CartConfig, LimitsConfig
 from safety.plan import Electrode, Lesion, LesionPlan, PulsedSettings, ScriptedResponses, StimulationSettings
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -134,7 +135,17 @@ def plan_block() -> list[str]:
     return lines[1:]
 
 
-DOCUMENTS: Final[dict[str, Callable[[], list[str]]]] = {"docs/plan.md": plan_block}
+def config_block() -> list[str]:
+    rows = []
+    for name, field in LimitsConfig.model_fields.items():
+        hard = getattr(HARD_LIMITS, name)
+        rows.append((f"`{name}`", f"{hard:g}", unit(name), "raising it" if name in MINIMUM_LIMITS else "lowering it",
+                     "integer" if isinstance(hard, int) else "number", field.description or ""))
+    return ["**Top level**", "", *field_table(CartConfig), "", "**`[limits]`** (every key optional: absent keeps the "
+            "hard limit)", "", *_table(("key", "hard limit", "unit", "tightened by", "type", "meaning"), rows)]
+
+
+DOCUMENTS: Final[dict[str, Callable[[], list[str]]]] = {"docs/plan.md": plan_block, "docs/config.md": config_block}
 
 
 def generated_part(text: str) -> tuple[int, int]:
