@@ -260,5 +260,5 @@ def test_an_ack_row_names_the_command_it_answers_and_its_result(msg_id: int, res
     row = received_row(7, Ack(msg_id, 3, result))
     known = MESSAGES_BY_ID.get(msg_id)
     assert row["acked_msg"] == (f"0x{msg_id:02X}" if known is None else known.__name__)
-    assert row["result_name"] == (AckResult(result).name if result in iter(AckResult) else f"result {result}")
+    assert row["result_name"] == (AckResult(result).name if result in list(AckResult) else f"result {result}")
     assert (row["seq"], row["acked_msg_id"], row["acked_seq"], row["result"]) == (7, msg_id, 3, result)
