@@ -3,16 +3,23 @@
 ``--target sim`` (default) starts ``python -m sim`` in its own process, once on a pty and once on TCP,
 and hands the tests its URL, so the driver meets real time, a real kernel transport and a peer it
 cannot reach into. ``--target hw --generator URL`` points the same tests at a real generator; tests
-marked ``sim_only`` (they kill the peer) are deselected there.
+marked ``sim_only`` (they kill or inspect the peer, or run a simulator of their own) are skipped there, each
+with its reason, and the run ends by listing them, so that a hardware report never counts a simulator's pass
+and says what it did not cover.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
 
 import pytest
 
 from hil_tests.sim_process import SimProcess, start_sim
+
+SIM_ONLY_REASON: Final = "needs the simulator process (it is killed or inspected)"
+"""Why a ``sim_only`` test is not run against hardware, unless its marker gives its own ``reason``."""
+_NOT_RUN_ON_HARDWARE: Final = pytest.StashKey[list[tuple[str, str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,17 +30,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "sim_only: needs the simulator process (it is killed or inspected)")
+    config.addinivalue_line("markers", f"sim_only(reason=...): runs only against --target sim (default reason: "
+                                       f"{SIM_ONLY_REASON})")
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: list only what this run would have run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--target") != "hw":
         return
-    keep = [item for item in items if item.get_closest_marker("sim_only") is None]
-    dropped = [item for item in items if item.get_closest_marker("sim_only") is not None]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    not_run: list[tuple[str, str]] = []
+    for item in items:
+        marker = item.get_closest_marker("sim_only")
+        if marker is not None:
+            reason = str(marker.kwargs.get("reason", SIM_ONLY_REASON))
+            item.add_marker(pytest.mark.skip(reason=f"sim_only: {reason}"))
+            not_run.append((item.nodeid, reason))
+    config.stash[_NOT_RUN_ON_HARDWARE] = not_run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Against hardware, every test left out and why (pytest's own summary only counts skips unless -rs)."""
+    not_run = config.stash.get(_NOT_RUN_ON_HARDWARE, [])
+    if not_run:
+        terminalreporter.section(f"{len(not_run)} sim_only test(s) not run against the hardware")
+        for nodeid, reason in not_run:
+            terminalreporter.line(f"{nodeid}: {reason}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

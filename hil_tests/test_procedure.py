@@ -134,6 +134,7 @@ def test_a_short_procedure_completes_in_real_time(request: pytest.FixtureRequest
     assert len(rows) / 4 >= 0.95 * 100 * span_s
 
 
+@pytest.mark.sim_only(reason="it runs `rfa run --realtime` on the in-process simulator: no generator of the target")
 def test_a_guided_procedure_in_real_time_images_on_its_own_thread(tmp_path: Path) -> None:
     """In-process simulators in real time, imaging required: the probe is polled and its frames turned into
     B-mode on the guidance thread (control.guidance_thread), and the 10 ms loop still keeps its period."""
@@ -158,7 +159,7 @@ def test_a_guided_procedure_in_real_time_images_on_its_own_thread(tmp_path: Path
     assert all(f["tip_confidence"] >= 0.5 for f in rf_frames)
 
 
-@pytest.mark.sim_only
+@pytest.mark.sim_only(reason="it images the probe a simulator process of its own serves (`rfa sim --probe`)")
 def test_a_guided_procedure_against_the_simulator_process_images_through_its_served_probe(tmp_path: Path) -> None:
     """Generator and probe both in the simulator's own process (`rfa sim --probe tcp:0`): the probe reached through
     the pyusb backend that forwards to it (sim.probe.remote), imaging required, in real time."""
@@ -239,7 +240,7 @@ def answered_run(url: str, plan: Path, record_dir: Path) -> tuple[Outcome, list[
     return (run, result), events
 
 
-@pytest.mark.sim_only
+@pytest.mark.sim_only(reason="it scripts a stuck output stage into a simulator process of its own")
 def test_a_generator_that_ignores_output_off_is_stopped_by_its_own_watchdog_while_the_alarm_is_read(
     tmp_path: Path,
 ) -> None:
@@ -290,7 +291,7 @@ at_s = {DEAF_AT_S}
 """
 
 
-@pytest.mark.sim_only
+@pytest.mark.sim_only(reason="it scripts a hung command handler into a simulator process of its own")
 def test_a_generator_that_stops_taking_commands_mid_lesion_is_a_lost_link_in_real_time(tmp_path: Path) -> None:
     """The simulator process stops taking commands 12 s after it started, during the lesion; telemetry goes on.
     Across the process boundary, in real time, the cart trips ``link_lost`` once its commands have gone

@@ -1,0 +1,39 @@
+"""The HIL suite's command line: what ``--target hw --generator URL`` runs.
+
+Each check runs pytest on ``hil_tests/`` in a child process with ``--setup-plan``: the plan of what would run
+and what is skipped, without running a test or opening the URL (which nothing listens on).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOBODY = "socket://127.0.0.1:9"
+"""A generator URL nothing answers: a plan never opens it."""
+IN_PROCESS_RUN = "test_a_guided_procedure_in_real_time_images_on_its_own_thread"
+
+
+def hil_pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--setup-plan", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_against_hardware_a_test_of_the_in_process_simulator_is_skipped_and_the_run_says_why() -> None:
+    """`rfa run --realtime` reaches no generator of the target: a hardware report must not count its pass."""
+    run = hil_pytest("hil_tests/test_procedure.py", "--target", "hw", "--generator", NOBODY, "-k", IN_PROCESS_RUN)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 skipped" in run.stdout, run.stdout
+    assert "sim_only test(s) not run against the hardware" in run.stdout, run.stdout
+    listed = [line for line in run.stdout.splitlines()
+              if line.startswith(f"hil_tests/test_procedure.py::{IN_PROCESS_RUN}:")]
+    assert listed and "in-process simulator" in listed[0], run.stdout
+
+
+def test_against_the_simulator_every_test_is_planned_and_none_is_listed_as_left_out() -> None:
+    run = hil_pytest("hil_tests/test_procedure.py", "-k", IN_PROCESS_RUN)
+    assert run.returncode == 0 and "skipped" not in run.stdout, run.stdout
+    assert "not run against the hardware" not in run.stdout
+
