@@ -5,7 +5,8 @@ and hands the tests its URL, so the driver meets real time, a real kernel transp
 cannot reach into. ``--target hw --generator URL`` points the same tests at a real generator; tests
 marked ``sim_only`` (they kill or inspect the peer, or run a simulator of their own) are skipped there, each
 with its reason, and the run ends by listing them, so that a hardware report never counts a simulator's pass
-and says what it did not cover.
+and says what it did not cover. One of ``--target hw`` and ``--generator`` without the other is a usage error
+(pytest's exit code 4), before anything is collected.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"sim_only(reason=...): runs only against --target sim (default reason: "
                                        f"{SIM_ONLY_REASON})")
+    target, url = config.getoption("--target"), config.getoption("--generator")
+    # Refused before collection: a usage error is one line, where a refusal while parametrizing was a traceback,
+    # and a URL given without --target hw was ignored (every test ran against the simulator instead).
+    if target == "hw" and not url:
+        raise pytest.UsageError("--target hw needs --generator URL (the real generator's pyserial URL)")
+    if url and target != "hw":
+        raise pytest.UsageError(f"--generator {url} needs --target hw (without it the tests run against the "
+                                "simulator process, not that generator)")
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: list only what this run would have run
@@ -62,10 +71,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "link" in metafunc.fixturenames:
         config = metafunc.config
         if config.getoption("--target") == "hw":
-            url = config.getoption("--generator")
-            if not url:
-                raise pytest.UsageError("--target hw needs --generator URL")
-            metafunc.parametrize("link", [url])
+            metafunc.parametrize("link", [config.getoption("--generator")])
         else:
             metafunc.parametrize("link", ["pty", "tcp:0"])
 

@@ -1,4 +1,4 @@
-"""The HIL suite's command line: what ``--target hw --generator URL`` runs.
+"""The HIL suite's command line: what ``--target hw --generator URL`` runs, and what it refuses.
 
 Each check runs pytest on ``hil_tests/`` in a child process with ``--setup-plan``: the plan of what would run
 and what is skipped, without running a test or opening the URL (which nothing listens on).
@@ -37,3 +37,17 @@ def test_against_the_simulator_every_test_is_planned_and_none_is_listed_as_left_
     assert run.returncode == 0 and "skipped" not in run.stdout, run.stdout
     assert "not run against the hardware" not in run.stdout
 
+
+def test_a_generator_url_without_the_hardware_target_is_a_usage_error() -> None:
+    """Ignored, it would have run every test against the simulator and reported that as the generator's run."""
+    run = hil_pytest("hil_tests", "--generator", NOBODY)
+    assert run.returncode == 4, run.stdout + run.stderr  # pytest's exit code for a usage error
+    assert run.stderr.strip() == f"ERROR: --generator {NOBODY} needs --target hw (without it the tests run against " \
+                                 "the simulator process, not that generator)"
+
+
+def test_the_hardware_target_without_a_generator_url_is_a_usage_error_not_a_traceback() -> None:
+    run = hil_pytest("hil_tests", "--target", "hw")
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert run.stderr.strip() == "ERROR: --target hw needs --generator URL (the real generator's pyserial URL)"
+    assert "Traceback" not in run.stdout + run.stderr
