@@ -217,7 +217,9 @@ class Server:
             self._out.flush()
 
     def serve(self, duration_s: float | None = None) -> None:
-        """Run until :meth:`stop` (or for ``duration_s``), then report the counters."""
+        """Start the generator's time (fault scripts count from here), run until :meth:`stop` (or for
+        ``duration_s``), then report the counters."""
+        self.sim.start()
         start = next_tick = self.clock.now()
         next_report = start + self._report_every_s
         next_idle_check = start + STALE_HOST_S

@@ -11,6 +11,7 @@ import argparse
 import itertools
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from sim.generator import SELF_TEST_ALL_PASSED, TICK_S, Fault, FaultKind, SimGen
 from sim.generator.device import DEFAULT_ELECTRODE, MAX_CATCH_UP_TICKS, NO_ELECTRODE, OPEN_THERMOCOUPLE_CENTI_C
 from sim.link_faults import LinkFaultConfig, load_link_faults
 from sim.lockstep import Realtime
+from sim.server import Server, open_endpoint
 from sim.tissue import LumpedTissue, RfLesionModel
 from tests.test_messages import STRATEGIES
 
@@ -551,6 +553,40 @@ def test_a_stall_is_caught_up_and_a_long_one_skipped() -> None:
     parser = FrameParser()
     times = [f.msg.gen_time_us for f in parser.feed(host_end.read()) if isinstance(f.msg, Telemetry)]
     assert times == sorted(times) and times[-1] == 5_200_000
+
+
+def slow_to_build(clock: SimClock, build_s: float) -> Callable[[ElectrodeSlot], LumpedTissue]:
+    """A tissue factory that takes ``build_s`` of the clock in all, as compiling on a cold numba cache does."""
+    def build(electrode: ElectrodeSlot) -> LumpedTissue:
+        clock.advance(build_s / 4)
+        return LumpedTissue()
+    return build
+
+
+def test_a_scripted_faults_time_counts_from_the_built_generator_not_from_the_start_of_its_building() -> None:
+    clock = SimClock()
+    sim = SimGenerator(None, clock, tissue_factory=slow_to_build(clock, 3.0),
+                       faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=2.0)])
+    sim.advance(1.0)
+    assert sim.elapsed_s == pytest.approx(1.0) and sim.state is GeneratorState.IDLE
+    sim.advance(1.5)
+    assert sim.state is GeneratorState.FAULT
+
+
+def test_a_scripted_faults_time_counts_from_when_the_server_starts_serving() -> None:
+    """Whatever the set-up took between building the generator and publishing its URL (the probe service, its
+    models), a fault at 2 s comes 2 s into serving: the same script gives the same run on a cold cache."""
+    clock = SimClock()
+    sim = SimGenerator(None, clock, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=2.0)])
+    clock.advance(3.0)
+    endpoint = open_endpoint("tcp:0")
+    try:
+        Server(sim, endpoint, clock).serve(duration_s=1.0)
+        assert sim.elapsed_s == pytest.approx(1.0, abs=0.02) and sim.state is GeneratorState.IDLE
+        with pytest.raises(RuntimeError, match="already run"):
+            sim.start()
+    finally:
+        endpoint.close()
 
 
 def test_advance_needs_a_sim_clock() -> None:

@@ -174,7 +174,6 @@ class SimGenerator:
     ) -> None:
         self.clock = clock
         self.caps = caps or HardwareCaps()
-        self.origin = clock.now()
         self._rng = np.random.default_rng(seed)
         self._noise = noise
         self._boot_s = boot_s
@@ -198,8 +197,21 @@ class SimGenerator:
         self.pump_on = False
         self.pump_flow_deci_ml_min = 0
         self.transport: Transport | None = None
+        self.origin = clock.now()
+        """The generator's time zero: of fault-script times, TELEMETRY's generator time, the ticks. Taken once
+        it is built (the frame parser's compilation and the tissue models can take seconds on a cold numba
+        cache), and taken again by :meth:`start` when it starts serving."""
         if transport is not None:
             self.attach(transport)
+
+    def start(self) -> None:
+        """Count the generator's time from now: the server calls this as it starts serving, once everything around
+        the generator is built, so that a fault scripted at 5 s comes 5 s after the URL is published whatever the
+        set-up took (a cold numba cache took seconds, and the fault was past when the first host connected).
+        Only before the first tick: ``RuntimeError`` after (its time has begun)."""
+        if self._next_tick:
+            raise RuntimeError("the simulated generator has already run: its time cannot start again")
+        self.origin = self.clock.now()
 
     # -- connection ----------------------------------------------------------------------------------
     def attach(self, transport: Transport) -> None:
