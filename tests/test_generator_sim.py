@@ -555,6 +555,45 @@ def test_a_stall_is_caught_up_and_a_long_one_skipped() -> None:
     assert times == sorted(times) and times[-1] == 5_200_000
 
 
+STALL_S = 3.0
+"""A stall of the simulator's process: its first 2.5 s of ticks are skipped (MAX_CATCH_UP_TICKS)."""
+OUTPUT_CUTTING = st.sampled_from([FaultKind.GENERATOR_FAULT, FaultKind.CHANNEL_FAULT, FaultKind.ELECTRODE_REMOVED])
+
+
+def stalled_with_output_on(fault: Fault) -> LockstepHost:
+    """Output on channel 1, then the simulator stalls for ``STALL_S`` while the host goes on (its heartbeat
+    arrives during the stall); the generator catches up and the host reads what followed."""
+    h = LockstepHost(noise=False, faults=[fault])
+    h.run(0.2)
+    assert h.command(continuous(0x01, 5.0)) is AckResult.OK
+    h.send(Heartbeat(1, 0))
+    h.clock.advance(STALL_S)
+    h.received.clear()
+    h.run(TICK_S)
+    assert h.sim.counters.ticks_skipped > 200
+    return h
+
+
+@given(kind=OUTPUT_CUTTING, at_s=st.floats(0.5, 2.4), duration_s=st.floats(0.001, 0.3))
+def test_a_fault_that_came_and_went_within_skipped_ticks_still_acted(kind: FaultKind, at_s: float,
+                                                                      duration_s: float) -> None:
+    """It turned output off, as on a generator that did not stall; output stays off until asked again."""
+    h = stalled_with_output_on(Fault(kind, at_s=at_s, channel=1, duration_s=duration_s))
+    telemetry = h.telemetry()
+    assert telemetry and not any(t.channels[0].output_on for t in telemetry)
+    assert h.sim.counters.watchdog_trips == 0, "the host's heartbeat arrived: output went off on the fault"
+
+
+def test_output_goes_on_through_a_stall_that_no_fault_came_within() -> None:
+    h = stalled_with_output_on(Fault(FaultKind.GENERATOR_FAULT, at_s=STALL_S + 1.0, duration_s=0.1))
+    assert h.telemetry() and all(t.channels[0].output_on for t in h.telemetry())
+
+
+def test_a_fault_shorter_than_a_tick_and_between_two_is_applied_once() -> None:
+    h = run_with_fault(Fault(FaultKind.CHANNEL_FAULT, at_s=0.5021, channel=2, duration_s=0.005))
+    assert not h.last_telemetry().channels[1].output_on and h.last_telemetry().channels[0].output_on
+
+
 def slow_to_build(clock: SimClock, build_s: float) -> Callable[[ElectrodeSlot], LumpedTissue]:
     """A tissue factory that takes ``build_s`` of the clock in all, as compiling on a cold numba cache does."""
     def build(electrode: ElectrodeSlot) -> LumpedTissue:

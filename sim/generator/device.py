@@ -58,7 +58,8 @@ ELECTRODE_INFO_EVERY_TICKS: Final = 100
 """ELECTRODE_INFO at 1 Hz (and at once on a change or a new connection)."""
 HOST_HEARTBEAT_TIMEOUT_S: Final = 0.25
 MAX_CATCH_UP_TICKS: Final = 50
-"""After a stall longer than this (0.5 s) the simulator skips ticks rather than flood the link."""
+"""After a stall longer than this (0.5 s) the simulator skips ticks rather than flood the link (no tissue, power
+stage or telemetry for them; the fault schedule still passes through them)."""
 FIRMWARE_VERSION: Final = 0x0100  # 1.0
 OPEN_THERMOCOUPLE_CENTI_C: Final = 32767
 """An open thermocouple drives its amplifier to full scale."""
@@ -185,6 +186,7 @@ class SimGenerator:
         self.channels = [_Channel(tissue_factory(slot), slot) for slot in slots]
         self.faults: list[Fault] = list(faults)
         self._active_faults: set[Fault] = set()
+        self._faults_followed_to_s = -math.inf
         self.counters = SimCounters()
         self.parser_stats = ParserStats()
         self._encoder = FrameEncoder()
@@ -261,7 +263,7 @@ class SimGenerator:
         now = self.clock.now()
         self._receive(now)
         due = math.floor((now - self.origin) / TICK_S + 1e-6)
-        if due - self._next_tick >= MAX_CATCH_UP_TICKS:
+        if due - self._next_tick >= MAX_CATCH_UP_TICKS:  # the fault schedule still passes through the skip
             skipped = due - self._next_tick - MAX_CATCH_UP_TICKS + 1
             self.counters.ticks_skipped += skipped
             self._next_tick += skipped
@@ -460,6 +462,18 @@ class SimGenerator:
     def _active_kinds(self, index: int) -> set[FaultKind]:
         return {f.kind for f in self._active_faults if f.channel == index + 1}
 
+    def _follow_fault_schedule(self, t_s: float) -> None:
+        """Bring the faults in effect up to ``t_s`` (seconds from the origin) through every start and end of a fault
+        since the last tick, not only at this tick: a fault that began and ended between two ticks, or within the
+        ticks skipped after a stall (which run no tissue, power stage or telemetry), is still applied once, and
+        what its onset did stands (output off for ``generator_fault``, ``channel_fault`` and
+        ``electrode_removed``; an ELECTRODE_INFO for the electrode that went and came back)."""
+        since, self._faults_followed_to_s = self._faults_followed_to_s, t_s
+        edges_s = {edge for f in self.faults for edge in f.edges_s if since < edge < t_s}
+        for edge_s in sorted(edges_s):
+            self._update_faults(edge_s)
+        self._update_faults(t_s)
+
     def _update_faults(self, t_s: float) -> None:
         active = {f for f in self.faults if f.active_at(t_s)}
         if active == self._active_faults:
@@ -488,7 +502,7 @@ class SimGenerator:
     def _tick(self, n: int) -> None:
         t = self.origin + n * TICK_S
         self.counters.ticks += 1
-        self._update_faults(t - self.origin)
+        self._follow_fault_schedule(t - self.origin)
         if any(ch.output_on for ch in self.channels) and not self._host_alive(t):
             self.counters.watchdog_trips += 1
             self._output_off(ALL_CHANNELS)

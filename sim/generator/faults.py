@@ -85,6 +85,11 @@ class Fault:
     def magnitude(self) -> float:
         return DEFAULT_VALUES.get(self.kind, 0.0) if self.value is None else self.value
 
+    @property
+    def edges_s(self) -> tuple[float, ...]:
+        """When the fault starts and, if it ends, when it ends (seconds after the generator started)."""
+        return (self.at_s,) if self.duration_s is None else (self.at_s, self.at_s + self.duration_s)
+
     def active_at(self, t_s: float) -> bool:
         """Whether the fault is in effect ``t_s`` seconds after the generator started."""
         if t_s < self.at_s:
