@@ -57,7 +57,10 @@ class LinkFaultCounters:
 
 
 class FaultyTransport:
-    """A transport wrapper that damages bytes in both directions (see the module docstring).
+    """A transport wrapper that damages bytes in both directions (see the module docstring): what it writes to
+    ``inner`` and what it reads from it are corrupted, dropped, delayed by ``delay_s`` and lost while unplugged
+    alike, so wrapped around the simulator's end (``rfa sim``) or the host's (``rfa run --faults``) a delay
+    slows commands as well as telemetry, as a slow cable would (the host's ACK deadlines see the round trip).
 
     ``origin`` is the moment unplug windows count from (the generator's start, by default now).
     """
@@ -73,6 +76,9 @@ class FaultyTransport:
         self._origin = clock.now() if origin is None else origin
         self._manually_unplugged = False
         self._delayed: deque[tuple[float, bytes]] = deque()
+        """Written, on their way to ``inner``: (when they arrive, bytes)."""
+        self._arriving: deque[tuple[float, bytes]] = deque()
+        """Read from ``inner``, on their way to the reader: (when they arrive, bytes)."""
 
     # -- scripted and manual unplugging --------------------------------------------------------------
     def unplug(self) -> None:
@@ -92,11 +98,14 @@ class FaultyTransport:
     # -- Transport -----------------------------------------------------------------------------------
     def read(self, max_bytes: int = 65536) -> bytes:
         self._release_delayed()
-        data = self.inner.read(max_bytes)
-        if self.unplugged:
-            self.counters.bytes_lost_unplugged += len(data)
-            return b""
-        return self._damage(data)
+        if self.config.delay_s <= 0:
+            return self._received(self.inner.read(max_bytes))
+        # All that has come in (not only max_bytes of it), so that each byte's delay runs from when it came.
+        data = self._received(self.inner.read())
+        if data:
+            self.counters.bytes_delayed += len(data)
+            self._arriving.append((self.clock.now() + self.config.delay_s, data))
+        return self._arrived(max_bytes)
 
     def write(self, data: bytes) -> None:
         if self.unplugged:
@@ -114,6 +123,13 @@ class FaultyTransport:
         self.inner.close()
 
     # -- damage --------------------------------------------------------------------------------------
+    def _received(self, data: bytes) -> bytes:
+        """What the cable passes on of ``data`` read from ``inner``: nothing while unplugged, else damaged."""
+        if self.unplugged:
+            self.counters.bytes_lost_unplugged += len(data)
+            return b""
+        return self._damage(data)
+
     def _damage(self, data: bytes) -> bytes:
         cfg = self.config
         if not data or not (cfg.corrupt_byte_prob or cfg.drop_byte_prob):
@@ -129,6 +145,19 @@ class FaultyTransport:
             self.counters.bytes_dropped += int(buf.size - keep.sum())
             buf = buf[keep]
         return buf.tobytes()
+
+    def _arrived(self, max_bytes: int) -> bytes:
+        """The bytes read from ``inner`` whose delay is over, in order, up to ``max_bytes`` (the rest wait)."""
+        now = self.clock.now()
+        out = bytearray()
+        while self._arriving and self._arriving[0][0] <= now and len(out) < max_bytes:
+            due, data = self._arriving.popleft()
+            room = max_bytes - len(out)
+            if len(data) > room:
+                self._arriving.appendleft((due, data[room:]))
+                data = data[:room]
+            out += data
+        return bytes(out)
 
     def _release_delayed(self) -> None:
         now = self.clock.now()

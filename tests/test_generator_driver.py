@@ -271,6 +271,54 @@ def test_delayed_bytes_arrive_late_and_intact() -> None:
     assert ls.driver.stats.seq_gaps == ls.driver.stats.crc_errors == 0
 
 
+def test_delayed_bytes_slow_commands_too_an_ack_comes_a_round_trip_later() -> None:
+    """The delay is the cable's, both ways: a command reaches the generator ``delay_s`` late and its ACK comes back
+    as late again, what a rig engineer delays to exercise the host's ACK deadlines (docs/contract.md)."""
+    ls = Lockstep(device_wrap=FaultyTransport, link=LinkFaultConfig(delay_s=0.05))
+    ls.run(0.5)
+    sent_at = ls.clock.now()
+    seq = ls.driver.request_self_test()
+    ls.run(0.2)
+    ack = ls.driver.ack_for(SelfTest.MSG_ID, seq)
+    assert ack is not None and ack.msg.result == AckResult.OK
+    assert ack.arrived_at - sent_at == pytest.approx(0.1, abs=TICK_S + 1e-9)
+
+
+@given(writes=st.lists(st.tuples(st.binary(min_size=1, max_size=40), st.integers(0, 4)), min_size=1, max_size=15),
+       max_bytes=st.integers(1, 64))
+def test_delayed_bytes_to_the_generator_arrive_intact_in_order_and_not_before_their_delay(
+    writes: list[tuple[bytes, int]], max_bytes: int
+) -> None:
+    """``writes``: what the host sends, each followed by that many 10 ms ticks of the generator reading."""
+    delay_s = 0.05
+    clock = SimClock()
+    host_end, device_end = memory_pair("delay-test")
+    device = FaultyTransport(device_end, clock, LinkFaultConfig(delay_s=delay_s))
+    sent_at: list[float] = []
+    got = bytearray()
+
+    def read() -> None:
+        data = device.read(max_bytes)
+        assert len(data) <= max_bytes
+        assert all(clock.now() >= sent_at[i] + delay_s - 1e-9 for i in range(len(got), len(got) + len(data)))
+        got.extend(data)
+
+    for data, ticks in writes:
+        host_end.write(data)
+        sent_at += [clock.now()] * len(data)
+        for _ in range(ticks):
+            clock.advance(TICK_S)
+            read()
+    read()  # the last bytes sent leave the memory pair now, and are on their way
+    clock.advance(delay_s)
+    while len(got) < len(sent_at):
+        before = len(got)
+        read()
+        assert len(got) > before, "every byte has arrived once its delay is over"
+    assert bytes(got) == b"".join(data for data, _ in writes)
+    assert device.counters.bytes_delayed == len(got)
+
+
 def test_dropped_bytes_are_counted_on_both_sides() -> None:
     ls = Lockstep(device_wrap=FaultyTransport, link=LinkFaultConfig(drop_byte_prob=0.001), seed=2)
     ls.run(3.0)
