@@ -3,7 +3,7 @@
 The first line on stdout is the URL to pass to ``rfa run --generator`` (flushed at once, so a parent
 process can read it); with ``--probe tcp:PORT`` the second is ``probe tcp:HOST:PORT``, what to pass to
 ``rfa run --probe`` (:mod:`sim.probe.remote`). Counters follow every few seconds and once more on exit
-(SIGINT or SIGTERM).
+(SIGINT or SIGTERM); once stdout's reader has gone (``| head -1``), they are dropped and serving goes on.
 Exit codes: 0 clean stop, 2 bad arguments or fault script, 3 the endpoint could not be opened.
 """
 

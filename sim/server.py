@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import socket
+import sys
 import termios
 import tty
 from collections.abc import Callable, Sequence
@@ -181,6 +182,21 @@ def open_endpoint(spec: str) -> Endpoint:
     raise ValueError(f"--serial must be 'pty' or 'tcp:PORT', not {spec!r}")
 
 
+def _point_at_devnull(stream: TextIO) -> None:
+    """Send what is left in ``stream``'s buffer, and anything written later, to /dev/null, so that the interpreter's
+    flush at exit does not meet the closed pipe again (a traceback and exit 120); a stream without a file
+    descriptor has nothing to redirect."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def format_counters(counters: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in counters.items())
 
@@ -212,9 +228,19 @@ class Server:
         return {**self.sim.counters_dict(), **self.endpoint.counters.as_dict()}
 
     def _report(self, prefix: str) -> None:
-        if self._out is not None:
-            self._out.write(f"{prefix}: {format_counters(self.counters())}\n")
-            self._out.flush()
+        out = self._out
+        if out is None:
+            return
+        try:
+            out.write(f"{prefix}: {format_counters(self.counters())}\n")
+            out.flush()
+        except BrokenPipeError:
+            # Its reader went away (`rfa sim --serial tcp:0 | head -1`, the usual way to take the URL): the host
+            # that was given the URL still needs the generator, the counters nobody reads do not.
+            self._out = None
+            _point_at_devnull(out)
+            print(f"rfa sim: stdout was closed by its reader; counters are no longer printed, still serving on "
+                  f"{self.endpoint.url}", file=sys.stderr, flush=True)
 
     def serve(self, duration_s: float | None = None) -> None:
         """Start the generator's time (fault scripts count from here), run until :meth:`stop` (or for

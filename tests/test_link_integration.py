@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -139,6 +143,29 @@ def test_rfa_sim_serves_for_a_duration_and_prints_url_then_counters(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("socket://127.0.0.1:")
     assert lines[-1].startswith("final counters: ") and "ticks=" in lines[-1]
+
+
+@pytest.mark.parametrize("command", [["-m", "sim"], ["-m", "control.cli", "sim"]], ids=["python -m sim", "rfa sim"])
+def test_the_simulator_keeps_serving_once_its_stdout_reader_has_gone(command: list[str]) -> None:
+    """``rfa sim --serial tcp:0 | head -1``: the script took the URL and its reader went away. The counters it then
+    cannot print are dropped (said once on stderr); the generator stays up for the host given the URL."""
+    sim = subprocess.Popen([sys.executable, *command, "--serial", "tcp:0", "--report-s", "0.1", "--duration-s", "60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        url = sim.stdout.readline().strip()
+        sim.stdout.close()  # as `head -1` exits
+        time.sleep(0.5)  # several reports fall on the closed pipe
+        host, port = url.removeprefix("socket://").split(":")
+        with socket.create_connection((host, int(port)), timeout=WAIT_S) as conn:
+            conn.settimeout(WAIT_S)
+            assert conn.recv(64), "telemetry from a generator still serving"
+        sim.send_signal(signal.SIGTERM)
+        _, err = sim.communicate(timeout=10)
+    finally:
+        sim.kill()
+    assert sim.returncode == 0, err
+    assert err == f"rfa sim: stdout was closed by its reader; counters are no longer printed, still serving on {url}\n"
 
 
 def test_rfa_sim_serves_on_physical_tissue(capsys: pytest.CaptureFixture[str]) -> None:
