@@ -134,6 +134,15 @@ def usb_locator(address: ProbeAddress = ProbeAddress(), backend: Any = None) -> 
     return locate
 
 
+def _let_go(device: Any) -> None:
+    """Release the device's interface and close its handle, once and for good: pyusb's finalizer, which does what
+    ``usb.util.dispose_resources`` does and is then spent. A device that has gone cannot be released, and its
+    handle is gone with it; but where the backend's close failed, ``dispose_resources`` left pyusb holding the
+    handle, and its finalizer tried to close it again at interpreter exit: a traceback after a clean end."""
+    with contextlib.suppress(usb.core.USBError):
+        device.finalize()
+
+
 class UltrasoundProbe:
     """A connected probe. Build it with :meth:`open`; call :meth:`poll` each tick while streaming."""
 
@@ -341,7 +350,7 @@ class UltrasoundProbe:
             device.set_configuration()
             usb.util.claim_interface(device, INTERFACE)
         except usb.core.USBError as exc:
-            usb.util.dispose_resources(device)
+            _let_go(device)
             raise ProbeError(f"cannot open the ultrasound probe: {exc}") from exc
         self._device = device
         self._halted = False
@@ -356,9 +365,7 @@ class UltrasoundProbe:
     def _release(self) -> None:
         device, self._device = self._device, None
         if device is not None:
-            # A vanished device cannot release anything; its handle is gone either way.
-            with contextlib.suppress(usb.core.USBError):
-                usb.util.dispose_resources(device)
+            _let_go(device)
 
     def _require_device(self) -> Any:
         if self._device is None:

@@ -252,7 +252,13 @@ class RemoteProbeBackend(usb.backend.IBackend):
         return handle
 
     def close_device(self, dev_handle: int) -> None:
-        self._rpc("close_device", dev_handle)
+        """Never fails, as libusb's close cannot: pyusb keeps a handle whose close raised and tries again at exit.
+        Without a connection the handle went with the one it was opened on (the service, or the simulator, is
+        gone): there is nothing to close, and no new connection is made for it."""
+        if self._stream is None:
+            return
+        with contextlib.suppress(usb.core.USBError):
+            self._rpc("close_device", dev_handle)
 
     def set_configuration(self, dev_handle: int, config_value: int) -> None:
         self._rpc("set_configuration", dev_handle, config_value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
+from typing import Any
 
 import pytest
 import usb.core
@@ -227,3 +229,31 @@ def test_envelope_frames_decode_as_bytes(clock: SimClock) -> None:
     (frame,) = probe.poll()
     assert frame.format is FrameFormat.ENVELOPE_U8
     assert frame.samples.dtype.itemsize == 1 and frame.samples.shape == (16, 128)
+
+
+class _UnclosableBackend(SimProbeBackend):
+    """A backend whose close fails, as the remote one's did once its service had gone."""
+
+    def __init__(self, probe: SimProbe) -> None:
+        super().__init__(probe)
+        self.closes = 0
+
+    def close_device(self, dev_handle: Any) -> None:
+        self.closes += 1
+        raise usb.core.USBError("No such device", -4, errno.ENODEV)
+
+
+def test_the_driver_lets_go_of_a_device_once_even_where_its_close_fails(clock: SimClock, sim_probe: SimProbe) -> None:
+    """The device is disposed of for good: pyusb's finalizer does not try the failed close again (at exit)."""
+    backend = _UnclosableBackend(sim_probe)
+    found: list[Any] = []
+
+    def locate() -> Any:
+        found.append(usb.core.find(idVendor=VENDOR_ID, idProduct=PRODUCT_ID, backend=backend))
+        return found[-1]
+
+    probe = UltrasoundProbe(locate, clock)
+    probe.close()
+    probe.close()
+    found[-1].finalize()  # what the interpreter does at exit
+    assert backend.closes == 1

@@ -6,8 +6,11 @@ import array
 import errno
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +79,42 @@ def test_a_service_that_goes_away_is_a_probe_unplugged(clock: SimClock, remote: 
     service.stop()
     with pytest.raises(ProbeDisconnected):
         run_for(clock, remote, 0.1)
+
+
+def test_closing_a_handle_whose_service_went_away_never_raises(service: ProbeService) -> None:
+    """libusb's close cannot fail, and pyusb counts on it: a handle whose close raised stayed open, and its
+    finalizer tried again at interpreter exit (a traceback after `rfa run --probe tcp:...` ended)."""
+    backend = RemoteProbeBackend(service.url)
+    handle = backend.open_device(next(iter(backend.enumerate_devices())))
+    service.stop()
+    backend.close_device(handle)  # its connection still up, to a service that no longer answers
+    backend.close_device(handle)  # the connection gone: nothing left to close, and nobody to connect to
+
+
+EXIT_AFTER_THE_SERVICE_WENT = """
+from firmware_bridge.clock import SimClock
+from firmware_bridge.probe import ProbeDisconnected, UltrasoundProbe
+from sim.probe import SimProbeBackend, cart_probe
+from sim.probe.remote import ProbeService, RemoteProbeBackend
+
+clock = SimClock()
+service = ProbeService(SimProbeBackend(cart_probe(clock))).start()
+probe = UltrasoundProbe.open(clock, backend=RemoteProbeBackend(service.url))
+probe.unfreeze()
+service.stop()
+try:
+    while True:
+        clock.advance(0.01)
+        probe.poll()
+except ProbeDisconnected:
+    probe.close()
+"""
+
+
+def test_a_program_whose_probe_service_went_away_ends_without_a_traceback() -> None:
+    run = subprocess.run([sys.executable, "-c", EXIT_AFTER_THE_SERVICE_WENT], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert (run.returncode, run.stderr) == (0, "")
 
 
 def test_no_service_is_no_probe(clock: SimClock) -> None:
