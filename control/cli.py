@@ -148,8 +148,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                                    "`rfa sim --probe tcp:PORT` serves)")
     p.add_argument("--record", type=Path, metavar="DIR", help=f"record directory (default: {DEFAULT_RECORD_DIR})")
     p.add_argument("--yes", action="store_true",
-                   help="answer the operator's questions from the plan (scripts, HIL) in simulated time; a fault "
-                   "ends the run. Without it the console asks, in real time")
+                   help="answer the operator's questions from the plan (scripts, HIL); a fault ends the run. On the "
+                   "in-process simulator the run is then in simulated time (unless --realtime); with --generator "
+                   "it is in real time. Without it the console asks, in real time")
     p.add_argument("--realtime", action="store_true", help="run the in-process simulator in real time")
     p.add_argument("--seed", type=arguments.count, default=0, help="simulator seed (in-process simulator only)")
     p.add_argument("--faults", type=Path, metavar="FILE",

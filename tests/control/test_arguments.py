@@ -94,3 +94,10 @@ def test_every_command_says_what_it_does_and_the_top_level_help_gives_the_exit_c
     epilog = " ".join((parser.epilog or "").split())
     for code in ("0 success", "1 the procedure ended in a fault or stop", "2 usage", "3 device not reachable"):
         assert code in epilog
+
+
+def test_rfa_run_help_says_yes_runs_in_real_time_against_a_generator() -> None:
+    """It said "in simulated time" whatever the run; with --generator the run is in real time (ARCHITECTURE §11)."""
+    run = dict(_commands(build_parser()))[("run",)]
+    yes = next(action.help or "" for action in run._actions if "--yes" in action.option_strings)
+    assert "with --generator it is in real time" in yes and "in-process simulator" in yes
