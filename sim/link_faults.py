@@ -18,7 +18,7 @@ import numpy as np
 
 from firmware_bridge.clock import Clock
 from firmware_bridge.transport import Transport
-from sim.generator.faults import toml_number
+from sim.fault_script import toml_number
 
 
 @dataclass(frozen=True, slots=True)

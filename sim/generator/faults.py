@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import enum
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from firmware_bridge.messages import N_CHANNELS
+from sim.fault_script import check_fields, check_timing, optional_number, script_kind, script_tables, toml_number
 
 
 class FaultKind(enum.StrEnum):
@@ -74,10 +74,7 @@ class Fault:
     def __post_init__(self) -> None:
         if not 1 <= self.channel <= N_CHANNELS:
             raise ValueError(f"fault channel must be 1..{N_CHANNELS}, not {self.channel}")
-        if not (math.isfinite(self.at_s) and self.at_s >= 0) or (
-                self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0)):
-            raise ValueError(f"fault timing must be finite, at_s >= 0 and duration_s > 0 (at_s={self.at_s}, "
-                             f"duration_s={self.duration_s})")
+        check_timing(self.at_s, self.duration_s)
         if self.value is not None and not math.isfinite(self.value):
             raise ValueError(f"fault value must be a finite number, not {self.value}")
 
@@ -102,53 +99,20 @@ def load_faults(path: Path) -> list[Fault]:
 
     A bad file raises ``ValueError`` naming the entry and the reason, so ``rfa sim`` can exit 2.
     """
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"cannot read fault script {path}: {exc}") from exc
-    unknown_tables = set(data) - {"fault", "link"}
-    if unknown_tables:
-        raise ValueError(f"{path}: unknown table(s) {sorted(unknown_tables)}: a fault script holds [[fault]] "
-                         "tables and an optional [link] table")
-    entries = data.get("fault", [])
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ValueError(f"{path}: 'fault' must be [[fault]] tables (an array of tables)")
-    faults: list[Fault] = []
-    for i, entry in enumerate(entries):
-        try:
-            unknown = set(entry) - {"kind", "at_s", "channel", "duration_s", "value"}
-            if unknown:
-                raise ValueError(f"unknown field(s) {sorted(unknown)}")
-            faults.append(Fault(
-                kind=_kind(entry["kind"]),
-                at_s=toml_number(entry["at_s"], "at_s"),
-                channel=_channel(entry.get("channel", 1)),
-                duration_s=None if entry.get("duration_s") is None else toml_number(entry["duration_s"], "duration_s"),
-                value=None if entry.get("value") is None else toml_number(entry["value"], "value"),
-            ))
-        except (KeyError, ValueError, TypeError) as exc:
-            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise ValueError(f"{path}: fault[{i}]: {reason}") from exc
-    return faults
+    def fault(entry: dict[str, object]) -> Fault:
+        check_fields(entry, {"kind", "at_s", "channel", "duration_s", "value"})
+        return Fault(
+            kind=script_kind(entry["kind"], FaultKind, "fault kind"),
+            at_s=toml_number(entry["at_s"], "at_s"),
+            channel=_channel(entry.get("channel", 1)),
+            duration_s=optional_number(entry, "duration_s"),
+            value=optional_number(entry, "value"),
+        )
 
-
-def toml_number(value: object, field: str) -> float:
-    """A number as TOML writes one (an integer or a float): not ``true``, nor a number in quotes, which ``float``
-    would take for 1.0 or read, so that a typo would script a fault nobody wrote."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{field}: {value!r} is not a number")
-    return float(value)
+    return script_tables(path, "fault", fault)
 
 
 def _channel(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"channel: {value!r} is not a channel number (1..{N_CHANNELS})")
     return value
-
-
-def _kind(value: object) -> FaultKind:
-    for kind in FaultKind:
-        if value == kind.value:
-            return kind
-    kinds = ", ".join(kind.value for kind in FaultKind)
-    raise ValueError(f"kind: {value!r} is not a fault kind; the kinds are {kinds}")
