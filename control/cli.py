@@ -47,7 +47,7 @@ from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, 
 from sim.generator import Fault, FaultKind, SimGenerator, load_faults, lumped_tissue, physical_tissue
 from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
 from sim.lockstep import Lockstep, Realtime
-from sim.probe import CART_NEEDLE, SimProbe, SimProbeBackend, cart_probe
+from sim.probe import CART_NEEDLE, ProbeFault, SimProbe, SimProbeBackend, cart_probe, load_probe_faults
 from sim.probe.remote import RemoteProbeBackend
 from sim.tissue import TissueModel, warm_up_kernels
 from sim.tissue.estimate import estimate_lesion
@@ -95,7 +95,12 @@ def simulated_cart(
     physical: bool = True,
     probe: bool = True,
     tissue_factory: Callable[[ElectrodeSlot], TissueModel] | None = None,
+    probe_faults: Sequence[ProbeFault] = (),
 ) -> SimulatedCart:
+    """The in-process simulator for ``plan``: the generator (with ``faults``), and the probe if ``probe`` (with
+    ``probe_faults``, on the generator's time line)."""
+    if probe_faults and not probe:
+        raise ValueError("probe faults need the simulated probe (probe=True)")
     host, device = memory_pair("cart")
     if tissue_factory is None:
         if physical:
@@ -108,6 +113,7 @@ def simulated_cart(
     cart = SimulatedCart(generator_sim, host, None, [generator_sim.step])
     if probe:
         probe_sim = cart_probe(clock, seed)
+        probe_sim.script_faults(probe_faults, lambda: generator_sim.elapsed_s)
         guided = generator_sim.channels[plan.lesions[0].channel - 1]
         cart.probe_sim = probe_sim
         cart.devices.append(lambda: probe_sim.set_boiling(guided.reading.boiling))
@@ -155,7 +161,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=arguments.count, default=0, help="simulator seed (in-process simulator only)")
     p.add_argument("--faults", type=Path, metavar="FILE",
                    help="fault script TOML for the in-process simulator: [[fault]] tables (kind, at_s, channel, "
-                   "...) and an optional [link] table (corrupt_byte_prob, drop_byte_prob, delay_s, unplug)")
+                   "...), [[probe_fault]] tables (its probe: kind, at_s, duration_s, value) and an optional [link] "
+                   "table (corrupt_byte_prob, drop_byte_prob, delay_s, unplug)")
     p.add_argument("--frame-period", type=arguments.seconds, default=1.0, metavar="S",
                    help="record an ultrasound frame every S seconds during RF (default 1; also one per state change)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout instead of the live display")
@@ -296,6 +303,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         faults = load_faults(args.faults) if args.faults else []
         link = load_link_faults(args.faults) if args.faults else LinkFaultConfig()
+        probe_faults = load_probe_faults(args.faults) if args.faults else []
+        if probe_faults and probe_choice != "sim":
+            raise ValueError(f"{args.faults}: [[probe_fault]] scripts the in-process simulator's probe, and --probe "
+                             f"{probe_choice} is not it")
     except ValueError as exc:
         print(f"rfa run: {exc}", file=err)
         return EXIT_USAGE
@@ -307,7 +318,8 @@ def _run(args: argparse.Namespace) -> int:
     if url is None:
         if not args.json:
             print("Starting the in-process simulator (generator, tissue model, probe)...", file=err)
-        cart = simulated_cart(plan, clock, seed=args.seed, faults=faults, probe=probe_choice == "sim")
+        cart = simulated_cart(plan, clock, seed=args.seed, faults=faults, probe=probe_choice == "sim",
+                              probe_faults=probe_faults)
         transport = cart.host_transport
         if link.any:  # the script's [link] table: the cable between this process and its simulator
             transport = FaultyTransport(transport, clock, link, seed=args.seed, origin=cart.generator_sim.origin)

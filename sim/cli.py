@@ -25,7 +25,7 @@ from firmware_bridge.transport import Transport
 from sim.generator import SimGenerator, load_faults, lumped_tissue, physical_tissue
 from sim.generator.device import DEFAULT_ELECTRODE
 from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
-from sim.probe import SimProbeBackend, cart_probe
+from sim.probe import SimProbeBackend, cart_probe, load_probe_faults
 from sim.probe.remote import ProbeService, parse_tcp
 from sim.server import Server, open_endpoint
 from sim.tissue import TissueModel, warm_up_kernels
@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve on a new pseudo-terminal (default) or a TCP port (0 picks a free one)")
     parser.add_argument("--seed", type=_seed, default=0, help="seed of measurement noise and link faults")
     parser.add_argument("--faults", type=Path, metavar="FILE",
-                        help="TOML fault script: [[fault]] tables and an optional [link] table")
+                        help="TOML fault script: [[fault]] tables (the generator), [[probe_fault]] tables (the "
+                             "probe --probe serves) and an optional [link] table")
     parser.add_argument("--report-s", type=_seconds, default=5.0, metavar="S",
                         help="print the counters every S seconds (default 5)")
     parser.add_argument("--duration-s", type=_seconds, metavar="S", help="stop after S seconds")
@@ -108,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         faults = load_faults(args.faults) if args.faults else []
         link = load_link_faults(args.faults) if args.faults else LinkFaultConfig()
+        probe_faults = load_probe_faults(args.faults) if args.faults else []
         probe_port = _probe_port(args.probe) if args.probe else None
+        if probe_faults and probe_port is None:
+            raise ValueError(f"{args.faults}: [[probe_fault]] scripts the probe this process serves: add --probe "
+                             "tcp:PORT")
         endpoint = open_endpoint(args.serial)
     except ValueError as exc:
         print(f"rfa sim: {exc}", file=sys.stderr)
@@ -129,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     service: ProbeService | None = None
     if probe_port is not None:
         probe = cart_probe(clock, args.seed)
+        probe.script_faults(probe_faults, lambda: sim.elapsed_s)  # on the generator's time line
         guided = sim.channels[args.probe_channel - 1]
         each_tick.append(lambda: probe.set_boiling(guided.reading.boiling))
         try:

@@ -1,5 +1,6 @@
 """The fault script's file format (``--faults FILE``), shared by its tables: the generator's ``[[fault]]``
-(:mod:`sim.generator.faults`) and the link's ``[link]`` (:mod:`sim.link_faults`).
+(:mod:`sim.generator.faults`), the probe's ``[[probe_fault]]`` (:mod:`sim.probe.faults`) and the link's ``[link]``
+(:mod:`sim.link_faults`).
 
 Strict, so that a typo never scripts a fault nobody wrote, nor drops one somebody did: a table of another name,
 an unknown field, a kind that is not one, a time or value that is not a finite number is refused with a
@@ -17,8 +18,8 @@ from typing import Final, TypeVar
 
 _Entry = TypeVar("_Entry")
 _Kind = TypeVar("_Kind", bound=enum.StrEnum)
-SCRIPT_TABLES: Final = ("fault", "link")
-"""What a fault script holds: [[fault]] tables (the generator) and a [link] table."""
+SCRIPT_TABLES: Final = ("fault", "probe_fault", "link")
+"""What a fault script holds: [[fault]] tables (the generator), [[probe_fault]] tables (the probe), [link]."""
 
 
 def script_tables(path: Path, name: str, parse: Callable[[dict[str, object]], _Entry]) -> list[_Entry]:
@@ -33,7 +34,7 @@ def script_tables(path: Path, name: str, parse: Callable[[dict[str, object]], _E
     unknown_tables = set(data) - set(SCRIPT_TABLES)
     if unknown_tables:
         raise ValueError(f"{path}: unknown table(s) {sorted(unknown_tables)}: a fault script holds [[fault]] "
-                         "tables and an optional [link] table")
+                         "and [[probe_fault]] tables and an optional [link] table")
     entries = data.get(name, [])
     if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
         raise ValueError(f"{path}: '{name}' must be [[{name}]] tables (an array of tables)")

@@ -136,6 +136,7 @@ class SimProbeBackend(usb.backend.IBackend):
 
     def enumerate_devices(self) -> Iterator[_DeviceId]:
         for index, probe in enumerate(self.probes):
+            probe.follow_script()
             if probe.plugged:
                 yield _DeviceId(probe, probe.generation, address=2 + index + 16 * probe.generation)
 
@@ -222,7 +223,10 @@ class SimProbeBackend(usb.backend.IBackend):
 
     @staticmethod
     def _alive(dev_handle: _Handle) -> SimProbe:
+        """The probe behind ``dev_handle``, once it has done what its fault script holds up to now; ``ENODEV`` if it
+        has been unplugged since the handle was opened."""
         probe = dev_handle.device.probe
+        probe.follow_script()
         if not probe.plugged or probe.generation != dev_handle.device.generation:
             raise _error(
                 _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV, "No such device (it may have been disconnected)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 from typing import Final
@@ -36,6 +37,7 @@ from firmware_bridge.probe.wire import (
     encode_frame,
     frame_header,
 )
+from sim.probe.faults import ProbeFault, ProbeFaultKind
 from sim.probe.render import (
     NeedlePose,
     ScanLayout,
@@ -135,6 +137,9 @@ class SimProbe:
         self._refuse_next_control = 0
         self._heating_c_per_s = 0.0
         self._heating_since_s = 0.0
+        self._script: list[tuple[float, Callable[[float], None]]] = []
+        """Scripted faults still to come: (when, in the simulator's seconds; the act, given that moment's clock)."""
+        self._script_elapsed_s: Callable[[], float] | None = None
         self._power_on()
 
     def _power_on(self) -> None:
@@ -193,16 +198,56 @@ class SimProbe:
             self.generation += 1
             self._power_on()
 
-    def heat_face(self, rate_c_per_s: float) -> None:
-        """The face warms at ``rate_c_per_s`` from now on (0 holds the present temperature)."""
-        now = self.clock.now()
-        self.config = replace(self.config, face_temp_c=self.face_temp_c)
+    def heat_face(self, rate_c_per_s: float, *, since_s: float | None = None) -> None:
+        """The face warms at ``rate_c_per_s`` from now on, or from ``since_s`` on the clock (0 holds the
+        temperature it has then)."""
+        since = self.clock.now() if since_s is None else since_s
+        self.config = replace(self.config, face_temp_c=self._face_temp_at(since))
         self._heating_c_per_s = rate_c_per_s
-        self._heating_since_s = now
+        self._heating_since_s = since
 
     @property
     def face_temp_c(self) -> float:
-        return self.config.face_temp_c + self._heating_c_per_s * (self.clock.now() - self._heating_since_s)
+        return self._face_temp_at(self.clock.now())
+
+    def _face_temp_at(self, t: float) -> float:
+        return self.config.face_temp_c + self._heating_c_per_s * (t - self._heating_since_s)
+
+    # -- scripted faults -----------------------------------------------------------------------------
+
+    def script_faults(self, faults: Iterable[ProbeFault], elapsed_s: Callable[[], float]) -> None:
+        """Act out ``faults`` (``[[probe_fault]]`` tables) at their times, ``elapsed_s()`` being the simulator's
+        time (seconds since it started serving: the generator's, so that both scripts share one time line)."""
+        script: list[tuple[float, Callable[[float], None]]] = []
+        for fault in faults:
+            script += self._acts(fault)
+        self._script = sorted(script, key=lambda act: act[0])  # stable: simultaneous acts in the script's order
+        self._script_elapsed_s = elapsed_s
+
+    def follow_script(self) -> None:
+        """Do what the fault script holds up to now, in order. The backend calls this whenever the bus touches the
+        probe, so a fault acts on the thread that serves it (never under a transfer in flight), and one the host
+        did not look in on while it lasted still happened (a disconnect seen as a replugged probe)."""
+        if not self._script or self._script_elapsed_s is None:
+            return
+        now = self.clock.now()
+        elapsed = self._script_elapsed_s()
+        while self._script and self._script[0][0] <= elapsed:
+            at_s, act = self._script.pop(0)
+            act(now - (elapsed - at_s))
+
+    def _acts(self, fault: ProbeFault) -> list[tuple[float, Callable[[float], None]]]:
+        kind, end_s = fault.kind, fault.end_s
+        if kind is ProbeFaultKind.USB_STALL:
+            return [(fault.at_s, lambda at: self.stall_bulk())]
+        if kind is ProbeFaultKind.FRAME_DROPS:
+            return [(fault.at_s, lambda at: self.drop_next_frames(round(fault.magnitude)))]
+        if kind is ProbeFaultKind.DISCONNECT:
+            unplug: list[tuple[float, Callable[[float], None]]] = [(fault.at_s, lambda at: self.unplug())]
+            return unplug if end_s is None else [*unplug, (end_s, lambda at: self.plug_in())]
+        heat: list[tuple[float, Callable[[float], None]]] = [
+            (fault.at_s, lambda at: self.heat_face(fault.magnitude, since_s=at))]
+        return heat if end_s is None else [*heat, (end_s, lambda at: self.heat_face(0.0, since_s=at))]
 
     # -- requests ------------------------------------------------------------------------------------
 
