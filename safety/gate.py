@@ -179,6 +179,30 @@ _CHANNELS_OF_MASK: Final = tuple(
 _OFF: Final = CommandedChannel(on=False, since=0.0)
 
 
+def _stored_setpoints(setpoints: Mapping[int, float]) -> tuple[dict[int, float], list[str]]:
+    """The request read once, its channels as the plain ints they store (see :func:`_stored_channel`), with why any
+    key is refused: a mapping that changed between readings, or an int subclass whose hash and equality name one
+    channel while its value indexes another, could pass one channel's check and drive another."""
+    stored: dict[int, float] = {}
+    refused: list[str] = []
+    for key, value in list(setpoints.items()):
+        channel = _stored_channel(key)
+        if channel is None:
+            refused.append(f"channel {key!r} is not a channel number")
+        elif channel in stored:
+            refused.append(f"channel {channel} is named twice")
+        else:
+            stored[channel] = value
+    return stored, refused
+
+
+def _stored_channel(channel: object) -> int | None:
+    """``channel`` as the plain int it stores, or None if it is no int (a bool is none)."""
+    if isinstance(channel, bool) or not isinstance(channel, int):
+        return None
+    return int.__index__(channel)
+
+
 def _stored_number(value: object) -> float | None:
     """``value`` as a plain float, or None if it is no real number (a bool, a string, a numpy integer).
 
@@ -530,10 +554,10 @@ class OutputGate:
         The mode, the waveform and the channel pairing come from the plan, never from the caller. One call
         sends one SET_OUTPUT, so all channels of a call must share a mode (and a pulsed waveform).
         """
-        setpoints = dict(setpoints)  # read once: a mapping that changed between its readings could pass one check
+        setpoints, misnamed = _stored_setpoints(setpoints)
         with self._lock:
             now = self._clock.now()
-            checked = self._check_output(setpoints, imaging, now)
+            checked = self._check_output(setpoints, imaging, now, misnamed)
             if checked.reasons:
                 self._emit(
                     [SafetyEvent(EventKind.REFUSED, now, f"output {dict(setpoints)}: " + "; ".join(checked.reasons))]
@@ -570,10 +594,10 @@ class OutputGate:
             return Decision(True, (), seq)
 
     def _check_output(
-        self, setpoints: Mapping[int, float], imaging: ImagingStatus | None, now: float
+        self, setpoints: Mapping[int, float], imaging: ImagingStatus | None, now: float, misnamed: list[str]
     ) -> _CheckedOutput:
-        """Every reason to refuse the request, and what it would command if it is granted."""
-        reasons: list[str] = []
+        """Every reason to refuse the request (``misnamed``: its refused keys), and what it would command if granted."""
+        reasons = list(misnamed)
         by_channel = self._rules.by_channel
         wire = [0] * N_CHANNELS
         mask = 0
@@ -697,10 +721,12 @@ class OutputGate:
             now = self._clock.now()
             settings = self._rules.plan.stimulation
             limit_mv = min(settings.max_amplitude_mv, self._limits.stim_amplitude_max_mv)
-            rules = self._rules.by_channel.get(channel)
+            stored = _stored_channel(channel)  # the channel judged is the channel stimulated (_stored_setpoints)
+            rules = None if stored is None else self._rules.by_channel.get(stored)
             reasons: list[str] = []
-            if rules is None or rules.lead_channel != channel:
-                reasons.append(f"channel {channel} is not a planned lesion channel")
+            if rules is None or rules.lead_channel != stored:
+                reasons.append(f"channel {channel!r} is not a planned lesion channel")
+            channel = 0 if stored is None else stored  # 0: no channel (refused above)
             # Whole millivolts, read as stored (see _stored_number): the number checked is the number sent.
             stored = None if isinstance(amplitude_mv, bool) or not isinstance(amplitude_mv, int) else (
                 int.__index__(amplitude_mv))
@@ -986,7 +1012,10 @@ class OutputGate:
             landed_at = _landed_at(folded, newest, len(unjudged) - 1 - place)
             earlier = self._inputs_with(folded.frame._replace(arrived_at=landed_at), imaging, folded.trends)
             for trip in evaluate_interlocks(earlier, self._rules, landed_at):
-                found.setdefault(trip.key, trip)
+                # Imaging is this judgement's, not the frame's: its age is judged now, on the newest. Judged at the
+                # moment an older frame landed, a probe frame stamped since reads as dated ahead of the clock.
+                if trip.interlock is not InterlockId.IMAGING_LOST:
+                    found.setdefault(trip.key, trip)
         for trip in conditions:
             found.setdefault(trip.key, trip)
         return list(found.values())

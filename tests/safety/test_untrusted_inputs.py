@@ -5,19 +5,20 @@ readings that stopped being renewed. And a plan is checked as the generator will
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_bridge.messages import OutputMode, SetOutput, Stim
+from firmware_bridge.messages import GeneratorState, Heartbeat, OutputMode, SetOutput, Status, Stim
 from safety import limits as hard
 from safety.config import HARD_LIMITS
 from safety.errors import RefusedInput
 from safety.gate import StimKind
 from safety.inputs import ClockRate, ImagingStatus, advance_clock_rate
 from safety.interlocks import InterlockId, SafetyRules, evaluate_interlocks, imaging_not_live, over_power
-from safety.plan import LesionMode, LesionPlan, check_plan, parse_plan
+from safety.plan import LesionMode, LesionPlan, check_plan, default_genicular_plan, parse_plan
 from tests.safety.support import NOW, ON, PULSED_RULES, RULES, Rig, channel, inputs, on, pulsed_plan, telemetry
 
 
@@ -275,3 +276,64 @@ def test_a_generator_clock_that_went_back_starts_a_new_window() -> None:
     clock = advance_clock_rate(advance_clock_rate(ClockRate(), 0.0, 100.0), 1.5, 101.5)
     assert clock.rate == 1.0
     assert advance_clock_rate(clock, 1.51, 0.01) == ClockRate(1.51, 0.01, None)  # a reboot: clock_stalled's case
+
+
+class NamesChannelOne(int):
+    """An int that hashes and compares as channel 1 whatever it stores: a dict takes it for channel 1."""
+
+    def __hash__(self) -> int:
+        return hash(1)
+
+    def __eq__(self, other: object) -> bool:
+        return other == 1
+
+    def __ne__(self, other: object) -> bool:
+        return other != 1
+
+
+def _two_caps() -> LesionPlan:
+    """Channel 1 capped at 25 W, channel 2 at 5 W."""
+    plan = default_genicular_plan()
+    second = plan.lesions[1].model_copy(update={"power_cap_w": 5.0})
+    return check_plan(plan.model_copy(update={"lesions": (plan.lesions[0], second), "imaging_required": False}),
+                      HARD_LIMITS)
+
+
+def test_a_channel_is_judged_and_driven_as_the_number_it_stores() -> None:
+    """A key that a dict (and the plan's table) takes for channel 1 but whose value is 2 was judged against channel
+    1's 25 W cap and sent 20 W on channel 2, capped at 5 W. Judged as stored, it is channel 2: refused, or, beside
+    a plain 2, named twice."""
+    rig = Rig(plan=_two_caps())
+    rig.healthy_tick()
+    rig.healthy_tick()
+    requests: list[Mapping[int, float]] = [{NamesChannelOne(2): 20.0}, {2: 1.0, NamesChannelOne(2): 20.0}]
+    for request in requests:
+        refused = rig.gate.request_output(request)
+        assert not refused and _sent(rig, SetOutput) == []
+    assert "channel 2 is named twice" in refused.reasons
+    assert not rig.gate.request_output({"1": 5.0})  # type: ignore[dict-item]
+    assert rig.gate.request_stim(NamesChannelOne(2), StimKind.MOTOR, 1_000)
+    (stim,) = _sent(rig, Stim)
+    assert isinstance(stim, Stim) and stim.channel_mask == 0b10 and rig.gate.commanded[1].stim_amplitude_mv == 1_000
+
+
+def test_frames_read_in_a_burst_do_not_date_a_fresh_probe_frame_ahead_of_the_clock() -> None:
+    """30 ms without bytes (the loop ticking, under the 50 ms stale limit), then four frames in one poll: the older
+    ones are judged as of when they landed, up to 30 ms back. Judged then, a probe frame 5 ms old read as dated
+    ahead of the clock and tripped imaging_lost under power, with no grace: a lesion cut short by a hiccup on the
+    serial line."""
+    rig = Rig()  # the genicular plan requires imaging
+    rig.energise()
+    for _ in range(3):
+        rig.clock.advance(0.01)
+        rig.driver.poll()
+        rig.gate.evaluate(rig.imaging())
+    for _ in range(4):
+        rig.gen_time_us += 10_000
+        rig.send(replace(telemetry({1: channel(power_w=10.0, flags=ON)}), gen_time_us=rig.gen_time_us))
+    rig.send(Status(int(GeneratorState.OUTPUT), 0, 0x0102))
+    rig.send(Heartbeat(int(GeneratorState.OUTPUT), rig.gen_time_us // 1000))
+    rig.driver.poll()
+    now = rig.clock.now()
+    rig.gate.evaluate(ImagingStatus(now - 0.005, 30.0, probe_face_read_at=now - 0.5))
+    assert rig.gate.latched == () and rig.gate.commanded[0].on
