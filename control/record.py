@@ -145,8 +145,12 @@ class ProcedureRecord:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # e.g. a file where the record directory should be
             raise RecordError(f"cannot create the record directory {self.path.parent}: {exc}") from exc
-        if self.path.exists():
-            raise RecordError(f"refusing to overwrite an existing record: {self.path}")
+        try:  # created here, exclusively: two runs starting in the same second can never share (or delete) one file
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            raise RecordError(f"refusing to overwrite an existing record: {self.path}") from None
+        except OSError as exc:
+            raise RecordError(f"cannot create the record {self.path}: {exc}") from exc
         ready = threading.Event()
         self._thread = threading.Thread(target=self._writer, args=(ready,), name="record-writer", daemon=True)
         self._thread.start()
@@ -278,8 +282,9 @@ class ProcedureRecord:
 
     def _why_not_created(self, exc: BaseException) -> BaseException:
         """The record could not be created (a full disk, a folder not writable): nothing of it is left behind, as
-        a file with no rows in it would be listed as a damaged record from then on; and a folder that is not
-        writable is said so, not as SQLite's "unable to open database file"."""
+        a file with no rows in it would be listed as a damaged record from then on (the file is this instance's
+        own: it was created exclusively); and a folder that is not writable is said so, not as SQLite's "unable to
+        open database file"."""
         for leftover in (self.path, self.path.with_name(self.path.name + "-wal"),
                          self.path.with_name(self.path.name + "-shm")):
             with contextlib.suppress(OSError):
