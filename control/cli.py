@@ -217,10 +217,11 @@ def _stop_on_termination(session: ProcedureSession) -> Iterator[None]:
     second one does what Ctrl-C does at once (:class:`KeyboardInterrupt`, also an operator stop), in case the
     first is not being acted on.
 
-    Once the procedure is ending (:attr:`ProcedureSession.ending`: output off sent, the summary and the record
-    being finished), the next signal of any of the three is only answered with a word: a physician pressing
-    Ctrl-C twice would otherwise cut off the summary (a lesion size estimate takes seconds) and leave a record
-    without its end. The one after that acts at once, for a finish that hangs."""
+    Once the procedure is ending (:attr:`ProcedureSession.ending`: output being turned off, the summary, the
+    record's end and the result being written, all inside this context), the next signal of any of the three is
+    only answered with a word: a physician pressing Ctrl-C twice would otherwise cut off the summary (a lesion
+    size estimate takes seconds) and leave a record without its end. The one after that acts at once, for a
+    finish that hangs."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
@@ -231,11 +232,13 @@ def _stop_on_termination(session: ProcedureSession) -> Iterator[None]:
         name = signal.Signals(signum).name
         if session.ending and not told:
             told.append(name)
-            # os.write, not print: the handler may run in the middle of a print to the same stream
-            os.write(sys.stderr.fileno(), f"rfa run: {name} received while the procedure is ending: output off is "
-                     "sent and the record is being finished; send it again to quit at once\n".encode())
+            # os.write, not print: the handler may run in the middle of a print to the same stream. Its failure (a
+            # closed stderr: `rfa run 2>&1 | tee`, the tee gone with the first Ctrl-C) must not cut the end short.
+            with contextlib.suppress(OSError, ValueError):
+                os.write(sys.stderr.fileno(), f"rfa run: {name} received while the procedure is ending: output is "
+                         "being turned off and the record finished; send it again to quit at once\n".encode())
             return
-        if signum == signal.SIGINT or received:
+        if signum == signal.SIGINT or received or told:
             raise KeyboardInterrupt(name)
         received.append(name)
         session.request_stop(f"operator stop ({name} received)")
@@ -384,35 +387,35 @@ def _run(args: argparse.Namespace) -> int:
         events=sys.stdout if args.json else None,
         lesion_estimator=planning_estimator(),
     )
-    record_failure = ""
-    try:
-        if guidance_thread is not None:
-            guidance_thread.start()
-        with _stop_on_termination(session):
-            result = session.run()
-    finally:
-        if guidance_thread is not None:
-            guidance_thread.stop()
-        if isinstance(pacer, Realtime):
-            pacer.close()
+    with _stop_on_termination(session):  # until the record's end row and the result are written
+        record_failure = ""
         try:
-            record.close()
-        except RecordError as exc:  # the session has gone to the safe state on it already: say so, go on closing
-            record_failure = str(exc)
-        generator.close()
-        if probe is not None:
-            probe.close()
-        if served_probe is not None:
-            served_probe.close()
-    try:
-        if args.json:
-            print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters()}))
-        else:
-            print(render_result(result))
-            counters = generator.counters()
-            print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
-    except BrokenPipeError:  # the reader went away: the procedure's own result still decides the exit code
-        _silence_stdout()
+            if guidance_thread is not None:
+                guidance_thread.start()
+            result = session.run()
+        finally:
+            if guidance_thread is not None:
+                guidance_thread.stop()
+            if isinstance(pacer, Realtime):
+                pacer.close()
+            try:
+                record.close()
+            except RecordError as exc:  # the session has gone to the safe state on it already: say so, go on
+                record_failure = str(exc)
+            generator.close()
+            if probe is not None:
+                probe.close()
+            if served_probe is not None:
+                served_probe.close()
+        try:
+            if args.json:
+                print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters()}))
+            else:
+                print(render_result(result))
+                counters = generator.counters()
+                print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+        except BrokenPipeError:  # the reader went away: the procedure's own result still decides the exit code
+            _silence_stdout()
     if record_failure:
         print(f"rfa run: the procedure record failed: {record_failure}", file=err)
         return EXIT_FAULT

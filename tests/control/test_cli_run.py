@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import control.cli as cli
 from control.cli import _stop_on_termination, main
-from control.record import RecordReader
+from control.record import ProcedureRecord, RecordReader
 from control.session import ProcedureSession
 
 SHORT_PLAN = """
@@ -314,3 +316,70 @@ def test_the_record_says_which_software_and_limits_ran_and_how_to_read_its_times
     assert json.loads(meta["limits"])["power_max_w"] == 33.3 and meta["config"] == str(config)
     assert meta["faults"] == faults.read_text() and meta["software"].startswith("rfa-controller ")
     assert re.fullmatch(r"[+-]\d{4}", meta["utc_offset"]) and meta["time_base"].startswith("mono: simulated time")
+
+
+def _session_stub(monkeypatch: pytest.MonkeyPatch, stops: list[str]) -> ProcedureSession:
+    session = ProcedureSession.__new__(ProcedureSession)
+    session.ending = False
+    monkeypatch.setattr(session, "request_stop", stops.append, raising=False)
+    return session
+
+
+def test_a_termination_signal_stops_then_is_answered_while_the_procedure_ends_then_quits(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stops: list[str] = []
+    session = _session_stub(monkeypatch, stops)
+    with _stop_on_termination(session):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs in this thread, between two bytecodes
+        assert stops == ["operator stop (SIGTERM received)"]
+        session.ending = True  # the stop is being acted on: the next one is answered, as its message says
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        with pytest.raises(KeyboardInterrupt):  # and the one after that quits at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+    assert "SIGTERM received while the procedure is ending" in capfd.readouterr().err
+    ending = _session_stub(monkeypatch, stops)  # the first arrives as the procedure already ends (its last lesion)
+    ending.ending = True
+    with _stop_on_termination(ending):
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.01)
+        with pytest.raises(KeyboardInterrupt):  # "send it again to quit at once": the second does
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(1.0)
+    assert len(stops) == 1
+
+
+def test_the_answer_to_a_signal_while_ending_never_raises_even_to_a_closed_stderr(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rfa run 2>&1 | tee log`: Ctrl-C ends the tee too; the next Ctrl-C's answer would raise BrokenPipeError
+    wherever the main thread was, past the end's suppressors (its OUTPUT_OFF and settling among them)."""
+    closed = open(os.devnull, "w")  # noqa: SIM115 (closed at once: that is the point)
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    session = _session_stub(monkeypatch, [])
+    session.ending = True
+    with _stop_on_termination(session):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # answered, silently: no exception
+
+
+def test_ctrl_c_while_the_record_is_closed_is_answered_and_the_record_gets_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end row is written as the record closes, after the procedure: the handlers stay until then."""
+    close = ProcedureRecord.close
+
+    def interrupted(record: ProcedureRecord) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        close(record)
+
+    monkeypatch.setattr(ProcedureRecord, "close", interrupted)
+    assert main(["run", "--yes", "--plan", str(write_plan(tmp_path)), "--probe", "none", "--record", str(tmp_path),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert RecordReader(Path(result["record_path"])).verify().ok
