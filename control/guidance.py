@@ -32,6 +32,7 @@ from safety.boiling import BoilingDetector
 from safety.inputs import ImagingStatus
 
 STATUS_PERIOD_S: Final = 1.0
+STATUS_RETRY_S: Final = 0.1
 TIP_DETECT_PERIOD_S: Final = 0.5
 """The tip moves slowly (the physician holds the needle still during a lesion); B-mode and the boiling
 monitor see every frame, the costlier tip search runs twice a second."""
@@ -85,9 +86,12 @@ class ProbeGuidance:
                 if frames:
                     self._process(frames[-1], now)
                 if now >= self._next_status:
-                    self._next_status = now + STATUS_PERIOD_S
+                    # A failed read is tried again soon, not a period later: the face reading ages out at
+                    # PROBE_FACE_READING_MAX_AGE_S (2 s), and one failure then a 1 s wait would pass it.
+                    self._next_status = now + STATUS_RETRY_S
                     self.face_temp_c = self.probe.read_status().face_temp_c
                     self.face_read_at = now
+                    self._next_status = now + STATUS_PERIOD_S
         except ProbeError as exc:  # a disconnect too: reconnect on a later tick
             self._note_error(exc, now)
         return ImagingStatus(self.probe.last_frame_at_s, self.face_temp_c, self.boiling.boiling_channels,

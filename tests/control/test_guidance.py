@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from control.cli import SimulatedCart, simulated_cart
-from control.guidance import ProbeGuidance
+from control.guidance import STATUS_PERIOD_S, STATUS_RETRY_S, ProbeGuidance
 from control.operator import ScriptedOperator
 from control.record import ProcedureRecord, RecordReader
 from control.session import IMAGING_READY_TIMEOUT_S, ProcedureSession
 from firmware_bridge.clock import SimClock
+from firmware_bridge.errors import ProbeError
 from firmware_bridge.generator import RfGenerator
-from firmware_bridge.probe import UltrasoundProbe
+from firmware_bridge.probe import ProbeStatus, UltrasoundProbe
 from safety.plan import Electrode, Lesion, LesionPlan, StimulationSettings
 from sim.lockstep import Lockstep
 from sim.probe import CART_NEEDLE, SimProbeBackend
@@ -104,3 +105,33 @@ def test_rf_is_refused_under_guidance_when_the_needle_tip_is_not_in_the_image(tm
     assert result.exit_code == 1
     assert "needle tip of ch1 not found" in result.message
     assert result.summaries == [], "no lesion was started"
+
+
+def test_a_failed_probe_status_read_is_tried_again_soon_so_the_face_reading_never_ages_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guidance is live only while the probe face's temperature is read within 2 s (safety.interlocks); with the
+    next read a whole period after a failed one, a single failure took it past that and refused arming or a
+    stimulus step (a fault in a --yes run). Now a failed read is tried again within STATUS_RETRY_S."""
+    _, guidance, record, cart, clock = guided_session(tmp_path, 5)
+    probe = guidance.probe
+    read = probe.read_status
+    failures = [2.5, 3.6]  # one failed read each (the first is 2.5 s into the run)
+
+    def flaky() -> ProbeStatus:
+        if failures and clock.now() >= failures[0]:
+            failures.pop(0)
+            raise ProbeError("GET_STATUS stalled")
+        return read()
+
+    monkeypatch.setattr(probe, "read_status", flaky)
+    pacer = Lockstep(clock, cart.devices)
+    oldest = 0.0
+    for _ in range(600):  # 6 s at the loop's period
+        pacer.sleep_until(clock.now() + 0.01)
+        status = guidance.poll()
+        assert status.probe_face_read_at is not None and status.probe_face_temp_c is not None
+        oldest = max(oldest, clock.now() - status.probe_face_read_at)
+    record.close()
+    assert failures == [] and guidance.errors == 2
+    assert STATUS_PERIOD_S < oldest <= STATUS_PERIOD_S + STATUS_RETRY_S + 0.011
