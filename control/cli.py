@@ -365,7 +365,7 @@ def _run(args: argparse.Namespace) -> int:
             probe=probe_choice,
             seed=str(args.seed),
             config=str(args.config) if args.config else "none (the hard limits)",
-            faults=args.faults.read_text(encoding="utf-8") if args.faults else "none",
+            faults=args.faults.read_bytes().decode("utf-8", "replace") if args.faults else "none",  # as loaded
         ))
     except RecordError as exc:
         print(f"rfa run: cannot open the procedure record: {exc}", file=err)
