@@ -73,7 +73,10 @@ CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 
 @functools.cache
 def _written_structure() -> frozenset[tuple[str, str, str, str | None]]:
-    """The schema objects a record is written with, as SQLite stores them (``sqlite_master``)."""
+    """The schema objects a record is written with, as SQLite stores them (``sqlite_master``).
+
+    ``verify`` compares a record's own with this, text for text: a change to ``_SCHEMA`` (even its layout) must
+    come with a new ``SCHEMA_VERSION`` and the older structure kept for the records written before it."""
     db = sqlite3.connect(":memory:")
     try:
         db.executescript(_SCHEMA)
