@@ -752,10 +752,15 @@ def check_channel_fault(inputs: SafetyInputs, rules: ChannelRules, now: float) -
 
 
 def check_electrode_mismatch(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
-    """The connected electrode is not the planned one (or none, or it has no thermocouple)."""
+    """The connected electrode is not the planned one (or none, or it has no thermocouple), or which electrode is
+    connected is no longer known (ELECTRODE_INFO older than ``ELECTRODE_INFO_MAX_AGE_S``)."""
     rx = inputs.electrodes
     if rx is None:
         return _ch(InterlockId.ELECTRODE_MISMATCH, rules, "no ELECTRODE_INFO received")
+    age = landed_age_s(now, rx.arrived_at)
+    if not age <= hard.ELECTRODE_INFO_MAX_AGE_S:  # a NaN arrival trips too
+        return _ch(InterlockId.ELECTRODE_MISMATCH, rules, f"no ELECTRODE_INFO for {age:.1f} s (sent at 1 Hz; limit "
+                   f"{hard.ELECTRODE_INFO_MAX_AGE_S:.0f} s): which electrode is connected is not known")
     slot = rx.msg.electrodes[rules.index]
     if not slot.connected:
         return _ch(InterlockId.ELECTRODE_MISMATCH, rules, "no electrode connected")
@@ -830,6 +835,7 @@ def _interlock_of(check: Callable[..., Trip | None]) -> InterlockId:
 
 
 _CLOCKED: Final[frozenset[Callable[..., Trip | None]]] = frozenset({
+    check_electrode_mismatch,
     check_link_lost,
     check_telemetry_stale,
     check_control_loop_overrun,
@@ -843,8 +849,9 @@ _ALL_CHECKS: Final[tuple[Callable[..., Trip | None], ...]] = (*SYSTEM_CHECKS, *C
 CLOCKED: Final = frozenset(_interlock_of(check) for check in _ALL_CHECKS if check in _CLOCKED)
 """The interlocks whose condition can change with time alone, the snapshot otherwise the same: they read
 ``now``, or what grows or expires with it (RF time, the loop's last tick, the oldest unanswered command, the
-heartbeat's arrival, the settling of a lowered setpoint's predecessors). Every other check reads only the
-snapshot's other fields: the received messages, the commands, the trends, the operator's stop and imaging."""
+heartbeat's and ELECTRODE_INFO's arrival, the settling of a lowered setpoint's predecessors). Every other check
+reads only the snapshot's other fields: the received messages, the commands, the trends, the operator's stop and
+imaging."""
 TIME_ONLY_INPUTS: Final = frozenset({"generator_heartbeat_at", "rf_on_s", "loop_tick_at", "unanswered"})
 """The snapshot's fields that only :data:`CLOCKED` interlocks read; :func:`only_time_has_moved` compares the rest."""
 _ORDER: Final = {_interlock_of(check): index for index, check in enumerate(_ALL_CHECKS)}
@@ -886,7 +893,7 @@ def reevaluate(earlier: Evaluation, inputs: SafetyInputs, rules: SafetyRules, no
     If the rules are the same and only time has moved between the two snapshots, the unclocked conditions cannot
     have changed: they are taken from the earlier evaluation and only the clocked checks run again. That is the
     gate's answer to an output request a few microseconds after its tick's evaluation, on the cart, where the
-    clock has moved (four of the eight system checks and two of the fifteen per channel). Otherwise every check
+    clock has moved (four of the eight system checks and three of the fifteen per channel). Otherwise every check
     runs. Same trips, same order, either way; whether the reuse is sound is decided here, from the rules and the
     snapshots themselves, so no caller has to keep track of what it changed.
     """

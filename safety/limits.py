@@ -179,3 +179,6 @@ IMAGING_FRAME_AHEAD_MAX_S: Final = LOOP_PERIOD_S * LOOP_MISSED_PERIODS
 # The probe face's temperature is read at 1 Hz (docs/imaging.md); a reading older than this is not known, and
 # guidance without it is not live: the probe-face interlock would be blind.
 PROBE_FACE_READING_MAX_AGE_S: Final = 2.0
+# ELECTRODE_INFO comes at 1 Hz (and at once on a change, ARCHITECTURE.md section 4). Older than three periods,
+# which electrode is in which channel is not known: one changed since would not be seen.
+ELECTRODE_INFO_MAX_AGE_S: Final = 3.0

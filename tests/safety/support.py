@@ -141,6 +141,7 @@ def inputs(
     imaging: ImagingStatus | None = LIVE_IMAGING,
     no_telemetry: bool = False,
     unanswered_age_s: float | None = None,
+    electrodes_age_s: float = 0.0,
 ) -> SafetyInputs:
     """A healthy snapshot at ``now`` (everything fresh, electrodes as planned), with overrides."""
     tele = None if no_telemetry else Received(telemetry_msg or telemetry(), 0, now - telemetry_age_s)
@@ -157,7 +158,7 @@ def inputs(
         telemetry=tele,
         status=Received(status or Status(int(GeneratorState.IDLE), 0, 0x0102), 0, now - status_age_s),
         generator_heartbeat_at=None if heartbeat_age_s is None else now - heartbeat_age_s,
-        electrodes=Received(electrode_info or electrodes(), 0, now),
+        electrodes=Received(electrode_info or electrodes(), 0, now - electrodes_age_s),
         commanded=tuple(cmds),
         rf_on_s=tuple(rf),
         trends=tuple(trend_list),

@@ -292,6 +292,8 @@ CASES = [
     # so the read-age limit is the contract's limit less one period.
     Case(InterlockId.TELEMETRY_STALE, lambda v: inputs(telemetry_age_s=v),
          round(hard.TELEMETRY_STALE_S - hard.LOOP_PERIOD_S, 3), 0.001),
+    Case(InterlockId.ELECTRODE_MISMATCH, lambda v: inputs(electrodes_age_s=v),
+         round(hard.ELECTRODE_INFO_MAX_AGE_S - hard.LOOP_PERIOD_S, 3), 0.001, label="electrode-info-age"),
     Case(InterlockId.LINK_LOST, lambda v: inputs(heartbeat_age_s=v),
          round(hard.LINK_LOSS_S - hard.LOOP_PERIOD_S, 3), 0.001, label="heartbeat"),
     Case(InterlockId.LINK_LOST, lambda v: inputs(status_age_s=v),
@@ -775,6 +777,7 @@ def _begins_to_hold_with_time(interlock: InterlockId) -> tuple[SafetyInputs, Saf
         InterlockId.OVER_POWER: inputs(telemetry({1: channel(power_w=15.0, flags=ON)}),
                                        commanded={1: on(5.0, settling=(Settling(20.0, NOW + 0.005),))}),
         InterlockId.LESION_TIME_EXCEEDED: inputs(commanded={1: on(10.0)}, rf_on_s={1: CH1.rf_time_budget_s - 0.005}),
+        InterlockId.ELECTRODE_MISMATCH: inputs(electrodes_age_s=hard.ELECTRODE_INFO_MAX_AGE_S - 0.015),
     }[interlock]
     if interlock is InterlockId.CONTROL_LOOP_OVERRUN:
         dt = limit_s + 0.005  # the loop stalled between its tick and its request
@@ -792,6 +795,7 @@ _TIME_ALONE = (
     InterlockId.IMAGING_LOST,
     InterlockId.OVER_POWER,
     InterlockId.LESION_TIME_EXCEEDED,
+    InterlockId.ELECTRODE_MISMATCH,
 )
 
 
