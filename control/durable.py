@@ -34,10 +34,13 @@ WAKE_MARGIN_S: Final = 0.001
 class CommitWaiter:
     """Commits durable rows for the session; see the module docstring."""
 
-    def __init__(self, record: ProcedureRecord, loop: ControlLoop, on_trips: Callable[[list[Trip]], None]) -> None:
+    def __init__(self, record: ProcedureRecord, loop: ControlLoop, on_trips: Callable[[list[Trip]], None],
+                 after_hold_tick: Callable[[], None] = lambda: None) -> None:
         self._record = record
         self._loop = loop
         self._on_trips = on_trips
+        self._after_hold_tick = after_hold_tick
+        """What must not wait for the disk either (the session's stop: output off at once)."""
         self._loop_thread: int | None = None
         self._holding = False
         self.hold_ticks = 0
@@ -78,5 +81,6 @@ class CommitWaiter:
                 self.hold_ticks += 1
                 if trips:
                     self._on_trips(trips)
+                self._after_hold_tick()
         finally:
             self._holding = False

@@ -163,10 +163,12 @@ class ProcedureSession:
         """Trips the loop found that the session has still to act on (one tick's, or a hold's)."""
         self._ending_alarms: list[str] = []
         """Trips while the procedure's end waits for its final OUTPUT_OFF to be taken: they change its result."""
-        self.commits = CommitWaiter(record, self.loop, self._pending_trips.extend)
+        self.commits = CommitWaiter(record, self.loop, self._pending_trips.extend, self._stop_output_if_requested)
         self.recorder.defer_commit = self.commits.on_loop_thread
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition, durable=self.commits.durable)
         self._stop_requested = ""
+        self._stop_sent = False
+        """Whether the gate has had the operator's stop (output off, latched) for this procedure."""
         self.ending = False
         """Whether the procedure has begun to end (a stop, an abort, or its phases done): output is being turned
         off, and the summary and the record finished. An interrupt now would only cut those short."""
@@ -186,8 +188,17 @@ class ProcedureSession:
         return self.result
 
     def request_stop(self, reason: str = "operator stop") -> None:
-        """The operator's stop button: acted on at the start of the next tick."""
+        """The operator's stop button: acted on at the start of the next tick (output off at once if that tick is
+        a commit's hold: :meth:`_stop_output_if_requested`)."""
         self._stop_requested = reason
+
+    def _stop_output_if_requested(self) -> None:
+        """A stop requested while a state change or an alarm commits (real time: the loop ticks through the wait,
+        but the session's own tick, which acts on the stop, waits for the disk, up to DURABLE_TIMEOUT_S): output off
+        and the stop latched now; the procedure takes its stop at its next tick."""
+        if self._stop_requested and not self._stop_sent:
+            self._stop_sent = True
+            self.gate.operator_stop()
 
     def steps(self) -> Iterator[None]:
         """The procedure as a generator that yields after every tick, so tests can act between ticks."""
@@ -393,7 +404,9 @@ class ProcedureSession:
         """Stop button: the gate turns everything off and latches the stop; the machine goes to stopped. A lesion
         it cuts short is stopped, not complete, in the summary and the record."""
         self.ending = True
-        self.gate.operator_stop()
+        if not self._stop_sent:
+            self._stop_sent = True
+            self.gate.operator_stop()
         self._abort_lesions(reason)
         if self.procedure.state not in (State.FAULT, State.STOPPED, State.OFF):
             self.procedure.trigger("operator_stop", reason=reason)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -608,3 +609,45 @@ def _finish_despite_the_record(cart: SimCart, steps: Any) -> None:
         pass
     with pytest.raises(RecordError, match="No space left"):  # closing says it once more, as `rfa run` prints it
         cart.record.close()
+
+
+def test_a_stop_requested_while_a_state_change_commits_turns_output_off_at_once(tmp_path: Path) -> None:
+    """SIGTERM (or SIGHUP, or the stop button) while `ramping → lesioning` waits for a slow disk, RF on: in real time
+    the loop ticks through the wait, but the session's own tick, which acts on the stop, waits with the commit. RF
+    ran on at the held setpoint for the whole wait (2.2 s in the review's run, up to DURABLE_TIMEOUT_S). Now the
+    hold's own ticks turn output off and latch the stop; the procedure ends stopped."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    session, clock = cart.session, cart.clock
+    session.commits.on_loop_thread = lambda: True  # type: ignore[method-assign]  # the real-time loop's thread
+    session.recorder.defer_commit = lambda: True
+    seen: dict[str, float] = {}
+    durable, tick, off = session.procedure._durable, session.loop.tick, cart.generator.output_off
+
+    def slow_row() -> dict[str, Any]:
+        time.sleep(0.5)  # the writer needs 0.5 s of real time for the batch with the state row
+        return {}
+
+    def slow_lesioning_commit(kind: str, payload: dict[str, Any]) -> int:
+        if kind == "state" and payload.get("dest") == "lesioning" and "slow" not in seen:
+            seen["slow"] = clock.now()
+            cart.record.append("slow", slow_row)
+        return durable(kind, payload)
+
+    def stop_once_holding() -> list[Any]:
+        if "slow" in seen and "stop" not in seen:
+            seen["stop"] = clock.now()
+            session.request_stop("operator stop (SIGTERM received)")
+        return tick()
+
+    def output_off(channel_mask: int = 0x0F) -> int:
+        if "stop" in seen:
+            seen.setdefault("off", clock.now())
+        return off(channel_mask)
+
+    session.procedure._durable = slow_lesioning_commit
+    session.loop.tick = stop_once_holding  # type: ignore[method-assign]
+    cart.generator.output_off = output_off  # type: ignore[method-assign]
+    result = session.run()
+    cart.record.close()
+    assert seen["off"] - seen["stop"] <= 0.02 and session.commits.hold_ticks >= 10  # off within the hold, not after
+    assert result.final_state == "stopped" and result.message == "operator stop (SIGTERM received)"
