@@ -54,6 +54,8 @@ END_KIND: Final = "end"
 COMMIT_INTERVAL_S: Final = 0.05
 TELEMETRY_SPAN_S: Final = 0.1
 DURABLE_TIMEOUT_S: Final = 5.0
+WRITER_STALL_S: Final = DURABLE_TIMEOUT_S
+"""A writer that has taken no queued row for this long has failed (it commits every COMMIT_INTERVAL_S)."""
 NOT_RECORDED: Final = 0
 """The row id of a row dropped by an abandoned record (ids start at 1)."""
 
@@ -135,8 +137,13 @@ class ProcedureRecord:
         self._queue: deque[tuple[int, float, float, str, Payload]] = deque()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        """Waits on the queue and the commits; the tick's appends take ``_lock`` directly (a C-level
-        ``with``: ``Condition``'s own ``__enter__`` and ``__exit__`` are Python calls)."""
+        """Waits on the queue and the commits. Every ``with`` takes ``_lock`` directly, never the condition: a
+        C-level ``with`` cannot be interrupted between taking the lock and owning it, while ``Condition``'s own
+        ``__enter__`` is Python code, in which a signal handler (Ctrl-C: KeyboardInterrupt) could raise after the
+        lock was taken and leave it held for ever: every later append, the watchdog's OUTPUT_OFF listener among
+        them, would then wait on it."""
+        self._queued_since: float | None = None
+        """``time.monotonic()`` when the oldest row still queued was queued: how long the writer has taken none."""
         self._next_seq = 1
         self._committed_seq = 0
         self._oldest_telemetry_mono: float | None = None
@@ -175,6 +182,8 @@ class ProcedureRecord:
             self._refuse_if_closed(kind)
             seq = self._next_seq
             self._next_seq += 1
+            if not self._queue:
+                self._queued_since = time.monotonic()
             self._queue.append((seq, t, self._wall(), kind, payload))
             if kind == "telemetry":
                 self._telemetry_queued(t)
@@ -191,6 +200,8 @@ class ProcedureRecord:
             wall = self._wall()
             first = self._next_seq
             self._next_seq = first + len(payloads)
+            if not self._queue:
+                self._queued_since = time.monotonic()
             self._queue.extend([(first + i, mono, wall, kind, payload) for i, payload in enumerate(payloads)])
             if kind == "telemetry":
                 self._telemetry_queued(mono)
@@ -229,7 +240,7 @@ class ProcedureRecord:
         if self._abandoned:
             return True
         deadline = time.monotonic() + timeout_s
-        with self._cond:
+        with self._lock:
             self._cond.notify_all()
             while self._committed_seq < seq and self._failure is None:
                 remaining = deadline - time.monotonic()
@@ -241,13 +252,13 @@ class ProcedureRecord:
 
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
-        with self._cond:
+        with self._lock:
             last = self._next_seq - 1
         self.wait_committed(last)
 
     def close(self) -> None:
         """Commit what is queued, end the chain with the ``end`` row, and stop the writer; safe to call twice."""
-        with self._cond:
+        with self._lock:
             if self._closing:
                 return
             if self._failure is None:  # the end row counts every row queued before it: one step, under the lock
@@ -257,11 +268,14 @@ class ProcedureRecord:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(DURABLE_TIMEOUT_S)
+        if self._thread.is_alive():  # a daemon: killed at exit, mid-batch, without the end row
+            self._fail(RecordError(f"its writer did not finish within {DURABLE_TIMEOUT_S} s: the record is not "
+                                   "closed (the disk is not taking rows)"))
         self._raise_if_failed()
 
     @property
     def stats(self) -> RecordStats:
-        with self._cond:
+        with self._lock:
             return RecordStats(self._committed_seq, len(self._queue), self._commits)
 
     def abandon(self) -> None:
@@ -269,7 +283,7 @@ class ProcedureRecord:
         dropped, not raised, so that the end the failure calls for (output off, seen off, the fault) is not
         stopped by the very failure it is ending on. What was committed before is on disk, and the record reads as
         not closed. Does nothing while the record works."""
-        with self._cond:
+        with self._lock:
             self._abandoned = self._failure is not None
 
     @property
@@ -278,7 +292,13 @@ class ProcedureRecord:
 
     def _dropping(self) -> bool:
         """Whether a row is dropped: the writer failed and the record was abandoned. If it failed and was not
-        abandoned, the failure is raised: the first to hear of it must go to the safe state."""
+        abandoned, the failure is raised: the first to hear of it must go to the safe state. A writer that has taken
+        nothing for ``WRITER_STALL_S`` (hung in an fsync on a dead share or stick) has failed too: it never raises,
+        and the rows would pile up in memory, uncommitted, for a whole lesion."""
+        since = self._queued_since
+        if since is not None and self._failure is None and time.monotonic() - since > WRITER_STALL_S:
+            self._fail(RecordError(f"its writer has committed nothing for {time.monotonic() - since:.1f} s "
+                                   "(the disk is not taking rows)"))
         if not self._abandoned:
             self._raise_if_failed()
         return self._abandoned
@@ -330,12 +350,13 @@ class ProcedureRecord:
     def _write_rows(self, db: sqlite3.Connection, genesis: str) -> None:
         prev_hash, row_id = genesis, 0
         while True:
-            with self._cond:
+            with self._lock:
                 if not self._queue and not self._closing:
                     self._cond.wait(COMMIT_INTERVAL_S)
                 batch = list(self._queue)
                 self._queue.clear()
                 self._oldest_telemetry_mono = None
+                self._queued_since = None
                 closing = self._closing
             if batch:
                 rows = []
@@ -351,7 +372,7 @@ class ProcedureRecord:
                 db.execute("BEGIN")
                 db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
                 db.execute("COMMIT")
-                with self._cond:
+                with self._lock:
                     self._committed_seq = batch[-1][0]
                     self._commits += 1
                     self._cond.notify_all()
@@ -359,7 +380,7 @@ class ProcedureRecord:
                 return
 
     def _fail(self, exc: BaseException) -> None:
-        with self._cond:
+        with self._lock:
             self._failure = exc
             self._cond.notify_all()
 

@@ -3,19 +3,26 @@ name the damage instead of failing with a traceback, and the writer never loses 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
 import math
+import signal
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
 
-from control.cli import main
+from control.cli import _stop_on_termination, main
 from control.record import NOT_RECORDED, ProcedureRecord, RecordDamaged, RecordError, RecordReader, row_hash
-from firmware_bridge.clock import SimClock
+from control.session import ProcedureSession
+from firmware_bridge.clock import RealClock, SimClock
 
 
 def _record(path: Path, n: int = 4, meta: dict[str, str] | None = None) -> Path:
@@ -323,3 +330,71 @@ def test_a_record_locked_by_another_program_is_not_called_damaged(
         assert not isinstance(refused.value, RecordDamaged)  # exit 2 at the command line, not 1
     finally:
         holder.close()
+
+
+def test_a_writer_hung_in_the_disk_is_a_failed_record_not_rows_piling_up_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer stuck in an fsync (a dead share, a pulled stick) never raises: the rows piled up in memory for a
+    whole lesion (68.8 s in a review's run) and nothing was committed. Past WRITER_STALL_S without taking a row, the
+    next append raises: the procedure goes to the safe state on it."""
+    monkeypatch.setattr("control.record.WRITER_STALL_S", 0.2)
+    release = threading.Event()
+    record = ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
+    try:
+        record.append("frame", lambda: (release.wait(), {"hung": True})[1])
+        time.sleep(0.1)  # the writer has taken the batch and hangs in it
+        record.append("telemetry", {"ch": 1})
+        time.sleep(0.3)
+        with pytest.raises(RecordError, match="committed nothing for"):
+            record.append("telemetry", {"ch": 1})
+    finally:
+        release.set()
+
+
+def test_closing_a_record_whose_writer_does_not_finish_says_it_is_not_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its writer is a daemon thread, killed at exit mid-batch: `rfa run` must not print "Procedure complete" and
+    exit 0 over a record without its end row."""
+    monkeypatch.setattr("control.record.DURABLE_TIMEOUT_S", 0.2)
+    release = threading.Event()
+    record = ProcedureRecord(tmp_path / "p.rfa.db", SimClock())
+    try:
+        record.append("frame", lambda: (release.wait(), {"hung": True})[1])
+        with pytest.raises(RecordError, match="did not finish"):
+            record.close()
+    finally:
+        release.set()
+
+
+def test_ctrl_c_while_the_loop_waits_for_the_record_never_leaves_its_lock_held(tmp_path: Path) -> None:
+    """The interrupt arrives while the main thread waits to take the record's lock (the writer holds it): raised
+    inside ``Condition.__enter__`` (Python code) after the lock was taken, it left the lock held for ever, and every
+    later append, the OUTPUT_OFF listener's among them, waited on it. A C-level ``with`` on the lock cannot."""
+    record = ProcedureRecord(tmp_path / "p.rfa.db", RealClock())
+    record.flush()
+    seq = record.append("x", {"a": 1})
+
+    def writer_like() -> None:
+        with record._lock:
+            time.sleep(0.2)  # the main thread is now waiting to take the lock
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # Ctrl-C, handled on the main thread
+            time.sleep(0.05)
+
+    holder = threading.Thread(target=writer_like)
+    holder.start()
+    time.sleep(0.05)
+    stub = cast(ProcedureSession, SimpleNamespace(ending=False))
+    with _stop_on_termination(stub), contextlib.suppress(KeyboardInterrupt):  # `rfa run`'s handlers
+        record.committed_within(seq, 1.0)  # what the commit hold calls on the loop's thread
+    holder.join()
+    appended = threading.Event()
+
+    def append() -> None:
+        record.append("y", {"b": 2})
+        appended.set()
+
+    threading.Thread(target=append, daemon=True).start()
+    assert appended.wait(2.0), "the record's lock was left held"
+    record.close()
