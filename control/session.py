@@ -225,11 +225,12 @@ class ProcedureSession:
         except Stopped as exc:
             messages.append(str(exc))
         except KeyboardInterrupt:
-            messages.append(self._operator_stop("operator stop (interrupt)"))
+            try:
+                messages.append(self._operator_stop("operator stop (interrupt)"))
+            except CartError as exc:  # the stop itself met a dead link or a failed record: the safe state as below
+                messages.append(self._abort_on(exc))
         except CartError as exc:  # the link died, the record failed, a device refused: the safe state
-            if isinstance(exc, RecordError):
-                self.record.abandon()  # told: the safe state is not to be stopped by the failure it is for
-            messages.append(self._abort(_failure(exc)))
+            messages.append(self._abort_on(exc))
         except Exception as exc:  # a defect of this program: the safe state and the record first, then it is raised
             defect = exc
             messages.append(self._abort(f"internal error: {type(exc).__name__}: {exc}", tolerated=Exception))
@@ -851,6 +852,13 @@ class ProcedureSession:
         self._say(f"FAULT {reason}", event="fault", detail=reason)
         self.procedure.raise_fault(reason)
         raise Faulted(reason)
+
+    def _abort_on(self, exc: CartError) -> str:
+        """:meth:`_abort` for a device's or the record's error; a failed record is abandoned first, the session
+        having been told: the safe state is not to be stopped by the failure it is for."""
+        if isinstance(exc, RecordError):
+            self.record.abandon()
+        return self._abort(_failure(exc))
 
     def _abort(self, reason: str, tolerated: type[Exception] = CartError) -> str:
         """An error the procedure cannot continue after: output off, lesions stopped, fault, best effort.

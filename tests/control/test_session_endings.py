@@ -25,6 +25,7 @@ from control.operator import ConsoleOperator, ScriptedOperator
 from control.procedure import State
 from control.record import Payload, RecordError, RecordReader, RecordRow
 from control.session import EXIT_FAULT, EXIT_OK
+from firmware_bridge.errors import LinkError
 from safety.plan import LesionPlan
 from sim.generator import Fault, FaultKind
 from sim.link_faults import LinkFaultConfig
@@ -651,3 +652,22 @@ def test_a_stop_requested_while_a_state_change_commits_turns_output_off_at_once(
     cart.record.close()
     assert seen["off"] - seen["stop"] <= 0.02 and session.commits.hold_ticks >= 10  # off within the hold, not after
     assert result.final_state == "stopped" and result.message == "operator stop (SIGTERM received)"
+
+
+def test_ctrl_c_whose_stop_meets_a_dead_link_ends_in_fault_not_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C mid-lesion, and the stop's OUTPUT_OFF cannot be written (the cable went with it): the LinkError
+    escaped the interrupt's handler, past the result, to a traceback. It ends as any lost link does: fault, said."""
+    cart = build_cart(plan_without_imaging(), tmp_path)
+    steps = _run_until(cart, State.LESIONING)
+    gate = cart.session.gate
+
+    def cable_gone() -> None:
+        raise LinkError("write failed: the generator's port is gone")
+
+    gate.operator_stop = cable_gone  # type: ignore[method-assign,assignment]
+    with pytest.raises(StopIteration):
+        steps.throw(KeyboardInterrupt)  # what Ctrl-C raises between two ticks
+    cart.record.close()
+    result = cart.session.result
+    assert result is not None and result.final_state == "fault" and result.exit_code == EXIT_FAULT
+    assert "generator link lost" in result.message
