@@ -58,6 +58,13 @@ class CommitWaiter:
         """Whether the caller is the running real-time loop, whose alarm commits may wait for :meth:`commit`."""
         return self._loop.realtime and self._loop_thread == threading.get_ident()
 
+    def defers_alarms(self) -> bool:
+        """Whether an alarm emitted now is left for the loop to commit: on the running real-time loop's thread
+        (it commits them in its tick, ticking meanwhile), and on any other thread while that loop runs: the
+        watchdog's trip, emitted inside the gate's lock, must not wait there for the disk (the loop, back from
+        its stall, would wait on the gate for as long, no heartbeat, no interlock evaluated)."""
+        return self._loop.realtime and self._loop_thread is not None
+
     def durable(self, kind: str, payload: Payload, mono: float | None = None) -> int:
         """Queue a row and return once it (and everything before it) is committed."""
         seq = self._record.append(kind, payload, mono)

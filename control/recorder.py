@@ -16,6 +16,7 @@ change, not every time they repeat.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -98,6 +99,7 @@ class Recorder:
         self.defer_commit: Callable[[], bool] = lambda: False
         """Whether an alarm emitted now is left for the caller to commit (:meth:`take_uncommitted_alarm`)."""
         self._uncommitted_alarm: int | None = None
+        self._alarm_lock = threading.Lock()
 
     def command(self, seq: int, msg: Message, t: float) -> None:
         if not isinstance(msg, Heartbeat):
@@ -125,7 +127,8 @@ class Recorder:
             if row == NOT_RECORDED:  # an abandoned record: the procedure is ending on its failure
                 return
             if self.defer_commit():
-                self._uncommitted_alarm = row
+                with self._alarm_lock:  # the watchdog's thread too: the newest row, never one taken back
+                    self._uncommitted_alarm = max(row, self._uncommitted_alarm or NOT_RECORDED)
             else:
                 self.record.wait_committed(row)
             if event.kind is EventKind.TRIP and event.interlock is not None:
@@ -135,5 +138,6 @@ class Recorder:
 
     def take_uncommitted_alarm(self) -> int | None:
         """The newest alarm row left to commit (committing it commits every row before it), once."""
-        row, self._uncommitted_alarm = self._uncommitted_alarm, None
+        with self._alarm_lock:
+            row, self._uncommitted_alarm = self._uncommitted_alarm, None
         return row

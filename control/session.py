@@ -164,7 +164,7 @@ class ProcedureSession:
         self._ending_alarms: list[str] = []
         """Trips while the procedure's end waits for its final OUTPUT_OFF to be taken: they change its result."""
         self.commits = CommitWaiter(record, self.loop, self._pending_trips.extend, self._stop_output_if_requested)
-        self.recorder.defer_commit = self.commits.on_loop_thread
+        self.recorder.defer_commit = self.commits.defers_alarms
         self.procedure = Procedure(record, self, self._outputs_off, self._on_transition, durable=self.commits.durable)
         self._stop_requested = ""
         self._stop_sent = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -17,12 +18,17 @@ from control.loop import ControlLoop
 from control.operator import ScriptedOperator
 from control.procedure import State
 from control.record import ProcedureRecord, RecordError, RecordReader
+from control.recorder import Recorder
 from control.session import ProcedureSession
 from firmware_bridge.clock import RealClock, SimClock
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import ALL_CHANNELS
+from firmware_bridge.transport import memory_pair
+from safety.config import HARD_LIMITS
+from safety.gate import OutputGate
 from safety.interlocks import InterlockId, Trip
 from safety.plan import default_genicular_plan
+from safety.watchdog import Watchdog
 from sim.lockstep import Realtime
 
 _TRIP = Trip(InterlockId.LINK_LOST, None, "no generator HEARTBEAT", ALL_CHANNELS, False)
@@ -159,3 +165,42 @@ def test_a_real_time_procedure_whose_disk_is_slow_keeps_its_period(
     assert 0 < session.result.loop["longest_period_ms"] < 20, session.result.loop
     assert session.result.loop["hold_ticks"] == session.commits.hold_ticks
     assert session.commits.hold_ticks >= 5 * 4, "each 60 ms commit was waited for with the loop ticking"
+
+
+@pytest.mark.realtime
+def test_the_watchdogs_alarm_is_left_for_the_loop_to_commit_not_waited_for_inside_the_gate(tmp_path: Path) -> None:
+    """The loop stalls 50 ms while the writer needs 2 s for its batch: the watchdog trips (OUTPUT_OFF first), and
+    its alarm waited for the disk inside the gate's lock, so the loop, back from its stall, waited in the gate for
+    the whole batch (1972 ms in a review's run): no heartbeat, no interlock evaluated. Now the alarm is queued for
+    the loop's next tick to commit, as the loop's own are."""
+    clock = RealClock()
+    host, _device = memory_pair("watchdog-alarm")
+    generator = RfGenerator(host, clock)
+    record = ProcedureRecord(tmp_path / "p.rfa.db", clock)
+    recorder = Recorder(record)
+    generator.on_sent(recorder.command)
+    commits = CommitWaiter(record, cast(ControlLoop, _Loop(threading.Event())), lambda trips: None)
+    commits.begin()  # this thread is the running real-time loop's
+    recorder.defer_commit = commits.defers_alarms
+    gate = OutputGate(generator, default_genicular_plan(), HARD_LIMITS, clock, recorder.safety_event)
+    watchdog = Watchdog(gate, clock)
+    watchdog.start()
+    try:
+        watchdog.kick()
+        release = threading.Event()
+        record.append("frame", lambda: (release.wait(2.0), {})[1])  # the writer busy with a slow batch
+        time.sleep(0.05)  # the loop stalls: the watchdog trips
+        started = time.monotonic()
+        gate.keep_alive()  # the loop's next tick begins here
+        blocked_s = time.monotonic() - started
+        release.set()
+        assert watchdog.trips == 1 and blocked_s < 0.5
+        alarm = recorder.take_uncommitted_alarm()
+        assert alarm is not None
+        commits.commit(alarm)  # the loop commits it, ticking meanwhile
+    finally:
+        watchdog.stop()
+        commits.end()
+        record.close()
+    alarms = [row.payload for row in RecordReader(record.path).rows("alarm")]
+    assert [a["interlock"] for a in alarms if a["event"] == "trip"] == ["control_loop_overrun"]
