@@ -6,7 +6,8 @@ the first and the last output of a fault-free run of the same plan (a stimulator
 on a channel that stimulates), lasting a while or for good. Run 0 is
 that fault-free run. A campaign is the procedure-level counterpart of ``rfa bench``'s trip latencies: it
 does not ask the host whether it did the right thing, it watches the simulated generator's outputs every
-10 ms step (the composition root samples them) and reads the record, and says for every run:
+10 ms step (the composition root samples them; with imaging, the simulated probe's frames and face temperature
+too) and reads the record, and says for every run:
 
 * output is off on every channel once the procedure has ended (``AFTERMATH_S`` later: the generator goes
   on when the host stops, and with the link cut only its own watchdog can turn output off);
@@ -24,6 +25,12 @@ does not ask the host whether it did the right thing, it watches the simulated g
 * the tip's true temperature (the simulated tissue's, whatever the thermocouple reports to the host) never
   passed the channel's over-temperature trip level by more than ``TRUE_TIP_ALLOWANCE_C``: this is what
   judges a fault the host cannot see, such as a frozen thermocouple;
+* with the simulated probe, a stretch without frames longer than the imaging limit (the plan's frame age and the
+  2 s loss grace) with RF still on was tripped on by ``imaging_lost`` by then, and ``imaging_lost`` never tripped
+  while the probe's last frame was within that limit (the grace is there so that a short drop-out does not cut a
+  lesion short); a probe face past its limit while the procedure ran was tripped on by
+  ``probe_face_over_temperature`` within a reading (``FACE_DETECT_WITHIN_S``), and that interlock never tripped
+  on a face that was not;
 * a trip ends the run with exit 1, and the record's hash chain verifies.
 
 A run that breaks one of these is a failed run and the campaign exits 1. The operator is scripted (``--yes``)
@@ -34,16 +41,18 @@ draws and judges; the composition root (:mod:`control.cli`) builds the simulated
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from control.guidance import STATUS_PERIOD_S
 from firmware_bridge.messages import ALL_CHANNELS
 from safety import limits as hard
 from safety.config import SafetyLimits
-from safety.interlocks import SafetyRules
+from safety.interlocks import InterlockId, SafetyRules
 from safety.plan import LesionMode, LesionPlan
 
 GENERATOR_KINDS: Final = (
@@ -75,6 +84,12 @@ STOP_WITHIN_S: Final = 2 * hard.LOOP_PERIOD_S
 """The tick that sends ``OUTPUT_OFF`` and the generator step that obeys it."""
 TRUE_TIP_ALLOWANCE_C: Final = 1.0
 """How far past its trip level the true tip may get: thermocouple lag and one period's heating before the trip."""
+IMAGING_MARGIN_S: Final = 3 * hard.LOOP_PERIOD_S
+"""How far the host's view of the probe may trail the trace's: the trace sees a frame the step after the tick that
+read it, the interlock judges at its tick, and its trip may come a tick later."""
+FACE_DETECT_WITHIN_S: Final = STATUS_PERIOD_S + IMAGING_MARGIN_S
+"""The host reads the probe face's temperature once a second: a face past its limit must have tripped within a
+reading and the margin."""
 AFTERMATH_S: Final = 1.0
 """How long the simulated generator is watched after the procedure ends: "at the end" means then."""
 ALARM_READING_S: Final = 5.0
@@ -135,6 +150,12 @@ class DeviceTrace:
     """The hottest each channel's tip really got (channel 1..4)."""
     last_t: float = 0.0
     """The last sample's time: where the trace ends."""
+    frame_times: list[float] = field(default_factory=list)
+    """When the simulated probe sent a frame (the step that saw its count go up); empty without a probe."""
+    frames_sent: int = 0
+    """The probe's count of frames sent at the last sample."""
+    probe_face_changes: list[tuple[float, float]] = field(default_factory=list)
+    """The simulated probe's face temperature, ``(time, °C)``, stored when it changes."""
 
     def sample(self, t: float, mask: int, true_tips_c: Sequence[float] = (), rf_mask: int | None = None) -> None:
         """``mask``: channels with any output on; ``rf_mask``: with RF on (default: ``mask``)."""
@@ -151,14 +172,44 @@ class DeviceTrace:
             if tip_c > self.true_tip_max_c.get(index + 1, -273.15):
                 self.true_tip_max_c[index + 1] = tip_c
 
+    def sample_probe(self, t: float, frames_sent: int, face_c: float) -> None:
+        """The simulated probe at ``t``: how many frames it has sent, and its face temperature."""
+        if frames_sent != self.frames_sent:
+            self.frames_sent = frames_sent
+            self.frame_times.append(t)
+        if not self.probe_face_changes or self.probe_face_changes[-1][1] != face_c:
+            self.probe_face_changes.append((t, face_c))
+
+    def frame_age_at(self, t: float) -> float | None:
+        """How old the probe's newest frame was at ``t``; None if it had sent none."""
+        index = bisect.bisect_right(self.frame_times, t)
+        return None if index == 0 else t - self.frame_times[index - 1]
+
+    def frame_after(self, t: float) -> float | None:
+        """When the probe next sent a frame after ``t``; None if it never did."""
+        index = bisect.bisect_right(self.frame_times, t)
+        return self.frame_times[index] if index < len(self.frame_times) else None
+
+    def frame_gaps(self) -> list[tuple[float, float]]:
+        """Each stretch without a frame: between two frames, and from the last one to the end of the trace."""
+        return list(itertools.pairwise([*self.frame_times, self.last_t])) if self.frame_times else []
+
+    def probe_face_over_at(self, limit_c: float) -> float | None:
+        """When the probe's face first got hotter than ``limit_c``; None if it never did."""
+        return next((t for t, face_c in self.probe_face_changes if face_c > limit_c), None)
+
+    @property
+    def probe_face_max_c(self) -> float | None:
+        return max((face_c for _, face_c in self.probe_face_changes), default=None)
+
     @property
     def final_mask(self) -> int:
         return self.changes[-1][1] if self.changes else 0
 
-    def on_at(self, t: float, mask: int) -> bool:
-        """Whether any channel of ``mask`` was on at ``t``."""
+    def on_at(self, t: float, mask: int, *, rf_only: bool = False) -> bool:
+        """Whether any channel of ``mask`` was on at ``t`` (delivering RF, if ``rf_only``)."""
         current = 0
-        for at, on in self.changes:
+        for at, on in self._series(rf_only=rf_only):
             if at > t:
                 break
             current = on
@@ -182,20 +233,24 @@ class DeviceTrace:
         """Seconds between ``start`` and ``end`` during which some channel of ``mask`` was on (RF alone if
         ``rf_only``, stimulation alone if ``stim_only``)."""
         total = 0.0
-        changes = self.rf_changes if rf_only else self.stim_changes if stim_only else self.changes
+        changes = self._series(rf_only=rf_only, stim_only=stim_only)
         for (at, on), (next_at, _) in itertools.pairwise([*changes, (self.last_t, 0)]):
             if on & mask:
                 total += max(0.0, min(next_at, end) - max(at, start))
         return total
 
-    def window(self, *, stim_only: bool = False, mask: int = ALL_CHANNELS) -> tuple[float, float] | None:
-        """When output (stimulation, if ``stim_only``) first came on on a channel of ``mask``, and when it last
-        went off there (the last sample if it never did)."""
-        changes = self.stim_changes if stim_only else self.changes
+    def window(self, *, stim_only: bool = False, rf_only: bool = False,
+               mask: int = ALL_CHANNELS) -> tuple[float, float] | None:
+        """When output (stimulation, if ``stim_only``; RF, if ``rf_only``) first came on on a channel of ``mask``,
+        and when it last went off there (the last sample if it never did)."""
+        changes = self._series(rf_only=rf_only, stim_only=stim_only)
         ons = [t for t, on in changes if on & mask]
         if not ons:
             return None
         return ons[0], next((t for t, on in changes if t > ons[-1] and not on & mask), self.last_t)
+
+    def _series(self, *, rf_only: bool = False, stim_only: bool = False) -> list[tuple[float, int]]:
+        return self.rf_changes if rf_only else self.stim_changes if stim_only else self.changes
 
 
 @dataclass(frozen=True)
@@ -262,6 +317,49 @@ def trip_levels_c(plan: LesionPlan, limits: SafetyLimits) -> dict[int, float]:
     return {r.channel: r.pulsed_tip_max_c if r.mode is LesionMode.PULSED else r.over_temp_c for r in rules.channels}
 
 
+def imaging_limit_s(plan: LesionPlan, limits: SafetyLimits) -> float:
+    """How long RF may go on without a frame from the probe: the plan's frame age (as ``limits`` cap it) and the
+    imaging-loss grace."""
+    return SafetyRules.compile(plan, limits).imaging_max_age_s + hard.IMAGING_LOSS_GRACE_S
+
+
+def _probe_problems(plan: LesionPlan, limits: SafetyLimits, trips: Sequence[TripRow], device: DeviceTrace,
+                    ended_at: float) -> list[str]:
+    """What the simulated probe did, against the two interlocks that watch it: a stretch without frames longer
+    than the imaging limit with RF still on was tripped on by ``imaging_lost`` by then, and ``imaging_lost`` never
+    tripped on a probe whose last frame was within it (the grace lets a lesion ride out a short drop-out); a face
+    that passed its limit while the procedure ran was tripped on by ``probe_face_over_temperature`` within a
+    reading, and that interlock never tripped on a face that had not."""
+    problems: list[str] = []
+    if plan.imaging_required and device.probe_face_changes:
+        limit_s = imaging_limit_s(plan, limits)
+        lost = [t for t in trips if t.interlock == InterlockId.IMAGING_LOST]
+        for last, next_frame in device.frame_gaps():
+            due = last + limit_s + IMAGING_MARGIN_S
+            if (next_frame > due and due <= ended_at and device.on_at(due, ALL_CHANNELS, rf_only=True)
+                    and not any(last <= t.at <= due for t in lost)):
+                problems.append(f"no frame from the probe for {next_frame - last:.1f} s from {last:.2f} s with RF on, "
+                                f"and imaging_lost had not tripped by {due:.2f} s (limit {limit_s:.1f} s)")
+        for trip in lost:
+            age = device.frame_age_at(trip.at)
+            if age is not None and age < limit_s - IMAGING_MARGIN_S:
+                problems.append(f"imaging_lost tripped at {trip.at:.2f} s on a probe whose last frame was {age:.2f} s "
+                                f"old, within the {limit_s:.1f} s RF may go on without one")
+    face_limit_c = limits.probe_face_temp_max_c
+    over_at = device.probe_face_over_at(face_limit_c)
+    face_trips = [t for t in trips if t.interlock == InterlockId.PROBE_FACE_OVER_TEMPERATURE]
+    for trip in face_trips:
+        if over_at is None or trip.at < over_at - IMAGING_MARGIN_S:
+            when = "never" if over_at is None else f"only at {over_at:.2f} s"
+            problems.append(f"probe_face_over_temperature tripped at {trip.at:.2f} s, but the probe face {when} "
+                            f"passed its {face_limit_c:.1f} °C limit")
+    if (over_at is not None and over_at + FACE_DETECT_WITHIN_S <= ended_at
+            and not any(over_at - IMAGING_MARGIN_S <= t.at <= over_at + FACE_DETECT_WITHIN_S for t in face_trips)):
+        problems.append(f"the probe face passed {face_limit_c:.1f} °C at {over_at:.2f} s and "
+                        f"probe_face_over_temperature had not tripped {FACE_DETECT_WITHIN_S:.2f} s later")
+    return problems
+
+
 def _fault_mask(injection: Injection) -> int:
     return ALL_CHANNELS if injection.kind in SYSTEM_KINDS else 1 << (injection.channel - 1)
 
@@ -281,9 +379,11 @@ def _stop_limit_s(at: float, mask: int, injection: Injection | None) -> float:
 
 def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: SafetyLimits, *, exit_code: int,
           final_state: str, trips: Sequence[TripRow], device: DeviceTrace, record_ok: bool,
-          record_rows: int, off_commands: Sequence[tuple[float, int]] = ()) -> RunOutcome:
+          record_rows: int, off_commands: Sequence[tuple[float, int]] = (),
+          ended_at: float | None = None) -> RunOutcome:
     """The run's outcome against the campaign's properties (module docstring); ``off_commands``: the time and
-    channel mask of every OUTPUT_OFF the record shows the host sent."""
+    channel mask of every OUTPUT_OFF the record shows the host sent; ``ended_at``: when the host's procedure ended
+    (default: the end of the trace)."""
     trips = sorted(trips, key=lambda t: t.at)
     first = trips[0] if trips else None
     outcome = RunOutcome(run, injection, exit_code, final_state, first, None, False, record_rows)
@@ -322,6 +422,7 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
             problems.append(f"output on mask 0x{mask:02X} stopped {late} the OUTPUT_OFF at {at:.2f} s "
                             f"(limit {limit_s * 1e3:.0f} ms)")
             break  # the first is the finding; every OUTPUT_OFF re-sent after it would repeat it
+    problems += _probe_problems(plan, limits, trips, device, device.last_t if ended_at is None else ended_at)
     if first is not None and exit_code != 1:
         problems.append(f"a trip ({first.interlock}) but exit {exit_code}")
     if injection is None:

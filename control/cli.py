@@ -516,11 +516,15 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
         transport = FaultyTransport(transport, clock, LinkFaultConfig(unplug=((injection.at_s, unplugged_s),)))
     device = campaign.DeviceTrace()
     channels = cart.generator_sim.channels
+    probe_sim = cart.probe_sim
 
     def sample() -> None:
-        device.sample(clock.now(), sum(1 << i for i, ch in enumerate(channels) if ch.output_on),
+        now = clock.now()
+        device.sample(now, sum(1 << i for i, ch in enumerate(channels) if ch.output_on),
                       [ch.reading.tip_temp_c for ch in channels],
                       rf_mask=sum(1 << i for i, ch in enumerate(channels) if ch.mode is not None))
+        if probe_sim is not None:
+            device.sample_probe(now, probe_sim.frames_sent, probe_sim.face_temp_c)
 
     generator = RfGenerator(transport, clock)
     record = ProcedureRecord(record_dir / f"run-{run:03d}{RECORD_SUFFIX}", clock, meta=_record_meta(
@@ -537,8 +541,9 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
                                guidance=guidance, limits=limits)
     try:
         result = session.run()
+        ended_at = clock.now()
         # The generator goes on after the host's procedure ends: a cut link leaves output to its own watchdog.
-        pacer.sleep_until(clock.now() + campaign.AFTERMATH_S)
+        pacer.sleep_until(ended_at + campaign.AFTERMATH_S)
     finally:
         record.close()
         generator.close()
@@ -555,7 +560,7 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
         reader.close()
     outcome = campaign.judge(run, injection, plan, limits, exit_code=result.exit_code,
                              final_state=result.final_state, trips=trips, device=device, record_ok=verified.ok,
-                             record_rows=verified.rows, off_commands=off_commands)
+                             record_rows=verified.rows, off_commands=off_commands, ended_at=ended_at)
     return outcome, device
 
 

@@ -373,3 +373,56 @@ def test_a_run_that_crashes_is_a_failed_run_and_the_campaign_goes_on(
     assert code == 1 and len(calls) == 3  # the third run still ran
     assert "run 1: the run raised RuntimeError: simulated bug" in out
     assert "3 runs, 1 failed" in out
+
+
+def _imaging_device(gap: tuple[float, float] | None = None, face: tuple[float, float] | None = None,
+                    rf: tuple[float, float] = (10.0, 100.0), off_at: float | None = None) -> DeviceTrace:
+    """The default plan's RF on channels 1-3 over ``rf`` (all off at ``off_at``, if sooner), the probe sending 25
+    frames a second but none within ``gap``, its face at 33 °C warming at 5 °C/s over ``face``."""
+    device = DeviceTrace()
+    end = rf[1] if off_at is None else min(rf[1], off_at)
+    frames = 0
+    for k in range(round(110.0 / 0.01)):
+        t = round(k * 0.01, 2)
+        on = 0b111 if rf[0] <= t < end else 0
+        device.sample(t, on, rf_mask=on)
+        if k % 4 == 0 and not (gap and gap[0] < t < gap[1]):
+            frames += 1
+        face_c = 33.0 if face is None else 33.0 + 5.0 * min(max(t - face[0], 0.0), face[1] - face[0])
+        device.sample_probe(t, frames, face_c)
+    return device
+
+
+def test_imaging_lost_past_the_limit_with_rf_on_must_have_tripped_on_it() -> None:
+    """The default plan: frames may be 0.5 s old, and 2 s more while RF is on; a 4 s drop-out from 50 s."""
+    assert campaign.imaging_limit_s(PLAN, HARD_LIMITS) == pytest.approx(2.5)
+    unseen = _judge(None, [], _imaging_device(gap=(50.0, 54.0)), exit_code=0)
+    assert unseen.problems == [
+        "no frame from the probe for 4.0 s from 50.00 s with RF on, and imaging_lost had not tripped by 52.53 s "
+        "(limit 2.5 s)"], unseen.problems
+    trip = [TripRow(50.51, "imaging_lost", None)]
+    tripped = _judge(None, trip, _imaging_device(gap=(50.0, 54.0), off_at=50.52), exit_code=1)
+    assert "imaging_lost tripped at 50.51 s on a probe whose last frame was 0.51 s old, within the 2.5 s RF may go " \
+           "on without one" in tripped.problems, "tripped past the frame age, but inside the grace"
+    trip = [TripRow(52.51, "imaging_lost", None)]
+    in_time = _judge(None, trip, _imaging_device(gap=(50.0, 54.0), off_at=52.52), exit_code=1)
+    assert not [p for p in in_time.problems if "imaging_lost" in p or "frame" in p], in_time.problems
+    after_rf = _judge(None, [], _imaging_device(gap=(99.0, 104.0)), exit_code=0)
+    assert after_rf.passed, "RF ended within the limit: nothing had to trip"
+
+
+def test_a_probe_face_past_its_limit_must_have_tripped_within_a_reading_and_only_then() -> None:
+    """33 °C warming at 5 °C/s from 60 s: past 43 °C at 62 s; the face is read once a second."""
+    hot = _imaging_device(face=(60.0, 70.0), off_at=62.8)
+    assert hot.probe_face_over_at(43.0) == pytest.approx(62.01) and hot.probe_face_max_c == pytest.approx(83.0)
+    tripped = _judge(None, [TripRow(62.8, "probe_face_over_temperature", None)], hot)
+    assert not [p for p in tripped.problems if "probe" in p], tripped.problems
+    late = _judge(None, [TripRow(63.2, "probe_face_over_temperature", None)], _imaging_device(face=(60.0, 70.0),
+                                                                                              off_at=63.21))
+    assert "the probe face passed 43.0 °C at 62.01 s and probe_face_over_temperature had not tripped 1.03 s later" \
+        in late.problems, late.problems
+    warm = _imaging_device(face=(60.0, 61.0), off_at=61.5)  # 38 °C, and it holds there
+    cool = _judge(None, [TripRow(61.5, "probe_face_over_temperature", None)], warm)
+    assert "probe_face_over_temperature tripped at 61.50 s, but the probe face never passed its 43.0 °C limit" \
+        in cool.problems, cool.problems
+    assert _judge(None, [], _imaging_device(face=(60.0, 61.0)), exit_code=0).passed
