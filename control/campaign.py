@@ -1,13 +1,14 @@
 """``rfa campaign``: a seeded fault campaign, judged against what the simulated devices really did.
 
-Each run is one whole procedure in simulated time with one fault drawn from a seed: a generator fault
-(the simulator's fault kinds) or the link unplugged, on a planned channel, at a moment somewhere between
-the first and the last output of a fault-free run of the same plan (a stimulator fault: of its stimulation,
-on a channel that stimulates), lasting a while or for good. Run 0 is
-that fault-free run. A campaign is the procedure-level counterpart of ``rfa bench``'s trip latencies: it
-does not ask the host whether it did the right thing, it watches the simulated generator's outputs every
-10 ms step (the composition root samples them; with imaging, the simulated probe's frames and face temperature
-too) and reads the record, and says for every run:
+Each run is one whole procedure in simulated time with one fault drawn from a seed: a generator fault (the
+simulator's fault kinds) or the link unplugged, on a planned channel, at a moment somewhere between the first
+and the last output of a fault-free run of the same plan (a stimulator fault: of its stimulation, on a channel
+that stimulates), lasting a while or for good; for a plan that requires imaging, also a fault of the simulated
+probe (a stall, a disconnect, lost frames, an overheating face), between the first and the last RF output of
+that run, once or for a while or for good. Run 0 is that fault-free run. A campaign is the procedure-level
+counterpart of ``rfa bench``'s trip latencies: it does not ask the host whether it did the right thing, it
+watches the simulated generator's outputs every 10 ms step (the composition root samples them; with imaging, the
+simulated probe's frames and face temperature too) and reads the record, and says for every run:
 
 * output is off on every channel once the procedure has ended (``AFTERMATH_S`` later: the generator goes
   on when the host stops, and with the link cut only its own watchdog can turn output off);
@@ -61,8 +62,27 @@ GENERATOR_KINDS: Final = (
 )
 """The simulator's fault kinds (``sim.generator.FaultKind``), by value."""
 LINK_UNPLUG: Final = "link_unplug"
-KINDS: Final = (*GENERATOR_KINDS, LINK_UNPLUG)
-SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG, "commands_ignored"})
+PROBE_KINDS: Final = ("usb_stall", "disconnect", "frame_drops", "overheating")
+"""The simulated probe's fault kinds (``sim.probe.ProbeFaultKind``), by value: only for a plan that requires imaging
+(there is no probe otherwise), and drawn inside the fault-free run's RF output, where the imaging-loss grace
+applies (before it, lost imaging only refuses stimulation and the start of RF)."""
+KINDS: Final = (*GENERATOR_KINDS, LINK_UNPLUG, *PROBE_KINDS)
+SYSTEM_KINDS: Final = frozenset({"generator_fault", LINK_UNPLUG, "commands_ignored", *PROBE_KINDS})
+ONCE_KINDS: Final = frozenset({"usb_stall", "frame_drops"})
+"""Probe faults that happen once, at their moment, and take no duration: a halt of the bulk endpoint (the host
+clears it at its next read) and frames lost (how many: ``value``)."""
+EXPECTED_TRIP: Final = {
+    "usb_stall": InterlockId.IMAGING_LOST, "disconnect": InterlockId.IMAGING_LOST,
+    "frame_drops": InterlockId.IMAGING_LOST, "overheating": InterlockId.PROBE_FACE_OVER_TEMPERATURE,
+}
+"""What a probe fault may trip, if anything: whether it must is judged by what the probe really did (frames
+missing past the imaging limit with RF on, a face past its limit), not by the fault's own word."""
+FRAMES_DROPPED: Final = (1, 150)
+"""How many frames a drawn ``frame_drops`` loses: up to 6 s of the cart probe's 25 frames a second, either side
+of the imaging limit during RF (the default plan's: 0.5 s frame age and the 2 s grace)."""
+OVERHEATING_C_PER_S: Final = (1.0, 10.0)
+"""How fast a drawn overheating warms the probe face: from its 33 °C it passes 43 °C in 1 to 10 s, so one that
+lasts 0.2–5 s may or may not."""
 UNHEARD_KINDS: Final = frozenset({LINK_UNPLUG, "commands_ignored"})
 """Faults during which the host's OUTPUT_OFF does not reach the generator: only its own watchdog can stop output."""
 RF_ONLY_KINDS: Final = frozenset({"power_runaway", "thermocouple_frozen"})
@@ -104,21 +124,36 @@ class Injection:
     at_s: float
     """Seconds after the generator started (simulated time)."""
     duration_s: float | None
+    value: float | None = None
+    """Kind-specific, as a fault script's ``value``: the frames a ``frame_drops`` loses, the °C/s an overheating
+    probe face warms at; None for the others."""
 
     def describe(self) -> str:
-        lasting = "for good" if self.duration_s is None else f"for {self.duration_s:.1f} s"
+        if self.kind in ONCE_KINDS:
+            lasting = "once"
+        else:
+            lasting = "for good" if self.duration_s is None else f"for {self.duration_s:.1f} s"
         where = "" if self.kind in SYSTEM_KINDS else f" ch{self.channel}"
-        return f"{self.kind}{where} at {self.at_s:.1f} s {lasting}"
+        value = "" if self.value is None else (
+            f" ({self.value:.0f} frames)" if self.kind == "frame_drops" else f" ({self.value:.1f} °C/s)")
+        return f"{self.kind}{where} at {self.at_s:.1f} s {lasting}{value}"
+
+
+def kinds_for(plan: LesionPlan) -> tuple[str, ...]:
+    """The kinds a campaign of ``plan`` draws from by default: the probe's only if the plan requires imaging."""
+    return KINDS if plan.imaging_required else tuple(k for k in KINDS if k not in PROBE_KINDS)
 
 
 def draw_injections(runs: int, seed: int, channels: Sequence[int], window_s: tuple[float, float],
                     kinds: Sequence[str] = KINDS,
-                    stim_windows_s: Mapping[int, tuple[float, float]] | None = None) -> list[Injection]:
+                    stim_windows_s: Mapping[int, tuple[float, float]] | None = None,
+                    rf_window_s: tuple[float, float] | None = None) -> list[Injection]:
     """``runs`` faults from ``seed``: every kind once before any repeats, on a planned channel, in the window.
 
     A stimulator fault (``STIM_ONLY_KINDS``) is drawn, where it can show, on a channel of ``stim_windows_s``
     (each channel that stimulated in the fault-free run, with the first and last moment it did) inside its
-    window, if there is one."""
+    window, if there is one; a probe fault (``PROBE_KINDS``) inside ``rf_window_s`` (the fault-free run's first
+    and last RF output), if there is one, with no duration if it happens once (``ONCE_KINDS``) and its value."""
     rng = random.Random(seed)
     order = list(kinds)
     rng.shuffle(order)
@@ -131,15 +166,21 @@ def draw_injections(runs: int, seed: int, channels: Sequence[int], window_s: tup
             start, end = stim_windows_s[channel]
         else:
             channel = rng.choice(list(channels))
-            start, end = window_s
-        out.append(Injection(kind, channel, round(rng.uniform(start, end), 2), duration))
+            start, end = rf_window_s if kind in PROBE_KINDS and rf_window_s else window_s
+        at_s = round(rng.uniform(start, end), 2)
+        value = None
+        if kind == "frame_drops":
+            value = float(rng.randint(*FRAMES_DROPPED))
+        elif kind == "overheating":
+            value = round(rng.uniform(*OVERHEATING_C_PER_S), 1)
+        out.append(Injection(kind, channel, at_s, None if kind in ONCE_KINDS else duration, value))
     return out
 
 
 @dataclass
 class DeviceTrace:
     """The simulated generator's outputs, sampled every device step: ``(time, mask of channels on)``,
-    stored only when the mask changes."""
+    stored only when the mask changes; and, with imaging, what the simulated probe sent and its face temperature."""
 
     changes: list[tuple[float, int]] = field(default_factory=list)
     rf_changes: list[tuple[float, int]] = field(default_factory=list)
@@ -364,6 +405,19 @@ def _fault_mask(injection: Injection) -> int:
     return ALL_CHANNELS if injection.kind in SYSTEM_KINDS else 1 << (injection.channel - 1)
 
 
+def _fault_end(injection: Injection, device: DeviceTrace) -> float:
+    """When the fault ended (for good: the end of the trace); for a probe fault that costs frames, when the probe
+    sent one again (a replugged probe is found again at the host's next attempt, then streams; the trace may see
+    a frame read just before the fault a step after it)."""
+    if injection.duration_s is None and injection.kind not in ONCE_KINDS:
+        return device.last_t
+    end = injection.at_s + (injection.duration_s or 0.0)
+    if EXPECTED_TRIP.get(injection.kind) is InterlockId.IMAGING_LOST:
+        back = device.frame_after(end + IMAGING_MARGIN_S)
+        return device.last_t if back is None else back
+    return end
+
+
 def _stop_limit_s(at: float, mask: int, injection: Injection | None) -> float:
     """How long after a trip or an OUTPUT_OFF at ``at`` the channels of ``mask`` may still deliver."""
     if injection is None or at < injection.at_s:
@@ -430,13 +484,20 @@ def judge(run: int, injection: Injection | None, plan: LesionPlan, limits: Safet
             problems.append(f"the fault-free run ended in {final_state} (exit {exit_code})")
         return outcome
     fault_mask = _fault_mask(injection)
-    fault_end = device.last_t if injection.duration_s is None else injection.at_s + injection.duration_s
+    expected = EXPECTED_TRIP.get(injection.kind)
     outcome.fault_met_rf = device.on_at(injection.at_s, fault_mask)
-    outcome.exposure_s = device.on_time(fault_mask, injection.at_s, fault_end,
-                                        rf_only=injection.kind in RF_ONLY_KINDS,
+    outcome.exposure_s = device.on_time(fault_mask, injection.at_s, _fault_end(injection, device),
+                                        rf_only=injection.kind in RF_ONLY_KINDS or expected is not None,
                                         stim_only=injection.kind in STIM_ONLY_KINDS)
     outcome.detected_by = next((t for t in trips if t.at >= injection.at_s - 1e-9
                                 and (injection.kind in SYSTEM_KINDS or tripped_mask(t, plan) & fault_mask)), None)
+    if expected is not None:  # a probe fault: whether it had to trip is judged by what the probe did (above)
+        if outcome.detected_by is not None and outcome.detected_by.interlock != expected:
+            problems.append(f"{injection.kind} was tripped on by {outcome.detected_by.interlock}, not {expected}")
+        elif outcome.detected_by is None and exit_code != 0:
+            problems.append(f"{injection.kind} tripped nothing, but the procedure ended in {final_state} "
+                            f"(exit {exit_code})")
+        return outcome
     must_detect_s = FROZEN_DETECT_WITHIN_S if injection.kind == "thermocouple_frozen" else DETECT_WITHIN_S
     if outcome.detected_by is None and outcome.exposure_s >= must_detect_s and injection.kind not in LATENT_KINDS:
         problems.append(f"{injection.kind} lasted {outcome.exposure_s:.1f} s of output and nothing tripped on it")

@@ -47,7 +47,15 @@ from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, 
 from sim.generator import Fault, FaultKind, SimGenerator, load_faults, lumped_tissue, physical_tissue
 from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
 from sim.lockstep import Lockstep, Realtime
-from sim.probe import CART_NEEDLE, ProbeFault, SimProbe, SimProbeBackend, cart_probe, load_probe_faults
+from sim.probe import (
+    CART_NEEDLE,
+    ProbeFault,
+    ProbeFaultKind,
+    SimProbe,
+    SimProbeBackend,
+    cart_probe,
+    load_probe_faults,
+)
 from sim.probe.remote import RemoteProbeBackend
 from sim.tissue import TissueModel, warm_up_kernels
 from sim.tissue.estimate import estimate_lesion
@@ -503,13 +511,18 @@ def _protocol(args: argparse.Namespace) -> int:
 # -- rfa campaign ---------------------------------------------------------------------------------------
 def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.Injection | None, run: int,
                   args: argparse.Namespace, record_dir: Path) -> tuple[campaign.RunOutcome, campaign.DeviceTrace]:
-    """One procedure in simulated time with ``injection``, its generator's outputs sampled every step."""
+    """One procedure in simulated time with ``injection``, its generator's outputs (and its probe, with imaging)
+    sampled every step."""
     clock = SimClock()
     faults: list[Fault] = []
-    if injection is not None and injection.kind != campaign.LINK_UNPLUG:
+    probe_faults: list[ProbeFault] = []
+    if injection is not None and injection.kind in campaign.PROBE_KINDS:  # as a [[probe_fault]] table scripts it
+        probe_faults.append(ProbeFault(ProbeFaultKind(injection.kind), injection.at_s, injection.duration_s,
+                                       injection.value))
+    elif injection is not None and injection.kind != campaign.LINK_UNPLUG:
         faults.append(Fault(FaultKind(injection.kind), injection.at_s, injection.channel, injection.duration_s))
     cart = simulated_cart(plan, clock, seed=args.seed * 1000 + run, faults=faults, physical=args.physical,
-                          probe=plan.imaging_required)
+                          probe=plan.imaging_required, probe_faults=probe_faults)
     transport = cart.host_transport
     if injection is not None and injection.kind == campaign.LINK_UNPLUG:
         unplugged_s = 3600.0 if injection.duration_s is None else injection.duration_s
@@ -575,14 +588,23 @@ def _campaign(args: argparse.Namespace) -> int:
     if unknown:
         print(f"rfa campaign: unknown fault kind(s) {unknown}; known: {', '.join(campaign.KINDS)}", file=err)
         return EXIT_USAGE
-    if args.runs < 1:
-        print(f"rfa campaign: --runs must be at least 1, not {args.runs}", file=err)
+    probeless = sorted(set(args.kinds or ()) & set(campaign.PROBE_KINDS)) if not plan.imaging_required else []
+    if probeless:
+        print(f"rfa campaign: probe fault kind(s) {probeless} need a plan that requires imaging (a simulated probe); "
+              f"plan {plan.name!r} does not", file=err)
+        return EXIT_USAGE
+    kinds = args.kinds or campaign.kinds_for(plan)
+    runs = len(kinds) if args.runs is None else args.runs
+    if runs < 1:
+        print(f"rfa campaign: --runs must be at least 1, not {runs}", file=err)
         return EXIT_USAGE
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     record_dir = (args.record or config.record_dir) / f"campaign-{stamp}-seed{args.seed}"
     record_dir.mkdir(parents=True, exist_ok=True)
     say = (lambda text: None) if args.json else (lambda text: print(text, file=err, flush=True))
-    say(f"Campaign: plan {plan.name!r}, {args.runs} fault run(s) from seed {args.seed}, records in {record_dir}")
+    say(f"Campaign: plan {plan.name!r}, {runs} fault run(s) from seed {args.seed}, records in {record_dir}")
+    if not plan.imaging_required:
+        say("No probe faults: the plan does not require imaging, so its procedures run without a probe")
     limits = config.effective_limits
     baseline, device = _campaign_run(plan, limits, None, 0, args, record_dir)
     outcomes = [baseline]
@@ -596,8 +618,9 @@ def _campaign(args: argparse.Namespace) -> int:
     planned = sorted(channel for lesion in plan.lesions for channel in lesion.channels)  # bipolar partners too
     stimulated = {lesion.channel: device.window(stim_only=True, mask=1 << (lesion.channel - 1))
                   for lesion in plan.lesions}
-    injections = campaign.draw_injections(args.runs, args.seed, planned, window, args.kinds or campaign.KINDS,
-                                          {ch: w for ch, w in stimulated.items() if w is not None})
+    injections = campaign.draw_injections(runs, args.seed, planned, window, kinds,
+                                          {ch: w for ch, w in stimulated.items() if w is not None},
+                                          rf_window_s=device.window(rf_only=True))
     for run, injection in enumerate(injections, start=1):
         try:
             outcome, _ = _campaign_run(plan, limits, injection, run, args, record_dir)
@@ -701,16 +724,20 @@ def build_parser() -> argparse.ArgumentParser:
     campaign_cmd = commands.add_parser(
         "campaign", help="a seeded fault campaign: one fault per procedure, judged by what the simulator did",
         description="Run the plan on the in-process simulator in simulated time, once without a fault and then "
-        "once per drawn fault (generator faults and link unplugs, on planned channels, during output), and check "
-        "each run against what the simulated generator really did: output off at the end, stopped within two "
-        "periods of the first trip, faults during output detected, record intact. Exit 1 if a run fails.")
-    campaign_cmd.add_argument("--runs", type=arguments.count, default=len(campaign.KINDS),
-                              help=f"fault runs after the fault-free one (default {len(campaign.KINDS)}: "
-                              "each kind once)")
+        "once per drawn fault (generator faults and link unplugs, on planned channels, during output; with a plan "
+        "that requires imaging, probe faults too, during RF), and check each run against what the simulated "
+        "devices really did: output off at the end, stopped within two periods of the first trip, faults during "
+        "output detected, lost imaging or a hot probe face tripped on (and a drop-out within the imaging grace "
+        "not), record intact. Exit 1 if a run fails.")
+    campaign_cmd.add_argument("--runs", type=arguments.count, default=None,
+                              help=f"fault runs after the fault-free one (default: each kind once, "
+                              f"{len(campaign.KINDS)} with imaging, {len(campaign.KINDS) - len(campaign.PROBE_KINDS)} "
+                              "without)")
     campaign_cmd.add_argument("--seed", type=arguments.count, default=0,
                               help="draws the faults (kind order, channel, time)")
     campaign_cmd.add_argument("--kinds", type=lambda text: text.split(","), metavar="K1,K2",
-                              help=f"fault kinds to draw from (default all: {', '.join(campaign.KINDS)})")
+                              help=f"fault kinds to draw from (default all: {', '.join(campaign.KINDS)}; the probe's, "
+                              f"{', '.join(campaign.PROBE_KINDS)}, only for a plan that requires imaging)")
     campaign_cmd.add_argument("--plan", type=Path, help="lesion plan TOML (default: three genicular lesions)")
     campaign_cmd.add_argument("--config", type=Path, help="cart configuration TOML (tighter limits)")
     campaign_cmd.add_argument("--record", type=Path, metavar="DIR",

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control import campaign
+from control import campaign, cli
 from control.campaign import DeviceTrace, Injection, TripRow, draw_injections, judge
 from control.cli import main
+from control.record import RecordReader
 from firmware_bridge.generator import RfGenerator
+from safety import interlocks
 from safety import limits as hard
 from safety.config import HARD_LIMITS
 from safety.gate import OutputGate
-from safety.plan import default_genicular_plan
+from safety.plan import LesionPlan, default_genicular_plan, load_plan
+from sim.probe import ProbeFaultKind
 from tests.control.test_cli_run import write_plan
 
 PLAN = default_genicular_plan()  # channels 1, 2, 3
@@ -46,6 +51,33 @@ def test_a_stimulator_fault_is_drawn_inside_the_stimulation_of_a_channel_that_st
     for injection in drawn:
         start, end = stimulated[injection.channel] if injection.kind in campaign.STIM_ONLY_KINDS else (50.0, 200.0)
         assert start <= injection.at_s <= end
+
+
+@given(st.integers(0, 2**32), st.integers(1, 30))
+def test_a_probe_fault_is_drawn_inside_rf_as_a_fault_script_would_take_it(seed: int, runs: int) -> None:
+    drawn = draw_injections(runs, seed, [1, 2, 3], (5.0, 200.0), campaign.PROBE_KINDS, rf_window_s=(50.0, 140.0))
+    assert len({i.kind for i in drawn[:4]}) == min(runs, 4)
+    for injection in drawn:
+        assert 50.0 <= injection.at_s <= 140.0
+        if injection.kind in campaign.ONCE_KINDS:
+            assert injection.duration_s is None and injection.describe().endswith(
+                "once" if injection.kind == "usb_stall" else f"once ({injection.value:.0f} frames)")
+        if injection.kind == "frame_drops":
+            assert injection.value is not None and injection.value.is_integer()
+            assert campaign.FRAMES_DROPPED[0] <= injection.value <= campaign.FRAMES_DROPPED[1]
+        elif injection.kind == "overheating":
+            low, high = campaign.OVERHEATING_C_PER_S
+            assert injection.value is not None and low <= injection.value <= high
+        else:
+            assert injection.value is None
+        assert f"{injection.kind} at " in injection.describe(), "a probe fault is the whole cart's, on no channel"
+
+
+def test_the_probe_kinds_are_the_simulated_probes_and_only_a_plan_with_imaging_draws_them() -> None:
+    assert tuple(kind.value for kind in ProbeFaultKind) == campaign.PROBE_KINDS
+    assert campaign.kinds_for(PLAN) == campaign.KINDS
+    without = PLAN.model_copy(update={"imaging_required": False})
+    assert campaign.kinds_for(without) == (*campaign.GENERATOR_KINDS, campaign.LINK_UNPLUG)
 
 
 def test_a_weak_stimulus_is_judged_by_the_stimulation_it_met_not_by_rf() -> None:
@@ -426,3 +458,131 @@ def test_a_probe_face_past_its_limit_must_have_tripped_within_a_reading_and_only
     assert "probe_face_over_temperature tripped at 61.50 s, but the probe face never passed its 43.0 °C limit" \
         in cool.problems, cool.problems
     assert _judge(None, [], _imaging_device(face=(60.0, 61.0)), exit_code=0).passed
+
+
+# -- probe faults, end to end: the short plan with imaging (one 20 s lesion on ch1, frames may be 0.5 s old) -------
+@pytest.fixture(scope="module")
+def imaging_plan(tmp_path_factory: pytest.TempPathFactory) -> LesionPlan:
+    return load_plan(write_plan(tmp_path_factory.mktemp("plan"), imaging=True), HARD_LIMITS)
+
+
+@pytest.fixture(scope="module")
+def record_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("campaign")
+    return (root / str(n) for n in itertools.count())
+
+
+def _probe_run(plan: LesionPlan, records: Iterator[Path], kind: str, at_s: float, duration_s: float | None = None,
+               value: float | None = None) -> tuple[campaign.RunOutcome, DeviceTrace, Path]:
+    """One campaign run of ``plan`` with a probe fault, as ``rfa campaign`` runs it: its outcome, trace and record."""
+    record_dir = next(records)
+    outcome, device = cli._campaign_run(plan, HARD_LIMITS, Injection(kind, 1, at_s, duration_s, value), 1,
+                                        argparse.Namespace(seed=0, physical=False), record_dir)
+    return outcome, device, record_dir / "run-001.rfa.db"
+
+
+@pytest.mark.parametrize(("kind", "duration_s", "value", "first_trip"), [
+    ("usb_stall", None, None, None),  # the host clears the halt at its next read
+    ("frame_drops", None, 10.0, None),  # 0.4 s: younger than the plan's 0.5 s frame age
+    ("frame_drops", None, 40.0, None),  # 1.6 s: past the frame age, within the 2 s grace: the lesion goes on
+    ("frame_drops", None, 100.0, "imaging_lost"),  # 4 s: past the grace
+    ("disconnect", 0.5, None, None),  # found again at the host's next attempt, a second after its first
+    ("disconnect", 3.0, None, "imaging_lost"),
+    ("disconnect", None, None, "imaging_lost"),
+    ("overheating", None, 5.0, "probe_face_over_temperature"),  # 33 °C + 5 °C/s: past 43 °C 2 s in
+    ("overheating", 2.0, 2.0, None),  # warms to 37 °C and holds there
+])
+def test_each_probe_fault_during_rf_ends_as_it_must(imaging_plan: LesionPlan, record_dirs: Iterator[Path], kind: str,
+                                                  duration_s: float | None, value: float | None,
+                                                  first_trip: str | None) -> None:
+    """At 10 s, mid-lesion. Imaging lost past the limit (2.5 s) and a hot face end the procedure with output off
+    within two periods of the trip; a drop-out within the grace, a stall or a warm face do not stop the lesion."""
+    outcome, device, record = _probe_run(imaging_plan, record_dirs, kind, 10.0, duration_s, value)
+    assert outcome.passed, outcome.problems
+    assert outcome.fault_met_rf
+    if first_trip is None:
+        assert outcome.first_trip is None and outcome.exit_code == 0 and outcome.final_state == "standby"
+        assert outcome.verdict == "tolerated"
+    else:
+        assert outcome.first_trip is not None and outcome.first_trip.interlock == first_trip
+        assert outcome.exit_code == 1 and outcome.verdict == "ok"
+        assert outcome.stopped_after_ms is not None and outcome.stopped_after_ms <= campaign.STOP_WITHIN_S * 1e3
+        assert device.final_mask == 0
+    gaps = [b - a for a, b in device.frame_gaps() if a >= 9.9 and b <= 30.0]
+    if kind == "frame_drops" and first_trip is None:  # the fault really cost the frames it says
+        assert value is not None and max(gaps) == pytest.approx(value * 0.04, abs=0.06)
+    if kind == "usb_stall":
+        reader = RecordReader(record)
+        try:
+            assert [row.payload["error"] for row in reader.rows("probe_error")] == ["ProbeStalled"]
+        finally:
+            reader.close()
+    if first_trip == "imaging_lost":  # as the frames ran out of their 0.5 s age and the 2 s grace
+        assert outcome.first_trip is not None and campaign.imaging_limit_s(imaging_plan, HARD_LIMITS) == 2.5
+        assert device.frame_age_at(outcome.first_trip.at) == pytest.approx(2.5, abs=campaign.IMAGING_MARGIN_S)
+        assert outcome.exposure_s == pytest.approx(2.5, abs=campaign.IMAGING_MARGIN_S), "RF without imaging"
+    if first_trip == "probe_face_over_temperature":
+        over_at = device.probe_face_over_at(hard.PROBE_FACE_TEMP_MAX_C)
+        assert over_at is not None and outcome.first_trip is not None
+        assert 0.0 <= outcome.first_trip.at - over_at <= campaign.FACE_DETECT_WITHIN_S
+
+
+def test_a_host_that_trips_inside_the_imaging_grace_or_never_fails_the_campaign(
+    imaging_plan: LesionPlan, record_dirs: Iterator[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The campaign judges by the probe's frames, not by the host's word: without the grace, 1.6 s of dropped frames
+    cuts the lesion short, and the run fails; with imaging_lost never tripping, a probe gone for good fails it."""
+    real = interlocks.imaging_not_live
+    monkeypatch.setattr(interlocks, "imaging_not_live",
+                        lambda imaging, now, max_age_s, grace_s: real(imaging, now, max_age_s, 0.0))
+    impatient, _, _ = _probe_run(imaging_plan, record_dirs, "frame_drops", 10.0, value=40.0)
+    assert impatient.first_trip is not None and impatient.first_trip.interlock == "imaging_lost"
+    assert any("imaging_lost tripped at" in p and "within the 2.5 s RF may go on without one" in p
+               for p in impatient.problems), impatient.problems
+    monkeypatch.setattr(interlocks, "imaging_not_live", lambda imaging, now, max_age_s, grace_s: None)
+    blind, _, _ = _probe_run(imaging_plan, record_dirs, "disconnect", 10.0)
+    assert blind.first_trip is None
+    assert any(p.startswith("no frame from the probe for") and "imaging_lost had not tripped by 12.5" in p
+               for p in blind.problems), blind.problems
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_any_probe_fault_drawn_during_rf_passes_with_output_off_within_the_limits(
+    imaging_plan: LesionPlan, record_dirs: Iterator[Path], seed: int
+) -> None:
+    """Whatever probe fault the campaign draws inside the lesion (the short plan's RF: about 2.2 to 22.2 s), the run
+    holds every property: output off at the end, within two periods of every trip, the interlock the fault calls
+    for, and nothing tripped (the procedure complete) when imaging came back within its grace."""
+    injection, = draw_injections(1, seed, [1], (0.6, 22.2), campaign.PROBE_KINDS, rf_window_s=(2.3, 22.2))
+    outcome, device = cli._campaign_run(imaging_plan, HARD_LIMITS, injection, 1,
+                                        argparse.Namespace(seed=seed % 1000, physical=False), next(record_dirs))
+    assert outcome.passed, (injection, outcome.problems)
+    assert device.final_mask == 0
+    if outcome.first_trip is not None:
+        assert outcome.first_trip.interlock == campaign.EXPECTED_TRIP[injection.kind]
+        assert outcome.stopped_after_ms is not None and outcome.stopped_after_ms <= campaign.STOP_WITHIN_S * 1e3
+    else:
+        assert outcome.exit_code == 0
+
+
+def test_a_campaign_of_a_plan_with_imaging_draws_probe_faults_and_one_without_does_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_imaging = write_plan(tmp_path, imaging=True)
+    code = main(["campaign", "--plan", str(with_imaging), "--runs", "2", "--kinds", "usb_stall,frame_drops",
+                 "--seed", "3", "--record", str(tmp_path / "records"), "--json"])
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert code == 0, runs
+    assert {r["injection"]["kind"] for r in runs[1:]} == {"usb_stall", "frame_drops"}
+    without = write_plan(tmp_path)
+    assert main(["campaign", "--plan", str(without), "--kinds", "impedance_short,disconnect"]) == 2
+    assert "rfa campaign: probe fault kind(s) ['disconnect'] need a plan that requires imaging (a simulated " \
+           "probe); plan 'short' does not" in capsys.readouterr().err
+    code = main(["campaign", "--plan", str(without), "--runs", "1", "--seed", "1", "--record", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert "No probe faults: the plan does not require imaging" in captured.err
+    with pytest.raises(SystemExit):
+        main(["campaign", "--help"])
+    assert "usb_stall, disconnect, frame_drops, overheating, only for a plan that requires imaging" in \
+        " ".join(capsys.readouterr().out.split())
