@@ -29,6 +29,8 @@ class GuidanceView:
     tip_lateral_mm: float | None = None
     tip_depth_mm: float | None = None
     confidence: float = 0.0
+    boiling_watch: str | None = None
+    """What the boiling monitor is doing while RF is on (baseline, watching, boiling, unwatchable), else None."""
 
 
 def format_line(t_s: float, state: str, channels: list[ChannelView], guidance: GuidanceView | None) -> str:
@@ -46,6 +48,8 @@ def format_line(t_s: float, state: str, channels: list[ChannelView], guidance: G
             parts.append("US: live, tip not found")
         else:
             parts.append(f"US: tip {guidance.tip_lateral_mm:+.1f}/{guidance.tip_depth_mm:.1f} mm")
+        if guidance.boiling_watch is not None:
+            parts[-1] += f", boiling watch: {guidance.boiling_watch}"
     return " | ".join(parts)
 
 

@@ -66,6 +66,7 @@ class ProbeGuidance:
         self.frame_number = -1
         self.face_temp_c: float | None = None
         self.face_read_at: float | None = None
+        self.boiling_blind_since: float | None = None
         self.errors = 0
         self._next_status = clock.now()
         self._next_tip_detect = clock.now()
@@ -95,7 +96,7 @@ class ProbeGuidance:
         except ProbeError as exc:  # a disconnect too: reconnect on a later tick
             self._note_error(exc, now)
         return ImagingStatus(self.probe.last_frame_at_s, self.face_temp_c, self.boiling.boiling_channels,
-                             self.face_read_at)
+                             self.face_read_at, self.boiling_blind_since)
 
     def _process(self, frame: ProbeFrame, now: float) -> None:
         geometry = ScanGeometry.from_info(
@@ -109,9 +110,23 @@ class ProbeGuidance:
         self.image = self.pipeline.display(beam)
         self.frame_number = frame.frame_number
         self.boiling.update(self.image, now)
+        self._note_boiling_watch(now)
         if self._next_frame_record is not None and now >= self._next_frame_record:
             self._next_frame_record = now + self.frame_record_period_s
             self.record_frame("rf")
+
+    def _note_boiling_watch(self, now: float) -> None:
+        """Date the first frame in which the boiling monitor lost sight of its tip (and record it, and its end):
+        the imaging-lost interlock ages such frames as if they had not come."""
+        blind = self.guided_channel in self.boiling.unwatchable_channels
+        if blind == (self.boiling_blind_since is not None):
+            return
+        self.boiling_blind_since = now if blind else None
+        detail = "blind: the tip's disk is not in the image" if blind else "watching again"
+        self.record.append("boiling_monitor", {"channel": self.guided_channel, "detail": detail,
+                                               "frame": self.frame_number}, mono=now)
+        if blind:
+            self.record_frame("boiling monitor blind")
 
     def _note_error(self, exc: ProbeError, now: float) -> None:
         self.errors += 1
@@ -132,6 +147,7 @@ class ProbeGuidance:
 
     def rf_stopped(self) -> None:
         self.boiling.stop(self.guided_channel)
+        self.boiling_blind_since = None
         self._next_frame_record = None
 
     @property
@@ -140,9 +156,11 @@ class ProbeGuidance:
 
     def view(self) -> GuidanceView:
         live = self.probe.last_frame_at_s is not None and self.clock.now() - self.probe.last_frame_at_s < 0.5
+        watch = self.boiling.state(self.guided_channel)
+        boiling_watch = None if watch is None else watch.name.lower()
         if not self.tip_found:
-            return GuidanceView(live, None, None, self.tip.confidence)
-        return GuidanceView(live, self.tip.lateral_mm, self.tip.depth_mm, self.tip.confidence)
+            return GuidanceView(live, None, None, self.tip.confidence, boiling_watch)
+        return GuidanceView(live, self.tip.lateral_mm, self.tip.depth_mm, self.tip.confidence, boiling_watch)
 
     def record_frame(self, reason: str) -> None:
         """Put the latest display frame, with the detected tip, on the procedure record.
@@ -159,6 +177,11 @@ class ProbeGuidance:
             "tip_depth_mm": round(tip.depth_mm, 2) if tip_found else None,
             "tip_confidence": round(tip.confidence, 3),
         }
+        watch = self.boiling.state(self.guided_channel)
+        if watch is not None:  # RF is on: what the boiling monitor made of this frame
+            relative_db = self.boiling.relative_brightness_db(self.guided_channel)
+            header["boiling_watch"] = watch.name.lower()
+            header["boiling_relative_db"] = None if relative_db is None else round(relative_db, 2)
 
         def payload() -> dict[str, Any]:
             if image is None:

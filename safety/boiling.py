@@ -16,8 +16,9 @@ Per channel, from the start of its lesion:
 - boiling is declared when the relative brightness exceeds the baseline by ``rise_db`` in
   ``sustain_frames`` consecutive frames, and stays declared (latched) until the lesion ends.
 
-A tip whose disk falls outside the imaged field cannot be watched: :meth:`BoilingDetector.watchable`
-says so, and ``docs/imaging.md`` recommends treating that like imaging lost for the channel.
+A tip whose disk falls outside the imaged field (the depth was changed under it, say) cannot be watched:
+:attr:`BoilingDetector.unwatchable_channels` names such channels, and the guidance reports the monitor blind
+(``ImagingStatus.boiling_blind_since``), which the imaging-lost interlock treats as frames that stopped.
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ class BoilingDetector:
     def boiling_channels(self) -> frozenset[int]:
         return frozenset(ch for ch, watched in self._channels.items() if watched.state is WatchState.BOILING)
 
-    def watchable(self, channel: int) -> bool:
-        watched = self._channels.get(channel)
-        return watched is not None and watched.state is not WatchState.UNWATCHABLE
+    @property
+    def unwatchable_channels(self) -> frozenset[int]:
+        """Watched channels whose disk the last image did not cover: boiling there would go unseen."""
+        return frozenset(ch for ch, watched in self._channels.items() if watched.state is WatchState.UNWATCHABLE)
 
     def update(self, image: EchoImage, now_s: float) -> frozenset[int]:
         pixels_db = image.pixels.astype(np.float32) * np.float32(image.dynamic_range_db / 255.0)

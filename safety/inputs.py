@@ -42,6 +42,10 @@ class ImagingStatus:
     probe_face_read_at: float | None = None
     """Host clock time of that reading: a reading no longer renewed (the status requests failing while frames
     still stream) ages like a frame, so the face temperature is never taken as known from one old reading."""
+    boiling_blind_since: float | None = None
+    """Host clock time of the first frame since which the boiling monitor could not watch a tip it was started on
+    (its disk outside the image); ``None`` while it watches every one, or none. Such frames cannot show boiling,
+    so they age as if they had not come."""
 
 
 class Settling(NamedTuple):

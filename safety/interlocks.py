@@ -452,7 +452,8 @@ def check_control_loop_overrun(inputs: SafetyInputs, rules: SafetyRules, now: fl
 def imaging_not_live(imaging: ImagingStatus | None, now: float, frame_max_age_s: float, grace_s: float) -> str | None:
     """Why guidance is not live at ``now``, or None: no frame, or the last one older than ``frame_max_age_s`` +
     ``grace_s``; or the probe face's temperature not read within ``PROBE_FACE_READING_MAX_AGE_S`` + ``grace_s``
-    (the probe-face interlock would be blind). A time dated ahead of ``now`` by more than
+    (the probe-face interlock would be blind); or the boiling monitor blind to a tip for longer than a frame may
+    be old (its frames cannot show boiling: docs/imaging.md). A time dated ahead of ``now`` by more than
     ``IMAGING_FRAME_AHEAD_MAX_S`` is from another clock or a defect: not live either (it would read as fresh for
     ever). Written so that a NaN time is never live."""
     if imaging is None or imaging.last_frame_at is None:
@@ -467,6 +468,13 @@ def imaging_not_live(imaging: ImagingStatus | None, now: float, frame_max_age_s:
     if not -hard.IMAGING_FRAME_AHEAD_MAX_S <= reading_age_s <= hard.PROBE_FACE_READING_MAX_AGE_S + grace_s:
         return (f"probe face temperature last read {_age(reading_age_s)} "
                 f"(limit {hard.PROBE_FACE_READING_MAX_AGE_S + grace_s:.2f} s)")
+    blind_since = imaging.boiling_blind_since
+    if blind_since is not None:
+        blind_s = now - blind_since
+        if not -hard.IMAGING_FRAME_AHEAD_MAX_S <= blind_s <= frame_max_age_s + grace_s:
+            how_long = _age(blind_s) if blind_s < 0 else f"for {blind_s:.2f} s"
+            return (f"boiling monitor blind to the tip (not in the image) {how_long} "
+                    f"(limit {frame_max_age_s + grace_s:.2f} s)")
     return None
 
 

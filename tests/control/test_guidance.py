@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from control.cli import SimulatedCart, simulated_cart
+from control.display import GuidanceView, format_line
 from control.guidance import STATUS_PERIOD_S, STATUS_RETRY_S, ProbeGuidance
 from control.operator import ScriptedOperator
 from control.record import ProcedureRecord, RecordReader
@@ -135,3 +136,66 @@ def test_a_failed_probe_status_read_is_tried_again_soon_so_the_face_reading_neve
     record.close()
     assert failures == [] and guidance.errors == 2
     assert STATUS_PERIOD_S < oldest <= STATUS_PERIOD_S + STATUS_RETRY_S + 0.011
+
+
+def test_a_tip_the_image_no_longer_covers_stops_rf_as_imaging_lost(tmp_path: Path) -> None:
+    """The depth set shallower than the tip mid-lesion: frames still stream, but the boiling monitor cannot see
+    the tip's disk, so boiling would go unseen. Those frames age as if they had not come (the plan's frame age
+    plus the grace under power), then imaging_lost stops RF; the blind frame and the trip are on the record."""
+    session, guidance, record, cart, clock = guided_session(tmp_path, 6)
+    assert cart.probe_sim is not None
+    steps = session.steps()
+    while session.procedure.state.value != "lesioning":
+        next(steps)
+    assert guidance.view().boiling_watch == "watching"
+    cart.probe_sim.set_depth_mm(20)  # the tip is 30 mm deep
+    shallow_at = clock.now()
+    for _ in steps:
+        pass
+    record.close()
+    result = session.result
+    assert result is not None and (result.exit_code, result.final_state) == (1, "fault"), result
+    assert result.first_trip.startswith("imaging_lost"), result.first_trip
+    assert "boiling monitor blind to the tip (not in the image) for 2.5" in result.first_trip, result.first_trip
+    reader = RecordReader(record.path)
+    [blind] = [row for row in reader.rows("boiling_monitor")]
+    assert blind.payload["channel"] == 1 and blind.payload["detail"].startswith("blind")
+    limit = guided_plan().imaging_frame_max_age_s + 2.0  # + IMAGING_LOSS_GRACE_S under power
+    [trip] = [row for row in reader.rows("alarm") if row.payload.get("interlock") == "imaging_lost"]
+    assert shallow_at + limit < trip.mono <= shallow_at + limit + 0.2  # a frame period, then a tick
+    frames = [row.payload for row in reader.rows("frame") if row.payload["reason"] == "boiling monitor blind"]
+    assert len(frames) == 1 and frames[0]["boiling_watch"] == "unwatchable"
+
+
+def test_a_boiling_monitor_blind_for_less_than_the_limit_lets_the_lesion_finish(tmp_path: Path) -> None:
+    session, guidance, record, cart, clock = guided_session(tmp_path, 7)
+    assert cart.probe_sim is not None
+    steps = session.steps()
+    while session.procedure.state.value != "lesioning":
+        next(steps)
+    depth_mm = cart.probe_sim.depth_mm
+    cart.probe_sim.set_depth_mm(20)
+    back_at = clock.now() + 1.0  # under the plan's frame age + the grace
+    while clock.now() < back_at:
+        next(steps)
+    assert guidance.boiling_blind_since is not None and guidance.view().boiling_watch == "unwatchable"
+    cart.probe_sim.set_depth_mm(depth_mm)
+    for _ in steps:
+        pass
+    record.close()
+    assert session.result is not None and session.result.exit_code == 0, session.result
+    details = [row.payload["detail"] for row in RecordReader(record.path).rows("boiling_monitor")]
+    assert details == ["blind: the tip's disk is not in the image", "watching again"]
+
+
+@pytest.mark.parametrize(
+    ("view", "shown"),
+    [
+        (GuidanceView(True, 0.2, 30.0, 0.9), "US: tip +0.2/30.0 mm"),
+        (GuidanceView(True, 0.2, 30.0, 0.9, "watching"), "US: tip +0.2/30.0 mm, boiling watch: watching"),
+        (GuidanceView(True, None, None, 0.1, "unwatchable"), "US: live, tip not found, boiling watch: unwatchable"),
+        (GuidanceView(False), "US: no image"),
+    ],
+)
+def test_the_progress_line_says_what_the_boiling_monitor_is_doing(view: GuidanceView, shown: str) -> None:
+    assert format_line(1.0, "lesioning", [], view).endswith(f"| {shown}")

@@ -124,5 +124,5 @@ def test_a_tip_outside_the_field_cannot_be_watched(pipeline: BModePipeline) -> N
     detector = BoilingDetector()
     detector.start(channel=1, tip_lateral_mm=40.0, tip_depth_mm=20.0, now_s=0.0)
     detector.update(display, 0.0)
-    assert not detector.watchable(1)
+    assert detector.unwatchable_channels == frozenset({1})
     assert detector.state(1) is WatchState.UNWATCHABLE

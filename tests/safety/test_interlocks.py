@@ -332,6 +332,15 @@ CASES = [
         0.001,
         label="during-rf",
     ),
+    # Frames in which the boiling monitor cannot see its tip show no boiling: they age as if they had not come.
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW, 30.0, probe_face_read_at=NOW, boiling_blind_since=NOW - v),
+                         commanded={1: on()}),
+        0.5 + hard.IMAGING_LOSS_GRACE_S,
+        0.001,
+        label="boiling-blind",
+    ),
     Case(
         InterlockId.PROBE_FACE_OVER_TEMPERATURE,
         lambda v: inputs(imaging=ImagingStatus(NOW, v, probe_face_read_at=NOW)),
@@ -481,6 +490,8 @@ def test_missing_messages_count_as_stale_or_lost() -> None:
     assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=None))
     assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(None, 30.0, probe_face_read_at=NOW)))
     assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=ImagingStatus(float("nan"), 30.0, probe_face_read_at=NOW)))
+    nan_blind = ImagingStatus(NOW, 30.0, probe_face_read_at=NOW, boiling_blind_since=float("nan"))
+    assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=nan_blind))
     nan_face = ImagingStatus(NOW, float("nan"), probe_face_read_at=NOW)
     assert _tripped(InterlockId.PROBE_FACE_OVER_TEMPERATURE, inputs(imaging=nan_face))
 

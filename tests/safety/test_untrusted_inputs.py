@@ -168,6 +168,18 @@ def test_guidance_is_live_only_while_the_probe_face_temperature_is_read(face_age
     assert _imaging_lost(_imaging(0.0, face_age_s), energised=energised) == (face_age_s > allowed)
 
 
+@given(blind_s=st.floats(min_value=-10.0, max_value=10.0), energised=st.booleans())
+def test_guidance_is_live_only_while_the_boiling_monitor_sees_its_tip(blind_s: float, energised: bool) -> None:
+    """Frames whose image no longer covers the tip (the depth changed under it) cannot show boiling: the blind
+    monitor ages like a probe that stopped sending (docs/imaging.md), and a blind time from the future is not
+    trusted either."""
+    allowed = RULES.imaging_max_age_s + (hard.IMAGING_LOSS_GRACE_S if energised else 0.0)
+    status = ImagingStatus(NOW, 30.0, probe_face_read_at=NOW, boiling_blind_since=NOW - blind_s)
+    blind_too_long = not -hard.IMAGING_FRAME_AHEAD_MAX_S <= blind_s <= allowed
+    assert _imaging_lost(status, energised=energised) == blind_too_long
+    assert not _imaging_lost(_imaging(0.0), energised=energised)  # the same status without blindness is live
+
+
 @pytest.mark.parametrize("status", [_imaging(0.0, None), _imaging(0.0, 0.0, None), _imaging(0.0, -1.0)])
 def test_an_unread_or_future_probe_face_reading_refuses_rf_under_guidance(status: ImagingStatus) -> None:
     rig = Rig()
