@@ -32,7 +32,9 @@ from firmware_bridge.messages import (
     ElectrodeInfo,
     Heartbeat,
     Message,
+    OutputMode,
     SelfTest,
+    SetOutput,
     Status,
     Telemetry,
 )
@@ -60,7 +62,14 @@ def telemetry_row(msg: Telemetry, channel: int) -> dict[str, Any]:
 
 
 def command_row(seq: int, msg: Message) -> dict[str, Any]:
-    return {"seq": seq, "msg": type(msg).__name__, **asdict(msg)}
+    """A command as sent, in wire units (each field's name says its unit); SET_OUTPUT's ``setpoints`` are power or
+    peak voltage by mode, so its row names the unit and the mode (a CSV export has no protocol table beside it)."""
+    row = {"seq": seq, "msg": type(msg).__name__, **asdict(msg)}
+    if isinstance(msg, SetOutput):
+        pulsed = msg.mode == OutputMode.RF_PULSED
+        row["setpoints_unit"] = "centi_v" if pulsed else "centi_w"
+        row["mode_name"] = OutputMode(msg.mode).name if msg.mode in list(OutputMode) else f"mode {msg.mode}"
+    return row
 
 
 def received_row(seq: int, msg: Message) -> dict[str, Any]:

@@ -262,3 +262,16 @@ def test_an_ack_row_names_the_command_it_answers_and_its_result(msg_id: int, res
     assert row["acked_msg"] == (f"0x{msg_id:02X}" if known is None else known.__name__)
     assert row["result_name"] == (AckResult(result).name if result in list(AckResult) else f"result {result}")
     assert (row["seq"], row["acked_msg_id"], row["acked_seq"], row["result"]) == (7, msg_id, 3, result)
+
+
+@given(mode=st.integers(0, 255), setpoint=st.integers(0, 0xFFFF))
+def test_an_output_command_row_names_the_unit_of_its_setpoints(mode: int, setpoint: int) -> None:
+    """SET_OUTPUT's setpoints are 0.01 W, or 0.01 V peak for pulsed RF: the row says which, so an exported CSV
+    cannot be read as watts when it holds volts."""
+    from control.recorder import command_row
+    from firmware_bridge.messages import OutputMode, SetOutput
+
+    row = command_row(5, SetOutput(0x01, mode, (setpoint, 0, 0, 0), 20_000, 20))
+    assert row["setpoints_unit"] == ("centi_v" if mode == OutputMode.RF_PULSED else "centi_w")
+    assert row["mode_name"] == (OutputMode(mode).name if mode in list(OutputMode) else f"mode {mode}")
+    assert (row["seq"], row["msg"], row["mode"], row["setpoints"]) == (5, "SetOutput", mode, (setpoint, 0, 0, 0))
