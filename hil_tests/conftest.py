@@ -3,8 +3,9 @@
 ``--target sim`` (default) starts ``python -m sim`` in its own process, once on a pty and once on TCP,
 and hands the tests its URL, so the driver meets real time, a real kernel transport and a peer it
 cannot reach into. ``--target hw --generator URL`` points the same tests at a real generator; tests
-marked ``sim_only`` (they kill or inspect the peer, or run a simulator of their own) are skipped there, each
-with its reason, and the run ends by listing them, so that a hardware report never counts a simulator's pass
+marked ``sim_only`` (they kill or inspect the peer, or run a simulator of their own) are left out there
+(deselected: they do not apply to a generator, so they are not counted as skipped), and the run ends by listing
+each with its reason, so that a hardware report never counts a simulator's pass
 and says what it did not cover. One of ``--target hw`` and ``--generator`` without the other is a usage error
 (pytest's exit code 4), before anything is collected.
 """
@@ -48,17 +49,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.getoption("--target") != "hw":
         return
     not_run: list[tuple[str, str]] = []
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("sim_only")
-        if marker is not None:
-            reason = str(marker.kwargs.get("reason", SIM_ONLY_REASON))
-            item.add_marker(pytest.mark.skip(reason=f"sim_only: {reason}"))
-            not_run.append((item.nodeid, reason))
+        if marker is None:
+            kept.append(item)
+        else:
+            left_out.append(item)
+            not_run.append((item.nodeid, str(marker.kwargs.get("reason", SIM_ONLY_REASON))))
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
     config.stash[_NOT_RUN_ON_HARDWARE] = not_run
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """Against hardware, every test left out and why (pytest's own summary only counts skips unless -rs)."""
+    """Against hardware, every test left out and why (pytest's own summary only counts the deselected)."""
     not_run = config.stash.get(_NOT_RUN_ON_HARDWARE, [])
     if not_run:
         terminalreporter.section(f"{len(not_run)} sim_only test(s) not run against the hardware")
