@@ -11,8 +11,11 @@ Per channel and per tick:
   a limit in the direction the error pushes;
 - a **power cap** (the plan's, never above the hard limit the gate enforces again);
 - an **impedance roll-off back-off**: when impedance climbs more than ``ROLLOFF_RISE`` above the lowest
-  value seen in this lesion, tissue at the tip is desiccating; the cap is cut at once and recovers slowly
-  once impedance is back down, so the lesion keeps growing instead of being cut short by an open circuit.
+  (low-passed) value seen in this lesion, tissue at the tip is desiccating; the limit is cut at once to half of
+  the drive being delivered, halved again for every further ``ROLLOFF_STEP`` of rise (down to ``BACKOFF_FLOOR``
+  of the cap), and recovers slowly once impedance is back down, so the lesion keeps growing instead of being cut
+  short by an open circuit;
+- a measurement that is not a number (NaN, inf) gives no drive and leaves the state as it was.
 
 The drive is power (W) for conventional RF and peak voltage (V) for pulsed RF; the kernel is the same, the
 gains and cap differ. The kernel allocates nothing and touches no Python objects, so one tick for four
@@ -21,6 +24,7 @@ channels costs microseconds; :func:`warm_up` compiles it before self-test ends.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,7 +39,9 @@ S_PREV_TIP: Final = 2
 S_MIN_IMPEDANCE: Final = 3
 S_BACKOFF: Final = 4
 S_TIP_RATE: Final = 5
-STATE_COLUMNS: Final = 6
+S_IMPEDANCE_FILT: Final = 6
+S_CUT_IMPEDANCE: Final = 7
+STATE_COLUMNS: Final = 8
 
 DERIVATIVE_FILTER_S: Final = 0.2
 """The tip-temperature rate is low-passed: a raw 10 ms difference turns thermocouple noise (a few
@@ -43,8 +49,13 @@ hundredths of a degree) into several °C/s, and the derivative gain would turn t
 
 ROLLOFF_RISE: Final = 0.30
 """Impedance 30 % above its lesion minimum means desiccation has begun (the roll-off)."""
+IMPEDANCE_FILTER_S: Final = 0.3
+"""The lesion minimum is taken of the impedance low-passed over this time, so that one low sample (a glitch, a
+touch of the cable) does not become the baseline every later, normal reading counts as a roll-off."""
 BACKOFF_CUT: Final = 0.5
-"""On roll-off the cap is halved at once..."""
+"""On roll-off the limit is cut to half of the drive being delivered (not of the cap, which may be far above it)..."""
+ROLLOFF_STEP: Final = 0.10
+"""...and halved again each time impedance climbs another 10 % above where it was last cut, down to the floor..."""
 BACKOFF_RECOVERY_PER_S: Final = 0.05
 """...and recovers by 5 % of full cap per second once impedance falls back."""
 BACKOFF_FLOOR: Final = 0.1
@@ -93,6 +104,11 @@ def _control_step(
             state[ch, S_MIN_IMPEDANCE] = impedance_ohm[ch]
             state[ch, S_BACKOFF] = 1.0
             state[ch, S_TIP_RATE] = 0.0
+            state[ch, S_IMPEDANCE_FILT] = impedance_ohm[ch]
+            state[ch, S_CUT_IMPEDANCE] = 0.0
+            continue
+        if not (math.isfinite(tip_c[ch]) and math.isfinite(impedance_ohm[ch])):
+            drive[ch] = 0.0  # no measurement, no drive; the state waits for the next valid sample
             continue
         kp = gains[ch, 0]
         ki = gains[ch, 1]
@@ -111,15 +127,24 @@ def _control_step(
             ref = set_c[ch]
         state[ch, S_REFERENCE] = ref
 
-        # Impedance roll-off back-off.
+        # Impedance roll-off back-off. The baseline is the minimum of the low-passed impedance; the cut is relative
+        # to the drive actually delivered (last tick's), and deepens while the impedance keeps climbing.
         z = impedance_ohm[ch]
-        if z < state[ch, S_MIN_IMPEDANCE]:
-            state[ch, S_MIN_IMPEDANCE] = z
+        z_filt = state[ch, S_IMPEDANCE_FILT] + (z - state[ch, S_IMPEDANCE_FILT]) * dt_s / (IMPEDANCE_FILTER_S + dt_s)
+        state[ch, S_IMPEDANCE_FILT] = z_filt
+        if z_filt < state[ch, S_MIN_IMPEDANCE]:
+            state[ch, S_MIN_IMPEDANCE] = z_filt
         backoff = state[ch, S_BACKOFF]
         if z > state[ch, S_MIN_IMPEDANCE] * (1.0 + ROLLOFF_RISE):
-            backoff = max(BACKOFF_FLOOR, min(backoff, BACKOFF_CUT))
+            cut_z = state[ch, S_CUT_IMPEDANCE]
+            if cut_z <= 0.0 or z > cut_z * (1.0 + ROLLOFF_STEP):
+                delivered = min(drive[ch], cap[ch] * backoff)
+                relative = delivered / cap[ch] if cap[ch] > 0.0 else 0.0
+                backoff = max(BACKOFF_FLOOR, min(backoff, BACKOFF_CUT * relative))
+                state[ch, S_CUT_IMPEDANCE] = z
         else:
             backoff = min(1.0, backoff + BACKOFF_RECOVERY_PER_S * dt_s)
+            state[ch, S_CUT_IMPEDANCE] = 0.0
         state[ch, S_BACKOFF] = backoff
         limit = cap[ch] * backoff
 
@@ -160,7 +185,8 @@ class ChannelControllers:
 
     def start(self, ch: int, *, tip_c: float, impedance_ohm: float) -> None:
         """Begin a lesion on ``ch``: the ramp starts from the present tip temperature."""
-        self.state[ch] = (0.0, tip_c, tip_c, impedance_ohm, 1.0, 0.0)
+        self.state[ch] = (0.0, tip_c, tip_c, impedance_ohm, 1.0, 0.0, impedance_ohm, 0.0)
+        self.drive[ch] = 0.0
         self.active[ch] = True
 
     def stop(self, ch: int) -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from control.controller import (
     BACKOFF_CUT,
+    BACKOFF_FLOOR,
     CONTINUOUS_GAINS,
     ChannelControllers,
     Gains,
@@ -93,3 +94,49 @@ def test_tracks_a_lumped_tissue_without_overshoot(set_c: float) -> None:
     assert temps_c.max() - set_c <= 2.0
     hold = temps_c[int((ramp_time_s + 5.0) / 0.01):]
     assert np.sqrt(np.mean((hold - set_c) ** 2)) <= 1.0
+
+
+def _holding(cap: float, kp: float = 6.0) -> ChannelControllers:
+    """A proportional-only controller holding 1 °C below set: ``kp`` W of drive, steady, far under a large cap."""
+    c = ChannelControllers(1)
+    c.configure(0, set_c=80.0, ramp_c_per_s=100.0, cap=cap, gains=Gains(kp=kp, ki=0, kd=0, kff=0))
+    c.start(0, tip_c=79.0, impedance_ohm=170.0)
+    for _ in range(100):
+        c.step(0.01, np.array([79.0]), np.array([170.0]))
+    return c
+
+
+def test_roll_off_backs_off_the_power_delivered_even_when_the_cap_is_far_above_it() -> None:
+    # Holding 6 W under a 25 W cap: halving the cap (12.5 W) would change nothing the tissue sees.
+    c = _holding(cap=25.0)
+    before = c.step(0.01, np.array([79.0]), np.array([170.0]))[0]
+    assert before == pytest.approx(6.0)
+    for z in np.linspace(170.0, 1.35 * 170.0, 100):  # a roll-off: +35 % in a second
+        after = c.step(0.01, np.array([79.0]), np.array([z]))[0]
+    assert after <= BACKOFF_CUT * before + 1e-9
+
+
+def test_roll_off_back_off_deepens_while_impedance_keeps_climbing() -> None:
+    c = _holding(cap=20.0, kp=50.0)  # pinned at the cap
+    for z in np.linspace(170.0, 3.0 * 170.0, 500):  # desiccation going on: 3x the minimum
+        drive = c.step(0.01, np.array([79.0]), np.array([z]))[0]
+    assert drive <= 0.25 * 20.0
+    assert drive >= BACKOFF_FLOOR * 20.0 - 1e-9
+
+
+def test_one_low_impedance_sample_does_not_become_the_roll_off_baseline() -> None:
+    # A 10 ms dip (a glitch, the cable touched) to 120 Ω, then the tissue's normal 165 Ω: no roll-off.
+    c = _holding(cap=12.0, kp=50.0)
+    c.step(0.01, np.array([79.0]), np.array([120.0]))
+    for _ in range(1000):
+        drive = c.step(0.01, np.array([79.0]), np.array([165.0]))[0]
+    assert drive == pytest.approx(12.0), "the cap must not stay cut for the rest of the lesion"
+
+
+def test_a_measurement_that_is_not_a_number_gives_no_drive_and_does_not_poison_the_state() -> None:
+    c = _holding(cap=25.0)
+    assert c.step(0.01, np.array([np.nan]), np.array([170.0]))[0] == 0.0
+    assert c.step(0.01, np.array([79.0]), np.array([np.inf]))[0] == 0.0
+    drive = c.step(0.01, np.array([79.0]), np.array([170.0]))[0]
+    assert drive == pytest.approx(6.0)
+    assert np.all(np.isfinite(c.state))
