@@ -23,7 +23,7 @@ from typing import Any, Final, NoReturn, TextIO
 
 import numpy as np
 
-from control.controller import CONTINUOUS_GAINS, PULSED_GAINS, ChannelControllers, warm_up
+from control.controller import PULSED_GAINS, ChannelControllers, continuous_gains_for, warm_up
 from control.display import ChannelView, ProgressDisplay, format_line
 from control.durable import CommitWaiter
 from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
@@ -571,7 +571,8 @@ class ProcedureSession:
                 set_c=lesion.set_temp_c,
                 ramp_c_per_s=lesion.ramp_rate_c_per_s,
                 cap=cap,
-                gains=PULSED_GAINS if pulsed else CONTINUOUS_GAINS,
+                gains=(PULSED_GAINS if pulsed
+                       else continuous_gains_for(lesion.electrode.gauge, lesion.electrode.active_tip_mm)),
             )
             controllers.start(index, tip_c=sample.tip_temp_c, impedance_ohm=sample.impedance_ohm)
             trace = ChannelTrace(lesion.channel, lesion.set_temp_c, rf_started_s=now, thermal=not pulsed)

@@ -140,3 +140,45 @@ def test_a_measurement_that_is_not_a_number_gives_no_drive_and_does_not_poison_t
     drive = c.step(0.01, np.array([79.0]), np.array([170.0]))[0]
     assert drive == pytest.approx(6.0)
     assert np.all(np.isfinite(c.state))
+
+
+def test_the_gains_scale_with_the_electrode_and_are_the_tuned_ones_on_18_g_10_mm() -> None:
+    from control.controller import continuous_gains_for
+
+    assert continuous_gains_for(18, 10.0) == CONTINUOUS_GAINS
+    small, large = continuous_gains_for(22, 5.0), continuous_gains_for(16, 15.0)
+    assert small.kp < 0.3 * CONTINUOUS_GAINS.kp
+    assert large.kp > 1.9 * CONTINUOUS_GAINS.kp
+
+
+@pytest.mark.parametrize(
+    ("gauge", "tip_mm", "set_c", "ramp", "cap"),
+    [
+        (22, 5.0, 60.0, 5.0, 25.0),  # measured before: overshoot 2.79 °C, power 0↔3 W limit cycle in the hold
+        (22, 5.0, 90.0, 2.0, 25.0),  # 1.81 °C overshoot, hold RMS 0.72 °C, tip ±1 °C
+        (16, 15.0, 80.0, 3.0, 50.0),  # 2.42 °C overshoot, hold RMS 0.99 °C
+    ],
+)
+def test_small_and_large_electrodes_track_on_the_physical_tissue_without_overshoot_or_limit_cycle(
+    tmp_path, gauge: int, tip_mm: float, set_c: float, ramp: float, cap: float
+) -> None:
+    from safety.plan import Electrode, Lesion, LesionPlan, StimulationSettings
+    from sim.generator import physical_tissue
+    from tests.control.harness import build_cart
+
+    lesion = Lesion(channel=1, electrode=Electrode(gauge=gauge, active_tip_mm=tip_mm), set_temp_c=set_c,
+                    ramp_rate_c_per_s=ramp, lesion_time_s=(set_c - 37.0) / ramp + 30.0, power_cap_w=cap,
+                    impedance_min_ohm=60.0, impedance_max_ohm=800.0)
+    plan = LesionPlan(name="electrode-size", imaging_required=False,
+                      stimulation=StimulationSettings(max_amplitude_mv=100), lesions=(lesion,))
+    cart = build_cart(plan, tmp_path, tissue_factory=physical_tissue)
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == 0, result.message or result.first_trip
+    (summary,) = result.summaries
+    assert summary.overshoot_c <= 1.5
+    assert summary.hold_rms_error_c is not None and summary.hold_rms_error_c <= 0.75
+    (trace,) = cart.session.traces
+    t, temp = np.asarray(trace.t_s), np.asarray(trace.tip_temp_c)
+    late = temp[t >= t[-1] - 10.0]  # the last 10 s of the hold: settled, no limit cycle
+    assert late.max() - late.min() <= 1.0
