@@ -32,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from firmware_bridge.electrode import OUTER_DIAMETER_MM
+
 # State columns, one row per channel.
 S_INTEGRAL: Final = 0
 S_REFERENCE: Final = 1
@@ -81,9 +83,7 @@ CONTINUOUS_GAINS: Final = Gains(kp=3.0, ki=0.6, kd=0.3, kff=1.5)
 PULSED_GAINS: Final = Gains(kp=2.0, ki=0.4, kd=0.5, kff=3.0)
 """Volts per °C for pulsed RF's peak voltage."""
 
-CANNULA_OUTER_DIAMETER_MM: Final = {16: 1.65, 17: 1.47, 18: 1.27, 19: 1.07, 20: 0.91, 21: 0.82, 22: 0.72}
-"""Nominal outer diameter of regular-wall cannulae by gauge (ISO 9626:2016, table 1)."""
-_REFERENCE_AREA_MM2: Final = CANNULA_OUTER_DIAMETER_MM[18] * 10.0
+_REFERENCE_AREA_MM2: Final = OUTER_DIAMETER_MM[18] * 10.0
 """The electrode :data:`CONTINUOUS_GAINS` were tuned on: 18 G, 10 mm active tip."""
 
 
@@ -96,7 +96,7 @@ def continuous_gains_for(gauge: int, active_tip_mm: float) -> Gains:
     18 G gains on every electrode, a 22 G 5 mm tip (0.28 of the surface) runs at 3.5 times the loop gain: a limit
     cycle (power 0↔5 W, tip ±1 °C around the set temperature) and 2.6–2.8 °C overshoot at 60 °C, 5 °C/s; a
     16 G 15 mm tip (1.95 of it) tracks a fast ramp too far behind, winds the integral up and overshoots 2.3–2.4 °C."""
-    k = CANNULA_OUTER_DIAMETER_MM[gauge] * active_tip_mm / _REFERENCE_AREA_MM2
+    k = OUTER_DIAMETER_MM[gauge] * active_tip_mm / _REFERENCE_AREA_MM2
     g = CONTINUOUS_GAINS
     return Gains(kp=g.kp * k, ki=g.ki * k, kd=g.kd * k, kff=g.kff * k)
 

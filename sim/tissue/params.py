@@ -11,21 +11,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from firmware_bridge.electrode import OUTER_DIAMETER_MM
+
 LATENT_HEAT_WATER_J_PER_KG = 2.257e6
 """Latent heat of vaporisation of water at 100 °C (CRC Handbook of Chemistry and Physics)."""
 GAS_CONSTANT_J_PER_MOL_K = 8.314462618
 """Molar gas constant (CODATA 2018), for the Arrhenius rate."""
 
-OUTER_DIAMETER_MM: dict[int, float] = {
-    16: 1.65,
-    17: 1.47,
-    18: 1.27,
-    19: 1.07,
-    20: 0.91,
-    21: 0.82,
-    22: 0.72,
-}
-"""Nominal outer diameter of regular-wall cannulae by gauge (ISO 9626:2016, table 1)."""
 
 
 class _Frozen(BaseModel):

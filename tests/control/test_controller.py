@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -160,7 +162,7 @@ def test_the_gains_scale_with_the_electrode_and_are_the_tuned_ones_on_18_g_10_mm
     ],
 )
 def test_small_and_large_electrodes_track_on_the_physical_tissue_without_overshoot_or_limit_cycle(
-    tmp_path, gauge: int, tip_mm: float, set_c: float, ramp: float, cap: float
+    tmp_path: Path, gauge: int, tip_mm: float, set_c: float, ramp: float, cap: float
 ) -> None:
     from safety.plan import Electrode, Lesion, LesionPlan, StimulationSettings
     from sim.generator import physical_tissue
