@@ -53,6 +53,10 @@ PULSED_VOLTAGE_MAX_V: Final = 60.0
 # The contract's tolerance above the set temperature before over-temperature trips: the loop holds
 # ±1–2 °C, so 5 °C is a fault, not overshoot.
 OVER_TEMP_MARGIN_C: Final = 5.0
+# A set temperature must leave the loop its allowed overshoot (2 °C, issue 6's tracking requirement) below the
+# temperature at which over-temperature (or pulsed over-temperature) trips: a plan at the maximum itself stopped
+# every lesion on the loop's first overshoot, a fault by plan.
+SET_TEMP_HEADROOM_C: Final = 2.0
 # IEC 60601-2-37: the applied surface of an ultrasound transducer must stay ≤ 43 °C on skin.
 PROBE_FACE_TEMP_MAX_C: Final = 43.0
 # At ~20 frames/s, one second without a frame means the needle tip shown may no longer be where it is.

@@ -133,9 +133,12 @@ class Lesion(_Strict):
     set_temp_c: _Finite = Field(
         description="Tip temperature to ramp to and hold; for a pulsed lesion a ceiling, which its voltage cap may "
         "keep the tip under.",
-        json_schema_extra={"bounds": f"> {hard.BODY_TEMP_C:g} °C (body temperature); ≤ tip_temp_max_c "
-                                     f"({hard.TIP_TEMP_MAX_C:g} °C hard); pulsed: ≤ pulsed_tip_temp_max_c "
-                                     f"({hard.PULSED_TIP_TEMP_MAX_C:g} °C hard)"})
+        json_schema_extra={"bounds": f"> {hard.BODY_TEMP_C:g} °C (body temperature); ≤ tip_temp_max_c − "
+                                     f"{hard.SET_TEMP_HEADROOM_C:g} °C "
+                                     f"({hard.TIP_TEMP_MAX_C - hard.SET_TEMP_HEADROOM_C:g} °C hard); pulsed: ≤ "
+                                     f"pulsed_tip_temp_max_c − {hard.SET_TEMP_HEADROOM_C:g} °C "
+                                     f"({hard.PULSED_TIP_TEMP_MAX_C - hard.SET_TEMP_HEADROOM_C:g} °C hard), "
+                                     "room for the loop's overshoot below the trip"})
     ramp_rate_c_per_s: _Positive = Field(
         description=f"How fast the set point climbs from {hard.BODY_TEMP_C:g} °C to the set temperature.",
         json_schema_extra={"bounds": f"≤ ramp_rate_max_c_per_s ({hard.RAMP_RATE_MAX_C_PER_S:g} °C/s hard); the "
@@ -178,6 +181,13 @@ class Lesion(_Strict):
         )
         if self.set_temp_c > temp_max:
             raise FieldRefusal("set_temp_c", f"{self.set_temp_c} °C exceeds {temp_name} = {temp_max} °C")
+        if self.set_temp_c > temp_max - hard.SET_TEMP_HEADROOM_C:
+            raise FieldRefusal(
+                "set_temp_c",
+                f"{self.set_temp_c} °C is within {hard.SET_TEMP_HEADROOM_C:g} °C of {temp_name} = {temp_max} °C, "
+                f"where the tip trips: the loop's overshoot would stop the lesion (at most "
+                f"{temp_max - hard.SET_TEMP_HEADROOM_C:g} °C)",
+            )
         if self.set_temp_c <= hard.BODY_TEMP_C:
             raise FieldRefusal(
                 "set_temp_c", f"{self.set_temp_c} °C is not above body temperature {hard.BODY_TEMP_C} °C"

@@ -201,11 +201,24 @@ def test_pulsed_lesions_sharing_one_waveform_are_accepted_beside_other_modes() -
     assert [le.mode.value for le in accepted.lesions] == ["pulsed", "pulsed", "continuous"]
 
 
-def test_the_pulsed_limit_is_allowed_exactly() -> None:
-    data = plan(
-        lesion(mode="pulsed", set_temp_c=45.0, pulsed=PULSED, ramp_rate_c_per_s=1.0, lesion_time_s=120.0)
-    )
-    assert parse_plan(data).lesions[0].set_temp_c == 45.0
+@given(set_c=st.floats(min_value=37.01, max_value=95.0), tip_max=st.floats(min_value=60.0, max_value=95.0),
+       pulsed=st.booleans())
+def test_a_set_temperature_leaves_the_loop_its_overshoot_below_the_trip(set_c: float, tip_max: float,
+                                                                         pulsed: bool) -> None:
+    """At the maximum itself (95 °C, or a cart's 90), every lesion tripped over-temperature on the loop's first
+    overshoot; a set temperature is allowed up to 2 °C below the temperature at which the tip trips."""
+    pulsed_max = min(tip_max, hard.PULSED_TIP_TEMP_MAX_C)
+    config = parse_config({"limits": {"tip_temp_max_c": tip_max, "pulsed_tip_temp_max_c": pulsed_max}})
+    trips_at = pulsed_max if pulsed else tip_max
+    extra = {"mode": "pulsed", "pulsed": PULSED} if pulsed else {}
+    data = plan(lesion(set_temp_c=set_c, ramp_rate_c_per_s=1.0, lesion_time_s=120.0, **extra))
+    if set_c <= trips_at - hard.SET_TEMP_HEADROOM_C:
+        assert check_plan(parse_plan(data), config.effective_limits).lesions[0].set_temp_c == set_c
+        return
+    with pytest.raises(PlanError) as info:
+        check_plan(parse_plan(data), config.effective_limits)
+    assert tuple(info.value.fields) == ("lesions.0.set_temp_c",)
+    assert ("pulsed_tip_temp_max_c" if pulsed else "tip_temp_max_c") in str(info.value)
 
 
 def test_a_tighter_configuration_refuses_a_plan_the_hard_limits_allow() -> None:
