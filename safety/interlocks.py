@@ -516,12 +516,22 @@ def check_operator_stop(inputs: SafetyInputs, rules: SafetyRules, now: float) ->
 # -- channel interlocks -----------------------------------------------------------------------------------
 
 
-def check_over_temperature(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
-    """Tip above set temperature + margin, or above the tip maximum."""
+def _tip_reading_c(inputs: SafetyInputs, rules: ChannelRules) -> float | None:
+    """The tip temperature to judge, or None: no telemetry, or a thermocouple the generator flags open, whose
+    reading (often the field's maximum, 327.67 °C) is no temperature. ``thermocouple_open`` trips on that flag,
+    with the same priority, latch and scope, and the alarm then names the cause, not an over-temperature."""
     rx = inputs.telemetry
     if rx is None:
         return None
-    temp_c = rx.msg.channels[rules.index].tip_temp_centi_c / 100.0
+    reading = rx.msg.channels[rules.index]
+    return None if reading.flags & _THERMOCOUPLE_OPEN else reading.tip_temp_centi_c / 100.0
+
+
+def check_over_temperature(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
+    """Tip above set temperature + margin, or above the tip maximum."""
+    temp_c = _tip_reading_c(inputs, rules)
+    if temp_c is None:
+        return None
     if temp_c > rules.over_temp_c:
         return _ch(
             InterlockId.OVER_TEMPERATURE, rules, f"tip {temp_c:.2f} °C above {rules.over_temp_c:.2f} °C"
@@ -531,10 +541,9 @@ def check_over_temperature(inputs: SafetyInputs, rules: ChannelRules, now: float
 
 def check_pulsed_over_temperature(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
     """A pulsed-RF channel above the pulsed tip limit."""
-    rx = inputs.telemetry
-    if rx is None or rules.mode is not LesionMode.PULSED:
+    temp_c = _tip_reading_c(inputs, rules)
+    if temp_c is None or rules.mode is not LesionMode.PULSED:
         return None
-    temp_c = rx.msg.channels[rules.index].tip_temp_centi_c / 100.0
     if temp_c > rules.pulsed_tip_max_c:
         return _ch(
             InterlockId.PULSED_OVER_TEMPERATURE,
@@ -593,10 +602,9 @@ def check_thermocouple_open(inputs: SafetyInputs, rules: ChannelRules, now: floa
 
 def check_thermocouple_implausible(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
     """A reading no tip in tissue can produce: out of range, or a step faster than tissue can heat."""
-    rx = inputs.telemetry
-    if rx is None:
+    temp_c = _tip_reading_c(inputs, rules)
+    if temp_c is None:
         return None
-    temp_c = rx.msg.channels[rules.index].tip_temp_centi_c / 100.0
     if not hard.THERMOCOUPLE_PLAUSIBLE_MIN_C <= temp_c <= hard.THERMOCOUPLE_PLAUSIBLE_MAX_C:
         return _ch(
             InterlockId.THERMOCOUPLE_IMPLAUSIBLE,

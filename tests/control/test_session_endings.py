@@ -129,15 +129,15 @@ def test_a_stop_in_the_tick_of_a_trip_does_not_hide_the_trip(tmp_path: Path) -> 
     result = session.run()
     cart.record.close()
     assert result.final_state == "stopped" and result.exit_code == EXIT_FAULT
-    assert " ch2: " in result.first_trip and result.first_trip_row is not None  # over_temperature: it reads 327 °C
+    assert result.first_trip.startswith("thermocouple_open ch2: ") and result.first_trip_row is not None
     by_channel = {s.channel: s.tripped for s in result.summaries}
     assert by_channel[2] == result.first_trip and by_channel[1] == by_channel[3] == "operator stop"
 
 
 def test_every_trip_of_a_tick_is_told_before_the_first_is_acted_on(tmp_path: Path) -> None:
     """A fault acted on first must not swallow the other trips of its tick. During the sensory test on ch1 its
-    thermocouple opens: the frame that shows it trips three interlocks at once (the open reading is 327 °C),
-    each of which ends the procedure outside a lesion."""
+    thermocouple opens and its electrode shorts at once: the frame that shows them trips two interlocks, each of
+    which ends the procedure outside a lesion."""
     cart = build_cart(plan_without_imaging(), tmp_path)
     told: list[str] = []
     say = cart.session._say
@@ -150,8 +150,9 @@ def test_every_trip_of_a_tick_is_told_before_the_first_is_acted_on(tmp_path: Pat
     cart.session._say = listen  # type: ignore[method-assign]
     steps = _run_until(cart, State.STIMULATING)
     cart.sim.inject(Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=cart.sim.elapsed_s, channel=1))
+    cart.sim.inject(Fault(FaultKind.IMPEDANCE_SHORT, at_s=cart.sim.elapsed_s, channel=1))
     _finish(cart, steps)  # unattended: the fault ends the run
-    assert {"over_temperature ch1", "thermocouple_open ch1", "thermocouple_implausible ch1"} <= set(told), told
+    assert {"thermocouple_open ch1", "impedance_low ch1"} <= set(told), told
     assert cart.session.result is not None and cart.session.result.final_state == "fault"
 
 

@@ -484,6 +484,33 @@ def test_a_generator_clock_that_does_not_advance_is_a_generator_fault_under_powe
     assert not moving.clock_stalled and _generator_fault(inputs(trends={1: moving})) is None
 
 
+_TEMPERATURE_CHECKS = {InterlockId.OVER_TEMPERATURE, InterlockId.PULSED_OVER_TEMPERATURE,
+                       InterlockId.THERMOCOUPLE_OPEN, InterlockId.THERMOCOUPLE_IMPLAUSIBLE}
+
+
+@given(centi_c=st.integers(-32768, 32767), pulsed=st.booleans(), open_flag=st.booleans())
+def test_a_reading_flagged_open_trips_thermocouple_open_and_is_judged_as_no_temperature(
+    centi_c: int, pulsed: bool, open_flag: bool
+) -> None:
+    """An open thermocouple's reading (often 327.67 °C, the field's maximum) is no temperature: the alarm named
+    `over_temperature ... 327.67 °C` (first, by the alarm order), and the physician looked for heat. A flagged
+    reading trips `thermocouple_open` alone; the same reading without the flag is judged as ever."""
+    flags = ON | (int(TelemetryFlag.THERMOCOUPLE_OPEN) if open_flag else 0)
+    reading = ChannelTelemetry(centi_c, 2500, 0, 0, 0, flags)
+    rules = PULSED_RULES if pulsed else RULES
+    found = {t.interlock for t in evaluate_interlocks(inputs(telemetry({1: reading})), rules, NOW)
+             if t.channel == 1} & _TEMPERATURE_CHECKS
+    if open_flag:
+        assert found == {InterlockId.THERMOCOUPLE_OPEN}
+        return
+    temp_c = centi_c / 100.0
+    trip_c = rules.by_channel[1].pulsed_tip_max_c if pulsed else rules.by_channel[1].over_temp_c
+    over = InterlockId.PULSED_OVER_TEMPERATURE if pulsed else InterlockId.OVER_TEMPERATURE
+    assert (over in found) == (temp_c > trip_c)
+    plausible = hard.THERMOCOUPLE_PLAUSIBLE_MIN_C <= temp_c <= hard.THERMOCOUPLE_PLAUSIBLE_MAX_C
+    assert (InterlockId.THERMOCOUPLE_IMPLAUSIBLE in found) == (not plausible)
+
+
 def test_missing_messages_count_as_stale_or_lost() -> None:
     assert _tripped(InterlockId.TELEMETRY_STALE, inputs(no_telemetry=True))
     assert _tripped(InterlockId.LINK_LOST, inputs(heartbeat_age_s=None))
