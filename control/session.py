@@ -582,15 +582,20 @@ class ProcedureSession:
         tips = np.zeros(len(active))
         impedances = np.zeros(len(active))
         while any(not a.done for a in active):
+            running = [not a.done for a in active]
             self._tick()
             telemetry = self._telemetry()
             now = self.clock.now()
-            for a in active:
+            for a, was_running in zip(active, running, strict=True):
                 sample = telemetry.channels[a.lesion.channel - 1]
                 tips[a.index], impedances[a.index] = sample.tip_temp_c, sample.impedance_ohm
+                if not was_running:
+                    continue
+                # The reading a trip in this tick stopped the lesion on belongs to it: a lesion stopped for a
+                # 90.2 °C tip or a shorted electrode shows that in its maximum and its end impedance.
+                a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, sample.power_w)
                 if a.done:
                     continue
-                a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, sample.power_w)
                 if (
                     a.trace.hold_started_s is None
                     and sample.tip_temp_c >= a.lesion.set_temp_c - SET_TEMP_BAND_C

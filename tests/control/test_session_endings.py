@@ -672,3 +672,20 @@ def test_ctrl_c_whose_stop_meets_a_dead_link_ends_in_fault_not_a_traceback(tmp_p
     result = cart.session.result
     assert result is not None and result.final_state == "fault" and result.exit_code == EXIT_FAULT
     assert "generator link lost" in result.message
+
+
+def test_the_reading_that_stopped_a_lesion_is_in_its_summary(tmp_path: Path) -> None:
+    """ch2's electrode shorts mid-lesion: the frame that shows it trips impedance_low and stops the lesion. That
+    reading was left out of the lesion's trace, so the summary's end impedance was the last healthy one, and a
+    lesion stopped for a hot tip showed a maximum below the trip."""
+    plan = plan_without_imaging()
+    cart = build_cart(plan, tmp_path, faults=[Fault(FaultKind.IMPEDANCE_SHORT, at_s=70.0, channel=2)])
+    result = cart.session.run()
+    cart.record.close()
+    by_channel = {s.channel: s for s in result.summaries}
+    stopped = by_channel[2]
+    assert stopped.tripped.startswith("impedance_low"), stopped.tripped
+    lesion = next(le for le in plan.lesions if le.channel == 2)
+    assert stopped.impedance_end_ohm is not None and stopped.impedance_end_ohm < lesion.impedance_min_ohm
+    (trace,) = [t for t in cart.session.traces if t.channel == 2]
+    assert trace.impedance_ohm[-1] == stopped.impedance_end_ohm
