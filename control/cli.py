@@ -206,6 +206,10 @@ def _version() -> str:
         return "unknown version"
 
 
+def _counters_text(counters: dict[str, int]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in counters.items())
+
+
 def _record_path(directory: Path, plan: LesionPlan) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in plan.name)
@@ -416,12 +420,14 @@ def _run(args: argparse.Namespace) -> int:
             if served_probe is not None:
                 served_probe.close()
         try:
+            probe_link = {} if probe is None else {"probe_link": probe.counters()}
             if args.json:
-                print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters()}))
+                print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters(), **probe_link}))
             else:
                 print(render_result(result))
-                counters = generator.counters()
-                print("Generator link: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+                print("Generator link: " + _counters_text(generator.counters()))
+                if probe is not None:
+                    print("Probe link: " + _counters_text(probe.counters()))
         except BrokenPipeError:  # the reader went away: the procedure's own result still decides the exit code
             _silence_stdout()
     if record_failure:

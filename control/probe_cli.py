@@ -191,7 +191,7 @@ def _stream(probe: UltrasoundProbe, clock: Clock, seconds: float, as_json: bool,
         "frames": frames,
         "seconds": round(elapsed, 3),
         "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else 0.0,
-        **probe.stats.as_dict(),
+        **probe.counters(),
         "face_temp_c": status.face_temp_c,
         "tip": None
         if tip is None
@@ -242,7 +242,8 @@ def _snapshot(probe: UltrasoundProbe, clock: Clock, path: Path, as_json: bool, o
 
 def _counters(probe: UltrasoundProbe) -> str:
     stats = probe.stats
-    return f"dropped={stats.dropped_frames} corrupt={stats.corrupt_frames}"
+    return (f"dropped={stats.dropped_frames} corrupt={stats.corrupt_frames} stalls={probe.stall_count} "
+            f"disconnects={probe.disconnect_count}")
 
 
 def _tip_text(tip: TipEstimate | None) -> str:

@@ -115,7 +115,6 @@ class Procedure:
         self._outputs_off = outputs_off
         self._on_transition = on_transition
         self.refusals: list[str] = []
-        self.fault_reason = ""
         self.machine = Machine(
             model=self,
             states=list(State),
@@ -127,16 +126,11 @@ class Procedure:
             after_state_change="_after_transition",
         )
 
-    @property
-    def output_allowed(self) -> bool:
-        return self.state in OUTPUT_STATES
-
     def raise_fault(self, reason: str) -> None:
         """Enter ``fault`` from any state; a fault while in ``fault`` is recorded, not a transition."""
         if self.state is State.FAULT:
             self._durable("alarm", {"while_in_fault": reason})
             return
-        self.fault_reason = reason
         self.trigger("fault", reason=reason)
 
     # -- guards (transitions' conditions) ------------------------------------------------------------

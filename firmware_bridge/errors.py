@@ -15,16 +15,8 @@ class LinkError(CartError):
     """A transport could not be opened, or disappeared while in use."""
 
 
-class LinkTimeout(LinkError):
-    """A peer did not answer within its deadline."""
-
-
 class ProbeError(CartError):
     """The ultrasound probe refused a request, stalled, timed out or was unplugged."""
-
-
-class DeviceFault(CartError):
-    """A device reported a fault or refused a command."""
 
 
 class CapabilityError(CartError):

@@ -54,10 +54,6 @@ class FrameEncoder:
     def __init__(self) -> None:
         self._seq = 0
 
-    @property
-    def next_seq(self) -> int:
-        return self._seq
-
     def encode(self, msg: Message) -> tuple[int, bytes]:
         """Return ``(seq, frame bytes)`` and advance the counter."""
         seq = self._seq

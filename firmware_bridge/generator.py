@@ -129,7 +129,6 @@ class RfGenerator:
         """The newest ACK whose result is not OK: the generator refused a command."""
         self.acks_received = 0
         """ACKs read so far: whoever waits for some can tell whether any came since it last looked."""
-        self.last_rx_at: float | None = None
         self.frames_sent = 0
         self._places = 0
         """Every frame's place in the order sent (a failed write takes one too)."""
@@ -328,7 +327,6 @@ class RfGenerator:
         """Hand the frame to the listeners (the record: before anything acts on it), then take it. A listener that
         raises (a failed record) still leaves the frame taken, then its error goes on: what this driver holds must
         never fall behind what the generator said, or the end that error calls for could not see output go off."""
-        self.last_rx_at = now
         try:
             for listener in self._received_listeners:
                 listener(frame, now)

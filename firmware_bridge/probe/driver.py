@@ -197,6 +197,10 @@ class UltrasoundProbe:
     def stats(self) -> ReaderStats:
         return self._reassembler.stats
 
+    def counters(self) -> dict[str, int]:
+        """The link's counters for a person: the reassembler's and the USB faults the driver has met."""
+        return {**self.stats.as_dict(), "usb_stalls": self.stall_count, "disconnects": self.disconnect_count}
+
     @property
     def depth_mm(self) -> int | None:
         return self._depth_mm

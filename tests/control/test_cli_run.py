@@ -194,6 +194,25 @@ def test_a_procedure_that_faults_exits_1_naming_the_interlock_and_its_record_row
     assert reader.count("frame") > 0, "frames were recorded while RF was on and at state changes"
 
 
+def test_the_probe_links_counters_end_the_run_with_the_generators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engineer at the rig reads, after the result, what each link went through: a probe that stalled once and
+    lost three frames mid-lesion (too short to trip imaging_lost) shows both, next to the generator's counters."""
+    plan = write_plan(tmp_path, imaging=True)
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[probe_fault]]\nkind = "usb_stall"\nat_s = 8.0\n\n'
+                      '[[probe_fault]]\nkind = "frame_drops"\nat_s = 10.0\nvalue = 3\n')
+    code = main(["run", "--yes", "--plan", str(plan), "--faults", str(faults), "--record", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out[-1500:]
+    generator_line, probe_line = out.splitlines()[-2:]
+    assert generator_line.startswith("Generator link: frames_ok ")
+    counters = dict(item.rsplit(" ", 1) for item in probe_line.removeprefix("Probe link: ").split(", "))
+    assert int(counters["usb_stalls"]) == 1 and int(counters["disconnects"]) == 0
+    assert int(counters["dropped_frames"]) == 3 and int(counters["frames_ok"]) > 0, probe_line
+
+
 def _run_faulted(tmp_path: Path, plan: Path, script: str) -> int:
     """``rfa run --yes --probe none`` of ``plan`` with ``script`` as its fault script; the exit code."""
     faults = tmp_path / "faults.toml"
