@@ -35,6 +35,7 @@ from control.operator import ConsoleOperator, Operator, ScriptedOperator
 from control.record import ProcedureRecord, RecordError, RecordReader
 from control.record_cli import DEFAULT_RECORD_DIR, RECORD_SUFFIX
 from control.session import ProcedureSession, render_result
+from control.summary import ChannelTrace
 from firmware_bridge.clock import Clock, RealClock, SimClock
 from firmware_bridge.errors import LinkError, ProbeError
 from firmware_bridge.generator import RfGenerator
@@ -58,7 +59,7 @@ from sim.probe import (
 )
 from sim.probe.remote import RemoteProbeBackend
 from sim.tissue import TissueModel, warm_up_kernels
-from sim.tissue.estimate import estimate_lesion
+from sim.tissue.estimate import estimate_lesion_from_tip
 from sim.tissue.params import MUSCLE, ElectrodeSpec, LesionModelConfig
 
 EXIT_OK: Final = 0
@@ -128,27 +129,17 @@ def simulated_cart(
     return cart
 
 
-def planning_estimator() -> Callable[[Lesion, float], tuple[float, float]]:
-    """The tissue model as a planning estimate of each lesion's size, ramped as the plan ramps it; identical
-    lesions are run once."""
-    cache: dict[tuple[int, float, bool, float, float, float], tuple[float, float]] = {}
-
-    def estimate(lesion: Lesion, rf_time_s: float) -> tuple[float, float]:
-        electrode = lesion.electrode
-        key = (electrode.gauge, electrode.active_tip_mm, electrode.cooled, lesion.set_temp_c,
-               lesion.ramp_rate_c_per_s, max(1, round(rf_time_s)))
-        if key not in cache:
-            config = LesionModelConfig(
-                electrode=ElectrodeSpec(gauge=electrode.gauge, active_tip_mm=electrode.active_tip_mm,
-                                        cooled=electrode.cooled),
-                tissue=MUSCLE,
-            )
-            run = estimate_lesion(config, lesion.set_temp_c, float(key[-1]), max_power_w=lesion.power_cap_w,
-                                  ramp_c_per_s=lesion.ramp_rate_c_per_s)
-            cache[key] = (run.lesion.width_mm, run.lesion.length_mm)
-        return cache[key]
-
-    return estimate
+def lesion_estimator(lesion: Lesion, trace: ChannelTrace) -> tuple[float, float]:
+    """The tissue model as the summary's estimate of a lesion's size: the model's tip made to follow the tip
+    temperatures the lesion delivered (RF on to RF off), in muscle, under the lesion's power cap. Each lesion's
+    trace is its own, so nothing is cached (a 90 s lesion is about 0.3 s of model)."""
+    electrode = lesion.electrode
+    config = LesionModelConfig(
+        electrode=ElectrodeSpec(gauge=electrode.gauge, active_tip_mm=electrode.active_tip_mm, cooled=electrode.cooled),
+        tissue=MUSCLE,
+    )
+    size = estimate_lesion_from_tip(config, trace.t_s, trace.tip_temp_c, max_power_w=lesion.power_cap_w)
+    return size.width_mm, size.length_mm
 
 
 # -- rfa run ------------------------------------------------------------------------------------------
@@ -397,7 +388,7 @@ def _run(args: argparse.Namespace) -> int:
         guidance=guidance, limits=config.effective_limits, realtime=realtime,
         display=None if args.json else ProgressDisplay(sys.stdout),
         events=sys.stdout if args.json else None,
-        lesion_estimator=planning_estimator(),
+        lesion_estimator=lesion_estimator,
     )
     with _stop_on_termination(session):  # until the record's end row and the result are written
         record_failure = ""

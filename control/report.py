@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from control.record import RecordDamaged, RecordReader, RecordRow, VerifyResult
+from control.summary import lesion_size_text
 
 WINDOW_MARGIN_S: Final = 5.0
 """Telemetry plotted before RF starts and after it stops, so the baseline and the cool-down show."""
@@ -539,10 +540,12 @@ def _summary_section(facts: RecordFacts) -> str:
             _fixed(s.get("overshoot_c"), ".2f"), _fixed(s.get("hold_mean_c"), ".2f"),
             _fixed(s.get("hold_max_c"), ".2f"), _fixed(s.get("hold_rms_error_c"), ".2f"),
             _fixed(s.get("impedance_start_ohm"), ".0f"), _fixed(s.get("impedance_end_ohm"), ".0f"),
-            _fixed(s.get("energy_j"), ".0f"), _text(s.get("tripped") or s.get("shortfall") or "complete"),
+            _fixed(s.get("energy_j"), ".0f"),
+            _text(lesion_size_text(_number(s.get("predicted_width_mm")), _number(s.get("predicted_length_mm")))),
+            _text(s.get("tripped") or s.get("shortfall") or "complete"),
         ])
     headers = ["channel", "set °C", "time to set s", "overshoot °C", "hold mean °C", "hold max °C",
-               "hold RMS error °C", "Z start Ω", "Z end Ω", "energy J", "result"]
+               "hold RMS error °C", "Z start Ω", "Z end Ω", "energy J", "lesion W×L mm", "result"]
     trip = ""
     if summary.get("first_trip"):
         trip = (f"<p>First interlock trip: {_text(summary['first_trip'])} "

@@ -65,8 +65,9 @@ EXIT_OK: Final = 0
 EXIT_FAULT: Final = 1
 
 
-LesionEstimator = Callable[[Lesion, float], tuple[float, float]]
-"""``(lesion, rf_time_s) -> (width_mm, length_mm)``: the planning model's lesion size, for the summary."""
+LesionEstimator = Callable[[Lesion, ChannelTrace], tuple[float, float]]
+"""``(lesion, trace) -> (width_mm, length_mm)``: the lesion's size from the tip temperatures it delivered (the
+trace, RF on to RF off), for the summary."""
 
 
 class Faulted(Exception):
@@ -252,7 +253,7 @@ class ProcedureSession:
             messages.append("OUTPUT MAY STILL BE ON: the generator obeyed neither OUTPUT_OFF nor its own watchdog; "
                             "switch it off at its mains switch")
         state = self.procedure.state
-        summaries = [self._predicted(summarise(t)) for t in self.traces]
+        summaries = [self._predicted(summarise(t), t) for t in self.traces]
         messages += [f"ch{s.channel}: {s.shortfall}" for s in summaries if s.shortfall and not s.tripped]
         message = "; ".join(messages)
         ok = state is State.STANDBY and not message and all(s.as_planned for s in summaries)
@@ -284,15 +285,16 @@ class ProcedureSession:
         if defect is not None:  # its traceback is for whoever mends it
             raise defect
 
-    def _predicted(self, summary: LesionSummary) -> LesionSummary:
+    def _predicted(self, summary: LesionSummary, trace: ChannelTrace) -> LesionSummary:
+        """The summary with the lesion's size from what its tip did: a lesion that fell short of its set
+        temperature, or was cut short by a trip or a stop, gets the smaller size it made."""
         lesion = self.plan.lesion_on(summary.channel)
-        if (self._estimate is None or lesion is None or summary.rf_time_s <= 0.0 or summary.shortfall
+        if (self._estimate is None or lesion is None or summary.rf_time_s <= 0.0 or len(trace.t_s) < 2
                 or lesion.mode is LesionMode.PULSED):
-            # A lesion that never reached its set temperature is no estimate at that temperature; pulsed RF makes
-            # no thermal lesion to estimate (its tip is held under 42 °C): "—", not "0.0 × 0.0 mm".
+            # Pulsed RF makes no thermal lesion to estimate (its tip is held under 42 °C): "—", not "0.0 × 0.0 mm".
             return summary
         try:
-            width_mm, length_mm = self._estimate(lesion, summary.rf_time_s)
+            width_mm, length_mm = self._estimate(lesion, trace)
         except (ValueError, CartError):  # a planning estimate must never take the procedure's result down
             return summary
         return replace(summary, predicted_width_mm=width_mm, predicted_length_mm=length_mm)

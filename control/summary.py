@@ -66,7 +66,8 @@ class LesionSummary:
     rf_time_s: float = 0.0
     predicted_width_mm: float | None = None
     predicted_length_mm: float | None = None
-    """Lesion size from the planning model for this electrode, set temperature and RF time."""
+    """Lesion size from the tissue model for this electrode, its tip made to follow this lesion's measured tip
+    temperatures (``sim.tissue.estimate.estimate_lesion_from_tip``); ``None`` where there is none to give."""
     shortfall: str = ""
     """Why a lesion that ran its time without a trip is still not the planned lesion: its tip never reached
     the set temperature (a cold, smaller lesion), or it delivered no RF at all."""
@@ -125,10 +126,15 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-def _size(s: LesionSummary) -> str:
-    if s.predicted_width_mm is None or s.predicted_length_mm is None:
+def lesion_size_text(width_mm: float | None, length_mm: float | None) -> str:
+    """A lesion's estimated size as the summary shows it: ``8.1×14.0`` (mm), ``none`` where the model's tissue
+    never reached the lesion isotherm (a tip that stayed cool), ``-`` where there is no estimate (pulsed RF, no
+    RF delivered)."""
+    if width_mm is None or length_mm is None:
         return "-"
-    return f"{s.predicted_width_mm:.1f}×{s.predicted_length_mm:.1f}"
+    if width_mm <= 0.0 and length_mm <= 0.0:
+        return "none"
+    return f"{width_mm:.1f}×{length_mm:.1f}"
 
 
 def summary_table(summaries: list[LesionSummary]) -> str:
@@ -143,6 +149,6 @@ def summary_table(summaries: list[LesionSummary]) -> str:
             f"{s.channel:>2} {s.set_temp_c:>6.1f} {_fmt(s.time_to_set_s, '7.1f')} {s.overshoot_c:>7.2f} "
             f"{_fmt(s.hold_mean_c, '7.2f')} {_fmt(s.hold_max_c, '6.2f')} {_fmt(s.hold_rms_error_c, '6.2f')} "
             f"{_fmt(s.impedance_start_ohm, '6.0f')} {_fmt(s.impedance_end_ohm, '6.0f')} {s.energy_j:>8.0f} "
-            f"{_size(s):>13}  {s.result}"
+            f"{lesion_size_text(s.predicted_width_mm, s.predicted_length_mm):>13}  {s.result}"
         )
     return "\n".join(lines)

@@ -44,7 +44,15 @@ class TipTemperaturePI:
         if self._target_c is None:
             self._target_c = min(tip_temp_c, self.set_temp_c)
         self._target_c = min(self._target_c + self.ramp_c_per_s * dt_s, self.set_temp_c)
-        error_k = self._target_c - tip_temp_c
+        return self._power(self._target_c - tip_temp_c, dt_s)
+
+    def follow(self, target_c: float, tip_temp_c: float, dt_s: float) -> float:
+        """The power (W) for the next ``dt_s`` towards ``target_c`` as it is: no ramp and no set temperature, for a
+        target that is a recorded tip temperature (ramped already, as the cart ramped it)."""
+        self._target_c = target_c
+        return self._power(target_c - tip_temp_c, dt_s)
+
+    def _power(self, error_k: float, dt_s: float) -> float:
         unclamped = self.kp_w_per_k * error_k + self._integral_w
         saturated_high = unclamped >= self.max_power_w and error_k > 0.0
         saturated_low = unclamped <= 0.0 and error_k < 0.0

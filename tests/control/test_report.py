@@ -97,7 +97,8 @@ def build_record(path: Path, *, telemetry: bool = True) -> None:
                                         "flags": 0})
     summaries = [{"channel": ch, "set_temp_c": 80.0, "time_to_set_s": 2.0, "overshoot_c": 0.3,
                   "hold_mean_c": 79.9, "hold_max_c": 80.3, "hold_rms_error_c": 0.1,
-                  "impedance_start_ohm": 250.0, "impedance_end_ohm": 110.0, "energy_j": 40.0, "tripped": ""}
+                  "impedance_start_ohm": 250.0, "impedance_end_ohm": 110.0, "energy_j": 40.0, "tripped": "",
+                  "predicted_width_mm": 8.06 - ch, "predicted_length_mm": 14.04}
                  for ch in PLANNED_CHANNELS]
     record.append("summary", {"exit_code": 0, "final_state": "standby", "summaries": summaries,
                               "stimulation": [], "first_trip": "", "first_trip_row": None, "message": ""})
@@ -130,6 +131,8 @@ def test_one_plot_per_planned_channel_and_a_marked_frame(record_path: Path, tmp_
     assert "tip at 1.5 mm lateral, 12.0 mm deep" in page
     assert "Hash chain intact" in page and "BROKEN" not in page
     assert "standby" in page and "start_rf" in page and "79.90" in page
+    assert "<th>lesion W×L mm</th>" in page
+    assert [f"<td>{8.06 - ch:.1f}×14.0</td>" in page for ch in PLANNED_CHANNELS] == [True] * len(PLANNED_CHANNELS)
 
 
 def test_telemetry_is_limited_to_planned_channels_and_the_lesion_window(record_path: Path) -> None:

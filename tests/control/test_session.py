@@ -11,6 +11,7 @@ import pytest
 from control.operator import ScriptedOperator
 from control.procedure import State
 from control.record import RecordReader
+from control.summary import ChannelTrace
 from firmware_bridge.messages import ElectrodeInfo, Message, Pump, SetOutput
 from safety import limits as hard
 from safety.plan import Lesion, LesionPlan, default_genicular_plan, load_plan
@@ -25,8 +26,9 @@ def plan_without_imaging() -> LesionPlan:
 def test_the_default_plan_completes_and_its_record_verifies(tmp_path: Path) -> None:
     asked: list[tuple[int, float]] = []
 
-    def estimator(lesion: Lesion, rf_time_s: float) -> tuple[float, float]:
-        asked.append((lesion.channel, rf_time_s))
+    def estimator(lesion: Lesion, trace: ChannelTrace) -> tuple[float, float]:
+        assert trace.channel == lesion.channel and trace.rf_started_s is not None
+        asked.append((lesion.channel, trace.t_s[-1] - trace.rf_started_s))
         return 7.5, 12.5
 
     cart = build_cart(plan_without_imaging(), tmp_path, lesion_estimator=estimator)
@@ -275,7 +277,7 @@ def test_a_pulsed_lesion_held_below_its_ceiling_does_not_keep_the_others_in_ramp
     """Pulsed RF holds its tip under a ceiling (42 °C), which its voltage cap may never let it reach: the procedure
     is lesioning once the thermal lesions are at their set temperature, not ramping until every lesion has ended."""
     plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
-    cart = build_cart(plan, tmp_path, lesion_estimator=lambda lesion, rf_time_s: (0.0, 0.0))
+    cart = build_cart(plan, tmp_path, lesion_estimator=lambda lesion, trace: (0.0, 0.0))
     result = cart.session.run()
     cart.record.close()
     assert result.exit_code == 0, result.message

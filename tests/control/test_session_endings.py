@@ -482,11 +482,12 @@ def test_the_console_says_why_the_procedure_entered_fault() -> None:
 
 def test_a_lesion_whose_tip_never_reaches_its_set_temperature_is_not_called_complete(tmp_path: Path) -> None:
     """Capped at 1 W, channel 2's tip cannot get near 80 °C: it runs its lesion time without a trip, but the
-    lesion is smaller than planned, and the result, the summary and the record say so (exit 1)."""
+    lesion is smaller than planned, and the result, the summary and the record say so (exit 1). Its size is the one
+    its own tip temperatures make (the cart's estimator, from the trace), not the plan's."""
     plan = plan_without_imaging()
     weak = plan.lesions[1].model_copy(update={"power_cap_w": 1.0})
     plan = plan.model_copy(update={"lesions": (plan.lesions[0], weak, plan.lesions[2])})
-    cart = build_cart(plan, tmp_path, lesion_estimator=lambda lesion, rf_time_s: (7.5, 12.5))
+    cart = build_cart(plan, tmp_path, lesion_estimator=cli.lesion_estimator)
     events = io.StringIO()
     cart.session.events = events
     result = cart.session.run()
@@ -497,8 +498,10 @@ def test_a_lesion_whose_tip_never_reaches_its_set_temperature_is_not_called_comp
     assert [by_channel[ch].result for ch in (1, 3)] == ["complete", "complete"]
     short = by_channel[2]
     assert short.tripped == "" and short.time_to_set_s is None
-    assert short.predicted_width_mm is None, "no size predicted at a set temperature the tip never reached"
-    assert by_channel[1].predicted_width_mm == 7.5
+    full = by_channel[1]
+    assert full.predicted_width_mm is not None and short.predicted_width_mm is not None
+    assert full.predicted_width_mm == pytest.approx(8.1, abs=0.2), "the default lesion's size (rfa lesion's)"
+    assert short.predicted_width_mm < full.predicted_width_mm / 2, "a cold tip makes a small lesion, if any"
     assert short.result.startswith("set temperature not reached: peak") and "of 80 °C" in short.result
     assert "ch2: set temperature not reached" in result.message
     ends = [e for e in map(json.loads, events.getvalue().splitlines()) if e["event"] == "lesion_end"]
@@ -545,7 +548,7 @@ def test_ctrl_c_pressed_again_while_the_procedure_ends_is_answered_not_obeyed_on
     are estimated, which takes seconds on the cart) would cut off the summary and leave the record without its end.
     It is answered with a word and the end goes on; a third quits at once (a finish that hangs must not trap the
     operator). Real signals, through the handlers `rfa run` installs."""
-    def estimate(lesion: Any, rf_time_s: float) -> tuple[float, float]:
+    def estimate(lesion: Any, trace: Any) -> tuple[float, float]:
         if estimates.pop() if estimates else False:
             os.kill(os.getpid(), signal.SIGINT)
         return 8.0, 14.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 
 import pytest
 
@@ -57,6 +58,20 @@ def test_the_table_keeps_its_columns_when_a_lesion_has_no_hold() -> None:
     reached, stopped = summarise(trace()), summarise(ChannelTrace(channel=1, set_temp_c=80.0, tripped="stop"))
     header, _, first, second = summary_table([reached, stopped]).splitlines()
     assert first.rindex("complete") == second.rindex("stop") == header.index("result")
+
+
+@pytest.mark.parametrize(("width_mm", "length_mm", "shown"), [
+    (8.06, 14.04, "8.1×14.0"),
+    (0.0, 0.0, "none"),  # the model's tissue never reached the lesion isotherm: no lesion, said so
+    (None, None, "-"),  # no estimate (pulsed RF, no RF delivered)
+])
+def test_the_table_shows_the_estimated_lesion_under_its_header(
+    width_mm: float | None, length_mm: float | None, shown: str,
+) -> None:
+    s = replace(summarise(trace()), predicted_width_mm=width_mm, predicted_length_mm=length_mm)
+    header, _, row = summary_table([s]).splitlines()
+    end = header.index("lesion W×L mm") + len("lesion W×L mm")
+    assert row[:end].endswith(" " + shown)
 
 
 def test_a_trace_gives_the_collector_nothing_to_walk() -> None:

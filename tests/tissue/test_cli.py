@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from sim.tissue.cli import add_arguments, run
+from sim.tissue.estimate import estimate_lesion
+from sim.tissue.params import ElectrodeSpec, LesionModelConfig
 
 
 def lesion_command(*argv: str) -> int:
@@ -85,24 +87,35 @@ def test_a_plot_without_matplotlib_is_refused_before_the_work(
     assert "pip install -e '.[plot]'" in err and not (tmp_path / "l.png").exists()
 
 
-def test_a_plans_ramp_and_power_cap_give_the_size_rfa_run_predicts(capsys: pytest.CaptureFixture[str]) -> None:
-    """`rfa run` predicts each lesion ramped as its plan ramps it; `rfa lesion --ramp --max-power` reproduces that
-    size (it used to ramp at 5 °C/s only: 8.3 × 14.1 mm against the cart's 8.1 × 14.0 for the default plan). A slower
-    ramp is RF time below the set temperature: a smaller lesion."""
-    from control.cli import planning_estimator
+def test_a_plans_ramp_and_power_cap_give_the_size_rfa_run_predicts_for_a_lesion_that_followed_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`rfa lesion --ramp --max-power` plans a lesion ramped as its plan ramps it (it used to ramp at 5 °C/s only:
+    8.3 × 14.1 mm against the cart's 8.1 × 14.0 for the default plan); `rfa run` sizes each lesion from the tip
+    temperatures it delivered. A lesion whose tip followed the plan gets the planned size. A slower ramp is RF
+    time below the set temperature: a smaller lesion."""
+    from control.cli import lesion_estimator
+    from control.summary import ChannelTrace
     from safety.plan import default_genicular_plan
 
     lesion = default_genicular_plan().lesions[0]
-    sizes = []
+    runs = []
     for ramp in (lesion.ramp_rate_c_per_s, 5.0):
         assert lesion_command("--gauge", str(lesion.electrode.gauge), "--tip", str(lesion.electrode.active_tip_mm),
                               "--temp", str(lesion.set_temp_c), "--time", "20", "--max-power",
                               str(lesion.power_cap_w), "--ramp", str(ramp), "--json") == 0
-        result = json.loads(capsys.readouterr().out)["result"]
-        sizes.append((result["lesion_width_mm"], result["lesion_length_mm"]))
-    cart_width, cart_length = planning_estimator()(lesion, 20.0)
-    assert sizes[0] == pytest.approx((cart_width, cart_length), abs=0.05)
-    assert sizes[0][0] < sizes[1][0]
+        runs.append(json.loads(capsys.readouterr().out))
+    planned = (runs[0]["result"]["lesion_width_mm"], runs[0]["result"]["lesion_length_mm"])
+    config = LesionModelConfig(electrode=ElectrodeSpec(gauge=lesion.electrode.gauge,
+                                                       active_tip_mm=lesion.electrode.active_tip_mm))
+    followed = estimate_lesion(config, lesion.set_temp_c, 20.0, max_power_w=lesion.power_cap_w,
+                               ramp_c_per_s=lesion.ramp_rate_c_per_s)  # what `rfa lesion` ran: its tip's curve
+    trace = ChannelTrace(lesion.channel, lesion.set_temp_c, rf_started_s=0.0)
+    trace.add(0.0, 37.0, 0.0, 0.0)
+    for t_s, tip_c in zip(followed.times_s, followed.tip_temp_c, strict=True):
+        trace.add(float(t_s), float(tip_c), 0.0, 0.0)
+    assert lesion_estimator(lesion, trace) == pytest.approx(planned, abs=0.05)
+    assert planned[0] < runs[1]["result"]["lesion_width_mm"]
 
 
 @pytest.mark.parametrize("ramp", ["0", "-1", "nan", "inf"])
