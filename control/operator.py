@@ -14,7 +14,7 @@ import queue
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import Final, Protocol, TextIO
 
 from firmware_bridge.clock import Clock
 from safety.gate import StimKind
@@ -116,17 +116,24 @@ class ScriptedOperator(AnsweringOperator):
         return False
 
 
+READ_AHEAD_LINES: Final = 16
+"""Lines the console's reader thread takes ahead of the questions. Bounded, so that endless input (``yes |
+rfa run``) waits in its pipe: read as fast as it came (300,000 lines in 0.2 s), it filled memory and held the
+interpreter from the other threads: the guidance thread read no image for 2.3 s of a real-time run."""
+
+
 class ConsoleOperator:
     """Asks at the terminal; a reader thread turns typed lines into answers. End of input is "no", always
     the safe answer. At a terminal, lines typed before a question is asked are discarded, never taken as its
-    answer (a stray key must not confirm arming); piped input (a HIL script) is taken in order."""
+    answer (a stray key must not confirm arming); piped input (a HIL script) is taken in order, at most
+    :data:`READ_AHEAD_LINES` ahead."""
 
     name = "console"
 
     def __init__(self, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
         self._in = inp
         self._out = out
-        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=READ_AHEAD_LINES)
         self._reader: threading.Thread | None = None
         self._closed = False
         self._discard_early = inp.isatty()

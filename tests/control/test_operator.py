@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO, cast
 
 import pytest
 
-from control.operator import ConsoleOperator, Question, ScriptedOperator
+from control.operator import READ_AHEAD_LINES, ConsoleOperator, Question, ScriptedOperator
 from firmware_bridge.clock import SimClock
 from safety.gate import StimKind
 from safety.plan import default_genicular_plan
@@ -68,6 +70,33 @@ def test_piped_answers_are_taken_in_order() -> None:
     assert wait_answer(op) is True
     op.ask(Question("second?", "confirm"))
     assert wait_answer(op) is False
+
+
+class Yes:
+    """``yes``: "y" lines for ever, counting how many were taken (what the console reads of its input)."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def isatty(self) -> bool:
+        return False
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            self.taken += 1
+            yield "y\n"
+
+
+def test_endless_piped_input_is_read_only_a_little_ahead_of_the_questions() -> None:
+    """`yes | rfa run`: read as fast as it came, it filled memory and starved the other threads (the guidance
+    thread read no image for 2.3 s). The reader now waits in the pipe a few lines ahead."""
+    endless = Yes()
+    op = ConsoleOperator(cast(TextIO, endless), io.StringIO())
+    for question in ("sensory?", "motor?", "arm?"):
+        op.ask(Question(question, "confirm"))
+        assert wait_answer(op) is True
+    time.sleep(0.2)  # time enough to read millions of lines
+    assert endless.taken <= 3 + READ_AHEAD_LINES + 1
 
 
 def test_scripted_answers_come_from_the_plan() -> None:
