@@ -49,3 +49,17 @@ def url(text: str) -> str:
         raise argparse.ArgumentTypeError("an empty URL; give a pyserial URL or device path (/dev/ttyUSB0, "
                                          "socket://HOST:PORT, a pty path), or leave the option out for the simulator")
     return text
+
+
+FINAL_HASH_MIN_CHARS = 16
+"""The shortest final hash ``rfa record verify --expect`` takes: 64 bits, beyond any search for a rebuilt record
+that ends on them, and short enough to copy into a patient's file by hand."""
+
+
+def final_hash(text: str) -> str:
+    """A record's final hash as written down: hexadecimal, its first 16 to all 64 characters (lower-cased)."""
+    value = text.strip().lower()
+    if not (FINAL_HASH_MIN_CHARS <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a final hash: give its first {FINAL_HASH_MIN_CHARS} to 64 hexadecimal characters")
+    return value

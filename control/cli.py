@@ -27,6 +27,7 @@ import sim.cli
 import sim.tissue.cli
 from benchmarks import runner as bench_runner
 from control import arguments, campaign, console, history, probe_cli, record_cli
+from control.arguments import FINAL_HASH_MIN_CHARS
 from control.display import ProgressDisplay
 from control.guidance import ProbeGuidance
 from control.guidance_thread import GuidanceThread
@@ -412,10 +413,16 @@ def _run(args: argparse.Namespace) -> int:
                 served_probe.close()
         try:
             probe_link = {} if probe is None else {"probe_link": probe.counters()}
+            final_hash = "" if record_failure else record.chain_head  # the end row's: the record closed whole
             if args.json:
-                print(json.dumps({"event": "result", **result.as_dict(), "link": generator.counters(), **probe_link}))
+                print(json.dumps({"event": "result", **result.as_dict(), "final_hash": final_hash or None,
+                                  "link": generator.counters(), **probe_link}))
             else:
                 print(render_result(result))
+                if final_hash:
+                    print(f"Final hash: {final_hash}  (for the patient's file: `rfa record verify "
+                          f"{result.record_path} --expect {final_hash[:FINAL_HASH_MIN_CHARS]}` shows a record "
+                          "edited since, even one rebuilt whole)")
                 print("Generator link: " + _counters_text(generator.counters()))
                 if probe is not None:
                     print("Probe link: " + _counters_text(probe.counters()))

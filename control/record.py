@@ -19,8 +19,9 @@ Why it is built this way:
   from the end (or a truncated WAL) leave a record that is intact as far as it goes but *not closed*, which
   ``verify`` reports as such. A crashed procedure's record is not closed either, rightly: nothing shows
   that it is whole. The chain is not keyed: it shows every change made without recomputing it, not a
-  forger who recomputes it from the code (that needs a key kept off the cart, or the final hash that
-  ``rfa record verify`` prints written down elsewhere).
+  forger who recomputes it from the code (that needs a key kept off the cart, or the final hash written down
+  elsewhere: ``rfa run`` prints it at the end, and ``rfa record verify FILE --expect HASH`` checks a record
+  against it).
 - WAL journal with ``synchronous=FULL``: a reader (``rfa record show``) never blocks the writer, and a
   committed row is on disk, not only in the page cache.
 """
@@ -151,6 +152,7 @@ class ProcedureRecord:
         self._closing = False
         self._failure: BaseException | None = None
         self._abandoned = False
+        self._chain_head = ""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # e.g. a file where the record directory should be
@@ -274,6 +276,15 @@ class ProcedureRecord:
         self._raise_if_failed()
 
     @property
+    def chain_head(self) -> str:
+        """The hash of the last committed row; once :meth:`close` has returned, the end row's: the record's final
+        hash, the one ``rfa record verify`` prints. The chain is not keyed, so whoever edits a record can rebuild it
+        whole; written down outside the cart (the patient's file), this hash shows that
+        (``rfa record verify FILE --expect HASH``)."""
+        with self._lock:
+            return self._chain_head
+
+    @property
     def stats(self) -> RecordStats:
         with self._lock:
             return RecordStats(self._committed_seq, len(self._queue), self._commits)
@@ -374,6 +385,7 @@ class ProcedureRecord:
                 db.execute("COMMIT")
                 with self._lock:
                     self._committed_seq = batch[-1][0]
+                    self._chain_head = prev_hash
                     self._commits += 1
                     self._cond.notify_all()
             if closing and not batch:

@@ -59,9 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("verify", help="walk the hash chain; exit 1 and name the first broken row if any",
                        description="Recompute every row's hash from its content and its predecessor's, and check "
-                       "that the record was closed by its procedure. Exit 0 intact, 1 broken or not a whole record "
-                       "(naming the first row that fails), 2 no such file.")
+                       "that the record was closed by its procedure. The chain is not keyed: a record edited and "
+                       "rebuilt whole passes, unless its final hash is checked against the one `rfa run` printed "
+                       "(--expect). Exit 0 intact, 1 broken, not a whole record (naming the first row that fails) or "
+                       "not ending on the expected hash, 2 no such file.")
     p.add_argument("file", type=Path, help=_FILE_HELP)
+    p.add_argument("--expect", type=arguments.final_hash, metavar="HASH",
+                   help="the final hash written down when the procedure ended (its first 16 characters or more)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(record_handler=_verify)
 
@@ -221,15 +225,23 @@ def _verify(args: argparse.Namespace) -> int:
         result = reader.verify()
     finally:
         reader.close()
+    expected: str | None = args.expect
+    as_expected = expected is None or result.final_hash.startswith(expected)
     if args.json:
-        print(json.dumps({"ok": result.ok, "intact": result.intact, "closed": result.closed, "rows": result.rows,
-                          "first_broken_id": result.first_broken_id, "reason": result.reason,
-                          "final_hash": result.final_hash}))
+        print(json.dumps({"ok": result.ok and as_expected, "intact": result.intact, "closed": result.closed,
+                          "rows": result.rows, "first_broken_id": result.first_broken_id, "reason": result.reason,
+                          "final_hash": result.final_hash, "expected": expected,
+                          "as_expected": None if expected is None else as_expected}))
+    elif result.ok and not as_expected:
+        print(f"{args.file}: NOT the record written down: its chain is intact and closed ({result.rows} rows), but "
+              f"it ends on {result.final_hash}, not on {expected}: it was rebuilt after that hash was noted, or it "
+              "is another procedure's record")
     elif result.ok:
+        matched = f", the expected {expected}" if expected is not None else ""
         print(f"{args.file}: intact and closed, {result.rows} rows, hash chain verified (final hash "
-              f"{result.final_hash})")
+              f"{result.final_hash}{matched})")
     elif result.intact:
         print(f"{args.file}: intact as far as it goes ({result.rows} rows) but {result.reason}")
     else:
         print(f"{args.file}: BROKEN at row {result.first_broken_id}: {result.reason}")
-    return EXIT_OK if result.ok else EXIT_BROKEN
+    return EXIT_OK if result.ok and as_expected else EXIT_BROKEN

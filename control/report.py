@@ -431,7 +431,9 @@ def _header(facts: RecordFacts) -> str:
         rows.append(("Summary", "none recorded: the procedure did not reach its end"))
     chain = facts.chain
     if chain.ok:
-        banner = f'<p class="chain intact">Hash chain intact: {chain.rows} rows verified.</p>'
+        banner = (f'<p class="chain intact">Hash chain intact: {chain.rows} rows verified, final hash '
+                  f"<code>{_text(chain.final_hash)}</code>: the same as the one noted when the procedure ended, if "
+                  "this is its record as written.</p>")
     elif chain.intact:
         banner = (f'<p class="chain broken">Hash chain intact as far as it goes ({chain.rows} rows), but '
                   f"{_text(chain.reason)}.</p>")

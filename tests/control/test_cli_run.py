@@ -171,7 +171,8 @@ def test_probe_none_runs_a_plan_without_imaging(tmp_path: Path, capsys: pytest.C
     assert result["link"]["frames_ok"] > 0 and result["link"]["acks_missed"] == 0  # every command answered
     assert [e["dest"] for e in lines if e["event"] == "state"][-1] == "standby"
     reader = RecordReader(Path(result["record_path"]))
-    assert reader.verify().ok
+    verdict = reader.verify()
+    assert verdict.ok and result["final_hash"] == verdict.final_hash, "the hash to note is the closed record's"
     assert reader.count("frame") == 0, "no probe, no frames"
 
 
@@ -191,6 +192,9 @@ def test_a_procedure_that_faults_exits_1_naming_the_interlock_and_its_record_row
     reader = RecordReader(record_path)
     alarm = next(r for r in reader.rows("alarm") if r.id == row)
     assert alarm.payload["interlock"] == "impedance_low"
+    noted = out.split("Final hash: ")[1].split()[0]
+    assert noted == reader.verify().final_hash, "a faulted procedure's record ends on a hash to note too"
+    assert f"rfa record verify {record_path} --expect {noted[:16]}`" in out
     assert reader.count("frame") > 0, "frames were recorded while RF was on and at state changes"
 
 

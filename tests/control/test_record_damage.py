@@ -20,7 +20,15 @@ import numpy as np
 import pytest
 
 from control.cli import _stop_on_termination, main
-from control.record import NOT_RECORDED, ProcedureRecord, RecordDamaged, RecordError, RecordReader, row_hash
+from control.record import (
+    NOT_RECORDED,
+    ProcedureRecord,
+    RecordDamaged,
+    RecordError,
+    RecordReader,
+    genesis_hash,
+    row_hash,
+)
 from control.session import ProcedureSession
 from firmware_bridge.clock import RealClock, SimClock
 
@@ -132,6 +140,62 @@ def test_verify_prints_the_final_hash_of_a_closed_record(tmp_path: Path, capsys:
     _sql(path, ("DELETE FROM events WHERE kind = 'end'", ()))
     assert main(["record", "verify", str(path)]) == 1
     assert "intact as far as it goes (4 rows) but not closed" in capsys.readouterr().out
+
+
+def _rebuild_whole(path: Path) -> None:
+    """A forger with the code: every row's hash recomputed after an edit, so the chain is intact again."""
+    reader = RecordReader(path)
+    meta = reader.meta()
+    reader.close()
+    db = sqlite3.connect(path)
+    prev = genesis_hash(meta)
+    for row_id, mono, wall, kind, payload in db.execute(
+            "SELECT id, mono, wall, kind, payload FROM events ORDER BY id").fetchall():
+        prev = row_hash(prev, row_id, mono, wall, kind, payload)
+        db.execute("UPDATE events SET hash = ? WHERE id = ?", (prev, row_id))
+    db.commit()
+    db.close()
+
+
+def test_a_record_rebuilt_whole_passes_the_chain_but_not_the_final_hash_written_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The chain is not keyed: an edit rebuilt with the code passes it. The final hash the procedure ended on, noted
+    outside the cart (rfa run prints it), does not: `verify --expect` fails the rebuilt record, naming both."""
+    path = tmp_path / "p.rfa.db"
+    clock = SimClock()
+    record = ProcedureRecord(path, clock)
+    for i in range(4):
+        clock.advance(0.01)
+        record.append("alarm" if i == 2 else "telemetry", {"i": i})
+    record.close()
+    noted = record.chain_head
+    assert noted == RecordReader(path).verify().final_hash, "the head the writer ended on is the one verify computes"
+    assert main(["record", "verify", str(path), "--expect", noted[:16]]) == 0
+    assert f"the expected {noted[:16]}" in capsys.readouterr().out
+    _sql(path, ("UPDATE events SET payload = ? WHERE kind = 'alarm'", ('{"i":"nothing happened"}',)))
+    assert main(["record", "verify", str(path)]) == 1, "an edit alone breaks the chain"
+    _rebuild_whole(path)
+    assert main(["record", "verify", str(path)]) == 0, "rebuilt whole, the chain alone cannot tell"
+    capsys.readouterr()
+    rebuilt = RecordReader(path).verify().final_hash
+    assert main(["record", "verify", str(path), "--expect", noted, "--json"]) == 1
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["ok"], verdict["as_expected"], verdict["final_hash"]) == (False, False, rebuilt)
+    assert main(["record", "verify", str(path), "--expect", noted.upper()]) == 1
+    out = capsys.readouterr().out
+    assert "NOT the record written down" in out and rebuilt in out and noted in out
+
+
+@pytest.mark.parametrize("expect", ["f5a74811d049da5", "f5a74811d049da59x", "not a hash at all", "0" * 65])
+def test_an_expected_hash_that_is_no_hash_is_refused_naming_the_option(
+    tmp_path: Path, expect: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = _record(tmp_path / "p.rfa.db")
+    with pytest.raises(SystemExit) as exit_:
+        main(["record", "verify", str(path), "--expect", expect])
+    assert exit_.value.code == 2
+    assert "--expect" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["hash#dir/p.rfa.db", "q/x?y.rfa.db", "pct%41/p.rfa.db"])
