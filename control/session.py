@@ -295,7 +295,7 @@ class ProcedureSession:
             return summary
         try:
             width_mm, length_mm = self._estimate(lesion, trace)
-        except (ValueError, CartError):  # a planning estimate must never take the procedure's result down
+        except (ValueError, CartError):  # an estimate must never take the procedure's result down
             return summary
         return replace(summary, predicted_width_mm=width_mm, predicted_length_mm=length_mm)
 
