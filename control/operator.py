@@ -117,15 +117,18 @@ class ScriptedOperator(AnsweringOperator):
 
 
 READ_AHEAD_LINES: Final = 16
-"""Lines the console's reader thread takes ahead of the questions. Bounded, so that endless input (``yes |
-rfa run``) waits in its pipe: read as fast as it came (300,000 lines in 0.2 s), it filled memory and held the
-interpreter from the other threads: the guidance thread read no image for 2.3 s of a real-time run."""
+"""Lines the console's reader thread takes ahead of the questions from piped input. Bounded, so that endless
+input (``yes | rfa run``) waits in its pipe: read as fast as it came (300,000 lines in 0.2 s), it filled memory
+and held the interpreter from the other threads: the guidance thread read no image for 2.3 s of a real-time run.
+A terminal is not bounded: a person cannot flood it, and every line typed there before a question must reach
+the queue to be discarded (bounded, the 17th line of a paste would wait in the terminal and answer the next
+question, arming included)."""
 
 
 class ConsoleOperator:
     """Asks at the terminal; a reader thread turns typed lines into answers. End of input is "no", always
     the safe answer. At a terminal, lines typed before a question is asked are discarded, never taken as its
-    answer (a stray key must not confirm arming); piped input (a HIL script) is taken in order, at most
+    answer (a stray key must not confirm arming); piped input (a HIL script) is taken in order, read at most
     :data:`READ_AHEAD_LINES` ahead."""
 
     name = "console"
@@ -133,10 +136,10 @@ class ConsoleOperator:
     def __init__(self, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
         self._in = inp
         self._out = out
-        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=READ_AHEAD_LINES)
+        self._discard_early = inp.isatty()
+        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=0 if self._discard_early else READ_AHEAD_LINES)
         self._reader: threading.Thread | None = None
         self._closed = False
-        self._discard_early = inp.isatty()
 
     def _read(self) -> None:
         try:

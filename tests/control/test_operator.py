@@ -64,6 +64,26 @@ def test_at_a_terminal_keys_typed_before_a_question_are_not_its_answer() -> None
     terminal.close()
 
 
+def test_at_a_terminal_a_paste_of_many_lines_before_a_question_is_not_its_answer() -> None:
+    """More lines than the piped read-ahead (a paste, a key held down) typed between two questions: all of them are
+    discarded, none is left waiting to answer the arming question."""
+    master, slave = os.openpty()
+    terminal = os.fdopen(slave)
+    op = ConsoleOperator(terminal, io.StringIO())
+    op.ask(Question("sensory?", "response"))
+    os.write(master, b"n\n")
+    assert wait_answer(op) is False
+    os.write(master, b"y\n" * (READ_AHEAD_LINES + 8))
+    time.sleep(0.3)  # the reader takes every typed line
+    op.ask(Question("Arm 3 lesions?", "confirm"))
+    time.sleep(0.3)
+    assert op.answer() is None, "a line typed before the arming question answered it"
+    os.write(master, b"n\n")
+    assert wait_answer(op) is False
+    os.close(master)
+    terminal.close()
+
+
 def test_piped_answers_are_taken_in_order() -> None:
     op = ConsoleOperator(io.StringIO("y\nn\n"), io.StringIO())
     op.ask(Question("first?", "confirm"))
