@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Final
 
 
 def count(text: str) -> int:
@@ -51,15 +52,17 @@ def url(text: str) -> str:
     return text
 
 
-FINAL_HASH_MIN_CHARS = 16
+FINAL_HASH_MIN_CHARS: Final = 16
 """The shortest final hash ``rfa record verify --expect`` takes: 64 bits, beyond any search for a rebuilt record
 that ends on them, and short enough to copy into a patient's file by hand."""
+SHA256_HEX_CHARS: Final = 64
+"""A whole final hash (the record's chain is SHA-256)."""
 
 
 def final_hash(text: str) -> str:
     """A record's final hash as written down: hexadecimal, its first 16 to all 64 characters (lower-cased)."""
     value = text.strip().lower()
-    if not (FINAL_HASH_MIN_CHARS <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value)):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a final hash: give its first {FINAL_HASH_MIN_CHARS} to 64 hexadecimal characters")
+    if not (FINAL_HASH_MIN_CHARS <= len(value) <= SHA256_HEX_CHARS and all(c in "0123456789abcdef" for c in value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a final hash: give its first {FINAL_HASH_MIN_CHARS} to "
+                                         f"{SHA256_HEX_CHARS} hexadecimal characters")
     return value

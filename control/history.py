@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from control import arguments
 from control.record import RecordError, RecordReader
 from control.record_cli import DEFAULT_RECORD_DIR, EXIT_BROKEN, EXIT_OK, EXIT_USAGE, records_in
+from control.summary import lesion_size_text
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,11 @@ class LesionLine:
     predicted_width_mm: float | None
     predicted_length_mm: float | None
     shortfall: str = ""
+    size_note: str = ""
 
     def describe(self) -> str:
-        size = ("" if self.predicted_width_mm is None or self.predicted_length_mm is None
-                else f", lesion ≈ {self.predicted_width_mm:.1f} × {self.predicted_length_mm:.1f} mm")
+        text = lesion_size_text(self.predicted_width_mm, self.predicted_length_mm, self.size_note)
+        size = {"-": "", "none": ", no lesion", "?": ", lesion size not estimated"}.get(text, f", lesion ≈ {text} mm")
         stop = f", stopped: {self.tripped}" if self.tripped else (f", {self.shortfall}" if self.shortfall else "")
         return (f"ch{self.channel} {self.set_temp_c:.0f} °C, {self.rf_time_s:.0f} s RF, {self.energy_j:,.0f} J"
                 f"{size}{stop}")
@@ -93,7 +95,7 @@ def read_procedure(path: Path, *, verify: bool = False) -> Procedure:
                 procedure.lesions.append(LesionLine(
                     lesion["channel"], lesion["set_temp_c"], lesion.get("rf_time_s", 0.0),
                     lesion.get("energy_j", 0.0), lesion.get("tripped", ""), lesion.get("predicted_width_mm"),
-                    lesion.get("predicted_length_mm"), lesion.get("shortfall", ""),
+                    lesion.get("predicted_length_mm"), lesion.get("shortfall", ""), str(lesion.get("size_note") or ""),
                 ))
             except (KeyError, TypeError) as exc:
                 raise RecordError(f"{path}: its summary row has a malformed lesion ({exc!r})") from exc

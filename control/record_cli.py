@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "that the record was closed by its procedure. The chain is not keyed: a record edited and "
                        "rebuilt whole passes, unless its final hash is checked against the one `rfa run` printed "
                        "(--expect). Exit 0 intact, 1 broken, not a whole record (naming the first row that fails) or "
-                       "not ending on the expected hash, 2 no such file.")
+                       "not ending on the expected hash, 2 no such file or a usage error.")
     p.add_argument("file", type=Path, help=_FILE_HELP)
     p.add_argument("--expect", type=arguments.final_hash, metavar="HASH",
                    help="the final hash written down when the procedure ended (its first 16 characters or more)")

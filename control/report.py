@@ -543,7 +543,8 @@ def _summary_section(facts: RecordFacts) -> str:
             _fixed(s.get("hold_max_c"), ".2f"), _fixed(s.get("hold_rms_error_c"), ".2f"),
             _fixed(s.get("impedance_start_ohm"), ".0f"), _fixed(s.get("impedance_end_ohm"), ".0f"),
             _fixed(s.get("energy_j"), ".0f"),
-            _text(lesion_size_text(_number(s.get("predicted_width_mm")), _number(s.get("predicted_length_mm")))),
+            _text(lesion_size_text(_number(s.get("predicted_width_mm")), _number(s.get("predicted_length_mm")),
+                                   str(s.get("size_note") or ""))),
             _text(s.get("tripped") or s.get("shortfall") or "complete"),
         ])
     headers = ["channel", "set °C", "time to set s", "overshoot °C", "hold mean °C", "hold max °C",

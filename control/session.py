@@ -287,16 +287,20 @@ class ProcedureSession:
 
     def _predicted(self, summary: LesionSummary, trace: ChannelTrace) -> LesionSummary:
         """The summary with the lesion's size from what its tip did: a lesion that fell short of its set
-        temperature, or was cut short by a trip or a stop, gets the smaller size it made."""
+        temperature, or was cut short by a trip or a stop, gets the smaller size it made.
+
+        The estimate is advisory and runs while the procedure ends: whatever it raises is said in the summary
+        (``size_note``, shown as ``?``) and never takes the summary, its record row or the result with it."""
         lesion = self.plan.lesion_on(summary.channel)
-        if (self._estimate is None or lesion is None or summary.rf_time_s <= 0.0 or len(trace.t_s) < 2
-                or lesion.mode is LesionMode.PULSED):
-            # Pulsed RF makes no thermal lesion to estimate (its tip is held under 42 °C): "—", not "0.0 × 0.0 mm".
+        if self._estimate is None or lesion is None or summary.rf_time_s <= 0.0 or lesion.mode is LesionMode.PULSED:
+            # Pulsed RF makes no thermal lesion to estimate (its tip is held under 42 °C): "-", not "0.0×0.0".
             return summary
+        if len(trace.t_s) < 2:  # stopped at its first tick: RF for one period coagulates nothing
+            return replace(summary, predicted_width_mm=0.0, predicted_length_mm=0.0)
         try:
             width_mm, length_mm = self._estimate(lesion, trace)
-        except (ValueError, CartError):  # an estimate must never take the procedure's result down
-            return summary
+        except Exception as exc:
+            return replace(summary, size_note=f"lesion size not estimated: {type(exc).__name__}: {exc}")
         return replace(summary, predicted_width_mm=width_mm, predicted_length_mm=length_mm)
 
     # -- the tick ------------------------------------------------------------------------------------

@@ -67,7 +67,11 @@ class LesionSummary:
     predicted_width_mm: float | None = None
     predicted_length_mm: float | None = None
     """Lesion size from the tissue model for this electrode, its tip made to follow this lesion's measured tip
-    temperatures (``sim.tissue.estimate.estimate_lesion_from_tip``); ``None`` where there is none to give."""
+    temperatures (``sim.tissue.estimate.estimate_lesion_from_tip``); ``None`` where there is none to give. (Named
+    "predicted" in the record since before the estimate came from the trace.)"""
+    size_note: str = ""
+    """Why a lesion that should have a size has none: its estimate failed (an estimate is advisory, so the
+    failure is said here and shown as ``?``, and never takes the summary or the procedure's result with it)."""
     shortfall: str = ""
     """Why a lesion that ran its time without a trip is still not the planned lesion: its tip never reached
     the set temperature (a cold, smaller lesion), or it delivered no RF at all."""
@@ -126,10 +130,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-def lesion_size_text(width_mm: float | None, length_mm: float | None) -> str:
-    """A lesion's estimated size as the summary shows it: ``8.1×14.0`` (mm), ``none`` where the model's tissue
-    never reached the lesion isotherm (a tip that stayed cool), ``-`` where there is no estimate (pulsed RF, no
-    RF delivered)."""
+def lesion_size_text(width_mm: float | None, length_mm: float | None, note: str = "") -> str:
+    """A lesion's estimated size as the summary shows it: ``8.1×14.0`` (mm), ``none`` where no tissue of the model
+    coagulated (a tip that stayed cool, or RF for a moment), ``?`` where the estimate failed (``note`` says why),
+    ``-`` where there is nothing to estimate (pulsed RF, no RF delivered)."""
+    if note:
+        return "?"
     if width_mm is None or length_mm is None:
         return "-"
     if width_mm <= 0.0 and length_mm <= 0.0:
@@ -149,6 +155,6 @@ def summary_table(summaries: list[LesionSummary]) -> str:
             f"{s.channel:>2} {s.set_temp_c:>6.1f} {_fmt(s.time_to_set_s, '7.1f')} {s.overshoot_c:>7.2f} "
             f"{_fmt(s.hold_mean_c, '7.2f')} {_fmt(s.hold_max_c, '6.2f')} {_fmt(s.hold_rms_error_c, '6.2f')} "
             f"{_fmt(s.impedance_start_ohm, '6.0f')} {_fmt(s.impedance_end_ohm, '6.0f')} {s.energy_j:>8.0f} "
-            f"{lesion_size_text(s.predicted_width_mm, s.predicted_length_mm):>13}  {s.result}"
+            f"{lesion_size_text(s.predicted_width_mm, s.predicted_length_mm, s.size_note):>13}  {s.result}"
         )
     return "\n".join(lines)

@@ -192,7 +192,8 @@ def estimate_lesion_from_tip(
     if not duration_s <= MAX_DURATION_S:
         raise ValueError(f"a tip-temperature history must span at most {MAX_DURATION_S:.0f} s, not {duration_s:.1f} s")
     model = RfLesionModel(config, body_temp_c=start_temp_c)
-    loop = TipTemperaturePI(start_temp_c, max_power_w=max_power_w, kp_w_per_k=FOLLOW_KP_W_PER_K,
+    # follow() sets each period's target itself; the loop's own set temperature and ramp are not used.
+    loop = TipTemperaturePI(set_temp_c=start_temp_c, max_power_w=max_power_w, kp_w_per_k=FOLLOW_KP_W_PER_K,
                             ki_w_per_k_s=FOLLOW_KI_W_PER_K_S)
     n_steps = max(1, round(duration_s / control_period_s))
     # The target of each period is the reading at its end: where the tip is to be when the next reading comes.

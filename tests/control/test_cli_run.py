@@ -17,7 +17,7 @@ import pytest
 
 import control.cli as cli
 from control.cli import _stop_on_termination, main
-from control.record import ProcedureRecord, RecordReader
+from control.record import ProcedureRecord, RecordError, RecordReader
 from control.session import ProcedureSession
 
 SHORT_PLAN = """
@@ -174,6 +174,27 @@ def test_probe_none_runs_a_plan_without_imaging(tmp_path: Path, capsys: pytest.C
     verdict = reader.verify()
     assert verdict.ok and result["final_hash"] == verdict.final_hash, "the hash to note is the closed record's"
     assert reader.count("frame") == 0, "no probe, no frames"
+
+
+def test_a_record_that_fails_as_it_closes_gives_no_final_hash_to_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The final hash is the end row's: a record whose close fails has none (its last committed link is no record's
+    end), so none is printed to be written down, and the run says the record failed (exit 1)."""
+    close = ProcedureRecord.close
+
+    def close_then_fail(record: ProcedureRecord) -> None:
+        close(record)
+        raise RecordError("the disk went away as the record closed")
+
+    monkeypatch.setattr(ProcedureRecord, "close", close_then_fail)
+    plan = write_plan(tmp_path)
+    assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--record", str(tmp_path),
+                 "--json"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.splitlines()[-1])
+    assert result["event"] == "result" and result["final_hash"] is None
+    assert "the procedure record failed: the disk went away" in captured.err
 
 
 def test_a_procedure_that_faults_exits_1_naming_the_interlock_and_its_record_row(

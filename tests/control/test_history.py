@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from control.cli import main
+from control.history import LesionLine
 from control.record import ProcedureRecord
 from firmware_bridge.clock import SimClock
 from tests.control.test_cli_run import write_plan
@@ -114,3 +115,15 @@ def test_a_record_directory_that_is_not_there_is_refused_not_reported_empty(
     if command[0] != "console":  # an empty directory is an empty history; the console has nothing to follow
         assert main([*command, "--dir", str(tmp_path)]) == 0
         assert "no " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("width_mm", "note", "said"), [
+    (8.06, "", "lesion ≈ 8.1×14.0 mm"),
+    (0.0, "", "no lesion"),
+    (None, "lesion size not estimated: IndexError: 7", "lesion size not estimated"),
+])
+def test_a_lesions_size_reads_as_the_summary_table_shows_it(width_mm: float | None, note: str, said: str) -> None:
+    """History and the end-of-procedure table say the same: a size, no lesion ("none"), or no estimate ("?")."""
+    length_mm = None if width_mm is None else 14.04 if width_mm else 0.0
+    line = LesionLine(2, 80.0, 90.0, 616.0, "", width_mm, length_mm, size_note=note).describe()
+    assert line == f"ch2 80 °C, 90 s RF, 616 J, {said}"

@@ -25,11 +25,13 @@ from control.operator import ConsoleOperator, ScriptedOperator
 from control.procedure import State
 from control.record import Payload, RecordError, RecordReader, RecordRow
 from control.session import EXIT_FAULT, EXIT_OK
+from control.summary import ChannelTrace, summary_table
 from firmware_bridge.errors import LinkError
-from safety.plan import LesionPlan
+from safety.plan import Lesion, LesionPlan
 from sim.generator import Fault, FaultKind
 from sim.link_faults import LinkFaultConfig
 from tests.control.harness import SimCart, build_cart
+from tests.control.test_procedure_stateful import short_plan
 from tests.control.test_session import plan_without_imaging
 
 
@@ -508,6 +510,30 @@ def test_a_lesion_whose_tip_never_reaches_its_set_temperature_is_not_called_comp
     assert [(e["channel"], "NOT reached" in e["text"]) for e in ends] == [(1, False), (2, True), (3, False)], ends
     (summary,) = [r.payload for r in RecordReader(cart.record.path).rows("summary")]
     assert summary["summaries"][1]["result"] == short.result
+
+
+def test_an_estimate_that_fails_is_said_in_its_lesions_summary_and_takes_nothing_else_with_it(tmp_path: Path) -> None:
+    """The size estimate runs while the procedure ends and is advisory: one that raises (any error, a defect
+    included) leaves its lesion's size as "?" with the reason, and the summary, its record row and the exit code
+    as they would have been."""
+    plan = short_plan()
+
+    def estimate(lesion: Lesion, trace: ChannelTrace) -> tuple[float, float]:
+        if lesion.channel == 2:
+            raise IndexError("index 7 is out of bounds")
+        return 8.0, 14.0
+
+    cart = build_cart(plan, tmp_path, lesion_estimator=estimate)
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == EXIT_OK and result.final_state == "standby", result.message
+    first, second = result.summaries
+    assert (first.predicted_width_mm, first.size_note) == (8.0, "")
+    assert second.predicted_width_mm is None and second.result == "complete"
+    assert second.size_note == "lesion size not estimated: IndexError: index 7 is out of bounds"
+    assert summary_table(result.summaries).splitlines()[-1].split()[-2:] == ["?", "complete"]
+    (summary,) = [r.payload for r in RecordReader(cart.record.path).rows("summary")]
+    assert summary["summaries"][1]["size_note"] == second.size_note
 
 
 def test_tips_still_hot_when_cooldown_time_is_up_are_named_not_called_cooled(

@@ -60,15 +60,16 @@ def test_the_table_keeps_its_columns_when_a_lesion_has_no_hold() -> None:
     assert first.rindex("complete") == second.rindex("stop") == header.index("result")
 
 
-@pytest.mark.parametrize(("width_mm", "length_mm", "shown"), [
-    (8.06, 14.04, "8.1×14.0"),
-    (0.0, 0.0, "none"),  # the model's tissue never reached the lesion isotherm: no lesion, said so
-    (None, None, "-"),  # no estimate (pulsed RF, no RF delivered)
+@pytest.mark.parametrize(("width_mm", "length_mm", "note", "shown"), [
+    (8.06, 14.04, "", "8.1×14.0"),
+    (0.0, 0.0, "", "none"),  # no tissue of the model coagulated: no lesion, said so
+    (None, None, "", "-"),  # nothing to estimate (pulsed RF, no RF delivered)
+    (None, None, "lesion size not estimated: IndexError: 7", "?"),  # the estimate failed: its note says why
 ])
 def test_the_table_shows_the_estimated_lesion_under_its_header(
-    width_mm: float | None, length_mm: float | None, shown: str,
+    width_mm: float | None, length_mm: float | None, note: str, shown: str,
 ) -> None:
-    s = replace(summarise(trace()), predicted_width_mm=width_mm, predicted_length_mm=length_mm)
+    s = replace(summarise(trace()), predicted_width_mm=width_mm, predicted_length_mm=length_mm, size_note=note)
     header, _, row = summary_table([s]).splitlines()
     end = header.index("lesion W×L mm") + len("lesion W×L mm")
     assert row[:end].endswith(" " + shown)
