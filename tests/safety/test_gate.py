@@ -178,6 +178,47 @@ def test_an_acknowledged_latch_whose_cause_is_gone_permits_output_at_once() -> N
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
 
 
+def test_a_latch_whose_condition_has_cleared_still_forbids_output_until_acknowledged() -> None:
+    """output_permitted (what the arming guard and a display read) counts the latches, not only the conditions
+    holding now: a channel fault that came and went leaves its channel refused until acknowledged."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=10.0, flags=ON | TelemetryFlag.CHANNEL_FAULT)})
+    rig.healthy_tick()  # the fault has gone: cleared, still latched
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.CHANNEL_FAULT]
+    assert not rig.gate.output_permitted(1) and rig.gate.output_permitted(2)
+    assert not rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.gate.acknowledge(rig.imaging())
+    assert rig.gate.output_permitted(1)
+
+
+def test_a_bipolar_partner_or_an_unplanned_channel_is_never_permitted_output_of_its_own() -> None:
+    rig = Rig(plan=bipolar_plan())
+    ready(rig)
+    assert rig.gate.output_permitted(1)
+    assert not rig.gate.output_permitted(2), "the partner is driven through its lead, channel 1"
+    assert not rig.gate.output_permitted(3)
+
+
+def test_output_stays_forbidden_while_the_heartbeat_is_withheld_though_the_latch_is_acknowledged() -> None:
+    """A lost OUTPUT_OFF: one frame of output against it, then off. The latch can be acknowledged at once, but the
+    heartbeat stays withheld until the generator's own watchdog has certainly acted; until then nothing may be
+    granted (the generator would refuse output without a live heartbeat anyway)."""
+    rig = settled()
+    _heartbeats_sent(rig, 1, {4: channel(power_w=6.0, flags=ON)})
+    _heartbeats_sent(rig, 2, None)
+    assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.UNCOMMANDED_OUTPUT]
+    assert rig.gate.latched == () and rig.gate.heartbeat_withheld_since is not None
+    assert not rig.gate.output_permitted(1)
+    refused = rig.gate.request_output({1: 5.0}, rig.imaging())
+    assert not refused and any("heartbeat withheld" in r for r in refused.reasons)
+    assert all(not isinstance(m, SetOutput) for m in rig.wire())
+    _heartbeats_sent(rig, LIMIT_TICKS, None)
+    assert rig.gate.heartbeat_withheld_since is None
+    assert rig.gate.output_permitted(1) and rig.gate.request_output({1: 5.0}, rig.imaging())
+
+
 def test_a_condition_while_idle_inhibits_without_latching() -> None:
     rig = Rig()
     ready(rig)
