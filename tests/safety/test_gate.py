@@ -24,6 +24,7 @@ from firmware_bridge.messages import (
     Message,
     OutputMode,
     OutputOff,
+    SelfTest,
     SetOutput,
     Status,
     Stim,
@@ -1103,6 +1104,19 @@ def test_an_idle_generator_that_answers_nothing_is_asked_again_until_it_does_and
     assert [(e.kind, e.interlock) for e in rig.events][-2:] == [
         (EventKind.REFUSED, None), (EventKind.CLEARED, InterlockId.LINK_LOST)]
     assert rig.gate.request_output({1: 10.0}, rig.imaging())
+
+
+def test_a_self_test_request_left_unanswered_is_not_repeated_but_an_idle_cart_states_output_off_instead() -> None:
+    """A SELF_TEST is never sent twice (it would start the test again), yet its lost ACK must still be passed, or
+    the idle cart would read as a generator not taking commands: OUTPUT_OFF goes out in its place."""
+    rig = Rig()
+    ready(rig)
+    rig.driver.request_self_test()
+    for _ in range(round(hard.COMMAND_RESTATE_S / 0.01) + 1):
+        _deaf_tick(rig)
+    sent = rig.wire()
+    assert sent[0] == SelfTest(0, 0) and SelfTest(0, 0) not in sent[1:]
+    assert OutputOff(0x0F) in sent[1:], "the idle cart's OUTPUT_OFF restated"
 
 
 def test_a_stimulus_whose_ack_is_lost_is_stated_again_and_the_nerve_test_goes_on() -> None:
