@@ -39,7 +39,7 @@ from safety.interlocks import InterlockId, Priority, Trip
 from safety.plan import Electrode, Lesion, LesionMode, LesionPlan, default_genicular_plan
 from safety.watchdog import Watchdog
 from sim.generator.device import HOST_HEARTBEAT_TIMEOUT_S
-from tests.safety.support import NOW, ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
+from tests.safety.support import CONNECTED, NOW, ON, Rig, bipolar_plan, channel, pulsed_plan, telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -464,6 +464,49 @@ def test_a_generator_seen_off_before_it_falls_silent_keeps_its_heartbeat() -> No
         rig.clock.advance(0.01)
         rig.gate.evaluate(rig.imaging())
     assert rig.gate.heartbeat_withheld_since is None and rig.gate.keep_alive() is not None
+
+
+@pytest.mark.parametrize(
+    ("flags", "power_w", "seen_off"),
+    [
+        (ON, 0.0, False),
+        (CONNECTED, hard.UNCOMMANDED_POWER_W + 0.01, False),
+        (CONNECTED, hard.UNCOMMANDED_POWER_W, True),
+    ],
+)
+def test_a_channel_is_seen_off_only_with_no_output_flag_and_no_more_than_the_uncommanded_power(
+    flags: int, power_w: float, seen_off: bool
+) -> None:
+    """The frame after a channel's OUTPUT_OFF shows it off only as uncommanded_output would judge it off: no output
+    flag and at most UNCOMMANDED_POWER_W. Otherwise a generator that falls silent next has its heartbeat withheld."""
+    rig = Rig()
+    rig.energise()
+    rig.gate.channel_off(1)
+    rig.healthy_tick({1: channel(power_w=power_w, flags=flags)})  # within the grace: no uncommanded_output yet
+    for _ in range(6):  # silent from here on
+        rig.clock.advance(0.01)
+        rig.gate.evaluate(rig.imaging())
+    assert (rig.gate.heartbeat_withheld_since is None) is seen_off
+
+
+def test_a_generator_silent_past_the_withheld_heartbeat_limit_is_not_called_unstoppable() -> None:
+    """Unstoppable means output seen on against OUTPUT_OFF and the generator's own watchdog: silence only hides
+    whether output went off. It keeps the heartbeat withheld; once frames show the channel off, the heartbeat
+    resumes and nothing is left latched for the session."""
+    rig = Rig()
+    rig.energise()
+    rig.gate.channel_off(1)
+    for _ in range(2 * LIMIT_TICKS):  # silent well past the limit
+        rig.clock.advance(0.01)
+        rig.gate.evaluate(rig.imaging())
+    assert rig.gate.heartbeat_withheld_since is not None
+    assert not rig.gate.output_unstoppable
+    assert all(e.kind is not EventKind.OUTPUT_UNSTOPPABLE for e in rig.events)
+    for _ in range(WATCHDOG_TICKS + 2):
+        rig.healthy_tick()
+    assert rig.gate.heartbeat_withheld_since is None
+    rig.gate.acknowledge(rig.imaging())
+    assert rig.gate.latched == () and rig.gate.request_output({2: 5.0}, rig.imaging())
 
 
 def test_output_that_flickers_past_the_generators_watchdog_is_not_re_armed() -> None:
