@@ -573,6 +573,50 @@ def test_lesion_time_is_accounted_by_the_gate_and_ends_the_lesion() -> None:
     assert InterlockId.LESION_TIME_EXCEEDED not in {t.interlock for t in rig.gate.acknowledge(rig.imaging())}
 
 
+def test_a_request_at_exactly_its_rf_time_budget_is_refused_for_want_of_rf_time() -> None:
+    """A request needs RF time left: at exactly the budget (planned time + tolerance) there is none. Times are
+    whole binary fractions here, so the RF time accounted lands on the budget exactly."""
+    rig = Rig()
+    ready(rig)
+    rig.clock.sleep_until(0.125)
+    rig.feed(telemetry())
+    rig.gate.evaluate(rig.imaging())
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    budget_s = rig.gate.rules.by_channel[1].rf_time_budget_s
+    rig.clock.sleep_until(0.125 + budget_s)
+    assert rig.gate.snapshot(rig.imaging()).rf_on_s[0] == budget_s
+    refused = rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert not refused and any("no RF time left" in r for r in refused.reasons), refused.reasons
+
+
+def test_channels_of_different_modes_are_refused_in_one_request() -> None:
+    """One SET_OUTPUT carries one mode and waveform: a continuous and a pulsed lesion asked for together would
+    send one of them in the other's mode. Each on its own is granted."""
+    pulsed = Lesion.model_validate({**pulsed_plan().lesions[0].model_dump(), "channel": 2})
+    rig = Rig(plan=LesionPlan(name="mixed", imaging_required=False,
+                              lesions=(default_genicular_plan().lesions[0], pulsed)))
+    ready(rig)
+    refused = rig.gate.request_output({1: 5.0, 2: 20.0})
+    assert not refused and any("share a mode and waveform" in r for r in refused.reasons)
+    assert all(not isinstance(m, SetOutput) for m in rig.wire())
+    assert rig.gate.request_output({1: 5.0}) and rig.gate.request_output({2: 20.0})
+
+
+def test_a_request_the_measurement_would_trip_on_at_once_is_refused_as_requested() -> None:
+    """A channel just turned off may still show its old power within the grace the generator has to obey: turning
+    it on again at a far lower setpoint would trip over_power on the next frame, so the request is refused, naming
+    the interlock, and nothing is sent."""
+    rig = Rig()
+    rig.energise()
+    rig.gate.channel_off(1)
+    rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})  # still delivering, within the grace
+    rig.wire()
+    refused = rig.gate.request_output({1: 2.0}, rig.imaging())
+    assert not refused
+    assert any(r.startswith("over_power: channel 1") and r.endswith("(as requested)") for r in refused.reasons)
+    assert rig.wire() == [] and not rig.gate.commanded[0].on
+
+
 def test_pulsed_requests_carry_the_plan_waveform() -> None:
     rig = Rig(plan=pulsed_plan())
     ready(rig)
