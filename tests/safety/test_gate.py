@@ -657,6 +657,26 @@ def test_a_trip_during_stimulation_stops_it_after_output_off() -> None:
     rig.feed(telemetry({1: channel(flags=0x0A)}))
     rig.gate.evaluate(rig.imaging())
     assert rig.wire() == [OutputOff(0b0001), Stim(0b0001, 0, 0, 0)]
+    assert not rig.gate.commanded[0].energised, "the gate counts the stimulus stopped, as it is on the wire"
+
+
+def test_stimulation_is_refused_while_rf_is_on_on_any_channel() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    rig.wire()
+    refused = rig.gate.request_stim(2, StimKind.SENSORY, 400, rig.imaging())
+    assert not refused and any("RF output is on" in r for r in refused.reasons)
+    assert rig.wire() == [] and rig.gate.commanded[1].stim_amplitude_mv == 0
+
+
+def test_a_bipolar_partner_cannot_be_stimulated_on_its_own() -> None:
+    rig = Rig(plan=bipolar_plan())
+    ready(rig)
+    refused = rig.gate.request_stim(2, StimKind.MOTOR, 400)
+    assert not refused and any("not a planned lesion channel" in r for r in refused.reasons)
+    assert rig.wire() == []
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 400)
 
 
 def test_a_stimulus_off_its_commanded_amplitude_trips_once_each_new_amplitude_has_settled() -> None:
