@@ -732,14 +732,18 @@ def test_a_watchdog_trip_is_handed_over_once_and_a_failed_one_not_at_all() -> No
     (trip,) = rig.gate.take_trips_between_ticks()
     assert trip.interlock is InterlockId.CONTROL_LOOP_OVERRUN and trip.reason.startswith("watchdog: no loop kick")
     assert rig.gate.take_trips_between_ticks() == []
+    rig.wire()
+    latched: list[bool] = []
     rig.gate._lock.acquire()  # a caller stuck inside the gate: the watchdog can only turn output off
     try:
-        done = threading.Thread(target=lambda: rig.gate.trip_from_watchdog("stuck", lock_timeout_s=0.01))
+        done = threading.Thread(
+            target=lambda: latched.append(rig.gate.trip_from_watchdog("stuck", lock_timeout_s=0.01)))
         done.start()
         done.join()
     finally:
         rig.gate._lock.release()
     assert rig.gate.take_trips_between_ticks() == []
+    assert latched == [False] and rig.wire() == [OutputOff(0x0F)], "OUTPUT_OFF written all the same, unlatched"
 
 
 def test_a_stall_an_evaluation_already_tripped_is_not_handed_over_again_by_the_watchdog() -> None:
@@ -786,6 +790,46 @@ def test_channel_off_and_load_plan() -> None:
     assert rig.wire()[-2:] == [OutputOff(0b0001), OutputOff(0x0F)]
     assert rig.gate.load_plan(pulsed_plan())
     assert rig.gate.rules.plan.name == "pulsed"
+
+
+def test_a_plan_is_not_replaced_while_a_channel_stimulates() -> None:
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_stim(1, StimKind.SENSORY, 400, rig.imaging())
+    refused = rig.gate.load_plan(default_genicular_plan())
+    assert not refused and refused.reasons == ("output or stimulation is on",)
+    rig.gate.stop_stim()
+    assert rig.gate.load_plan(default_genicular_plan())
+
+
+def test_an_operator_stop_holds_as_a_condition_until_acknowledged() -> None:
+    """The stop is its own cause: ticks after it keep it active (no CLEARED event), as the snapshot says, and the
+    acknowledgement ends it."""
+    rig = Rig()
+    ready(rig)
+    rig.gate.operator_stop()
+    for _ in range(3):
+        rig.healthy_tick()
+    assert rig.gate.snapshot(rig.imaging()).operator_stop
+    stop = (InterlockId.OPERATOR_STOP, None)
+    assert stop in {(t.interlock, t.channel) for t in rig.gate.active_alarms}
+    assert not any(e.kind is EventKind.CLEARED and e.interlock is InterlockId.OPERATOR_STOP for e in rig.events)
+    assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.OPERATOR_STOP]
+    assert not rig.gate.snapshot(rig.imaging()).operator_stop
+
+
+def test_a_frame_read_in_the_same_moment_as_an_output_off_does_not_show_the_channel_off() -> None:
+    """Read before the OUTPUT_OFF went out (one poll, then the lesion's end, in one tick), the frame cannot show
+    the generator obeying it: a generator that falls silent next has its heartbeat withheld."""
+    rig = Rig()
+    rig.energise()
+    rig.clock.advance(0.01)
+    rig.feed(telemetry())  # the frame read at this moment, before the OUTPUT_OFF
+    rig.gate.channel_off(1)
+    for _ in range(6):  # then silent
+        rig.gate.evaluate(rig.imaging())
+        rig.clock.advance(0.01)
+    assert rig.gate.heartbeat_withheld_since is not None
 
 
 def test_decision_is_truthy_only_when_allowed() -> None:
