@@ -329,6 +329,17 @@ def test_a_channel_is_judged_and_driven_as_the_number_it_stores() -> None:
     assert isinstance(stim, Stim) and stim.channel_mask == 0b10 and rig.gate.commanded[1].stim_amplitude_mv == 1_000
 
 
+def test_a_bool_is_no_channel_number_though_python_takes_true_for_1() -> None:
+    """``True == 1`` and ``hash(True) == hash(1)``: read as an int it would drive channel 1. It names no channel."""
+    rig = Rig()
+    rig.healthy_tick()
+    rig.healthy_tick()
+    refused = rig.gate.request_output({True: 5.0}, rig.imaging())
+    assert not refused and "channel True is not a channel number" in refused.reasons
+    assert not rig.gate.request_stim(True, StimKind.MOTOR, 1_000, rig.imaging())
+    assert _sent(rig, SetOutput) == [] and _sent(rig, Stim) == []
+
+
 def test_frames_read_in_a_burst_do_not_date_a_fresh_probe_frame_ahead_of_the_clock() -> None:
     """30 ms without bytes (the loop ticking, under the 50 ms stale limit), then four frames in one poll: the older
     ones are judged as of when they landed, up to 30 ms back. Judged then, a probe frame 5 ms old read as dated
