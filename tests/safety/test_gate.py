@@ -1046,6 +1046,32 @@ def test_a_lowering_whose_write_blocked_settles_from_the_end_of_the_write(monkey
     assert [t.interlock for t in tick_at(acked + hard.SETPOINT_SETTLE_S + 0.007)] == [InterlockId.OVER_POWER]
 
 
+def test_a_lowering_drops_the_lower_predecessors_it_covers_though_one_of_their_acks_was_lost() -> None:
+    """12 W lowered to 10 W (that ACK lost), raised to 20 W, then lowered to 5 W: the 20 W predecessor covers the
+    12 W one, which goes. Once the 5 W command's ACK has come and the settling time passed, the generator has taken
+    every command before it (it takes them in order), so 10 W then is over power, though the lost ACK's 12 W would
+    still be settling by the deadline it had from its send."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 12.0}, rig.imaging())
+    rig.healthy_tick({1: channel(power_w=12.0, flags=ON)})
+    lowered = rig.gate.request_output({1: 10.0}, rig.imaging())
+    assert lowered.seq is not None
+    rig.lose(lowered.seq)
+    assert rig.gate.request_output({1: 20.0}, rig.imaging())
+    assert rig.gate.request_output({1: 5.0}, rig.imaging())
+    lowered_at = rig.clock.now()
+    assert [s.setpoint for s in rig.gate.commanded[0].settling] == [20.0]
+    tripped_at = None
+    while tripped_at is None and rig.clock.now() - lowered_at < 0.3:
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({1: channel(power_w=10.0, flags=ON)}))
+        if any(t.interlock is InterlockId.OVER_POWER for t in rig.gate.evaluate(rig.imaging())):
+            tripped_at = rig.clock.now()
+    assert tripped_at is not None
+    assert tripped_at - lowered_at <= 0.01 + hard.SETPOINT_SETTLE_S + 0.01 + 1e-9, "ACK read at the first tick"
+
+
 def test_a_setpoint_lowered_every_tick_for_seconds_keeps_little_settling() -> None:
     """Each lowering's predecessor leaves once settled: 5 s of lowering every tick keeps about a settling time's."""
     rig = Rig()
