@@ -45,42 +45,26 @@ def test_the_console_never_blocks_and_reads_yes_no_and_end_of_input() -> None:
     assert "over_temperature ch1" in out.getvalue() and "[y/N]" in out.getvalue()
 
 
-def test_at_a_terminal_keys_typed_before_a_question_are_not_its_answer() -> None:
+@pytest.mark.parametrize("typed_ahead", [1, READ_AHEAD_LINES + 8], ids=["a stray key", "a paste"])
+def test_at_a_terminal_lines_typed_before_a_question_are_not_its_answer(typed_ahead: int) -> None:
+    """A stray key, or a paste or a held key longer than the piped read-ahead, typed between two questions: every
+    line is discarded, none is left waiting to answer the arming question."""
     master, slave = os.openpty()
     terminal = os.fdopen(slave)
     op = ConsoleOperator(terminal, io.StringIO())
     op.ask(Question("first?", "confirm"))
     os.write(master, b"y\n")
     assert wait_answer(op) is True
-    os.write(master, b"y\n")  # a stray second "y", typed before the next question
-    time.sleep(0.2)
-    op.ask(Question("arm?", "confirm"))
-    assert op.answer() is None, "the stray key was discarded"
+    os.write(master, b"y\n" * typed_ahead)
+    time.sleep(0.3)  # the reader takes every typed line
+    op.ask(Question("Arm 3 lesions?", "confirm"))
+    time.sleep(0.1)
+    assert op.answer() is None, "a line typed before the arming question answered it"
     os.write(master, b"n\n")
     assert wait_answer(op) is False
     os.close(master)  # hang up first: the reader sees the terminal go away and ends
     op.ask(Question("again?", "confirm"))
     assert wait_answer(op) is False, "a terminal that went away answers no"
-    terminal.close()
-
-
-def test_at_a_terminal_a_paste_of_many_lines_before_a_question_is_not_its_answer() -> None:
-    """More lines than the piped read-ahead (a paste, a key held down) typed between two questions: all of them are
-    discarded, none is left waiting to answer the arming question."""
-    master, slave = os.openpty()
-    terminal = os.fdopen(slave)
-    op = ConsoleOperator(terminal, io.StringIO())
-    op.ask(Question("sensory?", "response"))
-    os.write(master, b"n\n")
-    assert wait_answer(op) is False
-    os.write(master, b"y\n" * (READ_AHEAD_LINES + 8))
-    time.sleep(0.3)  # the reader takes every typed line
-    op.ask(Question("Arm 3 lesions?", "confirm"))
-    time.sleep(0.3)
-    assert op.answer() is None, "a line typed before the arming question answered it"
-    os.write(master, b"n\n")
-    assert wait_answer(op) is False
-    os.close(master)
     terminal.close()
 
 
