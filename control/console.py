@@ -4,8 +4,8 @@ The record is written as the procedure runs (every state change and alarm commit
 goes on, telemetry at least every 100 ms, ARCHITECTURE.md section 9), and SQLite's WAL lets a reader follow
 it while the writer appends. So the console needs no link to the running process and cannot disturb its
 10 ms loop: it reads what the record already holds, read-only. It prints each state change, trip, operator
-question and answer as it appears, a status line per channel from the latest telemetry, and at the end how
-the procedure ended (exit 0 complete, 1 fault or stop, as ``rfa run``).
+question and answer as it appears, a status line per channel from the latest telemetry, and at the end the
+lesions' table and how the procedure ended (exit 0 complete, 1 fault or stop), as ``rfa run`` does.
 
 It does not answer questions: only the process that owns the loop may act on an operator's answer, so
 answers stay with ``rfa run`` at the cart (interactive without ``--yes``).
@@ -24,6 +24,7 @@ from typing import Any, Final, TextIO
 from control import arguments
 from control.record import RecordError, RecordReader, RecordRow
 from control.record_cli import DEFAULT_RECORD_DIR, records_in
+from control.summary import summary_from_record, summary_table
 from firmware_bridge.messages import TelemetryFlag
 
 EXIT_OK, EXIT_FAULT, EXIT_USAGE = 0, 1, 2
@@ -96,7 +97,11 @@ class Follower:
         if first_trip and message:
             row = s.get("first_trip_row")
             line += f"\nFirst interlock trip: {first_trip}" + (f" (record row {row})" if row else "")
-        return code, line
+        try:
+            lesions = [summary_from_record(item) for item in s.get("summaries") or []]
+        except (TypeError, AttributeError):  # a malformed row: the outcome is still told, without the table
+            lesions = []
+        return code, (summary_table(lesions) + "\n\n" + line) if lesions else line
 
     def _elapsed_s(self) -> float:
         return 0.0 if self.start_mono is None else self.now_mono - self.start_mono

@@ -6,7 +6,8 @@ Kept apart from the loop so the same numbers come out of a live run and of a rec
 from __future__ import annotations
 
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,14 @@ class LesionSummary:
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "result": self.result}
+
+
+def summary_from_record(item: dict[str, Any]) -> LesionSummary:
+    """A lesion's summary as its record row holds it (:meth:`LesionSummary.as_dict`), for a reader of the record;
+    a field a newer cart writes is ignored, one an older cart did not write takes its default. Raises
+    ``TypeError`` for a row that lacks a field every cart writes."""
+    known = {f.name for f in fields(LesionSummary)}
+    return LesionSummary(**{key: value for key, value in item.items() if key in known})
 
 
 def summarise(trace: ChannelTrace) -> LesionSummary:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from control.cli import main
-from control.console import follow
+from control.console import Follower, follow
 from control.record import ProcedureRecord
 from firmware_bridge.clock import SimClock
 from tests.control.test_cli_run import write_plan
@@ -24,13 +24,15 @@ def test_a_finished_procedure_is_told_from_its_record_with_its_exit_code(
 ) -> None:
     plan = write_plan(tmp_path)
     assert main(["run", "--yes", "--plan", str(plan), "--probe", "none", "--record", str(tmp_path)]) == 0
-    capsys.readouterr()
+    ran = capsys.readouterr().out
     assert main(["console", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "plan 'short'" in out
     assert "state armed → ramping" in out and "state cooldown → standby" in out
     assert "asked: ch1 sensory at 0.10 V (delivered 0.10 V)" in out
-    assert out.rstrip().endswith("Procedure ended in standby (exit 0)")
+    table = ran[ran.index("ch set °C"):ran.index("\n\nProcedure complete")]
+    assert table in out, "the second screen ends with the lesions' table rfa run printed"
+    assert out.rstrip().endswith(table + "\n\nProcedure ended in standby (exit 0)")
 
 
 def test_a_faulted_procedure_shows_its_trip_and_row_and_exits_1(
@@ -136,3 +138,8 @@ def test_a_reader_that_goes_away_ends_the_console_quietly(tmp_path: Path) -> Non
 def test_no_record_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["console", "--dir", str(tmp_path)]) == 2
     assert "no records in" in capsys.readouterr().err
+
+
+def test_a_summary_row_with_a_malformed_lesion_still_tells_how_the_procedure_ended() -> None:
+    follower = Follower(summary={"exit_code": 0, "final_state": "standby", "summaries": [{"channel": 1}]})
+    assert follower.outcome() == (0, "Procedure ended in standby (exit 0)")
