@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from firmware_bridge.generator import Received, Unanswered
@@ -110,6 +110,13 @@ def _slew_trend(step_c: float) -> ChannelTrend:
     return advance_trend(trend, channel(37.0 + step_c), 1.5, False)
 
 
+def _falling_trend(rate_c_per_s: float) -> ChannelTrend:
+    """A reading that collapses from 90 °C at ``rate_c_per_s``: a thermocouple torn from the tip reads no less
+    implausibly than one that jumps."""
+    trend = advance_trend(ChannelTrend(), channel(90.0), 1.0, False)
+    return advance_trend(trend, channel(90.0 - rate_c_per_s * 0.5), 1.5, False)
+
+
 def _frozen_trend(frozen_s: float, p_low: float = 5.0, p_high: float = 8.0) -> ChannelTrend:
     trend = advance_trend(ChannelTrend(), channel(50.0, power_w=p_low), 10.0, True)
     trend = advance_trend(trend, channel(50.0, power_w=p_high), 10.0 + frozen_s / 2, True)
@@ -199,6 +206,13 @@ CASES = [
         hard.THERMOCOUPLE_MAX_SLEW_C_PER_S,
         0.02,
         label="slew",
+    ),
+    Case(
+        InterlockId.THERMOCOUPLE_IMPLAUSIBLE,
+        lambda v: inputs(trends={1: _falling_trend(v)}),
+        hard.THERMOCOUPLE_MAX_SLEW_C_PER_S,
+        0.02,
+        label="slew falling",
     ),
     Case(
         InterlockId.THERMOCOUPLE_FROZEN,
@@ -521,6 +535,7 @@ def test_missing_messages_count_as_stale_or_lost() -> None:
     assert _tripped(InterlockId.IMAGING_LOST, inputs(imaging=nan_blind))
     nan_face = ImagingStatus(NOW, float("nan"), probe_face_read_at=NOW)
     assert _tripped(InterlockId.PROBE_FACE_OVER_TEMPERATURE, inputs(imaging=nan_face))
+    assert _tripped(InterlockId.ELECTRODE_MISMATCH, inputs(electrodes_age_s=float("nan")))
 
 
 def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
@@ -577,6 +592,7 @@ def test_electrode_mismatch_examples(info: ElectrodeInfo, trips: bool) -> None:
 
 
 @given(model=st.integers(0, 3), gauge=st.integers(14, 24), tip=st.integers(40, 160), flags=st.integers(0, 3))
+@example(model=0, gauge=18, tip=100, flags=0x02)  # none connected, whatever the slot's other fields say
 def test_electrode_mismatch_iff_not_the_planned_electrode(
     model: int, gauge: int, tip: int, flags: int
 ) -> None:
