@@ -483,7 +483,8 @@ def _age(age_s: float) -> str:
 
 
 def check_imaging_lost(inputs: SafetyInputs, rules: SafetyRules, now: float) -> Trip | None:
-    """The plan needs guidance and it is not live (IMAGING_LOSS_GRACE_S more while RF is on)."""
+    """The plan needs guidance and it is not live (IMAGING_LOSS_GRACE_S more while output is on: RF or a nerve-test
+    stimulus, docs/safety.md)."""
     if not rules.imaging_required:
         return None
     imaging = inputs.imaging

@@ -110,6 +110,33 @@ def test_starting_rf_needs_live_imaging_but_a_running_lesion_has_a_grace() -> No
     assert rig.gate.request_output({1: 6.0}, stale), "within the grace a running channel may continue"
 
 
+def test_a_nerve_test_rides_out_an_imaging_drop_out_within_the_grace_and_stops_past_it() -> None:
+    """The imaging-loss grace is for output that is on, RF or a nerve-test stimulus (docs/safety.md): a stimulus of
+    at most 3 V heats nothing, and tripping it on a 0.6 s USB stall would fault the procedure and send the physician
+    back to its start. Starting a stimulus still needs live imaging; past the grace, imaging_lost stops it."""
+    rig = Rig()
+    rig.healthy_tick()
+    rig.healthy_tick()
+    frame_at = rig.clock.now()
+    stale = ImagingStatus(frame_at - 0.6, 30.0, probe_face_read_at=frame_at)
+    assert not rig.gate.request_stim(1, StimKind.MOTOR, 1000, stale), "a stimulus starts only under live imaging"
+    assert rig.gate.request_stim(1, StimKind.MOTOR, 1000, rig.imaging())
+    trips: list[Trip] = []
+    stepped = False
+    while not trips and rig.clock.now() - frame_at < 4.0:
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({1: channel(voltage_v=1.0, flags=ON)}))
+        trips = rig.gate.evaluate(ImagingStatus(frame_at, 30.0, probe_face_read_at=rig.clock.now()))
+        if not stepped and rig.clock.now() - frame_at >= 1.0:  # past the frame age, within the grace
+            stepped = True
+            step = ImagingStatus(frame_at, 30.0, probe_face_read_at=rig.clock.now())
+            assert rig.gate.request_stim(1, StimKind.MOTOR, 1100, step), "an amplitude step within the grace"
+    age_s = rig.clock.now() - frame_at
+    assert [t.interlock for t in trips] == [InterlockId.IMAGING_LOST]
+    assert stepped and 0.5 + 2.0 <= age_s < 0.5 + 2.0 + 0.02, age_s
+    assert rig.gate.commanded[0].stim_amplitude_mv == 0, "the stimulus is off"
+
+
 def test_an_over_temperature_trip_puts_output_off_on_the_wire_before_recording() -> None:
     rig = Rig()
     for _ in range(3):
