@@ -133,3 +133,70 @@ def test_the_thread_survives_a_failing_record_and_keeps_supervising() -> None:
         assert _until(lambda: dog.trips >= 2), "and a new stall is still supervised"
     finally:
         dog.stop()
+
+
+def test_a_kick_that_comes_while_the_watchdog_trips_starts_a_new_supervision_period() -> None:
+    """The loop came back while the trip was being recorded: the stall after that kick is a new one, tripped too."""
+    rig = Rig()
+    dog = Watchdog(rig.gate, rig.clock)
+
+    def record(event: SafetyEvent) -> None:
+        rig.events.append(event)
+        if event.kind is EventKind.TRIP:
+            dog.kick()
+
+    rig.gate._record = record
+    dog.kick()
+    rig.clock.advance(0.03)
+    assert dog.tick()
+    rig.clock.advance(0.03)
+    assert dog.tick(), "a stall after the kick that came during the trip"
+    assert dog.trips == 2
+
+
+def test_a_trip_the_gate_could_not_latch_is_tried_again_at_the_next_check() -> None:
+    """A caller stuck inside the gate: the watchdog could only write OUTPUT_OFF, so the stall is not handled and the
+    next check latches it."""
+    rig = Rig()
+    dog = Watchdog(rig.gate, rig.clock)
+    dog.kick()
+    rig.clock.advance(0.03)
+    rig.wire()
+    rig.gate._lock.acquire()
+    try:
+        check = threading.Thread(target=dog.tick)
+        check.start()
+        check.join()
+    finally:
+        rig.gate._lock.release()
+    assert rig.wire() == [OutputOff(0x0F)] and not rig.gate.latched
+    assert dog.tick()
+    assert [t.interlock for t in rig.gate.latched] == [InterlockId.CONTROL_LOOP_OVERRUN]
+
+
+class _FailingClock(SimClock):
+    """A clock whose next reading raises: an error of the watchdog's own, before any trip could send OUTPUT_OFF."""
+
+    fail = False
+
+    def now(self) -> float:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("clock read failed")
+        return super().now()
+
+
+def test_the_thread_turns_output_off_after_an_error_of_its_own() -> None:
+    rig = Rig()
+    clock = _FailingClock(0.0)
+    dog = Watchdog(rig.gate, clock)
+    rig.wire()
+    dog.kick()
+    clock.fail = True
+    dog.start()
+    try:
+        assert _until(lambda: dog.errors >= 1), "the clock's error never reached the thread"
+        assert isinstance(dog.last_error, RuntimeError)
+        assert _until(lambda: OutputOff(0x0F) in rig.wire()), "output not turned off after the error"
+    finally:
+        dog.stop()
