@@ -815,6 +815,15 @@ def test_under_other_rules_every_interlock_runs_again() -> None:
     assert reevaluate(earlier, thinner, PULSED_RULES, NOW) == under_other_rules
 
 
+def test_under_other_rules_no_unclocked_condition_is_kept_from_the_earlier_evaluation() -> None:
+    """An unclocked condition (impedance) would be kept from the tick's evaluation if only time had moved; under a
+    plan loaded since, channel 2 is planned no more and its high impedance is no condition."""
+    snapshot = _BASE._replace(telemetry=Received(telemetry({2: channel(impedance_ohm=900.0)}), 0, NOW))
+    earlier = Evaluation(snapshot, RULES, evaluate_interlocks(snapshot, RULES, NOW))
+    assert [t.key for t in earlier.found] == [(InterlockId.IMPEDANCE_HIGH, 2)]
+    assert reevaluate(earlier, snapshot, PULSED_RULES, NOW) == evaluate_interlocks(snapshot, PULSED_RULES, NOW) == []
+
+
 def _begins_to_hold_with_time(interlock: InterlockId) -> tuple[SafetyInputs, SafetyInputs, float]:
     """A tick's snapshot in which ``interlock``'s condition does not hold at NOW, the snapshot of a request
     ``dt`` later (RF time and the last tick moved on as the gate moves them), in which it does, and ``dt``:
