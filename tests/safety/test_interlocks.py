@@ -932,6 +932,19 @@ def test_a_still_reading_with_output_off_is_never_frozen() -> None:
     assert not _tripped(InterlockId.THERMOCOUPLE_FROZEN, inputs(trends={1: trend}))
 
 
+@given(moves=st.lists(st.sampled_from([-2, -1, 1, 2]), min_size=2, max_size=60))
+def test_a_reading_that_moves_by_a_single_count_each_frame_is_never_frozen(moves: list[int]) -> None:
+    """One count (0.01 °C) is a move: a live thermocouple's noise, with output on and the power swinging, over
+    longer than the stillness limit."""
+    trend, centi_c = ChannelTrend(), 5000
+    step_s = 2 * hard.THERMOCOUPLE_STILL_S / len(moves)
+    for i, move in enumerate(moves):
+        centi_c += move
+        trend = advance_trend(trend, channel(centi_c / 100, power_w=4.0 + (i % 2) * 4.0), 1.0 + i * step_s, True)
+        assert trend.frozen_s == 0.0
+    assert not _tripped(InterlockId.THERMOCOUPLE_FROZEN, inputs(trends={1: trend}))
+
+
 @pytest.mark.parametrize("power_w", [(10.0, 15.0), (6.0, 6.0)], ids=["swinging", "steady"])
 def test_switching_output_off_for_a_moment_does_not_restart_the_frozen_count(power_w: tuple[float, float]) -> None:
     # A hostile or broken control layer turning output off for 20 ms every 2.9 s: each burst alone is below
