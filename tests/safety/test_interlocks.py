@@ -904,6 +904,25 @@ def test_energy_integrates_measured_power_while_on(powers: list[int]) -> None:
     assert trend.energy_since_on_j == pytest.approx(sum(p / 100 * 0.01 for p in powers[1:]))
 
 
+@given(centi_c=st.lists(st.integers(3000, 9500), min_size=2, max_size=40))
+def test_the_peak_since_output_came_on_is_the_highest_reading_under_power(centi_c: list[int]) -> None:
+    """temperature_not_tracking compares the peak since RF came on with the rise it needs: every reading under
+    power counts, the first (the temperature at turn-on) too."""
+    trend = ChannelTrend()
+    for i, temp in enumerate(centi_c):
+        trend = advance_trend(trend, ChannelTelemetry(temp, 2500, 0, 0, 2000, ON), 1.0 + i * 0.01, True)
+    assert trend.temp_at_on_c == centi_c[0] / 100
+    assert trend.max_temp_since_on_c == max(centi_c) / 100
+
+
+def test_a_tip_that_warmed_under_power_is_tracking_whatever_the_energy() -> None:
+    trend = ChannelTrend()
+    for i, temp_c in enumerate((37.0, 45.0, 60.0, 58.0)):
+        trend = advance_trend(trend, channel(temp_c, power_w=20.0), 1.0 + i * 5.0, True)
+    assert trend.energy_since_on_j > hard.NOT_TRACKING_ENERGY_J
+    assert not _tripped(InterlockId.TEMPERATURE_NOT_TRACKING, inputs(trends={1: trend}))
+
+
 def _frozen_then(samples: list[tuple[bool, float]], start_s: float = 10.0) -> ChannelTrend:
     """A reading stuck at 37 °C through ``(output on, power W)`` samples 10 ms apart."""
     trend = ChannelTrend()
