@@ -896,6 +896,16 @@ def test_rolloff_window_minimum_matches_brute_force(samples: list[tuple[int, int
     assert trend.impedance_rise_ohm == pytest.approx(expected)
 
 
+def test_a_steady_impedance_keeps_a_single_window_entry() -> None:
+    """The window holds candidates for its minimum, impedance strictly increasing: a reading equal to the newest
+    replaces it, so a steady hold (the usual tick, four channels at 100 Hz) keeps one entry, not a window's worth."""
+    trend = ChannelTrend()
+    for i in range(200):
+        trend = advance_trend(trend, channel(60.0, 250.0, power_w=10.0), 1.0 + i * 0.01, True)
+    assert trend.impedance_window == ((1.0 + 199 * 0.01, 250.0),)
+    assert trend.impedance_rise_ohm == 0.0
+
+
 @given(powers=st.lists(st.integers(0, 5000), min_size=2, max_size=40))
 def test_energy_integrates_measured_power_while_on(powers: list[int]) -> None:
     trend = ChannelTrend()
