@@ -542,6 +542,12 @@ def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
     assert not _tripped(InterlockId.IMAGING_LOST, inputs(imaging=None), PULSED_RULES)
 
 
+def test_a_snapshot_is_energised_by_a_stimulus_as_by_rf() -> None:
+    assert not inputs().energised
+    assert inputs(commanded={3: stimulating(1000)}).energised
+    assert inputs(commanded={2: on()}).energised
+
+
 def test_control_loop_overrun_needs_a_previous_tick() -> None:
     assert not _tripped(InterlockId.CONTROL_LOOP_OVERRUN, inputs(loop_tick_age_s=None))
 
