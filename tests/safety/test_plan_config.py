@@ -184,6 +184,47 @@ def test_a_value_of_the_wrong_type_is_refused_not_converted(data: dict[str, Any]
     assert field in refused(data).fields
 
 
+_PULSED_AT = {"mode": "pulsed", "set_temp_c": 42.0}
+_AT_THE_LIMIT: dict[str, dict[str, Any]] = {
+    "set_temp_c": plan(lesion(set_temp_c=hard.TIP_TEMP_MAX_C - hard.SET_TEMP_HEADROOM_C)),
+    "pulsed set_temp_c": plan(lesion(
+        **{**_PULSED_AT, "set_temp_c": hard.PULSED_TIP_TEMP_MAX_C - hard.SET_TEMP_HEADROOM_C}, pulsed=PULSED)),
+    "ramp_rate_c_per_s": plan(lesion(ramp_rate_c_per_s=hard.RAMP_RATE_MAX_C_PER_S)),
+    "lesion_time_s": plan(lesion(lesion_time_s=hard.LESION_RF_TIME_MAX_S)),
+    "power_cap_w": plan(lesion(power_cap_w=hard.POWER_MAX_W)),
+    "impedance_min_ohm": plan(lesion(impedance_min_ohm=hard.IMPEDANCE_MIN_OHM)),
+    "impedance_max_ohm": plan(lesion(impedance_max_ohm=hard.IMPEDANCE_MAX_OHM)),
+    "max_voltage_v": plan(lesion(**_PULSED_AT, pulsed={**PULSED, "max_voltage_v": hard.PULSED_VOLTAGE_MAX_V})),
+    "duty": plan(lesion(**_PULSED_AT, pulsed={**PULSED, "pulse_width_us": 20_000, "rate_hz": 5.0})),  # 10 % exactly
+    "imaging_frame_max_age_s": plan(imaging_frame_max_age_s=hard.IMAGING_FRAME_AGE_MAX_S),
+    "stimulation": plan(stimulation={
+        "sensory_frequency_hz": hard.STIM_FREQUENCY_MAX_HZ, "motor_frequency_hz": hard.STIM_FREQUENCY_MAX_HZ,
+        "pulse_width_us": hard.STIM_PULSE_WIDTH_MAX_US, "max_amplitude_mv": hard.STIM_AMPLITUDE_MAX_MV,
+        "scripted": {"sensory_threshold_mv": hard.STIM_AMPLITUDE_MAX_MV,
+                     "motor_threshold_mv": hard.STIM_AMPLITUDE_MAX_MV}}),
+}
+
+
+@pytest.mark.parametrize("data", _AT_THE_LIMIT.values(), ids=_AT_THE_LIMIT.keys())
+def test_a_plan_exactly_at_each_limit_is_accepted(data: dict[str, Any]) -> None:
+    """Limits are the last allowed value (as the interlocks' are): a plan on one is accepted."""
+    parse_plan(data)
+
+
+_JUST_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "body temperature": (plan(lesion(set_temp_c=hard.BODY_TEMP_C)), "lesions.0.set_temp_c"),
+    "ramp ends as the lesion does": (plan(lesion(set_temp_c=77.0, ramp_rate_c_per_s=2.0, lesion_time_s=20.0)),
+                                     "lesions.0.ramp_rate_c_per_s"),
+    "empty impedance window": (plan(lesion(impedance_min_ohm=300.0, impedance_max_ohm=300.0)),
+                               "lesions.0.impedance_min_ohm"),
+}
+
+
+@pytest.mark.parametrize(("data", "field"), _JUST_REFUSED.values(), ids=_JUST_REFUSED.keys())
+def test_a_plan_on_an_exclusive_bound_is_refused(data: dict[str, Any], field: str) -> None:
+    assert field in str(refused(data))
+
+
 def test_a_whole_number_is_a_number() -> None:
     checked = parse_plan(plan(lesion(set_temp_c=80, power_cap_w=25)))
     assert checked.lesions[0].set_temp_c == 80.0 and checked.lesions[0].power_cap_w == 25.0
