@@ -247,6 +247,16 @@ def test_output_stays_forbidden_while_the_heartbeat_is_withheld_though_the_latch
     assert rig.gate.output_permitted(1) and rig.gate.request_output({1: 5.0}, rig.imaging())
 
 
+def test_active_alarms_come_highest_priority_first() -> None:
+    rig = Rig()
+    ready(rig)
+    rig.healthy_tick({1: channel(impedance_ohm=900.0), 3: channel(impedance_ohm=55.0)})
+    alarms = rig.gate.active_alarms
+    assert [(t.interlock, t.channel) for t in alarms] == [
+        (InterlockId.IMPEDANCE_LOW, 3), (InterlockId.IMPEDANCE_HIGH, 1)]
+    assert [t.priority for t in alarms] == sorted((t.priority for t in alarms), reverse=True)
+
+
 def test_a_condition_while_idle_inhibits_without_latching() -> None:
     rig = Rig()
     ready(rig)
@@ -659,6 +669,33 @@ def test_bipolar_requests_drive_the_pair_and_the_partner_alone_is_refused() -> N
     assert rig.gate.request_output({1: 10.0})
     assert rig.wire() == [SetOutput(0b0011, int(OutputMode.RF_BIPOLAR), (1000, 0, 0, 0), 0, 0)]
     assert [c.on for c in rig.gate.commanded] == [True, True, False, False]
+
+
+def test_ending_a_bipolar_lesion_turns_off_both_sides_of_the_pair() -> None:
+    rig = Rig(plan=bipolar_plan())
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0})
+    rig.wire()
+    rig.gate.channel_off(1)
+    assert rig.wire() == [OutputOff(0b0011)]
+    assert [c.on for c in rig.gate.commanded] == [False, False, False, False]
+
+
+def test_a_stimulus_just_stopped_may_still_show_within_the_grace_without_tripping() -> None:
+    """The generator needs a moment to obey the stop, as it does OUTPUT_OFF: the grace counts from the stop, not from
+    when the stimulus started."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_stim(1, StimKind.SENSORY, 1000, rig.imaging())
+    stimulating = {1: channel(voltage_v=1.0, flags=ON)}
+    for _ in range(50):
+        rig.healthy_tick(stimulating)
+    rig.gate.stop_stim()
+    rig.clock.advance(0.01)
+    rig.feed(telemetry(stimulating))  # read before the generator took the stop
+    assert rig.gate.evaluate(rig.imaging()) == []
+    rig.healthy_tick()
+    assert rig.gate.latched == () and rig.gate.heartbeat_withheld_since is None
 
 
 def test_stimulation_uses_plan_settings_and_excludes_rf() -> None:
