@@ -877,7 +877,8 @@ def test_an_operator_stop_holds_as_a_condition_until_acknowledged() -> None:
     assert rig.gate.snapshot(rig.imaging()).operator_stop
     stop = (InterlockId.OPERATOR_STOP, None)
     assert stop in {(t.interlock, t.channel) for t in rig.gate.active_alarms}
-    assert not any(e.kind is EventKind.CLEARED and e.interlock is InterlockId.OPERATOR_STOP for e in rig.events)
+    assert [e.kind for e in rig.events if e.interlock is InterlockId.OPERATOR_STOP] == [EventKind.TRIP], (
+        "one trip, then active: no inhibit, no clearing, recorded for it")
     assert [t.interlock for t in rig.gate.acknowledge(rig.imaging())] == [InterlockId.OPERATOR_STOP]
     assert not rig.gate.snapshot(rig.imaging()).operator_stop
 
