@@ -856,6 +856,19 @@ def test_channel_off_and_load_plan() -> None:
     assert rig.gate.rules.plan.name == "pulsed"
 
 
+def test_a_plan_loaded_restarts_every_channels_rf_time() -> None:
+    """A plan uses each channel once; loading another (to repeat or add lesions) gives each its whole budget again."""
+    rig = Rig()
+    ready(rig)
+    assert rig.gate.request_output({1: 10.0}, rig.imaging())
+    for _ in range(10):
+        rig.healthy_tick({1: channel(power_w=10.0, flags=ON)})
+    rig.gate.channel_off(1)
+    assert rig.gate.snapshot(rig.imaging()).rf_on_s[0] == pytest.approx(0.1)
+    assert rig.gate.load_plan(default_genicular_plan())
+    assert rig.gate.snapshot(rig.imaging()).rf_on_s == (0.0, 0.0, 0.0, 0.0)
+
+
 def test_a_plan_is_not_replaced_while_a_channel_stimulates() -> None:
     rig = Rig()
     ready(rig)
