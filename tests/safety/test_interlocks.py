@@ -889,6 +889,7 @@ def test_each_clocked_interlock_can_begin_to_hold_with_time_alone_and_is_run_aga
 
 
 @given(samples=st.lists(st.tuples(st.integers(1, 30), st.integers(500, 9000)), min_size=1, max_size=60))
+@example(samples=[(1, 500)] + [(30, 9000)] * 20)  # the minimum left the window 0.1 s before the newest sample
 def test_rolloff_window_minimum_matches_brute_force(samples: list[tuple[int, int]]) -> None:
     trend = ChannelTrend()
     history: list[tuple[float, float]] = []
