@@ -92,8 +92,8 @@ class Yes:
 
 
 def test_endless_piped_input_is_read_only_a_little_ahead_of_the_questions() -> None:
-    """`yes | rfa run`: read as fast as it came, it filled memory and starved the other threads (the guidance
-    thread read no image for 2.3 s). The reader now waits in the pipe a few lines ahead."""
+    """`yes | rfa run`: read as fast as it came, it grew the process by gigabytes in a short procedure (and on a
+    loaded machine starved the guidance thread). The reader now waits in the pipe a few lines ahead."""
     endless = Yes()
     op = ConsoleOperator(cast(TextIO, endless), io.StringIO())
     for question in ("sensory?", "motor?", "arm?"):
