@@ -99,9 +99,10 @@ class Follower:
             line += f"\nFirst interlock trip: {first_trip}" + (f" (record row {row})" if row else "")
         try:
             lesions = [summary_from_record(item) for item in s.get("summaries") or []]
-        except (TypeError, AttributeError):  # a malformed row: the outcome is still told, without the table
-            lesions = []
-        return code, (summary_table(lesions) + "\n\n" + line) if lesions else line
+            table = summary_table(lesions) if lesions else ""
+        except (TypeError, ValueError, AttributeError):  # a malformed row: the outcome is still told, without the table
+            table = ""
+        return code, f"{table}\n\n{line}" if table else line
 
     def _elapsed_s(self) -> float:
         return 0.0 if self.start_mono is None else self.now_mono - self.start_mono

@@ -140,6 +140,12 @@ def test_no_record_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no records in" in capsys.readouterr().err
 
 
-def test_a_summary_row_with_a_malformed_lesion_still_tells_how_the_procedure_ended() -> None:
-    follower = Follower(summary={"exit_code": 0, "final_state": "standby", "summaries": [{"channel": 1}]})
+@pytest.mark.parametrize("lesion", [
+    {"channel": 1},  # fields missing
+    {"channel": 1, "set_temp_c": "eighty", "time_to_set_s": None, "overshoot_c": 0.2, "hold_mean_c": None,
+     "hold_max_c": None, "hold_rms_error_c": None, "impedance_start_ohm": None, "impedance_end_ohm": None,
+     "energy_j": 600.0, "tripped": ""},  # a field of the wrong type
+])
+def test_a_summary_row_with_a_malformed_lesion_still_tells_how_the_procedure_ended(lesion: dict[str, Any]) -> None:
+    follower = Follower(summary={"exit_code": 0, "final_state": "standby", "summaries": [lesion]})
     assert follower.outcome() == (0, "Procedure ended in standby (exit 0)")
