@@ -21,9 +21,16 @@ from firmware_bridge.probe import (
     ProbeTimeout,
     UltrasoundProbe,
 )
-from firmware_bridge.probe.wire import PRODUCT_ID, VENDOR_ID
+from firmware_bridge.probe.wire import (
+    HEADER_BYTES,
+    PACKET_BYTES,
+    PRODUCT_ID,
+    VENDOR_ID,
+    encode_frame,
+    frame_header,
+)
 from sim.probe import SimProbe, SimProbeBackend, SimProbeConfig
-from tests.probe.conftest import TICK_S, run_for
+from tests.probe.conftest import SMALL_RF, TICK_S, run_for
 
 
 def test_pyusb_finds_the_simulated_probe_with_its_descriptors(sim_probe: SimProbe) -> None:
@@ -257,3 +264,37 @@ def test_the_driver_lets_go_of_a_device_once_even_where_its_close_fails(clock: S
     probe.close()
     found[-1].finalize()  # what the interpreter does at exit
     assert backend.closes == 1
+
+
+def test_the_simulated_probe_packs_header_and_data_back_to_back(clock: SimClock, sim_probe: SimProbe) -> None:
+    """As docs/contract.md says: one frame is one transfer, header first and data straight after it, so the first
+    512-byte packet carries the header and the first 480 data bytes and only the frame's last packet is short."""
+    sim_probe.unfreeze()
+    clock.advance(0.05)
+    frame_bytes = HEADER_BYTES + SMALL_RF.lines * SMALL_RF.samples_per_line * 2
+    transfer = sim_probe.read_bulk(4 * frame_bytes)
+    assert transfer is not None and len(transfer) == frame_bytes and transfer[:4] == b"USF1"
+    packets = [len(chunk) for chunk in iter(lambda: sim_probe.read_bulk(PACKET_BYTES), None)]
+    assert packets == [PACKET_BYTES] * (frame_bytes // PACKET_BYTES) + [frame_bytes % PACKET_BYTES]
+
+
+@pytest.mark.parametrize("packing", ["header_alone", "back_to_back"])
+def test_the_driver_reads_frames_however_the_probe_packs_them(
+    clock: SimClock, sim_probe: SimProbe, packing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract says "a 32-byte header ... then the data, in 512-byte packets", not where the transfers break: a
+    header alone in a short packet, or header and data back to back in one transfer (here exactly one 512-byte
+    packet, as a transfer a zero-length packet ends would be), read the same."""
+    frames = [encode_frame(frame_header(n, 1000 * n, 2, 240, 40, FrameFormat.ENVELOPE_U8, bytes([n]) * 480),
+                           bytes([n]) * 480) for n in range(3)]
+    transfers: list[bytes] = []
+    for wire in frames:
+        if packing == "header_alone":
+            transfers += [wire[:HEADER_BYTES], wire[HEADER_BYTES:]]
+        else:
+            transfers.append(wire)
+    monkeypatch.setattr(sim_probe, "read_bulk", lambda max_bytes: transfers.pop(0) if transfers else None)
+    probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(sim_probe))
+    received = [(frame.frame_number, frame.samples.shape, int(frame.samples[0, 0])) for frame in probe.poll()]
+    assert received == [(n, (2, 240), n) for n in range(3)]
+    assert probe.counters()["corrupt_frames"] == probe.counters()["dropped_frames"] == 0
