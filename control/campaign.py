@@ -4,11 +4,12 @@ Each run is one whole procedure in simulated time with one fault drawn from a se
 simulator's fault kinds) or the link unplugged, on a planned channel, at a moment somewhere between the first
 and the last output of a fault-free run of the same plan (a stimulator fault: of its stimulation, on a channel
 that stimulates), lasting a while or for good; for a plan that requires imaging, also a fault of the simulated
-probe (a stall, a disconnect, lost frames, an overheating face), between the first and the last RF output of
-that run, once or for a while or for good. Run 0 is that fault-free run. A campaign is the procedure-level
-counterpart of ``rfa bench``'s trip latencies: it does not ask the host whether it did the right thing, it
-watches the simulated generator's outputs every 10 ms step (the composition root samples them; with imaging, the
-simulated probe's frames and face temperature too) and reads the record, and says for every run:
+probe (a stall, a disconnect, lost frames, an overheating face, a fault it reports itself), between the first
+and the last RF output of that run, once or for a while or for good. Run 0 is that fault-free run. A campaign is
+the procedure-level counterpart of ``rfa bench``'s trip latencies: it does not ask the host whether it did the
+right thing, it watches the simulated generator's outputs every 10 ms step (the composition root samples them;
+with imaging, the simulated probe's frames, face temperature and reported state too) and reads the record, and
+says for every run:
 
 * output is off on every channel once the procedure has ended (``AFTERMATH_S`` later: the generator goes
   on when the host stops, and with the link cut only its own watchdog can turn output off);
@@ -31,7 +32,8 @@ simulated probe's frames and face temperature too) and reads the record, and say
   while the probe's last frame was within that limit (the grace is there so that a short drop-out does not cut a
   lesion short); a probe face past its limit while the procedure ran was tripped on by
   ``probe_face_over_temperature`` within a reading (``FACE_DETECT_WITHIN_S``), and that interlock never tripped
-  on a face that was not;
+  on a face that was not; a fault the probe reported with RF on (its frames still streaming) was tripped on by
+  ``imaging_lost`` within a status reading (``FACE_DETECT_WITHIN_S``), and that trip is no false alarm;
 * a trip ends the run with exit 1, and the record's hash chain verifies.
 
 A run that breaks one of these is a failed run and the campaign exits 1. The operator is scripted (``--yes``)
@@ -62,7 +64,7 @@ GENERATOR_KINDS: Final = (
 )
 """The simulator's fault kinds (``sim.generator.FaultKind``), by value."""
 LINK_UNPLUG: Final = "link_unplug"
-PROBE_KINDS: Final = ("usb_stall", "disconnect", "frame_drops", "overheating")
+PROBE_KINDS: Final = ("usb_stall", "disconnect", "frame_drops", "overheating", "reports_fault")
 """The simulated probe's fault kinds (``sim.probe.ProbeFaultKind``), by value: only for a plan that requires imaging
 (there is no probe otherwise), and drawn inside the fault-free run's RF output, where the imaging-loss grace
 applies (before it, lost imaging only refuses stimulation and the start of RF)."""
@@ -74,6 +76,7 @@ clears it at its next read) and frames lost (how many: ``value``)."""
 EXPECTED_TRIP: Final = {
     "usb_stall": InterlockId.IMAGING_LOST, "disconnect": InterlockId.IMAGING_LOST,
     "frame_drops": InterlockId.IMAGING_LOST, "overheating": InterlockId.PROBE_FACE_OVER_TEMPERATURE,
+    "reports_fault": InterlockId.IMAGING_LOST,
 }
 """What a probe fault may trip, if anything: whether it must is judged by what the probe really did (frames
 missing past the imaging limit with RF on, a face past its limit), not by the fault's own word."""
@@ -197,6 +200,8 @@ class DeviceTrace:
     """The probe's count of frames sent at the last sample."""
     probe_face_changes: list[tuple[float, float]] = field(default_factory=list)
     """The simulated probe's face temperature, ``(time, °C)``, stored when it changes."""
+    probe_fault_changes: list[tuple[float, bool]] = field(default_factory=list)
+    """Whether the simulated probe reported its fault state, ``(time, reporting)``, stored when it changes."""
 
     def sample(self, t: float, mask: int, true_tips_c: Sequence[float] = (), rf_mask: int | None = None) -> None:
         """``mask``: channels with any output on; ``rf_mask``: with RF on (default: ``mask``)."""
@@ -213,13 +218,23 @@ class DeviceTrace:
             if tip_c > self.true_tip_max_c.get(index + 1, -273.15):
                 self.true_tip_max_c[index + 1] = tip_c
 
-    def sample_probe(self, t: float, frames_sent: int, face_c: float) -> None:
-        """The simulated probe at ``t``: how many frames it has sent, and its face temperature."""
+    def sample_probe(self, t: float, frames_sent: int, face_c: float, reports_fault: bool = False) -> None:
+        """The simulated probe at ``t``: how many frames it has sent, its face temperature, and whether it reports
+        its fault state."""
         if frames_sent != self.frames_sent:
             self.frames_sent = frames_sent
             self.frame_times.append(t)
         if not self.probe_face_changes or self.probe_face_changes[-1][1] != face_c:
             self.probe_face_changes.append((t, face_c))
+        if (self.probe_fault_changes[-1][1] if self.probe_fault_changes else False) != reports_fault:
+            self.probe_fault_changes.append((t, reports_fault))
+
+    def probe_fault_spans(self) -> list[tuple[float, float]]:
+        """Each stretch in which the probe reported its fault state, ``(start, end)``; one still going ends with
+        the trace."""
+        starts = [t for t, reporting in self.probe_fault_changes if reporting]
+        ends = [t for t, reporting in self.probe_fault_changes if not reporting] + [self.last_t]
+        return list(zip(starts, ends[:len(starts)], strict=True))
 
     def frame_age_at(self, t: float) -> float | None:
         """How old the probe's newest frame was at ``t``; None if it had sent none."""
@@ -370,7 +385,8 @@ def _probe_problems(plan: LesionPlan, limits: SafetyLimits, trips: Sequence[Trip
     than the imaging limit with RF still on was tripped on by ``imaging_lost`` by then, and ``imaging_lost`` never
     tripped on a probe whose last frame was within it (the grace lets a lesion ride out a short drop-out); a face
     that passed its limit while the procedure ran was tripped on by ``probe_face_over_temperature`` within a
-    reading, and that interlock never tripped on a face that had not."""
+    reading, and that interlock never tripped on a face that had not; a fault the probe reported with RF on was
+    tripped on by ``imaging_lost`` within a reading, which is then no false alarm, however fresh its frames."""
     problems: list[str] = []
     if plan.imaging_required and device.probe_face_changes:
         limit_s = imaging_limit_s(plan, limits)
@@ -381,8 +397,17 @@ def _probe_problems(plan: LesionPlan, limits: SafetyLimits, trips: Sequence[Trip
                     and not any(last <= t.at <= due for t in lost)):
                 problems.append(f"no frame from the probe for {next_frame - last:.1f} s from {last:.2f} s with RF on, "
                                 f"and imaging_lost had not tripped by {due:.2f} s (limit {limit_s:.1f} s)")
+        reported = device.probe_fault_spans()
+        for start, end in reported:
+            due = start + FACE_DETECT_WITHIN_S
+            if (due <= min(end, ended_at) and device.on_at(due, ALL_CHANNELS, rf_only=True)
+                    and not any(start <= t.at <= due for t in lost)):
+                problems.append(f"the probe reported a fault from {start:.2f} s with RF on, and imaging_lost had not "
+                                f"tripped by {due:.2f} s")
         for trip in lost:
             age = device.frame_age_at(trip.at)
+            if any(start - IMAGING_MARGIN_S <= trip.at <= end + IMAGING_MARGIN_S for start, end in reported):
+                continue  # the probe said it had failed: a trip whatever its frames
             if age is not None and age < limit_s - IMAGING_MARGIN_S:
                 problems.append(f"imaging_lost tripped at {trip.at:.2f} s on a probe whose last frame was {age:.2f} s "
                                 f"old, within the {limit_s:.1f} s RF may go on without one")

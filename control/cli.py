@@ -541,7 +541,7 @@ def _campaign_run(plan: LesionPlan, limits: SafetyLimits, injection: campaign.In
                       [ch.reading.tip_temp_c for ch in channels],
                       rf_mask=sum(1 << i for i, ch in enumerate(channels) if ch.mode is not None))
         if probe_sim is not None:
-            device.sample_probe(now, probe_sim.frames_sent, probe_sim.face_temp_c)
+            device.sample_probe(now, probe_sim.frames_sent, probe_sim.face_temp_c, probe_sim.reports_fault)
 
     generator = RfGenerator(transport, clock)
     record = ProcedureRecord(record_dir / f"run-{run:03d}{RECORD_SUFFIX}", clock, meta=_record_meta(

@@ -7,7 +7,8 @@ ticks at 100 Hz, so most ticks see no frame).
 The probe images one electrode at a time. The boiling monitor (``safety.boiling``) watches the *guided*
 channel, the one whose tip is in the image (by default the plan's first lesion); the other channels rely on
 their thermocouple and impedance roll-off interlocks. A probe that disconnects is reconnected on later
-ticks; meanwhile ``last_frame_at`` ages and the gate's imaging-lost interlock acts.
+ticks; meanwhile ``last_frame_at`` ages and the gate's imaging-lost interlock acts. A probe that reports its
+fault state (``GET_STATUS``, read every second) counts as no imaging at once, frames or not.
 
 Frames go to the procedure record once per second while RF is on and at every state change, with the
 detected tip, as a zlib-compressed 8-bit image, so a reviewer can see what the physician saw.
@@ -27,7 +28,7 @@ from control.imaging.needle import NO_NEEDLE, TipDetector, TipEstimate
 from control.record import ProcedureRecord
 from firmware_bridge.clock import Clock
 from firmware_bridge.errors import ProbeError
-from firmware_bridge.probe import ProbeFrame, UltrasoundProbe
+from firmware_bridge.probe import ProbeFrame, ProbeState, ProbeStatus, UltrasoundProbe
 from safety.boiling import BoilingDetector
 from safety.inputs import ImagingStatus
 
@@ -67,6 +68,7 @@ class ProbeGuidance:
         self.face_temp_c: float | None = None
         self.face_read_at: float | None = None
         self.boiling_blind_since: float | None = None
+        self.probe_fault_bits: int | None = None
         self.errors = 0
         self._next_status = clock.now()
         self._next_tip_detect = clock.now()
@@ -90,13 +92,15 @@ class ProbeGuidance:
                     # A failed read is tried again soon, not a period later: the face reading ages out at
                     # PROBE_FACE_READING_MAX_AGE_S (2 s), and one failure then a 1 s wait would pass it.
                     self._next_status = now + STATUS_RETRY_S
-                    self.face_temp_c = self.probe.read_status().face_temp_c
+                    status = self.probe.read_status()
+                    self.face_temp_c = status.face_temp_c
                     self.face_read_at = now
                     self._next_status = now + STATUS_PERIOD_S
+                    self._note_probe_state(status, now)
         except ProbeError as exc:  # a disconnect too: reconnect on a later tick
             self._note_error(exc, now)
         return ImagingStatus(self.probe.last_frame_at_s, self.face_temp_c, self.boiling.boiling_channels,
-                             self.face_read_at, self.boiling_blind_since)
+                             self.face_read_at, self.boiling_blind_since, self.probe_fault_bits)
 
     def _process(self, frame: ProbeFrame, now: float) -> None:
         geometry = ScanGeometry.from_info(
@@ -127,6 +131,17 @@ class ProbeGuidance:
                                                "frame": self.frame_number}, mono=now)
         if blind:
             self.record_frame("boiling monitor blind")
+
+    def _note_probe_state(self, status: ProbeStatus, now: float) -> None:
+        """Keep whether the probe says it is in its fault state (the imaging-lost interlock takes it as no imaging),
+        and record when it starts and stops saying so."""
+        fault_bits = status.error_bits if status.state is ProbeState.FAULT else None
+        if (fault_bits is None) == (self.probe_fault_bits is None):
+            self.probe_fault_bits = fault_bits
+            return
+        self.probe_fault_bits = fault_bits
+        self.record.append("probe_status", {"state": status.state.name.lower(), "error_bits": status.error_bits,
+                                            "face_temp_c": status.face_temp_c}, mono=now)
 
     def _note_error(self, exc: ProbeError, now: float) -> None:
         self.errors += 1

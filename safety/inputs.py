@@ -46,6 +46,10 @@ class ImagingStatus:
     """Host clock time of the first frame since which the boiling monitor could not watch a tip it was started on
     (its disk outside the image); ``None`` while it watches every one, or none. Such frames cannot show boiling,
     so they age as if they had not come."""
+    probe_fault_bits: int | None = None
+    """The error bits of the last status reading if it said the probe is in its fault state (``GET_STATUS`` state
+    2), ``None`` if it did not: a probe that says it has failed is not trusted for guidance, whatever it still
+    streams."""
 
 
 class Settling(NamedTuple):

@@ -455,9 +455,13 @@ def imaging_not_live(imaging: ImagingStatus | None, now: float, frame_max_age_s:
     (the probe-face interlock would be blind); or the boiling monitor blind to a tip for longer than a frame may
     be old (its frames cannot show boiling: docs/imaging.md). A time dated ahead of ``now`` by more than
     ``IMAGING_FRAME_AHEAD_MAX_S`` is from another clock or a defect: not live either (it would read as fresh for
-    ever). Written so that a NaN time is never live."""
+    ever). Written so that a NaN time is never live. A probe that reports its fault state is not live at once, the
+    grace or not: the grace lets the last good image outlive a drop-out, and the probe has said its images are not
+    good."""
     if imaging is None or imaging.last_frame_at is None:
         return "no imaging frame"
+    if imaging.probe_fault_bits is not None:
+        return f"the probe reports a fault (GET_STATUS state 2, error bits 0x{imaging.probe_fault_bits:08X})"
     frame_age_s = now - imaging.last_frame_at
     if not -hard.IMAGING_FRAME_AHEAD_MAX_S <= frame_age_s <= frame_max_age_s + grace_s:
         return f"last imaging frame {_age(frame_age_s)} (limit {frame_max_age_s + grace_s:.2f} s)"

@@ -48,6 +48,8 @@ from sim.probe.render import (
 
 FACE_OVER_TEMP_BIT: Final = 0x01
 """Error bit the probe sets itself when its face is above 43 °C (the host decides what that means)."""
+SELF_TEST_FAILED_BIT: Final = 0x02
+"""Error bit of a probe in its fault state (the ``reports_fault`` fault): its own check of its front end failed."""
 _FACE_OVER_TEMP_C: Final = 43.0
 _CHECKED_HEADER_BYTES: Final = (0, 1, 2, 3, 16, 17, 18, 19, 22, 24, 25, 26, 27, 28, 29, 30, 31)
 """Header bytes the host can check (magic, geometry, format, length, CRC). The contract's CRC covers
@@ -134,6 +136,7 @@ class SimProbe:
         self._corrupt_next = 0
         self.bulk_halted = False
         self.silent = False
+        self.reports_fault = False
         self._refuse_next_control = 0
         self._heating_c_per_s = 0.0
         self._heating_since_s = 0.0
@@ -198,6 +201,10 @@ class SimProbe:
             self.generation += 1
             self._power_on()
 
+    def report_fault(self, faulted: bool) -> None:
+        """The probe says it is in its fault state (``GET_STATUS``), or no longer; its frames stream as before."""
+        self.reports_fault = faulted
+
     def heat_face(self, rate_c_per_s: float, *, since_s: float | None = None) -> None:
         """The face warms at ``rate_c_per_s`` from now on, or from ``since_s`` on the clock (0 holds the
         temperature it has then)."""
@@ -245,6 +252,9 @@ class SimProbe:
         if kind is ProbeFaultKind.DISCONNECT:
             unplug: list[tuple[float, Callable[[float], None]]] = [(fault.at_s, lambda at: self.unplug())]
             return unplug if end_s is None else [*unplug, (end_s, lambda at: self.plug_in())]
+        if kind is ProbeFaultKind.REPORTS_FAULT:
+            report: list[tuple[float, Callable[[float], None]]] = [(fault.at_s, lambda at: self.report_fault(True))]
+            return report if end_s is None else [*report, (end_s, lambda at: self.report_fault(False))]
         heat: list[tuple[float, Callable[[float], None]]] = [
             (fault.at_s, lambda at: self.heat_face(fault.magnitude, since_s=at))]
         return heat if end_s is None else [*heat, (end_s, lambda at: self.heat_face(0.0, since_s=at))]
@@ -256,11 +266,10 @@ class SimProbe:
 
     def status(self) -> ProbeStatus:
         temp = self.face_temp_c
-        return ProbeStatus(
-            state=ProbeState.STREAMING if self.streaming else ProbeState.IDLE,
-            face_temp_c=temp,
-            error_bits=FACE_OVER_TEMP_BIT if temp > _FACE_OVER_TEMP_C else 0,
-        )
+        error_bits = FACE_OVER_TEMP_BIT if temp > _FACE_OVER_TEMP_C else 0
+        if self.reports_fault:
+            return ProbeStatus(ProbeState.FAULT, temp, error_bits | SELF_TEST_FAILED_BIT)
+        return ProbeStatus(ProbeState.STREAMING if self.streaming else ProbeState.IDLE, temp, error_bits)
 
     def check_control_allowed(self) -> None:
         if self._refuse_next_control > 0:

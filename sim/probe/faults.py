@@ -27,9 +27,12 @@ class ProbeFaultKind(enum.StrEnum):
     OVERHEATING = "overheating"
     """The probe face warms at ``value`` °C/s (default 0.5) for ``duration_s`` (omitted: until the end), then
     holds its temperature; the probe sets its over-temperature bit above 43 °C."""
+    REPORTS_FAULT = "reports_fault"
+    """The probe reports its fault state (``GET_STATUS`` state 2, error bit 0x02) for ``duration_s`` (omitted:
+    until the end), while its frames go on streaming as before: only its own word says something is wrong."""
 
 
-LASTING: Final = frozenset({ProbeFaultKind.DISCONNECT, ProbeFaultKind.OVERHEATING})
+LASTING: Final = frozenset({ProbeFaultKind.DISCONNECT, ProbeFaultKind.OVERHEATING, ProbeFaultKind.REPORTS_FAULT})
 """The kinds that last (``duration_s``); the others happen once, at ``at_s``."""
 DEFAULT_VALUES: Final[dict[ProbeFaultKind, float]] = {
     ProbeFaultKind.FRAME_DROPS: 5.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
@@ -491,6 +492,8 @@ def _probe_run(plan: LesionPlan, records: Iterator[Path], kind: str, at_s: float
     ("disconnect", None, None, "imaging_lost"),
     ("overheating", None, 5.0, "probe_face_over_temperature"),  # 33 °C + 5 °C/s: past 43 °C 2 s in
     ("overheating", 2.0, 2.0, None),  # warms to 37 °C and holds there
+    ("reports_fault", None, None, "imaging_lost"),  # frames stream on: the next status reading trips
+    ("reports_fault", 1.5, None, "imaging_lost"),  # a status reading (one a second) falls within it
 ])
 def test_each_probe_fault_during_rf_ends_as_it_must(imaging_plan: LesionPlan, record_dirs: Iterator[Path], kind: str,
                                                   duration_s: float | None, value: float | None,
@@ -517,7 +520,12 @@ def test_each_probe_fault_during_rf_ends_as_it_must(imaging_plan: LesionPlan, re
             assert [row.payload["error"] for row in reader.rows("probe_error")] == ["ProbeStalled"]
         finally:
             reader.close()
-    if first_trip == "imaging_lost":  # as the frames ran out of their 0.5 s age and the 2 s grace
+    if kind == "reports_fault":  # at the next status reading, frames still fresh: the grace is for a drop-out
+        assert outcome.first_trip is not None
+        assert 0.0 <= outcome.first_trip.at - 10.0 <= campaign.FACE_DETECT_WITHIN_S
+        age = device.frame_age_at(outcome.first_trip.at)
+        assert age is not None and age < 0.1
+    elif first_trip == "imaging_lost":  # as the frames ran out of their 0.5 s age and the 2 s grace
         assert outcome.first_trip is not None and campaign.imaging_limit_s(imaging_plan, HARD_LIMITS) == 2.5
         assert device.frame_age_at(outcome.first_trip.at) == pytest.approx(2.5, abs=campaign.IMAGING_MARGIN_S)
         assert outcome.exposure_s == pytest.approx(2.5, abs=campaign.IMAGING_MARGIN_S), "RF without imaging"
@@ -544,6 +552,20 @@ def test_a_host_that_trips_inside_the_imaging_grace_or_never_fails_the_campaign(
     assert blind.first_trip is None
     assert any(p.startswith("no frame from the probe for") and "imaging_lost had not tripped by 12.5" in p
                for p in blind.problems), blind.problems
+
+
+def test_a_host_that_ignores_the_fault_the_probe_reports_fails_the_campaign(
+    imaging_plan: LesionPlan, record_dirs: Iterator[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The campaign judges by what the simulated probe said, not by the host's word: a host deaf to GET_STATUS's
+    fault state lets the lesion run on under a probe that has said its images are not good, and the run fails."""
+    real = interlocks.imaging_not_live
+    monkeypatch.setattr(interlocks, "imaging_not_live", lambda imaging, now, max_age_s, grace_s: real(
+        None if imaging is None else dataclasses.replace(imaging, probe_fault_bits=None), now, max_age_s, grace_s))
+    deaf, _, _ = _probe_run(imaging_plan, record_dirs, "reports_fault", 10.0)
+    assert deaf.first_trip is None
+    assert any(p.startswith("the probe reported a fault from 10.0") and "imaging_lost had not tripped by 11.0" in p
+               for p in deaf.problems), deaf.problems
 
 
 @settings(max_examples=5, deadline=None)
@@ -584,5 +606,5 @@ def test_a_campaign_of_a_plan_with_imaging_draws_probe_faults_and_one_without_do
     assert "No probe faults: the plan does not require imaging" in captured.err
     with pytest.raises(SystemExit):
         main(["campaign", "--help"])
-    assert "usb_stall, disconnect, frame_drops, overheating, only for a plan that requires imaging" in \
+    assert "usb_stall, disconnect, frame_drops, overheating, reports_fault, only for a plan that requires imaging" in \
         " ".join(capsys.readouterr().out.split())

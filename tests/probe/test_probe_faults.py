@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -10,12 +11,22 @@ from pathlib import Path
 import pytest
 
 from control.cli import main
+from control.guidance import STATUS_PERIOD_S
+from control.record import RecordReader
 from firmware_bridge.clock import RealClock, SimClock
 from firmware_bridge.errors import ProbeError
-from firmware_bridge.probe import ProbeDisconnected, ProbeNotFound, ProbeOptions, ProbeStalled, UltrasoundProbe
+from firmware_bridge.probe import (
+    ProbeDisconnected,
+    ProbeNotFound,
+    ProbeOptions,
+    ProbeStalled,
+    ProbeState,
+    UltrasoundProbe,
+)
 from sim import cli as sim_cli
 from sim.generator import load_faults
 from sim.probe import ProbeFault, ProbeFaultKind, SimProbe, SimProbeBackend, load_probe_faults
+from sim.probe.device import SELF_TEST_FAILED_BIT
 from sim.probe.remote import RemoteProbeBackend
 from tests.probe.conftest import SMALL_RF, TICK_S, run_for
 
@@ -38,6 +49,11 @@ value = 3
 kind = "overheating"
 at_s = 4.0
 
+[[probe_fault]]
+kind = "reports_fault"
+at_s = 6.0
+duration_s = 1.5
+
 [[fault]]
 kind = "thermocouple_open"
 at_s = 5.0
@@ -57,6 +73,7 @@ def test_a_script_with_probe_faults_is_read_beside_the_generators(tmp_path: Path
         ProbeFault(ProbeFaultKind.DISCONNECT, 2.0, duration_s=0.5),
         ProbeFault(ProbeFaultKind.FRAME_DROPS, 3.0, value=3.0),
         ProbeFault(ProbeFaultKind.OVERHEATING, 4.0),
+        ProbeFault(ProbeFaultKind.REPORTS_FAULT, 6.0, duration_s=1.5),
     ]
     assert [f.kind.value for f in load_faults(path)] == ["thermocouple_open"]
     assert ProbeFault(ProbeFaultKind.OVERHEATING, 4.0).magnitude == 0.5  # °C/s when left out
@@ -64,7 +81,7 @@ def test_a_script_with_probe_faults_is_read_beside_the_generators(tmp_path: Path
 
 @pytest.mark.parametrize(("text", "reason"), [
     ('kind = "meltdown"\nat_s = 1', "kind: 'meltdown' is not a probe fault kind; the kinds are usb_stall, "
-                                    "disconnect, frame_drops, overheating"),
+                                    "disconnect, frame_drops, overheating, reports_fault"),
     ('kind = "usb_stall"', "missing field 'at_s'"),
     ('kind = "usb_stall"\nat_s = 1\nduration_s = 2', "duration_s: a usb_stall happens once, at at_s"),
     ('kind = "disconnect"\nat_s = 1\nvalue = 2', "value: a disconnect takes none"),
@@ -143,6 +160,42 @@ def test_scripted_overheating_warms_the_face_at_its_rate_for_its_duration_then_h
     assert driver.read_status().face_temp_c == pytest.approx(face + 2.0, abs=0.05)
     clock.advance(2.0)
     assert driver.read_status().face_temp_c == pytest.approx(face + 4.0, abs=0.05)
+
+
+def test_a_scripted_reported_fault_is_the_probes_state_for_its_duration_while_its_frames_stream() -> None:
+    clock = SimClock()
+    _, driver = scripted(clock, ProbeFault(ProbeFaultKind.REPORTS_FAULT, 0.5, duration_s=1.0))
+    assert run_for(clock, driver, 0.4)
+    assert driver.read_status().state is ProbeState.STREAMING
+    frames = run_for(clock, driver, 0.2)
+    reported = driver.read_status()
+    assert frames and reported.state is ProbeState.FAULT and reported.error_bits == SELF_TEST_FAILED_BIT
+    clock.advance(1.0)
+    assert driver.read_status().state is ProbeState.STREAMING
+
+
+def test_rfa_run_stops_on_a_fault_the_in_process_probe_reports_and_records_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At 50 s, RF on (the default plan's lesions ramp from about 38 s), frames still streaming: imaging_lost at the
+    next status reading (one a second), not after the 2 s loss grace."""
+    path = script(tmp_path, '[[probe_fault]]\nkind = "reports_fault"\nat_s = 50.0\n')
+    assert main(["run", "--yes", "--json", "--faults", str(path), "--record", str(tmp_path)]) == 1
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["first_trip"] == ("imaging_lost: the probe reports a fault (GET_STATUS state 2, error bits "
+                                    "0x00000002)")
+    reader = RecordReader(Path(result["record_path"]))
+    try:
+        reported = list(reader.rows("probe_status"))
+        trip = next(row for row in reader.rows("alarm")
+                    if row.payload.get("event") == "trip" and row.payload["interlock"] == "imaging_lost")
+    finally:
+        reader.close()
+    assert [row.payload["state"] for row in reported] == ["fault"]
+    assert reported[0].payload["error_bits"] == SELF_TEST_FAILED_BIT
+    assert reported[0].id < trip.id, "the probe's word is in the record before the alarm it raised"
+    assert 50.0 <= reported[0].mono <= trip.mono <= 50.0 + STATUS_PERIOD_S + 0.02
+    assert result["summaries"][0]["result"] != "complete", "the lesions were cut short"
 
 
 def test_rfa_run_overheats_the_in_process_probe_and_the_procedure_trips_on_it(

@@ -538,6 +538,25 @@ def test_missing_messages_count_as_stale_or_lost() -> None:
     assert _tripped(InterlockId.ELECTRODE_MISMATCH, inputs(electrodes_age_s=float("nan")))
 
 
+@given(error_bits=st.integers(0, 2**32 - 1), energised=st.booleans(), fault=st.booleans())
+def test_a_probe_that_reports_its_fault_state_is_imaging_lost_at_once_however_fresh_its_frames(
+    error_bits: int, energised: bool, fault: bool
+) -> None:
+    """GET_STATUS state 2: the probe says its images cannot be trusted. The loss grace (for a drop-out the last good
+    image outlives) does not apply; error bits alone (state streaming) are the probe's to mean and the host's
+    interlocks judge what they can measure (the face temperature), so they trip nothing."""
+    imaging = ImagingStatus(NOW, 30.0, probe_face_read_at=NOW, probe_fault_bits=error_bits if fault else None)
+    snapshot = inputs(imaging=imaging, commanded={1: on()} if energised else None)
+    assert snapshot.energised == energised
+    trips = [t for t in evaluate_interlocks(snapshot, RULES, NOW) if t.interlock is InterlockId.IMAGING_LOST]
+    if not fault:
+        assert trips == []
+        return
+    assert len(trips) == 1
+    assert trips[0].reason == f"the probe reports a fault (GET_STATUS state 2, error bits 0x{error_bits:08X})"
+    assert not _tripped(InterlockId.IMAGING_LOST, snapshot, PULSED_RULES), "a plan without imaging asks nothing"
+
+
 def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
     assert not _tripped(InterlockId.IMAGING_LOST, inputs(imaging=None), PULSED_RULES)
 
