@@ -49,7 +49,7 @@ from safety.plan import Lesion, LesionMode, LesionPlan
 SELF_TEST_TIMEOUT_S: Final = 3.0
 IMAGING_READY_TIMEOUT_S: Final = 10.0
 """How long self-test waits for the probe's first frame when the plan requires imaging."""
-STIM_STEP_MV: Final = 100
+STIM_STEP_MV: Final = hard.STIM_AMPLITUDE_STEP_MV
 STIM_STEP_S: Final = 0.5
 """Stimulation amplitude climbs 0.1 V every 0.5 s until the patient responds or the plan's maximum."""
 SET_TEMP_BAND_C: Final = 1.0

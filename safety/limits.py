@@ -40,6 +40,9 @@ LINK_LOSS_S: Final = 0.250
 # 3 V is above every sensory (< 1 V) and motor (≤ 2–3 V) test threshold used before a lesion; more only
 # recruits nerves the test must not reach.
 STIM_AMPLITUDE_MAX_MV: Final = 3000
+# Sensory and motor tests climb from 100 mV in 100 mV steps: a maximum below the first step would deliver no
+# stimulus at all and report "no response" (a maximum written in volts, `max_amplitude_mv = 2`, did exactly that).
+STIM_AMPLITUDE_STEP_MV: Final = 100
 # Sensory testing runs at 50 Hz and motor at 2 Hz; 200 Hz leaves room for protocols without allowing a
 # stimulator to be used as a low-frequency heater.
 STIM_FREQUENCY_MAX_HZ: Final = 200.0

@@ -266,7 +266,8 @@ class StimulationSettings(_Strict):
     max_amplitude_mv: int = Field(
         default=2000, gt=0, description="Highest amplitude each test climbs to (0.1 V every 0.5 s until the patient "
         "responds); a motor response below it stops the procedure before arming.",
-        json_schema_extra={"bounds": f"≤ stim_amplitude_max_mv ({hard.STIM_AMPLITUDE_MAX_MV} mV hard)"})
+        json_schema_extra={"bounds": f"≥ {hard.STIM_AMPLITUDE_STEP_MV} mV (the first step); ≤ stim_amplitude_max_mv "
+                                     f"({hard.STIM_AMPLITUDE_MAX_MV} mV hard)"})
     scripted: ScriptedResponses | None = Field(
         default=None, description="The patient's answers for unattended runs (`--yes`): table below.")
 
@@ -284,6 +285,13 @@ class StimulationSettings(_Strict):
                 "pulse_width_us",
                 f"{self.pulse_width_us} µs exceeds stim_pulse_width_max_us = "
                 f"{limits.stim_pulse_width_max_us} µs",
+            )
+        if self.max_amplitude_mv < hard.STIM_AMPLITUDE_STEP_MV:
+            raise FieldRefusal(
+                "max_amplitude_mv",
+                f"{self.max_amplitude_mv} mV is below the first stimulation step ({hard.STIM_AMPLITUDE_STEP_MV} mV): "
+                "the sensory and motor tests would deliver nothing and report no response (the unit is mV: "
+                "2 V is 2000)",
             )
         if self.max_amplitude_mv > limits.stim_amplitude_max_mv:
             raise FieldRefusal(

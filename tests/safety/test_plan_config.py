@@ -126,6 +126,11 @@ def test_the_default_plan_reaches_its_set_temperature_within_the_lesion() -> Non
             "stimulation.max_amplitude_mv",
             "stim_amplitude_max_mv",
         ),
+        (  # volts written in the mV field: the tests would climb from 100 mV to 2 mV, stimulating nothing
+            plan(stimulation={"max_amplitude_mv": 2}),
+            "stimulation.max_amplitude_mv",
+            "first stimulation step",
+        ),
         (
             plan(stimulation={"sensory_frequency_hz": 200.5}),
             "stimulation.sensory_frequency_hz",
@@ -197,6 +202,7 @@ _AT_THE_LIMIT: dict[str, dict[str, Any]] = {
     "max_voltage_v": plan(lesion(**_PULSED_AT, pulsed={**PULSED, "max_voltage_v": hard.PULSED_VOLTAGE_MAX_V})),
     "duty": plan(lesion(**_PULSED_AT, pulsed={**PULSED, "pulse_width_us": 20_000, "rate_hz": 5.0})),  # 10 % exactly
     "imaging_frame_max_age_s": plan(imaging_frame_max_age_s=hard.IMAGING_FRAME_AGE_MAX_S),
+    "one stimulation step": plan(stimulation={"max_amplitude_mv": 100}),
     "stimulation": plan(stimulation={
         "sensory_frequency_hz": hard.STIM_FREQUENCY_MAX_HZ, "motor_frequency_hz": hard.STIM_FREQUENCY_MAX_HZ,
         "pulse_width_us": hard.STIM_PULSE_WIDTH_MAX_US, "max_amplitude_mv": hard.STIM_AMPLITUDE_MAX_MV,
@@ -215,6 +221,8 @@ _JUST_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "body temperature": (plan(lesion(set_temp_c=hard.BODY_TEMP_C)), "lesions.0.set_temp_c"),
     "ramp ends as the lesion does": (plan(lesion(set_temp_c=77.0, ramp_rate_c_per_s=2.0, lesion_time_s=20.0)),
                                      "lesions.0.ramp_rate_c_per_s"),
+    "below the first stimulation step": (plan(stimulation={"max_amplitude_mv": 99}),
+                                         "stimulation.max_amplitude_mv"),
     "empty impedance window": (plan(lesion(impedance_min_ohm=300.0, impedance_max_ohm=300.0)),
                                "lesions.0.impedance_min_ohm"),
 }
