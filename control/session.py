@@ -487,8 +487,8 @@ class ProcedureSession:
             self.commits.durable("stimulation", result)
             if result["sensory_threshold_mv"] is None:
                 self._say(
-                    f"ch{ch}: no sensory response up to {settings.max_amplitude_mv / 1000:.1f} V: the "
-                    "electrode may be far from the nerve",
+                    f"ch{ch}: no sensory response up to {_highest_step_mv(settings.max_amplitude_mv) / 1000:.2f} V: "
+                    "the electrode may be far from the nerve",
                     event="warning",
                     channel=ch,
                 )
@@ -526,7 +526,8 @@ class ProcedureSession:
             test=kind.value,
             threshold_mv=threshold if threshold is not None else -1,
         )
-        verdict = "no response" if threshold is None else f"response at {threshold / 1000:.2f} V"
+        verdict = (f"no response up to {_highest_step_mv(max_mv) / 1000:.2f} V" if threshold is None
+                   else f"response at {threshold / 1000:.2f} V")
         self._say(
             f"ch{channel} {kind.value} test: {verdict}",
             event="stimulation",
@@ -959,6 +960,12 @@ class ProcedureSession:
         view = self.guidance.view() if self.guidance is not None else None
         with self._to_operator():
             self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
+
+
+def _highest_step_mv(max_mv: int) -> int:
+    """The highest amplitude a test climbing in :data:`STIM_STEP_MV` steps delivers below ``max_mv``: what "no
+    response up to" may claim (a maximum of 550 mV stops at 0.50 V, not the 0.6 V it rounds to)."""
+    return max_mv - max_mv % STIM_STEP_MV
 
 
 def _failure(exc: CartError) -> str:

@@ -222,6 +222,33 @@ def test_with_json_events_every_question_is_an_event_before_it_is_answered(tmp_p
     assert all(e["event"] != "state" or e["dest"] != "armed" for e in events[:arm]), "asked before arming"
 
 
+class _DeclinesArming(ScriptedOperator):
+    """The scripted patient, and an operator who declines to arm: the procedure ends after its nerve tests."""
+
+    def confirm(self, text: str) -> bool:
+        return False
+
+
+def test_no_response_names_the_highest_amplitude_delivered_not_the_maximum_rounded(tmp_path: Path) -> None:
+    """With a maximum of 550 mV the tests climb 0.1 V a step to 0.50 V: "no response up to 0.6 V" (the maximum
+    rounded) claimed a stimulus that was never delivered."""
+    base = plan_without_imaging()
+    plan = base.model_copy(update={
+        "stimulation": base.stimulation.model_copy(update={"max_amplitude_mv": 550, "scripted": None}),
+        "lesions": base.lesions[:1],
+    })
+    cart = build_cart(plan, tmp_path, operator=_DeclinesArming(plan))
+    cart.session.events = stream = io.StringIO()
+    cart.session.run()
+    cart.record.close()
+    texts = [json.loads(line)["text"] for line in stream.getvalue().splitlines()]
+    asked = [t for t in texts if t.startswith("ch1 motor at ")]
+    assert asked[-1].startswith("ch1 motor at 0.50 V"), asked
+    assert "ch1 motor test: no response up to 0.50 V" in texts
+    assert "ch1 sensory test: no response up to 0.50 V" in texts
+    assert any(t.startswith("ch1: no sensory response up to 0.50 V: ") for t in texts), texts
+
+
 def test_a_generator_fault_stops_everything_at_once(tmp_path: Path) -> None:
     cart = build_cart(plan_without_imaging(), tmp_path, faults=[Fault(FaultKind.GENERATOR_FAULT, at_s=60.0)])
     result = cart.session.run()
