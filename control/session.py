@@ -600,7 +600,7 @@ class ProcedureSession:
                     continue
                 # The reading a trip in this tick stopped the lesion on belongs to it: a lesion stopped for a
                 # 90.2 °C tip or a shorted electrode shows that in its maximum and its end impedance.
-                a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, sample.power_w)
+                a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, _lesion_power_w(a.lesion, telemetry))
                 if a.done:
                     continue
                 if (
@@ -952,7 +952,7 @@ class ProcedureSession:
                     a.lesion.channel,
                     s.tip_temp_c,
                     s.impedance_ohm,
-                    s.power_w,
+                    _lesion_power_w(a.lesion, telemetry),
                     left,
                     "stopped" if a.trace.tripped else ("done" if a.done else ""),
                 )
@@ -960,6 +960,16 @@ class ProcedureSession:
         view = self.guidance.view() if self.guidance is not None else None
         with self._to_operator():
             self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
+
+
+def _lesion_power_w(lesion: Lesion, telemetry: Telemetry) -> float:
+    """The power a lesion delivers: its channel's, or for a bipolar lesion the pair's, the sum of both sides (each
+    side reports its own share, docs/contract.md; the plan's cap and the commanded setpoint are the pair's). The
+    lead side alone showed half the pair's power against the pair's cap, and half its energy in the summary."""
+    power_w = telemetry.channels[lesion.channel - 1].power_w
+    if lesion.mode is LesionMode.BIPOLAR:
+        power_w += telemetry.channels[lesion.channel].power_w
+    return power_w
 
 
 def _highest_step_mv(max_mv: int) -> int:

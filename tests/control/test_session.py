@@ -300,6 +300,28 @@ def test_cooled_electrodes_get_coolant_before_rf_and_none_after(tmp_path: Path) 
     assert not cart.sim.pump_on
 
 
+def test_a_bipolar_lesions_energy_is_the_pairs(tmp_path: Path) -> None:
+    """Each side of a bipolar pair reports its own share of the power (docs/contract.md) and the plan's cap is the
+    pair's: the lesion's energy is both sides' together, not its lead electrode's half."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    cart = build_cart(plan, tmp_path, lesion_estimator=lambda lesion, trace: (0.0, 0.0))
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == 0, result.message
+    energy = {1: 0.0, 2: 0.0}
+    last: dict[int, tuple[float, float]] = {}
+    for row in RecordReader(result.record_path).rows("telemetry"):
+        ch = int(row.payload["ch"])
+        if ch in energy:
+            if ch in last:
+                t0, w0 = last[ch]
+                energy[ch] += 0.5 * (w0 + float(row.payload["w"])) * (row.mono - t0)
+            last[ch] = (row.mono, float(row.payload["w"]))
+    bipolar = next(s for s in result.summaries if s.channel == 1)
+    assert min(energy.values()) > 0.4 * sum(energy.values()), energy
+    assert bipolar.energy_j == pytest.approx(energy[1] + energy[2], rel=0.02), (bipolar.energy_j, energy)
+
+
 def test_a_pulsed_lesion_held_below_its_ceiling_does_not_keep_the_others_in_ramping(tmp_path: Path) -> None:
     """Pulsed RF holds its tip under a ceiling (42 °C), which its voltage cap may never let it reach: the procedure
     is lesioning once the thermal lesions are at their set temperature, not ramping until every lesion has ended."""
