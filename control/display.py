@@ -6,6 +6,7 @@ the output stays readable. With ``--json`` the caller emits machine events inste
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -38,8 +39,9 @@ def format_line(t_s: float, state: str, channels: list[ChannelView], guidance: G
     for ch in channels:
         left = "" if ch.time_left_s is None else f" {ch.time_left_s:4.0f}s left"
         flag = f" {ch.status}" if ch.status else ""
+        tip = f"{ch.tip_temp_c:5.1f}" if math.isfinite(ch.tip_temp_c) else " --.-"  # NaN: no reading (TC open)
         parts.append(
-            f"ch{ch.channel} {ch.tip_temp_c:5.1f}°C {ch.impedance_ohm:4.0f}Ω {ch.power_w:4.1f}W{left}{flag}"
+            f"ch{ch.channel} {tip}°C {ch.impedance_ohm:4.0f}Ω {ch.power_w:4.1f}W{left}{flag}"
         )
     if guidance is not None:
         if not guidance.live:

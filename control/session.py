@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -36,6 +37,7 @@ from firmware_bridge.clock import Clock
 from firmware_bridge.errors import CartError, LinkError
 from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import (
+    ChannelTelemetry,
     SelfTestCheck,
     Telemetry,
 )
@@ -599,12 +601,16 @@ class ProcedureSession:
                 if not was_running:
                     continue
                 # The reading a trip in this tick stopped the lesion on belongs to it: a lesion stopped for a
-                # 90.2 °C tip or a shorted electrode shows that in its maximum and its end impedance.
-                a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, _lesion_power_w(a.lesion, telemetry))
+                # 90.2 °C tip or a shorted electrode shows that in its maximum and its end impedance. A reading
+                # flagged open or disconnected is no reading (327.67 °C is an open thermocouple's full scale).
+                measured = _tip_measured(sample)
+                if measured:
+                    a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, _lesion_power_w(a.lesion, telemetry))
                 if a.done:
                     continue
                 if (
-                    a.trace.hold_started_s is None
+                    measured
+                    and a.trace.hold_started_s is None
                     and sample.tip_temp_c >= a.lesion.set_temp_c - SET_TEMP_BAND_C
                 ):
                     a.trace.hold_started_s = now
@@ -711,16 +717,19 @@ class ProcedureSession:
         hot when the time is up are named to the operator and in the record's transition to standby."""
         end = self.clock.now() + COOLDOWN_MAX_S
         lead = [lesion.channel for lesion in self.plan.lesions]
-        hot: list[tuple[int, float]] = []
+        hot: list[tuple[int, float | None]] = []
         while self.clock.now() < end:
             self._tick()
             stale = self._link_reasons()
             if stale:
                 self._fault(f"cooldown: {stale[0]}: the tip temperatures are unknown",
                             still_present=lambda: bool(self._link_reasons()))
-            tips = [self._telemetry().channels[ch - 1].tip_temp_c for ch in lead]
-            self._show(f"cooldown: max tip {max(tips):.1f} °C")
-            hot = [(ch, tip) for ch, tip in zip(lead, tips, strict=True) if tip >= COOLDOWN_TARGET_C]
+            samples = [(ch, self._telemetry().channels[ch - 1]) for ch in lead]
+            # An open thermocouple or a disconnected electrode reads no temperature: not known to be cool.
+            tips = [(ch, s.tip_temp_c if _tip_measured(s) else None) for ch, s in samples]
+            known = [tip for _, tip in tips if tip is not None]
+            self._show(f"cooldown: max tip {max(known):.1f} °C" if known else "cooldown: tip temperatures unknown")
+            hot = [(ch, tip) for ch, tip in tips if tip is None or tip >= COOLDOWN_TARGET_C]
             if not hot:
                 break
             yield
@@ -728,7 +737,9 @@ class ProcedureSession:
             self.procedure.trigger("cooled")
             return
         # Output is off and stays off, so standby is still safe; but a hot tip burns the track it is drawn along.
-        tips_text = ", ".join(f"ch{ch} {tip:.1f} °C" for ch, tip in hot)  # formatted once, not every tick
+        tips_text = ", ".join(f"ch{ch} {tip:.1f} °C" if tip is not None else f"ch{ch} temperature unknown "
+                              f"({_unmeasured_why(self._telemetry().channels[ch - 1])})"
+                              for ch, tip in hot)  # formatted once, not every tick
         warning = (f"cooldown time ({COOLDOWN_MAX_S:.0f} s) over with tips still at or above "
                    f"{COOLDOWN_TARGET_C:.0f} °C: {tips_text}; let them cool before withdrawing or moving "
                    "an electrode")
@@ -950,7 +961,7 @@ class ProcedureSession:
             views.append(
                 ChannelView(
                     a.lesion.channel,
-                    s.tip_temp_c,
+                    s.tip_temp_c if _tip_measured(s) else math.nan,
                     s.impedance_ohm,
                     _lesion_power_w(a.lesion, telemetry),
                     left,
@@ -960,6 +971,16 @@ class ProcedureSession:
         view = self.guidance.view() if self.guidance is not None else None
         with self._to_operator():
             self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
+
+
+def _tip_measured(sample: ChannelTelemetry) -> bool:
+    """Whether a channel's tip temperature is a reading: not with its thermocouple open (the generator then sends
+    full scale, 327.67 °C) or no electrode connected (0 °C)."""
+    return sample.electrode_connected and not sample.thermocouple_open
+
+
+def _unmeasured_why(sample: ChannelTelemetry) -> str:
+    return "thermocouple open" if sample.electrode_connected else "no electrode connected"
 
 
 def _lesion_power_w(lesion: Lesion, telemetry: Telemetry) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from control.display import ProgressDisplay
 from control.operator import ScriptedOperator
 from control.procedure import State
 from control.record import RecordReader
@@ -74,6 +75,25 @@ def test_a_channel_fault_mid_lesion_stops_that_channel_and_ends_in_fault(tmp_pat
     interlocks = {r.payload.get("interlock") for r in alarms}
     assert first.payload["interlock"] == "thermocouple_open" and "over_temperature" not in interlocks
     assert not any(ch.output_on for ch in cart.sim.channels)
+
+
+def test_an_open_thermocouples_full_scale_is_no_temperature_to_the_physician(tmp_path: Path) -> None:
+    """An open thermocouple reads full scale (327.67 °C). It is no tip temperature: not in the lesion's maximum and
+    overshoot, not on the live line, not as a hot tip in cooldown's warning, which says it is unknown."""
+    fault = Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=70.0, channel=2)
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[fault])
+    cart.session.display = ProgressDisplay(out := io.StringIO(), log_period_s=0.0)
+    result = cart.session.run()
+    cart.record.close()
+    ch2 = next(s for s in result.summaries if s.channel == 2)
+    assert ch2.tripped.startswith("thermocouple_open")
+    assert ch2.hold_max_c is not None and ch2.hold_max_c < 85.0, ch2
+    assert ch2.overshoot_c < 5.0, ch2
+    shown = out.getvalue()
+    assert "327.7" not in shown
+    assert "ch2  --.-°C" in shown
+    standby = [r for r in RecordReader(result.record_path).rows("state") if r.payload["dest"] == "standby"][-1]
+    assert "ch2 temperature unknown (thermocouple open)" in str(standby.payload.get("reason")), standby.payload
 
 
 def _electrode_info_from(monkeypatch: pytest.MonkeyPatch, cart: SimCart, from_s: float) -> None:
