@@ -130,10 +130,11 @@ class LimitsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as a plan's: no true for 1
 
     tip_temp_max_c: _Positive | None = _limit(
-        "Highest set temperature of a continuous or bipolar lesion; `over_temperature` trips above the lower of "
-        "set temperature + over_temp_margin_c and this.")
+        "Tip temperature limit of a continuous or bipolar lesion: its set temperature may be at most 2 °C below "
+        "it; `over_temperature` trips above the lower of set temperature + over_temp_margin_c and this.")
     pulsed_tip_temp_max_c: _Positive | None = _limit(
-        "Highest set temperature of a pulsed lesion; `pulsed_over_temperature` trips above it.")
+        "Tip temperature limit of a pulsed lesion: its set temperature may be at most 2 °C below it; "
+        "`pulsed_over_temperature` trips above it.")
     power_max_w: _Positive | None = _limit(
         "Highest power cap a lesion may plan (`power_cap_w`), per channel or bipolar pair.")
     impedance_min_ohm: _Positive | None = _limit(
