@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import urllib.parse
 from typing import Final
 
 
@@ -49,7 +50,22 @@ def url(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty URL; give a pyserial URL or device path (/dev/ttyUSB0, "
                                          "socket://HOST:PORT, a pty path), or leave the option out for the simulator")
+    if text.startswith("tcp:"):  # the serving side's spelling: `rfa sim --serial tcp:PORT`, `--probe tcp:PORT`
+        raise argparse.ArgumentTypeError(f"{text!r} is how `rfa sim` names a port to serve; to connect to it, give "
+                                         f"socket://HOST:PORT (the URL `rfa sim` prints)")
+    scheme, separator, _ = text.partition("://")
+    if separator and scheme.lower() in _NETWORK_SCHEMES:
+        try:
+            port = urllib.parse.urlsplit(text).port
+        except ValueError:  # not a number, or past 65535
+            port = None
+        if not port:
+            raise argparse.ArgumentTypeError(f"{text!r} names no port (1 to 65535); give {scheme}://HOST:PORT")
     return text
+
+
+_NETWORK_SCHEMES: Final = ("socket", "rfc2217")
+"""pyserial's URL handlers that connect to a TCP port, which they need named (theirs fails with a TypeError)."""
 
 
 FINAL_HASH_MIN_CHARS: Final = 16

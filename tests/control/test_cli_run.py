@@ -117,6 +117,25 @@ def test_an_empty_generator_url_is_refused_not_taken_for_the_simulator(
     assert "--generator: an empty URL" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("url", "said"), [
+    ("socket://localhost", "'socket://localhost' names no port (1 to 65535); give socket://HOST:PORT"),
+    ("socket://127.0.0.1:", "names no port"),
+    ("socket://127.0.0.1:0", "names no port"),
+    ("socket://127.0.0.1:http", "names no port"),
+    ("rfc2217://127.0.0.1:70000", "names no port (1 to 65535); give rfc2217://HOST:PORT"),
+    ("tcp:5760", "'tcp:5760' is how `rfa sim` names a port to serve; to connect to it, give socket://HOST:PORT"),
+])
+def test_a_network_url_without_a_port_is_a_usage_error_naming_the_form(
+    capsys: pytest.CaptureFixture[str], url: str, said: str
+) -> None:
+    """pyserial's socket handler fails on a missing port with a TypeError ("'<=' not supported ..."), which came out
+    as an unreachable generator (exit 3); `tcp:PORT` is `rfa sim`'s spelling for serving, not for connecting."""
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--generator", url])
+    assert exited.value.code == 2
+    assert said in capsys.readouterr().err
+
+
 def test_the_in_process_probe_is_refused_with_a_generator_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
