@@ -362,7 +362,7 @@ def check_generator_fault(inputs: SafetyInputs, rules: SafetyRules, now: float) 
         if status.state == _FAULT_STATE or status.fault_bits:
             return _sys(
                 InterlockId.GENERATOR_FAULT,
-                f"generator state {status.state}, fault bits 0x{status.fault_bits:08X}",
+                f"generator state {_state_name(status.state)}, fault bits 0x{status.fault_bits:08X}",
             )
         if status.state not in _READY_STATES:
             return _sys(

@@ -451,6 +451,17 @@ def test_generator_fault_examples(state: int, bits: int, trips: bool) -> None:
     assert _tripped(InterlockId.GENERATOR_FAULT, inputs(status=Status(int(state), bits, 0))) == trips
 
 
+@pytest.mark.parametrize(("state", "bits", "said"), [
+    (GeneratorState.FAULT, 4, "generator state FAULT (3), fault bits 0x00000004"),
+    (GeneratorState.OUTPUT, 1, "generator state OUTPUT (2), fault bits 0x00000001"),
+    (9, 1, "generator state unknown (9), fault bits 0x00000001"),
+])
+def test_a_generator_fault_names_the_state_as_the_other_generator_alarms_do(state: int, bits: int, said: str) -> None:
+    found = [t for t in evaluate_interlocks(inputs(status=Status(int(state), bits, 0)), RULES, NOW)
+             if t.interlock is InterlockId.GENERATOR_FAULT]
+    assert [t.reason for t in found] == [said]
+
+
 @given(
     since_s=st.floats(-10.0, 0.0),
     arrived_s=st.floats(-20.0, 0.0),
