@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def records_in(directory: Path) -> list[Path]:
-    """The procedure records in ``directory``, by name (names start with the start time: oldest first).
+    """The procedure records in ``directory``, by name (names start with the start time: oldest first), the suffix
+    left out of the comparison: a second record started in the same second is ``…-2.rfa.db``, which sorts before
+    the first's ``….rfa.db`` with it.
 
     A directory that is not there is a wrong path (a typo, an unmounted stick), not an empty history: it is
     refused rather than answered with "no records"."""
@@ -93,7 +95,7 @@ def records_in(directory: Path) -> list[Path]:
         if directory == DEFAULT_RECORD_DIR:
             why += ": `rfa run` makes it with its first record"
         raise RecordError(f"no record directory {directory} ({why})")
-    return sorted(directory.glob(f"*{RECORD_SUFFIX}"))
+    return sorted(directory.glob(f"*{RECORD_SUFFIX}"), key=lambda path: path.name.removesuffix(RECORD_SUFFIX))
 
 
 def _list(args: argparse.Namespace) -> int:

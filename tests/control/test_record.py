@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control.record import ProcedureRecord, RecordDamaged, RecordError, RecordReader
+from control.record_cli import records_in
 from firmware_bridge.clock import SimClock
 
 kinds = st.sampled_from(["state", "command", "ack", "alarm", "telemetry", "note"])
@@ -275,3 +276,13 @@ def test_an_output_command_row_names_the_unit_of_its_setpoints(mode: int, setpoi
     assert row["setpoints_unit"] == ("centi_v" if mode == OutputMode.RF_PULSED else "centi_w")
     assert row["mode_name"] == (OutputMode(mode).name if mode in list(OutputMode) else f"mode {mode}")
     assert (row["seq"], row["msg"], row["mode"], row["setpoints"]) == (5, "SetOutput", mode, (setpoint, 0, 0, 0))
+
+
+def test_records_started_in_the_same_second_are_listed_in_the_order_they_were_made(tmp_path: Path) -> None:
+    """`rfa run` names a second record of the same second `…-2.rfa.db`; by the whole name it sorted before the first
+    (`-` before `.`), so `rfa record list` and `rfa history` showed the later procedure first."""
+    names = ["20261124-223752-genicular-3.rfa.db", "20261124-223752-genicular-3-2.rfa.db",
+             "20261124-223753-genicular-3.rfa.db", "20261124-223752-sacroiliac.rfa.db"]
+    for name in names:
+        (tmp_path / name).touch()
+    assert [p.name for p in records_in(tmp_path)] == [names[0], names[1], names[3], names[2]]
