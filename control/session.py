@@ -478,8 +478,8 @@ class ProcedureSession:
 
     def _stimulation(self) -> Iterator[None]:
         settings = self.plan.stimulation
-        for lesion in self.plan.lesions:
-            ch = lesion.channel
+        # Every electrode, a bipolar pair's partner too: each is a needle near a nerve of its own.
+        for ch in (ch for lesion in self.plan.lesions for ch in lesion.channels):
             result: dict[str, Any] = {"channel": ch}
             for kind in (StimKind.SENSORY, StimKind.MOTOR):
                 result[f"{kind.value}_threshold_mv"] = yield from self._stimulate(

@@ -716,7 +716,11 @@ class OutputGate:
     def request_stim(
         self, channel: int, kind: StimKind, amplitude_mv: int, imaging: ImagingStatus | None = None
     ) -> Decision:
-        """Start (or change) sensory or motor stimulation on one planned channel, with the plan's settings."""
+        """Start (or change) sensory or motor stimulation on one planned channel, with the plan's settings.
+
+        Any electrode the plan places, a bipolar pair's partner too: each is a needle near a nerve, and the motor
+        test is what keeps a lesion off a motor nerve. The stimulus goes out on that electrode's own channel and its
+        stimulation_mismatch is judged there; what blocks it is what blocks its lesion (the pair's mask)."""
         with self._lock:
             now = self._clock.now()
             settings = self._rules.plan.stimulation
@@ -724,8 +728,8 @@ class OutputGate:
             stored = _stored_channel(channel)  # the channel judged is the channel stimulated (_stored_setpoints)
             rules = None if stored is None else self._rules.by_channel.get(stored)
             reasons: list[str] = []
-            if rules is None or rules.lead_channel != stored:
-                reasons.append(f"channel {channel!r} is not a planned lesion channel")
+            if rules is None:
+                reasons.append(f"channel {channel!r} has no electrode in the plan")
             channel = 0 if stored is None else stored  # 0: no channel (refused above)
             # Whole millivolts, read as stored (see _stored_number): the number checked is the number sent.
             stored = None if isinstance(amplitude_mv, bool) or not isinstance(amplitude_mv, int) else (

@@ -13,8 +13,9 @@ from control.operator import ScriptedOperator
 from control.procedure import State
 from control.record import RecordReader
 from control.summary import ChannelTrace
-from firmware_bridge.messages import ElectrodeInfo, Message, Pump, SetOutput
+from firmware_bridge.messages import ElectrodeInfo, Message, Pump, SetOutput, Stim
 from safety import limits as hard
+from safety.gate import StimKind
 from safety.plan import Lesion, LesionPlan, default_genicular_plan, load_plan
 from sim.generator import Fault, FaultKind
 from tests.control.harness import SimCart, build_cart
@@ -318,6 +319,46 @@ def test_cooled_electrodes_get_coolant_before_rf_and_none_after(tmp_path: Path) 
     assert pumps[0] < rf[0] and pumps[1] > rf[-1], "coolant flows before the first RF and stops after the last"
     cart.sim.step()  # the generator acts on the last command
     assert not cart.sim.pump_on
+
+
+class _TwitchesAt(ScriptedOperator):
+    """The scripted patient, but the leg twitches when one channel's electrode is motor-tested at 0.4 V."""
+
+    def __init__(self, plan: LesionPlan, channel: int) -> None:
+        super().__init__(plan)
+        self.twitch_channel = channel
+
+    def responded(self, kind: StimKind, channel: int, amplitude_mv: int) -> bool:
+        if kind is StimKind.MOTOR:
+            return channel == self.twitch_channel and amplitude_mv >= 400
+        return super().responded(kind, channel, amplitude_mv)
+
+
+def test_each_electrode_of_a_bipolar_pair_is_nerve_tested_and_a_twitch_at_the_partner_stops_the_procedure(
+    tmp_path: Path,
+) -> None:
+    """The pair's second needle lies near a nerve of its own: only the lead electrode was tested, so a motor nerve
+    at the partner's tip went into the lesion unseen."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    assert [lesion.channels for lesion in plan.lesions] == [(1, 2), (3,)]
+    cart = build_cart(plan, tmp_path / "tested", lesion_estimator=lambda lesion, trace: (0.0, 0.0))
+    sent: list[Message] = []
+    cart.generator.on_sent(lambda seq, msg, t: sent.append(msg))
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == 0, result.message
+    assert [row["channel"] for row in result.stimulation] == [1, 2, 3]
+    rows = list(RecordReader(result.record_path).rows("stimulation"))
+    assert [row.payload["channel"] for row in rows] == [1, 2, 3]
+    stimulated = [msg.channel_mask for msg in sent if isinstance(msg, Stim) and msg.amplitude_mv]
+    assert set(stimulated) == {0b0001, 0b0010, 0b0100}, "each electrode on its own channel"
+    cart = build_cart(plan, tmp_path / "twitch", operator=_TwitchesAt(plan, 2))
+    sent.clear()
+    cart.generator.on_sent(lambda seq, msg, t: sent.append(msg))
+    stopped = cart.session.run()
+    cart.record.close()
+    assert stopped.final_state == "standby" and "ch2: motor response at 0.40 V" in stopped.message, stopped
+    assert not any(isinstance(msg, SetOutput) for msg in sent), "no RF after the partner's twitch"
 
 
 def test_a_bipolar_lesions_energy_is_the_pairs(tmp_path: Path) -> None:

@@ -734,13 +734,22 @@ def test_stimulation_is_refused_while_rf_is_on_on_any_channel() -> None:
     assert rig.wire() == [] and rig.gate.commanded[1].stim_amplitude_mv == 0
 
 
-def test_a_bipolar_partner_cannot_be_stimulated_on_its_own() -> None:
+def test_a_bipolar_partners_electrode_is_stimulated_on_its_own_channel_and_judged_there() -> None:
+    """Each needle of a bipolar pair lies near a nerve of its own: the motor test must reach the partner's too (it
+    was refused, so a pair's second needle went to its lesion untested). The stimulus goes out on the partner's
+    channel alone, and a weak one there trips there."""
     rig = Rig(plan=bipolar_plan())
     ready(rig)
-    refused = rig.gate.request_stim(2, StimKind.MOTOR, 400)
-    assert not refused and any("not a planned lesion channel" in r for r in refused.reasons)
-    assert rig.wire() == []
-    assert rig.gate.request_stim(1, StimKind.MOTOR, 400)
+    assert rig.gate.request_stim(2, StimKind.MOTOR, 400, rig.imaging())
+    assert rig.wire() == [Stim(0b0010, 20, 1000, 400)]
+    trips: list[Trip] = []
+    for _ in range(round((hard.STIM_SETTLE_S + 0.05) / 0.01)):
+        rig.clock.advance(0.01)
+        rig.feed(telemetry({2: channel(voltage_v=0.1, flags=ON)}))
+        trips += rig.gate.evaluate(rig.imaging())
+    assert [(t.interlock, t.channel) for t in trips] == [(InterlockId.STIMULATION_MISMATCH, 2)]
+    refused = rig.gate.request_stim(3, StimKind.MOTOR, 400, rig.imaging())
+    assert not refused and "channel 3 has no electrode in the plan" in refused.reasons
 
 
 def test_a_stimulus_off_its_commanded_amplitude_trips_once_each_new_amplitude_has_settled() -> None:
@@ -1306,7 +1315,7 @@ def test_a_stimulation_request_for_an_unplanned_channel_is_judged_too() -> None:
     rig = Rig()
     _time_passes_untended(rig)
     refused = rig.gate.request_stim(4, StimKind.SENSORY, 400, rig.imaging())
-    assert not refused and "channel 4 is not a planned lesion channel" in refused.reasons
+    assert not refused and "channel 4 has no electrode in the plan" in refused.reasons
     assert rig.wire()[0] == OutputOff(0x0F)
     assert [t.interlock for t in rig.gate.take_trips_between_ticks()] == [InterlockId.CONTROL_LOOP_OVERRUN]
 
