@@ -28,13 +28,22 @@ from control.imaging.geometry import ScanGeometry
 from control.imaging.needle import TipDetector, TipEstimate
 from firmware_bridge.clock import Clock, RealClock
 from firmware_bridge.errors import ProbeError
-from firmware_bridge.probe import ProbeAddress, ProbeFrame, ProbeNotFound, UltrasoundProbe
+from firmware_bridge.probe import (
+    ProbeAddress,
+    ProbeDisconnected,
+    ProbeFrame,
+    ProbeNotFound,
+    ProbeStalled,
+    UltrasoundProbe,
+)
 
 EXIT_OK: Final = 0
 EXIT_FAULT: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
 POLL_PERIOD_S: Final = 0.01
+RECONNECT_PERIOD_S: Final = 1.0
+"""How often ``stream`` looks for a probe that disconnected (as the cart's guidance does)."""
 
 ProbeFactory = Callable[[Clock], UltrasoundProbe]
 """Opens the probe on the given clock; raises ``ProbeNotFound`` when it is not attached."""
@@ -68,8 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "attached.")
     stream = commands.add_parser("stream", help="stream frames and report rate, drops, corruption and tip",
                                  description="Stream B-mode frames for a while and report the frame rate, frames "
-                                 "dropped and corrupt, the face temperature and the needle tip found, if any. Exit 1 "
-                                 "if the probe fails while streaming, 3 if it is not attached.")
+                                 "dropped and corrupt, bulk stalls and disconnects (both ridden out: a stall is "
+                                 "cleared, a probe that went is looked for once a second), the face temperature and "
+                                 "the needle tip found, if any. Exit 1 if the probe fails while streaming or is still "
+                                 "gone at the end, 3 if it is not attached.")
     stream.add_argument("--seconds", type=arguments.seconds, default=5.0, help="how long to stream (default 5 s)")
     snapshot = commands.add_parser("snapshot", help="write one B-mode display image as PNG",
                                    description="Acquire one frame, form the B-mode display image (as the cart "
@@ -169,22 +180,40 @@ class _Imaging:
 
 
 def _stream(probe: UltrasoundProbe, clock: Clock, seconds: float, as_json: bool, out: TextIO) -> int:
+    """Stream for ``seconds``, riding out what the cart rides out: a bulk stall (counted; the next poll clears the
+    halt) and a disconnect (counted; the probe looked for once a second, and streaming again once it is back).
+    A probe still gone at the end is a failure (exit 1)."""
     imaging = _Imaging(probe)
     probe.unfreeze()
     start = clock.now()
     next_report = start + 1.0
+    next_reconnect = start
     frames = 0
     tip: TipEstimate | None = None
     while clock.now() - start < seconds:
-        for frame in probe.poll():
-            frames += 1
-            _, tip = imaging.process(frame)
+        try:
+            if probe.connected:
+                for frame in probe.poll():
+                    frames += 1
+                    _, tip = imaging.process(frame)
+            elif clock.now() >= next_reconnect:
+                next_reconnect = clock.now() + RECONNECT_PERIOD_S
+                probe.reconnect()
+        except ProbeStalled:
+            pass  # counted by the driver, whose next poll clears the halt
+        except (ProbeDisconnected, ProbeNotFound):
+            pass  # counted by the driver (a disconnect) or still absent: looked for again in a second
         now = clock.now()
         if now >= next_report and not as_json:
-            print(f"t={now - start:6.2f} s  frames={frames}  {_counters(probe)}  {_tip_text(tip)}", file=out)
+            where = _tip_text(tip) if probe.connected else "probe disconnected: looking for it once a second"
+            print(f"t={now - start:6.2f} s  frames={frames}  {_counters(probe)}  {where}", file=out)
             next_report += 1.0
         clock.sleep_until(now + POLL_PERIOD_S)
     elapsed = clock.now() - start
+    if not probe.connected:
+        print(f"probe error: the probe disconnected and was not found again within the {seconds:g} s stream "
+              f"({frames} frames, {_counters(probe)})", file=sys.stderr)
+        return EXIT_FAULT
     status = probe.read_status()
     probe.freeze()
     summary: dict[str, object] = {

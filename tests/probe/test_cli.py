@@ -12,7 +12,7 @@ import pytest
 from control import probe_cli
 from firmware_bridge.clock import Clock, SimClock
 from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
-from sim.probe import NeedlePose, SimProbe, SimProbeBackend, SimProbeConfig
+from sim.probe import NeedlePose, ProbeFault, ProbeFaultKind, SimProbe, SimProbeBackend, SimProbeConfig
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -101,3 +101,33 @@ def test_a_machine_without_libusb_is_a_probe_error_naming_the_fix(monkeypatch: p
     monkeypatch.setattr(usb.core, "find", no_backend)
     with pytest.raises(ProbeError, match="install libusb"):
         usb_locator()()
+
+
+def test_stream_rides_out_a_stall_and_a_replug_and_counts_them() -> None:
+    """The bench stream prints ``stalls=`` and ``disconnects=``, but the first stall ended it (exit 1, "probe
+    error: the probe's bulk endpoint 0x81 stalled"), so neither counter could ever be seen above 0. A stall is
+    cleared by the next poll (the driver's contract) and a replugged probe is found again, as on the cart."""
+    clock = SimClock()
+
+    def faulty(clk: Clock) -> UltrasoundProbe:
+        sim = SimProbe(clk, SimProbeConfig(lines=64, samples_per_line=1024, depth_mm=40))
+        sim.set_needle(NeedlePose(2.0, 25.0))
+        sim.script_faults([ProbeFault(ProbeFaultKind.USB_STALL, at_s=0.5),
+                           ProbeFault(ProbeFaultKind.DISCONNECT, at_s=1.0, duration_s=0.5)], clk.now)
+        return UltrasoundProbe.open(clk, backend=SimProbeBackend(sim))
+
+    out = io.StringIO()
+    assert probe_cli.run(_parse(["--json", "stream", "--seconds", "4"]), faulty, clock, out) == probe_cli.EXIT_OK
+    summary = json.loads(out.getvalue())
+    assert summary["usb_stalls"] == 1 and summary["disconnects"] == 1, summary
+    assert summary["frames"] >= 50, summary  # about 2.5 s of the 4 at 25 frames/s, after the probe came back
+
+
+def test_stream_of_a_probe_that_never_comes_back_fails_naming_it() -> None:
+    def unplugged(clk: Clock) -> UltrasoundProbe:
+        sim = SimProbe(clk, SimProbeConfig(lines=64, samples_per_line=1024, depth_mm=40))
+        sim.script_faults([ProbeFault(ProbeFaultKind.DISCONNECT, at_s=0.5)], clk.now)
+        return UltrasoundProbe.open(clk, backend=SimProbeBackend(sim))
+
+    assert probe_cli.run(_parse(["stream", "--seconds", "3"]), unplugged, SimClock(), io.StringIO()) == \
+        probe_cli.EXIT_FAULT
