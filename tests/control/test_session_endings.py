@@ -718,3 +718,19 @@ def test_the_reading_that_stopped_a_lesion_is_in_its_summary(tmp_path: Path) -> 
     assert stopped.impedance_end_ohm is not None and stopped.impedance_end_ohm < lesion.impedance_min_ohm
     (trace,) = [t for t in cart.session.traces if t.channel == 2]
     assert trace.impedance_ohm[-1] == stopped.impedance_end_ohm
+
+
+def test_lesions_all_stopped_during_the_ramp_are_not_recorded_as_having_reached_their_set_temperature(
+        tmp_path: Path) -> None:
+    """Every channel's thermocouple opens mid-ramp. The state machine only goes on through ``lesioning``, and the
+    session meant to say why in that transition's record row; but the loop's own check (every lesion done or at
+    its set temperature) fired first, so the record said ``set_temperature_reached`` and nothing else."""
+    cart = build_cart(plan_without_imaging(), tmp_path, faults=[
+        Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=45.0, channel=channel) for channel in (1, 2, 3)])
+    result = cart.session.run()
+    cart.record.close()
+    assert all(s.tripped.startswith("thermocouple_open") and s.time_to_set_s is None for s in result.summaries), \
+        result.summaries
+    (to_lesioning,) = [r.payload for r in RecordReader(cart.record.path).rows("state")
+                       if r.payload["dest"] == "lesioning"]
+    assert to_lesioning.get("reason") == "every channel stopped before reaching its set temperature", to_lesioning
