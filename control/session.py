@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -1016,6 +1017,19 @@ def _failure(exc: CartError) -> str:
     return f"{what} [{type(exc).__name__}]"
 
 
+def _overrun_hint() -> str:
+    """What a real-time run that control_loop_overrun ended asks of whoever reads it: the loop was not given the CPU
+    in time, which a shared development machine causes as readily as a fault of the cart."""
+    try:
+        load = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count() or '?'} CPUs now"
+    except OSError:
+        load = "load average unknown"
+    return (f"The control loop was not given the CPU in time ({load}). On a development or HIL machine, run it again "
+            "with the machine to itself: no tests, builds or second procedure beside it (docs/procedure.md, \"A "
+            "real-time run needs the machine to itself\"). On the cart, where the loop has a core of its own, report "
+            "it as a fault of the cart.")
+
+
 def render_result(result: SessionResult) -> str:
     """The human summary printed at the end of ``rfa run``."""
     lines = []
@@ -1029,6 +1043,8 @@ def render_result(result: SessionResult) -> str:
         if result.first_trip:
             where = f" (record row {result.first_trip_row})" if result.first_trip_row else ""
             lines.append(f"First interlock trip: {result.first_trip}{where}")
+            if result.first_trip.startswith("control_loop_overrun"):
+                lines.append(_overrun_hint())
     if result.realtime and result.loop:
         lines.append(
             f"Loop: {result.loop['ticks']:,} ticks, longest period {result.loop['longest_period_ms']:.1f} ms "
