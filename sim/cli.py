@@ -24,7 +24,7 @@ from firmware_bridge.messages import N_CHANNELS, ElectrodeSlot
 from firmware_bridge.transport import Transport
 from sim.generator import SimGenerator, load_faults, lumped_tissue, physical_tissue
 from sim.generator.device import DEFAULT_ELECTRODE
-from sim.link_faults import FaultyTransport, LinkFaultConfig, load_link_faults
+from sim.link_faults import FaultyTransport, LinkFaultConfig, LinkFaultCounters, load_link_faults
 from sim.probe import SimProbeBackend, cart_probe, load_probe_faults
 from sim.probe.remote import ProbeService, parse_tcp
 from sim.server import Server, open_endpoint
@@ -127,8 +127,19 @@ def run(args: argparse.Namespace) -> int:
     sim = SimGenerator(None, clock, seed=args.seed, faults=faults, electrodes=[args.electrode] * N_CHANNELS,
                        tissue_factory=TISSUES[args.tissue])
 
+    wrapped: list[FaultyTransport] = []
+
     def wrap(transport: Transport) -> Transport:
-        return FaultyTransport(transport, clock, link, seed=args.seed, origin=sim.origin)
+        wrapped.append(FaultyTransport(transport, clock, link, seed=args.seed, origin=sim.origin))
+        return wrapped[-1]
+
+    def link_fault_counters() -> dict[str, int]:
+        """What the [link] table did to the bytes, over every host connection so far."""
+        total = LinkFaultCounters().as_dict()
+        for transport in wrapped:
+            for name, count in transport.counters.as_dict().items():
+                total[name] += count
+        return total
 
     each_tick: list[Callable[[], None]] = []
     service: ProbeService | None = None
@@ -144,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"rfa sim: cannot serve the probe on {args.probe}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
     server = Server(sim, endpoint, clock, wrap=wrap if link.any else None, report_every_s=args.report_s,
-                    out=sys.stdout, each_tick=each_tick)
+                    out=sys.stdout, each_tick=each_tick, more_counters=link_fault_counters if link.any else None)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.stop()

@@ -205,14 +205,17 @@ class Server:
     """Runs one :class:`SimGenerator` on an :class:`Endpoint` at 100 Hz on a real clock.
 
     ``wrap`` lets a caller put a :class:`~sim.link_faults.FaultyTransport` around each host connection;
-    ``each_tick`` runs after every generator step (the probe's image follows the guided tip's boiling).
+    ``each_tick`` runs after every generator step (the probe's image follows the guided tip's boiling);
+    ``more_counters`` adds to the printed counters (``rfa sim``: what its link faults did to the bytes).
     ``stop()`` (from a signal handler) ends :meth:`serve` after the current tick.
     """
 
     def __init__(self, sim: SimGenerator, endpoint: Endpoint, clock: Clock, *,
                  wrap: Callable[[Transport], Transport] | None = None, report_every_s: float = 5.0,
-                 out: TextIO | None = None, each_tick: Sequence[Callable[[], None]] = ()) -> None:
+                 out: TextIO | None = None, each_tick: Sequence[Callable[[], None]] = (),
+                 more_counters: Callable[[], dict[str, int]] | None = None) -> None:
         self.sim = sim
+        self._more_counters = more_counters
         self._each_tick = tuple(each_tick)
         self.endpoint = endpoint
         self.clock = clock
@@ -225,7 +228,8 @@ class Server:
         self._stopping = True
 
     def counters(self) -> dict[str, int]:
-        return {**self.sim.counters_dict(), **self.endpoint.counters.as_dict()}
+        more = self._more_counters() if self._more_counters is not None else {}
+        return {**self.sim.counters_dict(), **self.endpoint.counters.as_dict(), **more}
 
     def _report(self, prefix: str) -> None:
         out = self._out

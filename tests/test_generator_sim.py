@@ -8,9 +8,12 @@ the two together).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import math
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -514,6 +517,47 @@ def test_rfa_sim_refuses_a_bad_fault_script(
 def test_rfa_sim_refuses_a_bad_serial_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim_cli.main(["--serial", "usb", "--duration-s", "0.01"]) == sim_cli.EXIT_USAGE
     assert "pty" in capsys.readouterr().err
+
+
+def test_rfa_sim_prints_what_its_link_faults_did_to_the_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rfa sim --faults` with a [link] table damages the bytes a host gets, and counts each byte it touches, but
+    the counters it printed were only its parser's and its own: what it corrupted, dropped, delayed or lost to an
+    unplug was never shown, so the host's crc_errors had nothing to be set beside."""
+    path = tmp_path / "link.toml"
+    path.write_text("[link]\ncorrupt_byte_prob = 0.2\n")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    received = bytearray()
+
+    def host() -> None:
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=0.2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+        with conn:
+            while len(received) < 2000 and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    received.extend(conn.recv(4096))
+
+    reader = threading.Thread(target=host, daemon=True)
+    reader.start()
+    assert sim_cli.main(["--serial", f"tcp:{port}", "--faults", str(path), "--duration-s", "1.5",
+                         "--report-s", "100"]) == sim_cli.EXIT_OK
+    reader.join(10.0)
+    assert len(received) >= 2000
+    final = capsys.readouterr().out.strip().splitlines()[-1]
+    assert final.startswith("final counters: "), final
+    counters = dict(item.split("=") for item in final.removeprefix("final counters: ").split())
+    assert int(counters["bytes_corrupted"]) > 0, final
+    assert {"bytes_dropped", "bytes_delayed", "bytes_lost_unplugged"} <= set(counters), final
 
 
 # -- determinism, counters and time ------------------------------------------------------------------
