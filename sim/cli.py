@@ -23,7 +23,7 @@ from firmware_bridge.errors import LinkError
 from firmware_bridge.messages import N_CHANNELS, ElectrodeSlot
 from firmware_bridge.transport import Transport
 from sim.generator import SimGenerator, load_faults, lumped_tissue, physical_tissue
-from sim.generator.device import DEFAULT_ELECTRODE
+from sim.generator.device import DEFAULT_ELECTRODE, NO_ELECTRODE
 from sim.link_faults import FaultyTransport, LinkFaultConfig, LinkFaultCounters, load_link_faults
 from sim.probe import SimProbeBackend, cart_probe, load_probe_faults
 from sim.probe.remote import ProbeService, parse_tcp
@@ -51,6 +51,32 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0.0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give a number of seconds greater than 0")
     return value
+
+
+ElectrodeSpec = tuple[int | None, ElectrodeSlot]
+"""One ``--electrode``: the channel it is fitted to (``None``: every channel) and the electrode."""
+
+
+def _electrode_spec(text: str) -> ElectrodeSpec:
+    """``[CH=]GAUGE:TIP_MM`` (``18:10``, ``3=20:5``) or ``CH=none``: an electrode on every channel, or on channel CH
+    (1..4), or none there."""
+    channel_text, equals, electrode = text.rpartition("=")
+    if not equals:
+        return None, _electrode(text)
+    if not (channel_text.isascii() and channel_text.isdigit() and 1 <= int(channel_text) <= N_CHANNELS):
+        raise argparse.ArgumentTypeError(f"{text!r}: the channel before '=' must be 1..{N_CHANNELS}")
+    return int(channel_text), NO_ELECTRODE if electrode == "none" else _electrode(electrode)
+
+
+def electrodes(specs: Sequence[ElectrodeSpec] | None) -> list[ElectrodeSlot]:
+    """The electrode on each channel after the ``--electrode`` options in order (none given: the default on all)."""
+    slots = [DEFAULT_ELECTRODE] * N_CHANNELS
+    for channel, slot in specs or ():
+        if channel is None:
+            slots = [slot] * N_CHANNELS
+        else:
+            slots[channel - 1] = slot
+    return slots
 
 
 def _electrode(text: str) -> ElectrodeSlot:
@@ -86,9 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe", metavar="tcp:PORT",
                         help="also serve the simulated probe on this TCP port (0 picks a free one), for "
                              "rfa run --probe tcp:HOST:PORT; its image shows gas when --probe-channel's tissue boils")
-    parser.add_argument("--electrode", type=_electrode, default=DEFAULT_ELECTRODE, metavar="GAUGE:TIP_MM",
+    parser.add_argument("--electrode", type=_electrode_spec, action="append", metavar="[CH=]GAUGE:TIP_MM",
                         help="the electrode on every channel, e.g. 18:10 for the default genicular plan's "
-                             "(default 20:10); a plan naming another is refused with electrode_mismatch")
+                             "(default 20:10), or with CH= on channel CH alone (3=20:5; 4=none: no electrode); "
+                             "repeatable, applied in order. A plan naming another is refused with "
+                             "electrode_mismatch")
     parser.add_argument("--tissue", choices=sorted(TISSUES), default="lumped",
                         help="tissue at each electrode: lumped (default: a quick thermal response, the same for "
                              "any electrode, next to no CPU) or physical (the finite-difference lesion model rfa run "
@@ -124,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tissue == "physical":
         warm_up_kernels()  # before serving: compiling would stall the first ticks
     clock = RealClock()
-    sim = SimGenerator(None, clock, seed=args.seed, faults=faults, electrodes=[args.electrode] * N_CHANNELS,
+    sim = SimGenerator(None, clock, seed=args.seed, faults=faults, electrodes=electrodes(args.electrode),
                        tissue_factory=TISSUES[args.tissue])
 
     wrapped: list[FaultyTransport] = []

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -710,9 +711,9 @@ def test_rfa_sim_fits_the_electrode_it_is_told(capsys: pytest.CaptureFixture[str
     """``--electrode 18:10`` for the default genicular plan: every channel reports an 18 G, 10 mm electrode."""
     parser = argparse.ArgumentParser()
     sim_cli.add_arguments(parser)
-    slot = parser.parse_args(["--electrode", "18:10"]).electrode
-    assert (slot.gauge, slot.tip_length_deci_mm, slot.connected) == (18, 100, True)
-    assert parser.parse_args([]).electrode.gauge == 20
+    slots = sim_cli.electrodes(parser.parse_args(["--electrode", "18:10"]).electrode)
+    assert {(slot.gauge, slot.tip_length_deci_mm, slot.connected) for slot in slots} == {(18, 100, True)}
+    assert {slot.gauge for slot in sim_cli.electrodes(parser.parse_args([]).electrode)} == {20}
     for bad in ("18", "x:10", "18:0", "40:10"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--electrode", bad])
@@ -745,3 +746,21 @@ def test_a_generator_on_physical_tissue_heats_its_tip_as_rfa_run_simulates_it() 
     for _ in range(200):
         reading = tissue.step(0.01, 5.0)
     assert reading.tip_temp_c > start_c + 1.0
+
+
+def test_rfa_sim_fits_an_electrode_per_channel_so_a_plan_with_two_kinds_runs_against_it() -> None:
+    """docs/examples/bipolar-pulsed.toml plans 18 G 10 mm electrodes on channels 1-2 and a 20 G 5 mm one on 3, and
+    `rfa sim --electrode` fitted one kind to every channel: that example could not run against the simulator process
+    at all (electrode_mismatch on channel 1 or 3, whichever kind was chosen)."""
+    parser = argparse.ArgumentParser()
+    sim_cli.add_arguments(parser)
+    args = parser.parse_args(["--electrode", "18:10", "--electrode", "3=20:5", "--electrode", "4=none"])
+    slots = sim_cli.electrodes(args.electrode)
+    assert [(s.gauge, s.tip_length_deci_mm) for s in slots] == [(18, 100), (18, 100), (20, 50), (0, 0)]
+    assert slots[3] == NO_ELECTRODE
+    assert sim_cli.electrodes(parser.parse_args([]).electrode) == [DEFAULT_ELECTRODE] * 4
+    assert sim_cli.electrodes(parser.parse_args(["--electrode", "2=18:10"]).electrode)[:2] == [
+        DEFAULT_ELECTRODE, replace(DEFAULT_ELECTRODE, gauge=18)]
+    for bad in ("5=18:10", "0=18:10", "x=18:10", "3=18"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--electrode", bad])
