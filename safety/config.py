@@ -237,10 +237,26 @@ def parse_config(data: dict[str, Any], source: str = "configuration") -> CartCon
         raise ConfigError.from_validation_error(source, exc) from exc
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table; ``ValueError`` ("cannot read TOML: …") saying why not. A UTF-8 byte-order mark, which
+    Windows Notepad writes, is allowed; text in another encoding is refused naming the line of its first such byte,
+    where the decoder would name only a byte offset."""
+    try:
+        raw = path.read_bytes()
+        return tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ValueError(f"cannot read TOML: not UTF-8 text (byte 0x{raw[exc.start]:02X} at line {line}, column "
+                         f"{column}); save the file as UTF-8") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read TOML: {exc}") from exc
+
+
 def load_config(path: Path) -> CartConfig:
     """Read and validate a cart configuration TOML file."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(str(path), [("", f"cannot read TOML: {exc}")]) from exc
+        data = read_toml(path)
+    except ValueError as exc:
+        raise ConfigError(str(path), [("", str(exc))]) from exc
     return parse_config(data, str(path))

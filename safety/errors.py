@@ -33,7 +33,7 @@ class RefusedInput(CartError):
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
         self.source = source
         self.problems = tuple(problems)
-        lines = "\n".join(f"  {path or '<root>'}: {reason}" for path, reason in problems)
+        lines = "\n".join(f"  {path}: {reason}" if path else f"  {reason}" for path, reason in problems)
         super().__init__(f"{source} refused:\n{lines}")
 
     @property

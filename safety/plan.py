@@ -19,7 +19,6 @@ validator checks beyond the field's own constraints: docs/plan.md's field tables
 from __future__ import annotations
 
 import enum
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, Vali
 
 from firmware_bridge.messages import N_CHANNELS, OutputMode
 from safety import limits as hard
-from safety.config import HARD_LIMITS, SafetyLimits
+from safety.config import HARD_LIMITS, SafetyLimits, read_toml
 from safety.errors import FieldRefusal, PlanError
 
 _Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -402,9 +401,9 @@ def check_plan(plan: LesionPlan, limits: SafetyLimits) -> LesionPlan:
 def load_plan(path: Path, limits: SafetyLimits = HARD_LIMITS) -> LesionPlan:
     """Read and validate a lesion plan TOML file."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PlanError(str(path), [("", f"cannot read TOML: {exc}")]) from exc
+        data = read_toml(path)
+    except ValueError as exc:
+        raise PlanError(str(path), [("", str(exc))]) from exc
     return parse_plan(data, limits, str(path))
 
 

@@ -58,6 +58,26 @@ def test_the_example_toml_is_the_default_plan() -> None:
     assert load_plan(EXAMPLE) == default_genicular_plan()
 
 
+@pytest.mark.parametrize("example", ["genicular.toml", "cart.toml"])
+def test_a_file_saved_with_a_byte_order_mark_reads_as_without_and_other_encodings_are_named_by_line(
+    tmp_path: Path, example: str
+) -> None:
+    """Windows Notepad saves UTF-8 with a byte-order mark, which TOML refused ("Invalid statement (at line 1,
+    column 1)"); text saved as Latin-1 was refused by byte offset. The first reads as without it; the second is
+    refused naming the line and column, and what to do."""
+    source = EXAMPLE.parent / example
+    load = load_plan if example == "genicular.toml" else load_config
+    marked = tmp_path / f"bom-{example}"
+    marked.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    assert load(marked) == load(source)
+    latin = tmp_path / f"latin-{example}"
+    latin.write_bytes(b"# r\xe9glage du chariot\n" + source.read_bytes())
+    with pytest.raises((PlanError, ConfigError)) as refused:
+        load(latin)
+    assert str(refused.value) == (f"{latin} refused:\n  cannot read TOML: not UTF-8 text (byte 0xE9 at line 1, "
+                                  "column 4); save the file as UTF-8")
+
+
 def test_the_default_plan_reaches_its_set_temperature_within_the_lesion() -> None:
     plan_ = default_genicular_plan()
     assert [le.channel for le in plan_.lesions] == [1, 2, 3]
