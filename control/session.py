@@ -542,9 +542,7 @@ class ProcedureSession:
         return threshold
 
     def _lesions(self) -> Iterator[None]:
-        lesions = ", ".join(
-            f"ch{les.channel} {les.set_temp_c:.0f} °C {les.lesion_time_s:.0f} s" for les in self.plan.lesions
-        )
+        lesions = "; ".join(_arming_text(lesion) for lesion in self.plan.lesions)
         self._confirmed = yield from self._ask(Question(f"Arm {len(self.plan.lesions)} lesion(s): {lesions}?",
                                                         "confirm"))
         if not self._confirmed:
@@ -994,6 +992,21 @@ def _lesion_power_w(lesion: Lesion, telemetry: Telemetry) -> float:
     if lesion.mode is LesionMode.BIPOLAR:
         power_w += telemetry.channels[lesion.channel].power_w
     return power_w
+
+
+def _arming_text(lesion: Lesion) -> str:
+    """What the operator confirms of a lesion at arming: where, how, how hot and how long, the electrode, and the
+    limit on its output (a bipolar pair's cap is the pair's; pulsed RF is capped in volts)."""
+    electrode = lesion.electrode
+    needle = f"{electrode.gauge} G {electrode.active_tip_mm:g} mm{' cooled' if electrode.cooled else ''}"
+    where = "+".join(f"ch{ch}" for ch in lesion.channels)
+    if lesion.pulsed is not None:
+        pulsed = lesion.pulsed
+        output = (f"{pulsed.rate_hz:g} Hz × {pulsed.pulse_width_us / 1000:g} ms up to {pulsed.max_voltage_v:g} V, "
+                  f"tip ≤ {lesion.set_temp_c:.0f} °C")
+    else:
+        output = f"{lesion.set_temp_c:.0f} °C, cap {lesion.power_cap_w:g} W"
+    return f"{where} {lesion.mode.value} {output}, {lesion.lesion_time_s:.0f} s, {needle}"
 
 
 def _highest_step_mv(max_mv: int) -> int:

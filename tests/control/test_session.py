@@ -361,6 +361,29 @@ def test_each_electrode_of_a_bipolar_pair_is_nerve_tested_and_a_twitch_at_the_pa
     assert not any(isinstance(msg, SetOutput) for msg in sent), "no RF after the partner's twitch"
 
 
+class _DeclinesArmingAndKeepsTheQuestion(ScriptedOperator):
+    def __init__(self, plan: LesionPlan) -> None:
+        super().__init__(plan)
+        self.asked: list[str] = []
+
+    def confirm(self, text: str) -> bool:
+        self.asked.append(text)
+        return False
+
+
+def test_the_arming_question_names_what_is_confirmed_of_each_lesion(tmp_path: Path) -> None:
+    """The operator confirms the lesions as the plan has them: "ch1 80 °C 60 s, ch3 42 °C 60 s" left out that ch1
+    drives a bipolar pair at up to 25 W and ch3 pulses up to 45 V, and which electrodes are expected."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    operator = _DeclinesArmingAndKeepsTheQuestion(plan)
+    cart = build_cart(plan, tmp_path, operator=operator)
+    result = cart.session.run()
+    cart.record.close()
+    assert "did not confirm arming" in result.message
+    assert operator.asked == ["Arm 2 lesion(s): ch1+ch2 bipolar 80 °C, cap 25 W, 60 s, 18 G 10 mm; ch3 pulsed 2 Hz × "
+                              "20 ms up to 45 V, tip ≤ 42 °C, 60 s, 20 G 5 mm?"]
+
+
 def test_a_bipolar_lesions_energy_is_the_pairs(tmp_path: Path) -> None:
     """Each side of a bipolar pair reports its own share of the power (docs/contract.md) and the plan's cap is the
     pair's: the lesion's energy is both sides' together, not its lead electrode's half."""
