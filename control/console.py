@@ -14,6 +14,7 @@ answers stay with ``rfa run`` at the cart (interactive without ``--yes``).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -22,10 +23,11 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from control import arguments
+from control.display import format_tip
 from control.record import RecordError, RecordReader, RecordRow
 from control.record_cli import DEFAULT_RECORD_DIR, records_in
 from control.summary import summary_from_record, summary_table
-from firmware_bridge.messages import TelemetryFlag
+from firmware_bridge.messages import TelemetryFlag, tip_temperature_measured
 
 EXIT_OK, EXIT_FAULT, EXIT_USAGE = 0, 1, 2
 INTERVAL_S: Final = 0.5
@@ -81,7 +83,7 @@ class Follower:
         plugged = {ch: p for ch, p in self.channels.items() if int(p.get("flags", 0)) & _CONNECTED}
         live = {ch: p for ch, p in plugged.items() if float(p.get("w", 0.0)) > 0.0} or plugged
         parts = [f"t={self._elapsed_s():6.1f}s {self.state:11}"]
-        parts += [f"ch{ch} {float(p['tip_c']):5.1f}°C {float(p['z_ohm']):4.0f}Ω {float(p['w']):4.1f}W "
+        parts += [f"ch{ch} {format_tip(_tip_c(p))}°C {float(p['z_ohm']):4.0f}Ω {float(p['w']):4.1f}W "
                   f"{float(p['v']):5.2f}V" for ch, p in sorted(live.items())]
         return " | ".join(parts)
 
@@ -109,6 +111,13 @@ class Follower:
 
     def _at(self, text: str) -> str:
         return f"[{self._elapsed_s():8.2f}s] {text}"
+
+
+def _tip_c(telemetry: dict[str, Any]) -> float:
+    """A telemetry row's tip temperature, NaN when its flags say it is no reading (an open thermocouple's 327.67 °C,
+    a disconnected electrode's 0 °C): the console shows what ``rfa run``'s live line shows."""
+    measured = tip_temperature_measured(int(telemetry.get("flags", 0)))
+    return float(telemetry["tip_c"]) if measured else math.nan
 
 
 def follow(path: Path, out: TextIO, *, once: bool = False, interval_s: float = INTERVAL_S,

@@ -34,14 +34,20 @@ class GuidanceView:
     """What the boiling monitor is doing while RF is on (baseline, watching, boiling, unwatchable), else None."""
 
 
+def format_tip(tip_temp_c: float) -> str:
+    """A tip temperature as every live line shows it (``rfa run``'s and ``rfa console``'s): NaN, no reading (an
+    open thermocouple or no electrode, ``firmware_bridge.messages.tip_temperature_measured``), is ``--.-``,
+    never a number that could be read as a temperature."""
+    return f"{tip_temp_c:5.1f}" if math.isfinite(tip_temp_c) else " --.-"
+
+
 def format_line(t_s: float, state: str, channels: list[ChannelView], guidance: GuidanceView | None) -> str:
     parts = [f"t={t_s:6.1f}s {state:11}"]
     for ch in channels:
         left = "" if ch.time_left_s is None else f" {ch.time_left_s:4.0f}s left"
         flag = f" {ch.status}" if ch.status else ""
-        tip = f"{ch.tip_temp_c:5.1f}" if math.isfinite(ch.tip_temp_c) else " --.-"  # NaN: no reading (TC open)
         parts.append(
-            f"ch{ch.channel} {tip}°C {ch.impedance_ohm:4.0f}Ω {ch.power_w:4.1f}W{left}{flag}"
+            f"ch{ch.channel} {format_tip(ch.tip_temp_c)}°C {ch.impedance_ohm:4.0f}Ω {ch.power_w:4.1f}W{left}{flag}"
         )
     if guidance is not None:
         if not guidance.live:

@@ -24,19 +24,21 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
 
 from control.record import RecordDamaged, RecordReader, RecordRow, VerifyResult
 from control.summary import lesion_size_text
+from firmware_bridge.messages import tip_temperature_measured
 
 WINDOW_MARGIN_S: Final = 5.0
 """Telemetry plotted before RF starts and after it stops, so the baseline and the cool-down show."""
@@ -69,7 +71,11 @@ class PlannedChannel:
 
 @dataclass(frozen=True)
 class ChannelTelemetry:
-    """One channel's samples inside the plotted span; ``t_s`` is seconds since RF started."""
+    """One channel's samples inside the plotted span; ``t_s`` is seconds since RF started.
+
+    ``tip_temp_c`` is NaN where the telemetry's flags say the field is no reading (an open thermocouple sends
+    327.67 °C, no electrode 0 °C; ``tip_temperature_measured``): the plot shows a gap there, as ``rfa run`` left
+    such readings out of the lesion's figures, rather than a jump to full scale."""
 
     channel: int
     t_s: npt.NDArray[np.float64]
@@ -134,6 +140,11 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """A record value is an integer (flags, a channel): JSON true/false is not one."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def planned_channels(plan: dict[str, Any] | None) -> list[PlannedChannel]:
@@ -209,12 +220,13 @@ def _read_telemetry(
         if not isinstance(ch, int) or ch not in buffers or not lo <= row.mono <= hi:
             continue
         tip_c, z_ohm, w = (_number(row.payload.get(k)) for k in ("tip_c", "z_ohm", "w"))
-        if tip_c is None or z_ohm is None or w is None:
+        flags = row.payload.get("flags")
+        if tip_c is None or z_ohm is None or w is None or not _is_int(flags):
             skipped += 1
             continue
         t_buf, tip_buf, z_buf, w_buf = buffers[ch]
         t_buf.append(row.mono - t0)
-        tip_buf.append(tip_c)
+        tip_buf.append(tip_c if tip_temperature_measured(flags) else math.nan)
         z_buf.append(z_ohm)
         w_buf.append(w)
     if skipped:

@@ -602,7 +602,7 @@ class ProcedureSession:
                 # The reading a trip in this tick stopped the lesion on belongs to it: a lesion stopped for a
                 # 90.2 °C tip or a shorted electrode shows that in its maximum and its end impedance. A reading
                 # flagged open or disconnected is no reading (327.67 °C is an open thermocouple's full scale).
-                measured = _tip_measured(sample)
+                measured = sample.tip_measured
                 if measured:
                     a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, _lesion_power_w(a.lesion, telemetry))
                 if a.done:
@@ -727,7 +727,7 @@ class ProcedureSession:
                             still_present=lambda: bool(self._link_reasons()))
             samples = [(ch, self._telemetry().channels[ch - 1]) for ch in lead]
             # An open thermocouple or a disconnected electrode reads no temperature: not known to be cool.
-            tips = [(ch, s.tip_temp_c if _tip_measured(s) else None) for ch, s in samples]
+            tips = [(ch, s.tip_temp_c if s.tip_measured else None) for ch, s in samples]
             known = [tip for _, tip in tips if tip is not None]
             self._show(f"cooldown: max tip {max(known):.1f} °C" if known else "cooldown: tip temperatures unknown")
             hot = [(ch, tip) for ch, tip in tips if tip is None or tip >= COOLDOWN_TARGET_C]
@@ -962,7 +962,7 @@ class ProcedureSession:
             views.append(
                 ChannelView(
                     a.lesion.channel,
-                    s.tip_temp_c if _tip_measured(s) else math.nan,
+                    s.tip_temp_c if s.tip_measured else math.nan,
                     s.impedance_ohm,
                     _lesion_power_w(a.lesion, telemetry),
                     left,
@@ -972,12 +972,6 @@ class ProcedureSession:
         view = self.guidance.view() if self.guidance is not None else None
         with self._to_operator():
             self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
-
-
-def _tip_measured(sample: ChannelTelemetry) -> bool:
-    """Whether a channel's tip temperature is a reading: not with its thermocouple open (the generator then sends
-    full scale, 327.67 °C) or no electrode connected (0 °C)."""
-    return sample.electrode_connected and not sample.thermocouple_open
 
 
 def _unmeasured_why(sample: ChannelTelemetry) -> str:

@@ -52,6 +52,14 @@ class TelemetryFlag(enum.IntFlag):
     ELECTRODE_CONNECTED = 0x08
 
 
+def tip_temperature_measured(flags: int) -> bool:
+    """Whether a channel's tip temperature field is a reading, from the flags sent beside it: not with the
+    thermocouple open (the generator then sends the field's full scale, 327.67 °C) nor with no electrode connected
+    (0 °C). The one definition for everything that shows or sums a tip temperature, live (``rfa run``) or from
+    the record (``rfa console``, ``rfa record report``), so that no reader takes either for a temperature."""
+    return bool(flags & TelemetryFlag.ELECTRODE_CONNECTED) and not flags & TelemetryFlag.THERMOCOUPLE_OPEN
+
+
 class SelfTestCheck(enum.IntFlag):
     """Bits of the ``SELF_TEST`` result bitmap. The contract leaves the bits to the device; both ends of
     this project share this definition (docs/contract.md), so the host can say *which* check failed."""
@@ -214,6 +222,11 @@ class ChannelTelemetry(NamedTuple):
     @property
     def electrode_connected(self) -> bool:
         return bool(self.flags & TelemetryFlag.ELECTRODE_CONNECTED)
+
+    @property
+    def tip_measured(self) -> bool:
+        """Whether :attr:`tip_temp_c` is a reading (:func:`tip_temperature_measured`)."""
+        return tip_temperature_measured(self.flags)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,8 @@ from firmware_bridge.messages import (
     Status,
     Stim,
     Telemetry,
+    TelemetryFlag,
+    tip_temperature_measured,
 )
 
 u8 = st.integers(0, 0xFF)
@@ -111,3 +113,18 @@ def test_si_properties_convert_wire_units() -> None:
     slot = ElectrodeSlot(model_id=7, gauge=20, tip_length_deci_mm=105, flags=0b11)
     assert slot.connected and slot.cooled and slot.thermocouple_fitted and slot.tip_length_mm == 10.5
     assert Status(1, 0, 0x0102).firmware == "1.2"
+
+
+@pytest.mark.parametrize(("flags", "measured"), [
+    (TelemetryFlag.ELECTRODE_CONNECTED, True),
+    (TelemetryFlag.ELECTRODE_CONNECTED | TelemetryFlag.OUTPUT_ON | TelemetryFlag.CHANNEL_FAULT, True),
+    (TelemetryFlag.ELECTRODE_CONNECTED | TelemetryFlag.THERMOCOUPLE_OPEN, False),  # full scale, 327.67 °C
+    (TelemetryFlag(0), False),  # no electrode: 0 °C
+    (TelemetryFlag.THERMOCOUPLE_OPEN, False),
+])
+def test_a_tip_temperature_is_a_reading_only_with_an_electrode_and_a_closed_thermocouple(
+    flags: TelemetryFlag, measured: bool
+) -> None:
+    """One rule for the session, the console and the report, asked of a message or of a record's flags alike."""
+    assert tip_temperature_measured(int(flags)) is measured
+    assert ChannelTelemetry(32767, 1800, 0, 0, 0, int(flags)).tip_measured is measured

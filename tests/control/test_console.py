@@ -12,11 +12,11 @@ import pytest
 
 from control.cli import main
 from control.console import Follower, follow
-from control.record import ProcedureRecord
+from control.record import ProcedureRecord, RecordRow
 from firmware_bridge.clock import SimClock
 from tests.control.test_cli_run import write_plan
 
-CONNECTED, ON = 0x08, 0x09
+CONNECTED, ON, THERMOCOUPLE_OPEN = 0x08, 0x09, 0x02
 
 
 def test_a_finished_procedure_is_told_from_its_record_with_its_exit_code(
@@ -84,6 +84,16 @@ def test_a_record_still_being_written_is_followed_until_its_summary(tmp_path: Pa
     assert "ch1  61.5°C  180Ω  7.5W 36.70V" in text and "ch4" not in text, "only channels with an electrode"
     assert "ALARM (high) over_temperature ch1: channel 1: tip 86.00 °C above 85.00 °C (record row 4)" in text
     assert text.rstrip().endswith("Procedure ended in fault (exit 1): over_temperature ch1")
+
+
+def test_an_open_thermocouple_shows_no_temperature_on_the_status_line() -> None:
+    """Full scale (327.67 °C) flagged open is no reading: ``--.-`` as on ``rfa run``'s live line, not 327.7 °C."""
+    follower = Follower()
+    for ch, flags, tip_c in ((1, CONNECTED, 57.0), (2, CONNECTED | THERMOCOUPLE_OPEN, 327.67)):
+        follower.feed(RecordRow(ch, 158.4, 0.0, "telemetry",
+                                {"ch": ch, "flags": flags, "tip_c": tip_c, "z_ohm": 174.0, "w": 0.0, "v": 0.0}))
+    line = follower.status_line()
+    assert "ch1  57.0°C  174Ω  0.0W  0.00V | ch2  --.-°C  174Ω  0.0W  0.00V" in line and "327" not in line
 
 
 def test_once_reports_a_running_procedure_and_returns(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import re
 import sqlite3
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -24,6 +25,21 @@ PLANNED_CHANNELS = (1, 2)
 RAMP_AT_S = 10
 LESION_END_S = 14
 HOSTILE = "<script>alert('x')</script>"
+CONNECTED, ON, THERMOCOUPLE_OPEN = 0x08, 0x09, 0x02
+"""Telemetry flags: an electrode connected; and output on; the thermocouple open (firmware_bridge.messages)."""
+
+
+class ChannelChange(NamedTuple):
+    """A channel's telemetry from ``at_s`` on: what the generator sends once something happened to it."""
+
+    at_s: float
+    flags: int
+    tip_c: float
+
+
+TC_OPEN = ChannelChange(12.5, CONNECTED | THERMOCOUPLE_OPEN, 327.67)
+"""The thermocouple opens mid-lesion: the generator sends full scale and the channel stops."""
+ELECTRODE_REMOVED = ChannelChange(12.5, 0, 0.0)
 
 
 def plan_payload() -> dict[str, object]:
@@ -56,11 +72,12 @@ def frame_payload() -> dict[str, object]:
     }
 
 
-def build_record(path: Path, *, telemetry: bool = True) -> None:
+def build_record(path: Path, *, telemetry: bool = True, ch2_from: ChannelChange | None = None) -> None:
     """Self-test, one RF window from 10 s to 14 s on channels 1 and 2, an alarm, a frame and a summary.
 
     Telemetry is recorded for all four channels from 0 s to 20 s, as the session does, so the report has
-    to pick the planned channels and the lesion window itself.
+    to pick the planned channels and the lesion window itself. Its flags are the simulator's: an electrode
+    connected, output on while RF is; ``ch2_from`` changes channel 2 from its time on (its output off).
     """
     clock = SimClock()
     record = ProcedureRecord(path, clock, meta={"plan_name": "two-channel <test>"})
@@ -92,9 +109,11 @@ def build_record(path: Path, *, telemetry: bool = True) -> None:
             state(record, "lesioning", "cooldown", "lesion_complete")
         rf_on = RAMP_AT_S <= t < LESION_END_S
         for ch in range(1, 5):
-            record.append("telemetry", {"ch": ch, "gen_us": step * 100_000, "tip_c": 77.0 if rf_on else 37.0,
-                                        "z_ohm": 250.0, "v": 30.0, "ma": 120.0, "w": 10.0 if rf_on else 0.0,
-                                        "flags": 0})
+            sample = {"ch": ch, "gen_us": step * 100_000, "tip_c": 77.0 if rf_on else 37.0, "z_ohm": 250.0,
+                      "v": 30.0, "ma": 120.0, "w": 10.0 if rf_on else 0.0, "flags": ON if rf_on else CONNECTED}
+            if ch == 2 and ch2_from is not None and t >= ch2_from.at_s:
+                sample.update(tip_c=ch2_from.tip_c, w=0.0, flags=ch2_from.flags)
+            record.append("telemetry", sample)
     summaries = [{"channel": ch, "set_temp_c": 80.0, "time_to_set_s": 2.0, "overshoot_c": 0.3,
                   "hold_mean_c": 79.9, "hold_max_c": 80.3, "hold_rms_error_c": 0.1,
                   "impedance_start_ohm": 250.0, "impedance_end_ohm": 110.0, "energy_j": 40.0, "tripped": "",
@@ -147,6 +166,25 @@ def test_telemetry_is_limited_to_planned_channels_and_the_lesion_window(record_p
         assert trace.t_s.min() == pytest.approx(-5.0)
         assert trace.t_s.max() == pytest.approx(LESION_END_S - RAMP_AT_S + 5.0)
         assert trace.tip_temp_c.max() == pytest.approx(77.0)
+
+
+@pytest.mark.parametrize("change", [TC_OPEN, ELECTRODE_REMOVED], ids=["thermocouple-open", "electrode-removed"])
+def test_a_tip_reading_flagged_as_no_reading_is_a_gap_in_the_plot(tmp_path: Path, change: ChannelChange) -> None:
+    """As ``rfa run`` treats it: an open thermocouple's full scale (327.67 °C) or a disconnected electrode's 0 °C is
+    no temperature, so the plot has a gap there, not a jump that reads as a tip at 327 °C or at 0 °C."""
+    path = tmp_path / "open.rfa.db"
+    build_record(path, ch2_from=change)
+    reader = RecordReader(path)
+    try:
+        facts = read_facts(reader)
+    finally:
+        reader.close()
+    trace = facts.telemetry[2]
+    gap = trace.t_s >= change.at_s - RAMP_AT_S
+    assert gap.any() and np.isnan(trace.tip_temp_c[gap]).all()
+    assert np.isfinite(trace.tip_temp_c[~gap]).all() and np.nanmax(trace.tip_temp_c) == pytest.approx(77.0)
+    assert np.isfinite(facts.telemetry[1].tip_temp_c).all(), "the other channel's readings are all kept"
+    assert report_of(path, tmp_path).count('class="lesion-plot"') == 2
 
 
 def test_record_text_is_escaped_not_markup(record_path: Path, tmp_path: Path) -> None:
