@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from control.record import RecordDamaged, RecordReader, RecordRow, VerifyResult
 from control.summary import lesion_size_text
-from firmware_bridge.messages import tip_temperature_measured
+from firmware_bridge.messages import TelemetryFlag, tip_temperature_measured
 
 WINDOW_MARGIN_S: Final = 5.0
 """Telemetry plotted before RF starts and after it stops, so the baseline and the cool-down show."""
@@ -46,6 +46,7 @@ MAX_THUMBNAILS: Final = 8
 PROGRESS_EVERY_ROWS: Final = 20_000
 RF_STATES: Final = ("ramping", "lesioning")
 PLOT_DPI: Final = 100
+_OUTPUT_ON: Final = int(TelemetryFlag.OUTPUT_ON)
 
 _STYLE: Final = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -82,6 +83,8 @@ class ChannelTelemetry:
     tip_temp_c: npt.NDArray[np.float64]
     impedance_ohm: npt.NDArray[np.float64]
     power_w: npt.NDArray[np.float64]
+    rf_on_s: tuple[tuple[float, float], ...]
+    """When this channel's RF was on (:func:`rf_spans`), in the same seconds as ``t_s``: what its plot shades."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,41 @@ def rf_windows(states: Iterable[RecordRow]) -> list[tuple[float, float | None]]:
     return windows
 
 
+def stimulation_windows(states: Iterable[RecordRow]) -> list[tuple[float, float]]:
+    """When a nerve test ran: from entering ``stimulating`` to the next state change (a record that stops while
+    stimulating: to the end of time)."""
+    windows: list[tuple[float, float]] = []
+    start: float | None = None
+    for row in states:
+        if start is not None:
+            windows.append((start, row.mono))
+            start = None
+        if row.payload.get("dest") == "stimulating":
+            start = row.mono
+    if start is not None:
+        windows.append((start, math.inf))
+    return windows
+
+
+def rf_spans(
+    t_s: npt.NDArray[np.float64], output_on: npt.NDArray[np.bool_], stimulating: Sequence[tuple[float, float]]
+) -> tuple[tuple[float, float], ...]:
+    """When one channel's RF was on, from the generator's own word: the runs of samples whose telemetry flags say
+    that channel's output is on (``OUTPUT_ON``), each from its first sample to the first one seen off (the last
+    sample if the trace ends on). A run that began during a nerve test is the stimulus, not RF.
+
+    The procedure's states say when RF was allowed on any channel; a channel stopped by its own trip, or one
+    that went on where it should not, differs from them, and a reviewer needs to see each channel as it was."""
+    edges = np.flatnonzero(np.diff(output_on.astype(np.int8), prepend=0, append=0))
+    spans = []
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        begun = float(t_s[start])
+        if any(lo <= begun < hi for lo, hi in stimulating):
+            continue
+        spans.append((begun, float(t_s[min(stop, t_s.size - 1)])))
+    return tuple(spans)
+
+
 def _collect(reader: RecordReader, kind: str, problems: list[str]) -> Iterator[RecordRow]:
     """The rows of one kind, noting in ``problems`` what had to be left out.
 
@@ -201,7 +239,8 @@ def _collect(reader: RecordReader, kind: str, problems: list[str]) -> Iterator[R
 def _read_telemetry(
     reader: RecordReader, facts: RecordFacts, progress: TextIO | None
 ) -> dict[int, ChannelTelemetry]:
-    """Stream telemetry, keeping only planned channels inside the RF windows (plus margins)."""
+    """Stream telemetry, keeping only planned channels inside the RF windows (plus margins), and when each
+    channel's own RF was on."""
     channels = {c.channel for c in facts.channels}
     if not channels or not facts.rf_windows:
         return {}
@@ -212,6 +251,7 @@ def _read_telemetry(
     total = reader.count("telemetry")
     _say(progress, f"reading telemetry: {total} rows, channels {sorted(channels)}")
     buffers = {ch: (array("d"), array("d"), array("d"), array("d")) for ch in channels}
+    output_on = {ch: array("b") for ch in channels}
     skipped = 0
     for n, row in enumerate(_collect(reader, "telemetry", facts.problems), start=1):
         if n % PROGRESS_EVERY_ROWS == 0:
@@ -229,13 +269,18 @@ def _read_telemetry(
         tip_buf.append(tip_c if tip_temperature_measured(flags) else math.nan)
         z_buf.append(z_ohm)
         w_buf.append(w)
+        output_on[ch].append(bool(flags & _OUTPUT_ON))
     if skipped:
         facts.problems.append(f"{skipped} telemetry rows with missing or non-numeric values were not plotted")
-    return {
-        ch: ChannelTelemetry(ch, *(np.frombuffer(b, dtype=np.float64) for b in bufs))
-        for ch, bufs in sorted(buffers.items())
-        if len(bufs[0])
-    }
+    stimulating = [(start - t0, end - t0) for start, end in stimulation_windows(facts.states)]
+    traces = {}
+    for ch, bufs in sorted(buffers.items()):
+        if not len(bufs[0]):
+            continue
+        t_s, tips, impedances, powers = (np.frombuffer(b, dtype=np.float64) for b in bufs)
+        on = np.frombuffer(output_on[ch], dtype=np.int8).astype(bool)
+        traces[ch] = ChannelTelemetry(ch, t_s, tips, impedances, powers, rf_spans(t_s, on, stimulating))
+    return traces
 
 
 def _decode_frame(row: RecordRow) -> Thumbnail | str:
@@ -322,21 +367,16 @@ def _png_data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def plot_channel(
-    trace: ChannelTelemetry,
-    planned: PlannedChannel,
-    windows: Sequence[tuple[float, float | None]],
-    alarm_times_s: Sequence[float],
-) -> str:
-    """Tip temperature (with the set temperature), impedance and power against time, as a PNG data URI."""
+def plot_channel(trace: ChannelTelemetry, planned: PlannedChannel, alarm_times_s: Sequence[float]) -> str:
+    """Tip temperature (with the set temperature), impedance and power against time, shaded where this channel's
+    RF was on, as a PNG data URI."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 6.5), layout="constrained")
     temp_ax, z_ax, p_ax = fig.subplots(3, 1, sharex=True)
-    t0 = windows[0][0]
-    for start, end in windows:
+    for start, end in trace.rf_on_s:
         for ax in (temp_ax, z_ax, p_ax):
-            ax.axvspan(start - t0, (trace.t_s[-1] if end is None else end - t0), color="#f6e3c6", lw=0)
+            ax.axvspan(start, end, color="#f6e3c6", lw=0)
     for t in (a for a in alarm_times_s if trace.t_s[0] <= a <= trace.t_s[-1]):
         for ax in (temp_ax, z_ax, p_ax):
             ax.axvline(t, color="#c0392b", lw=1)
@@ -353,7 +393,7 @@ def plot_channel(
         p_ax.axhline(planned.power_cap_w, color="#555", ls="--", lw=1, label=f"cap {planned.power_cap_w:g} W")
         p_ax.legend(loc="upper right", fontsize="small")
     p_ax.set_ylabel("power (W)")
-    p_ax.set_xlabel("time since RF start (s); shaded: RF on; red lines: alarms")
+    p_ax.set_xlabel("time since RF start (s); shaded: this channel's RF on; red lines: alarms")
     fig.suptitle(f"Channel {trace.channel}")
     for ax in (temp_ax, z_ax, p_ax):
         ax.grid(True, alpha=0.3)
@@ -523,6 +563,14 @@ def _alarm_times(facts: RecordFacts, channel: int) -> list[float]:
     return [r.mono - t0 for r in facts.alarms if r.payload.get("channel") in (None, channel)]
 
 
+def _rf_on_text(trace: ChannelTelemetry) -> str:
+    """The shaded spans in figures, since a plot is read to a few seconds and a trip's moment matters."""
+    if not trace.rf_on_s:
+        return f"Channel {trace.channel}: its RF output was not on in this span."
+    spans = ", ".join(f"{start:.2f}–{end:.2f} s" for start, end in trace.rf_on_s)
+    return f"Channel {trace.channel}: RF on {spans} after RF start (its telemetry's output flag)."
+
+
 def _lesion_section(facts: RecordFacts, progress: TextIO | None) -> tuple[str, int]:
     if not facts.rf_windows:
         return "<h2>Lesions</h2><p class='note'>RF was never started: no lesion to plot.</p>", 0
@@ -534,9 +582,9 @@ def _lesion_section(facts: RecordFacts, progress: TextIO | None) -> tuple[str, i
             parts.append(f"<p class='note'>Channel {planned.channel}: no telemetry in the lesion window.</p>")
             continue
         _say(progress, f"plotting channel {planned.channel} ({trace.t_s.size} samples)")
-        uri = plot_channel(trace, planned, facts.rf_windows, _alarm_times(facts, planned.channel))
+        uri = plot_channel(trace, planned, _alarm_times(facts, planned.channel))
         parts.append(f'<figure><img class="lesion-plot" alt="channel {planned.channel}: tip temperature, '
-                     f'impedance and power" src="{uri}"></figure>')
+                     f'impedance and power" src="{uri}"><figcaption>{_rf_on_text(trace)}</figcaption></figure>')
         plotted += 1
     return "".join(parts), plotted
 

@@ -10,7 +10,7 @@ import re
 import sqlite3
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -22,6 +22,8 @@ from firmware_bridge.clock import SimClock
 from safety.plan import parse_plan
 
 PLANNED_CHANNELS = (1, 2)
+STIMULATION_S = (6, 8)
+"""A nerve test on channel 1 (its output flag on, as the simulator's is), inside the plot's margin before RF."""
 RAMP_AT_S = 10
 LESION_END_S = 14
 HOSTILE = "<script>alert('x')</script>"
@@ -73,7 +75,8 @@ def frame_payload() -> dict[str, object]:
 
 
 def build_record(path: Path, *, telemetry: bool = True, ch2_from: ChannelChange | None = None) -> None:
-    """Self-test, one RF window from 10 s to 14 s on channels 1 and 2, an alarm, a frame and a summary.
+    """Self-test, a nerve test from 6 s to 8 s, one RF window from 10 s to 14 s on channels 1 and 2, an alarm, a
+    frame and a summary.
 
     Telemetry is recorded for all four channels from 0 s to 20 s, as the session does, so the report has
     to pick the planned channels and the lesion window itself. Its flags are the simulator's: an electrode
@@ -98,7 +101,11 @@ def build_record(path: Path, *, telemetry: bool = True, ch2_from: ChannelChange 
     for step in range(200):  # 10 Hz for 20 s; integer steps so the state changes land exactly
         t = step / 10
         clock.sleep_until(t)
-        if step == RAMP_AT_S * 10:
+        if step == STIMULATION_S[0] * 10:
+            state(record, "standby", "stimulating", "start_stimulation")
+        elif step == STIMULATION_S[1] * 10:
+            state(record, "stimulating", "standby", "stimulation_done")
+        elif step == RAMP_AT_S * 10:
             state(record, "armed", "ramping", "start_rf")
             record.append("frame", frame_payload())
         elif step == 120:
@@ -108,9 +115,11 @@ def build_record(path: Path, *, telemetry: bool = True, ch2_from: ChannelChange 
         elif step == LESION_END_S * 10:
             state(record, "lesioning", "cooldown", "lesion_complete")
         rf_on = RAMP_AT_S <= t < LESION_END_S
+        stimulating = STIMULATION_S[0] <= t < STIMULATION_S[1]
         for ch in range(1, 5):
+            output_on = rf_on or (stimulating and ch == 1)
             sample = {"ch": ch, "gen_us": step * 100_000, "tip_c": 77.0 if rf_on else 37.0, "z_ohm": 250.0,
-                      "v": 30.0, "ma": 120.0, "w": 10.0 if rf_on else 0.0, "flags": ON if rf_on else CONNECTED}
+                      "v": 30.0, "ma": 120.0, "w": 10.0 if rf_on else 0.0, "flags": ON if output_on else CONNECTED}
             if ch == 2 and ch2_from is not None and t >= ch2_from.at_s:
                 sample.update(tip_c=ch2_from.tip_c, w=0.0, flags=ch2_from.flags)
             record.append("telemetry", sample)
@@ -185,6 +194,30 @@ def test_a_tip_reading_flagged_as_no_reading_is_a_gap_in_the_plot(tmp_path: Path
     assert np.isfinite(trace.tip_temp_c[~gap]).all() and np.nanmax(trace.tip_temp_c) == pytest.approx(77.0)
     assert np.isfinite(facts.telemetry[1].tip_temp_c).all(), "the other channel's readings are all kept"
     assert report_of(path, tmp_path).count('class="lesion-plot"') == 2
+
+
+def test_each_channel_is_shaded_from_its_own_rf_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channel 2's thermocouple opens 2.5 s into RF and its output goes off; channel 1 runs to the end. Each
+    channel's shading is its own, from its telemetry's output flag, not the procedure's RF states; channel 1's
+    nerve test before RF (output flag on too) is no RF."""
+    from matplotlib.axes import Axes
+
+    shaded: list[tuple[Axes, float, float]] = []
+    axvspan = Axes.axvspan
+
+    def recording_axvspan(ax: Axes, xmin: float, xmax: float, *args: Any, **kwargs: Any) -> Any:
+        shaded.append((ax, float(xmin), float(xmax)))
+        return axvspan(ax, xmin, xmax, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "axvspan", recording_axvspan)
+    path = tmp_path / "stopped.rfa.db"
+    build_record(path, ch2_from=TC_OPEN)
+    page = report_of(path, tmp_path)
+    spans = {(ax.figure.get_suptitle(), round(x0, 3), round(x1, 3)) for ax, x0, x1 in shaded}  # on its 3 plots
+    ran_s, stopped_after_s = LESION_END_S - RAMP_AT_S, TC_OPEN.at_s - RAMP_AT_S
+    assert spans == {("Channel 1", 0.0, ran_s), ("Channel 2", 0.0, stopped_after_s)}
+    assert f"Channel 1: RF on 0.00–{ran_s:.2f} s after RF start" in page
+    assert f"Channel 2: RF on 0.00–{stopped_after_s:.2f} s after RF start" in page
 
 
 def test_record_text_is_escaped_not_markup(record_path: Path, tmp_path: Path) -> None:
