@@ -28,10 +28,10 @@ import math
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TextIO, TypeGuard
+from typing import Any, Final, NamedTuple, TextIO, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,7 @@ from firmware_bridge.messages import TelemetryFlag, tip_temperature_measured
 WINDOW_MARGIN_S: Final = 5.0
 """Telemetry plotted before RF starts and after it stops, so the baseline and the cool-down show."""
 MAX_THUMBNAILS: Final = 8
+"""Frames shown: the ones at RF start, the last trip and RF's end, the rest spread over RF (:func:`choose_frames`)."""
 PROGRESS_EVERY_ROWS: Final = 20_000
 RF_STATES: Final = ("ramping", "lesioning")
 PLOT_DPI: Final = 100
@@ -103,6 +104,16 @@ class Thumbnail:
     tip_lateral_mm: float | None
     tip_depth_mm: float | None
     tip_confidence: float | None
+    role: str = ""
+    """Which moment it was chosen for ("RF start", "last trip: …", "RF end"); empty for one spread over RF."""
+
+
+class FrameRef(NamedTuple):
+    """A recorded frame without its image (a frame row is 170 kB): what choosing the thumbnails needs."""
+
+    row_id: int
+    mono: float
+    has_image: bool
 
 
 @dataclass
@@ -314,21 +325,117 @@ def _decode_frame(row: RecordRow) -> Thumbnail | str:
     )
 
 
-def _read_thumbnails(reader: RecordReader, problems: list[str]) -> list[Thumbnail]:
-    """The frames recorded at state changes (at most MAX_THUMBNAILS); the first frames if there are none."""
-    at_changes: list[RecordRow] = []
-    others: list[RecordRow] = []
-    for row in _collect(reader, "frame", problems):
-        chosen = at_changes if str(row.payload.get("reason", "")).startswith("state ") else others
-        if len(chosen) < MAX_THUMBNAILS:
-            chosen.append(row)
+def choose_frames(
+    frames: Sequence[FrameRef],
+    windows: Sequence[tuple[float, float | None]],
+    trips: Sequence[tuple[float, str]],
+    limit: int = MAX_THUMBNAILS,
+) -> dict[int, str]:
+    """The frames to show, at most ``limit``, as row id → the moment each was chosen for ("" for the spread).
+
+    What a reviewer looks for first: the tip where RF went on (the frame at RF start, the same moment as
+    arming's), the image at the last trip ((time, what tripped) in ``trips``), and the lesion as RF left it
+    (the frame at RF's end, or the last one if the record stops with RF on). The rest are spread evenly over RF
+    (over the whole record if RF never started). Frames come 1/s during RF but also at every state change, and
+    the nerve tests alone make a dozen of those: taking the first frames, or those at state changes, showed
+    only stimulation. A frame without an image (the probe had none yet) is never chosen."""
+    with_image = sorted((f for f in frames if f.has_image), key=lambda f: f.mono)
+    if not with_image:
+        return {}
+    chosen: dict[int, str] = {}
+    for moment_s, role in _key_moments(windows, trips):
+        if len(chosen) < limit:
+            chosen.setdefault(_frame_at(with_image, moment_s).row_id, role)
+    start, end = _spread_span(windows, with_image)
+    for frame in _spread(with_image, start, end, limit - len(chosen), set(chosen)):
+        chosen[frame.row_id] = ""
+    return chosen
+
+
+def _key_moments(
+    windows: Sequence[tuple[float, float | None]], trips: Sequence[tuple[float, str]]
+) -> list[tuple[float, str]]:
+    """The moments whose frames are always shown, most needed first; the frame for each is the first at or after
+    it (an RF end of ``None``, infinity: the last frame)."""
+    moments: list[tuple[float, str]] = []
+    if windows:
+        moments.append((windows[0][0], "RF start"))
+    if trips:
+        at_s, what = max(trips, key=lambda trip: trip[0])
+        moments.append((at_s, f"last trip: {what}"))
+    if windows:
+        end = windows[-1][1]
+        moments.append((math.inf if end is None else end, "RF end"))
+    else:
+        moments.append((math.inf, "last frame"))
+    return moments
+
+
+def _frame_at(frames: Sequence[FrameRef], moment_s: float) -> FrameRef:
+    """The first frame at or after ``moment_s`` (the last frame if none is), and of the frames recorded at that
+    same instant the last: arming and RF start are one tick, and its second frame is the one of RF start."""
+    after = [f for f in frames if f.mono >= moment_s]
+    if not after:
+        return frames[-1]
+    return [f for f in after if f.mono == after[0].mono][-1]
+
+
+def _spread_span(windows: Sequence[tuple[float, float | None]], frames: Sequence[FrameRef]) -> tuple[float, float]:
+    """From RF start to RF end (the last frame if the record stops with RF on); the whole record without RF."""
+    if not windows:
+        return frames[0].mono, frames[-1].mono
+    end = windows[-1][1]
+    return windows[0][0], frames[-1].mono if end is None else end
+
+
+def _spread(frames: Sequence[FrameRef], start: float, end: float, count: int, taken: set[int]) -> list[FrameRef]:
+    """``count`` frames between ``start`` and ``end``, each the nearest to one of ``count`` evenly spaced moments
+    inside the span (its ends are the key frames' places), none of ``taken``."""
+    pool = [f for f in frames if start <= f.mono <= end and f.row_id not in taken]
+    spread: list[FrameRef] = []
+    for k in range(1, count + 1):
+        if not pool:
+            break
+        target = start + k * (end - start) / (count + 1)
+        nearest = min(pool, key=lambda f: abs(f.mono - target))
+        pool.remove(nearest)
+        spread.append(nearest)
+    return spread
+
+
+def _has_image(payload: dict[str, Any]) -> bool:
+    return isinstance(payload.get("zlib_b64"), str) and isinstance(payload.get("shape"), list)
+
+
+def _trips(alarms: Iterable[RecordRow]) -> list[tuple[float, str]]:
+    """Each trip's time and what tripped ("thermocouple_open ch2")."""
+    trips = []
+    for row in alarms:
+        if row.payload.get("event") == "trip":
+            channel = row.payload.get("channel")
+            where = "" if channel is None else f" ch{channel}"
+            trips.append((row.mono, f"{row.payload.get('interlock', '?')}{where}"))
+    return trips
+
+
+def _read_thumbnails(reader: RecordReader, facts: RecordFacts) -> list[Thumbnail]:
+    """The frames :func:`choose_frames` picks, decoded, in record order.
+
+    Two passes over the frame rows: the first keeps only where each frame is, the second decodes the chosen
+    ones, so a long procedure's frames (1/s of RF, 170 kB each) are never all held at once."""
+    refs = [FrameRef(row.id, row.mono, _has_image(row.payload)) for row in _collect(reader, "frame", facts.problems)]
+    if refs and not any(ref.has_image for ref in refs):
+        facts.problems.append(f"{len(refs)} frame rows, none with an image: no frame to show")
+    chosen = choose_frames(refs, facts.rf_windows, _trips(facts.alarms))
     thumbnails: list[Thumbnail] = []
-    for row in at_changes or others:
+    for row in _collect(reader, "frame", []):  # what cannot be read was noted in the first pass
+        if row.id not in chosen:
+            continue
         decoded = _decode_frame(row)
         if isinstance(decoded, str):
-            problems.append(decoded)
+            facts.problems.append(decoded)
         else:
-            thumbnails.append(decoded)
+            thumbnails.append(replace(decoded, role=chosen[row.id]))
     return thumbnails
 
 
@@ -346,7 +453,7 @@ def read_facts(reader: RecordReader, progress: TextIO | None = None) -> RecordFa
         facts.summary = row.payload
     facts.rf_windows = rf_windows(facts.states)
     facts.telemetry = _read_telemetry(reader, facts, progress)
-    facts.thumbnails = _read_thumbnails(reader, facts.problems)
+    facts.thumbnails = _read_thumbnails(reader, facts)
     return facts
 
 
@@ -626,7 +733,8 @@ def _frames_section(facts: RecordFacts, progress: TextIO | None) -> str:
         tip = ("tip not found" if thumb.tip_lateral_mm is None or thumb.tip_depth_mm is None
                else f"tip at {thumb.tip_lateral_mm:.1f} mm lateral, {thumb.tip_depth_mm:.1f} mm deep")
         approx = "" if thumb.origin_recorded else " (position approximate: the frame has no image origin)"
-        caption = f"row {thumb.row_id}, {thumb.mono:.2f} s, {_text(thumb.reason)}: {tip}{conf}{approx}"
+        role = f"<b>{_text(thumb.role)}</b>: " if thumb.role else ""
+        caption = f"{role}row {thumb.row_id}, {thumb.mono:.2f} s, {_text(thumb.reason)}: {tip}{conf}{approx}"
         parts.append(f'<figure><img class="frame" alt="ultrasound frame row {thumb.row_id}" '
                      f'src="{plot_thumbnail(thumb)}"><figcaption>{caption}</figcaption></figure>')
     return "".join(parts)

@@ -17,7 +17,7 @@ import pytest
 
 from control import record_cli
 from control.record import ProcedureRecord, RecordReader
-from control.report import read_facts, write_report
+from control.report import MAX_THUMBNAILS, read_facts, write_report
 from firmware_bridge.clock import SimClock
 from safety.plan import parse_plan
 
@@ -218,6 +218,85 @@ def test_each_channel_is_shaded_from_its_own_rf_output(tmp_path: Path, monkeypat
     assert spans == {("Channel 1", 0.0, ran_s), ("Channel 2", 0.0, stopped_after_s)}
     assert f"Channel 1: RF on 0.00–{ran_s:.2f} s after RF start" in page
     assert f"Channel 2: RF on 0.00–{stopped_after_s:.2f} s after RF start" in page
+
+
+def build_guided_record(path: Path) -> None:
+    """The frames of a guided procedure: one at each state change (five nerve tests make ten before RF), one a
+    second during RF (20 s to 50 s), a trip at 33.5 s (channel 2 stops, the others go on)."""
+    clock = SimClock()
+    record = ProcedureRecord(path, clock, meta={"plan_name": "guided"})
+    record.append("plan", plan_payload())
+
+    def change(at_s: float, source: str, dest: str) -> None:
+        clock.sleep_until(at_s)
+        state(record, source, dest, "t")
+        record.append("frame", {**frame_payload(), "reason": f"state {dest}"})
+
+    change(0.0, "off", "self_test")
+    record.append("frame", {"reason": "state self_test", "frame": 0})  # the probe has no image yet
+    change(1.0, "self_test", "standby")
+    for n in range(5):
+        change(2.0 + 3 * n, "standby", "stimulating")
+        change(4.0 + 3 * n, "stimulating", "standby")
+    change(RF_FROM_S, "standby", "armed")
+    change(RF_FROM_S, "armed", "ramping")
+    for second in range(int(RF_FROM_S) + 1, int(RF_TO_S)):
+        clock.sleep_until(second)
+        record.append("frame", {**frame_payload(), "reason": "rf"})
+        if second == 25:
+            change(25.0, "ramping", "lesioning")
+        if second == 33:
+            clock.sleep_until(TRIP_AT_S)
+            record.append("alarm", {"event": "trip", "interlock": "thermocouple_open", "channel": 2,
+                                    "priority": "high", "detail": "channel 2: thermocouple open"})
+    change(RF_TO_S, "lesioning", "cooldown")
+    change(RF_TO_S + 10.0, "cooldown", "standby")
+    record.close()
+
+
+RF_FROM_S, TRIP_AT_S, RF_TO_S = 20.0, 33.5, 50.0
+
+
+def test_the_frames_shown_are_rf_start_the_last_trip_rf_end_and_others_spread_over_rf(tmp_path: Path) -> None:
+    """Not the first frames, which are the nerve tests' state changes: the frames a reviewer needs are at RF start,
+    at the last trip and at RF's end, and the rest through the lesion, the count bounded."""
+    path = tmp_path / "guided.rfa.db"
+    build_guided_record(path)
+    reader = RecordReader(path)
+    try:
+        facts = read_facts(reader)
+    finally:
+        reader.close()
+    shown = [(t.mono, t.reason) for t in facts.thumbnails]
+    assert len(shown) == MAX_THUMBNAILS
+    assert all(RF_FROM_S <= mono <= RF_TO_S for mono, _ in shown), shown
+    assert {(t.role, t.mono, t.reason) for t in facts.thumbnails if t.role} == {
+        ("RF start", RF_FROM_S, "state ramping"),
+        ("last trip: thermocouple_open ch2", TRIP_AT_S + 0.5, "rf"),  # the first frame after it
+        ("RF end", RF_TO_S, "state cooldown"),
+    }
+    times = [mono for mono, _ in shown]
+    assert times == sorted(times) and max(np.diff(times)) <= 6.0, "the others spread over RF"
+    page = report_of(path, tmp_path)
+    assert "<b>last trip: thermocouple_open ch2</b>: row " in page
+    assert page.count('<img class="frame"') == MAX_THUMBNAILS
+
+
+def test_without_rf_the_frames_spread_over_the_record_and_end_on_its_last(tmp_path: Path) -> None:
+    path = tmp_path / "no-rf.rfa.db"
+    clock = SimClock()
+    record = ProcedureRecord(path, clock)
+    for second in range(30):
+        clock.sleep_until(second)
+        record.append("frame", {**frame_payload(), "reason": f"state {second}"})
+    record.close()
+    reader = RecordReader(path)
+    try:
+        facts = read_facts(reader)
+    finally:
+        reader.close()
+    assert [t.mono for t in facts.thumbnails] == [4.0, 7.0, 11.0, 14.0, 18.0, 22.0, 25.0, 29.0]  # every 29/8 s
+    assert facts.thumbnails[-1].role == "last frame"
 
 
 def test_record_text_is_escaped_not_markup(record_path: Path, tmp_path: Path) -> None:
