@@ -282,7 +282,8 @@ def _run(args: argparse.Namespace) -> int:
     probe_choice = args.probe or config.probe
     if probe_choice == "none" and plan.imaging_required:
         print(f"rfa run: plan {plan.name!r} requires imaging (imaging_required = true); --probe none is "
-              "refused", file=err)
+              "refused: give the probe (--probe usb:VID:PID, or --probe tcp:HOST:PORT for the one `rfa sim --probe` "
+              "serves), or a plan with imaging_required = false", file=err)
         return EXIT_USAGE
     served_probe: RemoteProbeBackend | None = None
     try:
@@ -730,9 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the plan on the in-process simulator in simulated time, once without a fault and then "
         "once per drawn fault (generator faults and link unplugs, on planned channels, during output; with a plan "
         "that requires imaging, probe faults too, during RF), and check each run against what the simulated "
-        "devices really did: output off at the end, stopped within two periods of the first trip, faults during "
-        "output detected, lost imaging or a hot probe face tripped on (and a drop-out within the imaging grace "
-        "not), record intact. Exit 1 if a run fails.")
+        "devices really did: output off at the end, stopped within two periods of every trip and OUTPUT_OFF, faults "
+        "during output detected, lost imaging, a hot probe face or a fault the probe reports tripped on (and a "
+        "drop-out within the imaging grace not), record intact. Exit 1 if a run fails.")
     campaign_cmd.add_argument("--runs", type=arguments.count, default=None,
                               help=f"fault runs after the fault-free one (default: each kind once, "
                               f"{len(campaign.KINDS)} with imaging, {len(campaign.KINDS) - len(campaign.PROBE_KINDS)} "

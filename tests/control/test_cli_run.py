@@ -177,7 +177,8 @@ def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_probe_none_is_refused_when_the_plan_requires_imaging(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--yes", "--probe", "none"]) == 2
-    assert "requires imaging" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "requires imaging" in said and "give the probe (--probe usb:VID:PID, or --probe tcp:HOST:PORT" in said
 
 
 def test_probe_none_runs_a_plan_without_imaging(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
