@@ -358,6 +358,7 @@ def test_each_electrode_of_a_bipolar_pair_is_nerve_tested_and_a_twitch_at_the_pa
     stopped = cart.session.run()
     cart.record.close()
     assert stopped.final_state == "standby" and "ch2: motor response at 0.40 V" in stopped.message, stopped
+    assert stopped.exit_code == 1, "a stop before the lesions is no success"
     assert not any(isinstance(msg, SetOutput) for msg in sent), "no RF after the partner's twitch"
 
 
