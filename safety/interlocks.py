@@ -123,6 +123,7 @@ SPECS: Final[dict[InterlockId, InterlockSpec]] = {
 _OUTPUT_ON: Final = int(TelemetryFlag.OUTPUT_ON)
 _THERMOCOUPLE_OPEN: Final = int(TelemetryFlag.THERMOCOUPLE_OPEN)
 _CHANNEL_FAULT: Final = int(TelemetryFlag.CHANNEL_FAULT)
+_ELECTRODE_CONNECTED: Final = int(TelemetryFlag.ELECTRODE_CONNECTED)
 _COOLED: Final = int(ElectrodeFlag.COOLED)
 _THERMOCOUPLE_FITTED: Final = int(ElectrodeFlag.THERMOCOUPLE_FITTED)
 _FAULT_STATE: Final = int(GeneratorState.FAULT)
@@ -774,7 +775,14 @@ def check_channel_fault(inputs: SafetyInputs, rules: ChannelRules, now: float) -
 
 def check_electrode_mismatch(inputs: SafetyInputs, rules: ChannelRules, now: float) -> Trip | None:
     """The connected electrode is not the planned one (or none, or it has no thermocouple), or which electrode is
-    connected is no longer known (ELECTRODE_INFO older than ``ELECTRODE_INFO_MAX_AGE_S``)."""
+    connected is no longer known (ELECTRODE_INFO older than ``ELECTRODE_INFO_MAX_AGE_S``).
+
+    None connected is also read from TELEMETRY's flag, 100 times a second, not only from the 1 Hz ELECTRODE_INFO: a
+    pulled electrode then trips here in the frame that shows it, and first of its channel (CHANNEL_CHECKS order),
+    so the alarm names the cause rather than what its readings look like without it (a 0.00 °C tip)."""
+    telemetry = inputs.telemetry
+    if telemetry is not None and not telemetry.msg.channels[rules.index].flags & _ELECTRODE_CONNECTED:
+        return _ch(InterlockId.ELECTRODE_MISMATCH, rules, "no electrode connected (telemetry)")
     rx = inputs.electrodes
     if rx is None:
         return _ch(InterlockId.ELECTRODE_MISMATCH, rules, "no ELECTRODE_INFO received")
@@ -832,6 +840,7 @@ SYSTEM_CHECKS: Final[tuple[SystemCheck, ...]] = (
     check_probe_face_over_temperature,
 )
 CHANNEL_CHECKS: Final[tuple[ChannelCheck, ...]] = (
+    check_electrode_mismatch,  # first: a pulled electrode trips the reading checks too, and is their cause
     check_over_temperature,
     check_pulsed_over_temperature,
     check_thermocouple_open,
@@ -845,7 +854,6 @@ CHANNEL_CHECKS: Final[tuple[ChannelCheck, ...]] = (
     check_impedance_high,
     check_impedance_roll_off,
     check_boiling_detected,
-    check_electrode_mismatch,
     check_lesion_time_exceeded,
 )
 

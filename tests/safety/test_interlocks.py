@@ -56,6 +56,7 @@ from safety.interlocks import (
 )
 from safety.plan import Electrode, Lesion, LesionPlan, default_genicular_plan
 from tests.safety.support import (
+    CONNECTED,
     NOW,
     ON,
     PULSED_RULES,
@@ -566,6 +567,20 @@ def test_a_probe_that_reports_its_fault_state_is_imaging_lost_at_once_however_fr
     assert len(trips) == 1
     assert trips[0].reason == f"the probe reports a fault (GET_STATUS state 2, error bits 0x{error_bits:08X})"
     assert not _tripped(InterlockId.IMAGING_LOST, snapshot, PULSED_RULES), "a plan without imaging asks nothing"
+
+
+def test_a_pulled_electrode_is_named_first_from_the_telemetry_frame_that_shows_it() -> None:
+    """TELEMETRY's flags say no electrode is connected before the 1 Hz ELECTRODE_INFO does, and the readings of a
+    pulled electrode (0.00 °C, 6553.5 Ω) trip the reading checks too: the first alarm of the channel names the
+    cause, not "tip reading 0.00 °C"."""
+    pulled = channel(temp_c=0.0, impedance_ohm=6553.5, flags=0)
+    found = [t for t in evaluate_interlocks(inputs(telemetry({1: pulled})), RULES, NOW) if t.channel == 1]
+    assert found[0].interlock is InterlockId.ELECTRODE_MISMATCH
+    assert found[0].reason == "channel 1: no electrode connected (telemetry)"
+    assert InterlockId.THERMOCOUPLE_IMPLAUSIBLE in {t.interlock for t in found}, "the readings still trip too"
+    connected = [t for t in evaluate_interlocks(inputs(telemetry({1: channel(flags=CONNECTED)})), RULES, NOW)
+                 if t.channel == 1]
+    assert connected == []
 
 
 def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
