@@ -676,6 +676,7 @@ class _ScriptedImaging:
         self.late = late
         self.stopped_at: float | None = None
         self.probe_hot_at: float | None = None
+        self.probe_fault_at: float | None = None
         self.boiling_at: float | None = None
 
     def visible(self, published_at: float | None) -> bool:
@@ -686,7 +687,8 @@ class _ScriptedImaging:
         return published_at < now - _EPS_S if self.late else published_at <= now + _EPS_S
 
     def poll(self) -> ImagingStatus:
-        """A frame at every tick instant until imaging stops; probe face and boiling as published."""
+        """A frame at every tick instant until imaging stops; probe face, its fault state and boiling as
+        published."""
         now = self.clock.now()
         newest = now - PERIOD_S if self.late else now
         if self.stopped_at is not None:
@@ -696,6 +698,7 @@ class _ScriptedImaging:
             50.0 if self.visible(self.probe_hot_at) else 30.0,
             frozenset({1}) if self.visible(self.boiling_at) else frozenset(),
             now,
+            probe_fault_bits=0x02 if self.visible(self.probe_fault_at) else None,
         )
 
     def view(self) -> GuidanceView:
@@ -986,6 +989,11 @@ def _probe_face_hot(rig: TripRig) -> float:
     return rig.imaging.probe_hot_at
 
 
+def _probe_reports_fault(rig: TripRig) -> float:
+    rig.imaging.probe_fault_at = rig.clock.now()
+    return rig.imaging.probe_fault_at
+
+
 def _boiling(rig: TripRig) -> float:
     rig.imaging.boiling_at = rig.clock.now()
     return rig.imaging.boiling_at
@@ -1056,6 +1064,9 @@ SCENARIOS: Final[tuple[TripScenario, ...]] = (
                  "watchdog is checked every half period, as its thread does", _stall_loop, channel=None),
     TripScenario(_I.IMAGING_LOST, "imaging frames stop; onset = last frame + 0.5 s + 2 s RF grace",
                  _stop_imaging, channel=None, timeout_s=4.0),
+    TripScenario(_I.IMAGING_LOST, "the probe's status reports its fault state (GET_STATUS state 2) from the next "
+                 "imaging poll, frames still streaming: no grace", _probe_reports_fault, channel=None,
+                 variant="probe_fault"),
     TripScenario(_I.PROBE_FACE_OVER_TEMPERATURE, "probe face reads 50 °C from the next imaging poll",
                  _probe_face_hot, channel=None),
     TripScenario(_I.BOILING_DETECTED, "the echo monitor reports boiling at ch1", _boiling),
