@@ -772,7 +772,9 @@ class ProcedureSession:
         With ``--json`` the question is an event on the stream too (the console's prompt goes to stderr), so a
         script reading the events knows what it is answering on stdin."""
         if self.events is not None:
-            self._say(question.text, event="question", kind=question.kind, alarms=list(question.alarms))
+            stimulus = {} if question.stim is None else {
+                "channel": question.channel, "test": question.stim.value, "amplitude_mv": question.amplitude_mv}
+            self._say(question.text, event="question", kind=question.kind, alarms=list(question.alarms), **stimulus)
         with self._to_operator():  # a console's prompt: its stream may have gone too
             self.operator.ask(question)
         while (answer := self.operator.answer()) is None:

@@ -241,6 +241,10 @@ def test_with_json_events_every_question_is_an_event_before_it_is_answered(tmp_p
     assert asked[-1]["alarms"] and asked[-1]["alarms"][0].startswith("generator_fault")
     arm = next(i for i, e in enumerate(events) if e["event"] == "question" and e["kind"] == "confirm")
     assert all(e["event"] != "state" or e["dest"] != "armed" for e in events[:arm]), "asked before arming"
+    # A script answers a nerve test from fields, not by parsing the text: which channel, test and amplitude.
+    steps = [(e["channel"], e["test"], e["amplitude_mv"]) for e in asked if e["kind"] == "response"]
+    assert steps[:2] == [(1, "sensory", 100), (1, "sensory", 200)] and ("channel" not in asked[-1]), asked[-1]
+    assert {test for _, test, _ in steps} == {"sensory", "motor"} and {ch for ch, _, _ in steps} == {1, 2, 3}
 
 
 class _DeclinesArming(ScriptedOperator):
