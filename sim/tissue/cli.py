@@ -27,16 +27,21 @@ FLAGS = {"gauge": "--gauge", "active_tip_mm": "--tip", "spacing_mm": "--spacing"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Predict the lesion of one RF electrode under tip-temperature control."
     parser.add_argument("--gauge", type=int, default=18, help="cannula gauge, 16..22 (default 18)")
-    parser.add_argument("--tip", type=float, default=10.0, metavar="MM", help="active tip length, 5..15 mm")
-    parser.add_argument("--temp", type=float, default=80.0, metavar="C", help="set tip temperature (°C)")
-    parser.add_argument("--time", type=float, default=90.0, metavar="S", help="lesion time at power (s)")
-    parser.add_argument("--tissue", choices=sorted(TISSUES), default="muscle")
+    parser.add_argument("--tip", type=float, default=10.0, metavar="MM",
+                        help="active tip length, 5..15 mm (default %(default)g)")
+    parser.add_argument("--temp", type=float, default=80.0, metavar="C",
+                        help="set tip temperature, °C (default %(default)g)")
+    parser.add_argument("--time", type=float, default=90.0, metavar="S",
+                        help="lesion time at power, s (default %(default)g)")
+    parser.add_argument("--tissue", choices=sorted(TISSUES), default="muscle", help="default %(default)s")
     parser.add_argument("--ex-vivo", action="store_true", help="no perfusion (tissue on the bench)")
     parser.add_argument(
-        "--start-temp", type=float, default=37.0, metavar="C", help="tissue temperature at start"
+        "--start-temp", type=float, default=37.0, metavar="C",
+        help="tissue temperature at start, °C (default %(default)g)"
     )
     parser.add_argument("--cooled", action="store_true", help="internally cooled electrode")
-    parser.add_argument("--max-power", type=float, default=30.0, metavar="W", help="power cap of the loop")
+    parser.add_argument("--max-power", type=float, default=30.0, metavar="W",
+                        help="power cap of the loop, W (default %(default)g)")
     parser.add_argument("--ramp", type=float, default=5.0, metavar="C/S",
                         help="set-point ramp, °C/s (default 5, the fastest a plan may ask). A plan's ramp_rate_c_per_s "
                         "and power_cap_w here give the size `rfa run` predicts for its lesion")

@@ -122,3 +122,13 @@ def test_a_plans_ramp_and_power_cap_give_the_size_rfa_run_predicts_for_a_lesion_
 def test_a_ramp_that_would_never_heat_is_refused(ramp: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert lesion_command("--time", "5", "--ramp", ramp) == 2
     assert "ramp_c_per_s must be a positive number" in capsys.readouterr().err
+
+
+def test_every_option_with_a_default_says_it_in_its_help() -> None:
+    """`rfa lesion --help` gave no default for the tip, temperature, time, tissue, start temperature or power cap,
+    though the command runs with them: a planner could not tell what a bare `rfa lesion` predicts."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    silent = [action.dest for action in parser._actions
+              if action.default not in (None, False, argparse.SUPPRESS) and "default" not in (action.help or "")]
+    assert silent == []
