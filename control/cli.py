@@ -158,7 +158,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "in-process simulator the run is then in simulated time (unless --realtime); with --generator "
                    "it is in real time. Without it the console asks, in real time")
     p.add_argument("--realtime", action="store_true", help="run the in-process simulator in real time")
-    p.add_argument("--seed", type=arguments.count, default=0, help="simulator seed (in-process simulator only)")
+    p.add_argument("--seed", type=arguments.count, default=None,
+                   help="simulator seed (in-process simulator only: a simulator process takes its own; default 0)")
     p.add_argument("--faults", type=Path, metavar="FILE",
                    help="fault script TOML for the in-process simulator: [[fault]] tables (kind, at_s, channel, "
                    "...), [[probe_fault]] tables (its probe: kind, at_s, duration_s, value) and an optional [link] "
@@ -305,9 +306,11 @@ def _run(args: argparse.Namespace) -> int:
               "--probe tcp:HOST:PORT (the probe `rfa sim --probe tcp:PORT` serves), usb:VID:PID, or none (for a plan "
               "without imaging)", file=err)
         return EXIT_USAGE
-    if args.faults and url is not None:
-        print("rfa run: --faults scripts the in-process simulator; pass it to `rfa sim` instead", file=err)
+    if url is not None and (args.faults or args.seed is not None):
+        what = "--faults scripts" if args.faults else "--seed seeds"
+        print(f"rfa run: {what} the in-process simulator; pass it to `rfa sim` instead", file=err)
         return EXIT_USAGE
+    seed = args.seed or 0
     try:
         faults = load_faults(args.faults) if args.faults else []
         link = load_link_faults(args.faults) if args.faults else LinkFaultConfig()
@@ -326,11 +329,11 @@ def _run(args: argparse.Namespace) -> int:
     if url is None:
         if not args.json:
             print("Starting the in-process simulator (generator, tissue model, probe)...", file=err)
-        cart = simulated_cart(plan, clock, seed=args.seed, faults=faults, probe=probe_choice == "sim",
+        cart = simulated_cart(plan, clock, seed=seed, faults=faults, probe=probe_choice == "sim",
                               probe_faults=probe_faults)
         transport = cart.host_transport
         if link.any:  # the script's [link] table: the cable between this process and its simulator
-            transport = FaultyTransport(transport, clock, link, seed=args.seed, origin=cart.generator_sim.origin)
+            transport = FaultyTransport(transport, clock, link, seed=seed, origin=cart.generator_sim.origin)
     else:
         try:
             transport = open_transport(url)
@@ -368,7 +371,7 @@ def _run(args: argparse.Namespace) -> int:
             plan, config.effective_limits, realtime,
             generator=url or "in-process simulator",
             probe=probe_choice,
-            seed=str(args.seed),
+            seed="none (the generator at the URL)" if url else str(seed),
             config=str(args.config) if args.config else "none (the hard limits)",
             faults=args.faults.read_bytes().decode("utf-8", "replace") if args.faults else "none",  # as loaded
         ))
@@ -439,9 +442,12 @@ def _run(args: argparse.Namespace) -> int:
 def _selftest(args: argparse.Namespace) -> int:
     """The generator's self-test on its own: which checks passed, per channel, and the link's counters."""
     clock: Clock
+    if args.generator is not None and args.seed is not None:
+        print("rfa selftest: --seed seeds the in-process simulator; pass it to `rfa sim` instead", file=sys.stderr)
+        return EXIT_USAGE
     if args.generator is None:
         clock = SimClock()
-        cart = simulated_cart(default_genicular_plan(), clock, seed=args.seed, physical=False, probe=False)
+        cart = simulated_cart(default_genicular_plan(), clock, seed=args.seed or 0, physical=False, probe=False)
         transport = cart.host_transport
         pacer: Pacer = Lockstep(clock, cart.devices)
     else:
@@ -696,8 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="pyserial URL (default: the in-process simulator)")
     selftest_cmd.add_argument("--channels", type=_channel_list,
                               help="channels that must pass, e.g. 1,2,3 (default: those fitted)")
-    selftest_cmd.add_argument("--seed", type=arguments.count, default=0,
-                              help="simulator seed (in-process simulator only)")
+    selftest_cmd.add_argument("--seed", type=arguments.count, default=None,
+                              help="simulator seed (in-process simulator only; default 0)")
     selftest_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     selftest_cmd.set_defaults(handler=_selftest)
 

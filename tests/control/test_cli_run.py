@@ -136,6 +136,16 @@ def test_a_network_url_without_a_port_is_a_usage_error_naming_the_form(
     assert said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "selftest"])
+def test_a_seed_with_a_generator_url_is_refused_not_ignored(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """A seed seeds the in-process simulator: with a generator URL it was accepted, ignored, and stored in the
+    record as if it had been used."""
+    extra = ["--probe", "none", "--plan", str(Path(__file__).resolve().parents[2] / "docs" / "examples" /
+                                             "bipolar-pulsed.toml")] if command == "run" else []
+    assert main([command, "--generator", "socket://127.0.0.1:9", "--seed", "4", *extra]) == 2
+    assert "--seed seeds the in-process simulator; pass it to `rfa sim` instead" in capsys.readouterr().err
+
+
 def test_the_in_process_probe_is_refused_with_a_generator_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
