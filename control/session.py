@@ -615,11 +615,12 @@ class ProcedureSession:
                     a.trace.hold_started_s = now
                 if now - a.rf_started_at >= a.lesion.lesion_time_s - 1e-9:
                     self._finish(a, "")
-            # A pulsed lesion's set temperature is a ceiling. Lesions that all stopped before any reached its set
-            # temperature go on below, with the reason in the record, not as having reached it.
+            # A pulsed lesion's set temperature is a ceiling: one not stopped by a trip is at it. Lesions that all
+            # stopped before any reached its set temperature (a tripped pulsed lesion reached nothing) go on below,
+            # with the reason in the record, not as having reached it.
             if self.procedure.state is State.RAMPING and all(
                 a.done or a.trace.hold_started_s is not None or not a.trace.thermal for a in active
-            ) and any(a.trace.hold_started_s is not None or not a.trace.thermal for a in active):
+            ) and any(a.trace.hold_started_s is not None or not (a.trace.thermal or a.trace.tripped) for a in active):
                 self.procedure.trigger("set_temperature_reached")
             drive = controllers.step(PERIOD_S, tips, impedances)
             self._request_output(active, drive)

@@ -27,7 +27,7 @@ from control.record import Payload, RecordError, RecordReader, RecordRow
 from control.session import EXIT_FAULT, EXIT_OK
 from control.summary import ChannelTrace, summary_table
 from firmware_bridge.errors import LinkError
-from safety.plan import Lesion, LesionPlan
+from safety.plan import Lesion, LesionPlan, load_plan
 from sim.generator import Fault, FaultKind
 from sim.link_faults import LinkFaultConfig
 from tests.control.harness import SimCart, build_cart
@@ -754,3 +754,22 @@ def test_a_real_time_run_ended_by_a_loop_overrun_says_the_machine_may_be_the_cau
         EXIT_FAULT, "fault", Path("r.rfa.db"), first_trip="thermocouple_open ch1: open", message="x", realtime=True,
         loop={"ticks": 10, "longest_period_ms": 10.1, "hold_ticks": 0}))
     assert "load average" not in calm
+
+
+def test_a_pulsed_lesion_stopped_during_the_ramp_does_not_count_as_having_reached_its_set_temperature(
+        tmp_path: Path) -> None:
+    """A bipolar lesion and a pulsed one (docs/examples/bipolar-pulsed.toml), both stopped by a trip during the ramp.
+    A pulsed lesion's set temperature is a ceiling, so a *running* one counts as at it; a stopped one is no lesion
+    that reached anything, and the record must say that every channel stopped before its set temperature, as it
+    does for a plan of thermal lesions alone."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    cart = build_cart(plan, tmp_path, faults=[
+        Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=22.0, channel=3), Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=24.0,
+                                                                         channel=1)])
+    result = cart.session.run()
+    cart.record.close()
+    assert all(s.tripped.startswith("thermocouple_open") and s.time_to_set_s is None for s in result.summaries), \
+        result.summaries
+    (to_lesioning,) = [r.payload for r in RecordReader(cart.record.path).rows("state")
+                       if r.payload["dest"] == "lesioning"]
+    assert to_lesioning.get("reason") == "every channel stopped before reaching its set temperature", to_lesioning
