@@ -627,8 +627,9 @@ def _campaign(args: argparse.Namespace) -> int:
               else campaign.render_table(outcomes))
         return EXIT_FAULT
     planned = sorted(channel for lesion in plan.lesions for channel in lesion.channels)  # bipolar partners too
-    stimulated = {lesion.channel: device.window(stim_only=True, mask=1 << (lesion.channel - 1))
-                  for lesion in plan.lesions}
+    # Every electrode stimulates, a bipolar pair's partner too (ProcedureSession._stimulation): a weak stimulator is
+    # drawn on any of them, as docs/simulator.md says ("on a channel that stimulated").
+    stimulated = {channel: device.window(stim_only=True, mask=1 << (channel - 1)) for channel in planned}
     injections = campaign.draw_injections(runs, args.seed, planned, window, kinds,
                                           {ch: w for ch, w in stimulated.items() if w is not None},
                                           rf_window_s=device.window(rf_only=True))

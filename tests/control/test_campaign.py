@@ -608,3 +608,30 @@ def test_a_campaign_of_a_plan_with_imaging_draws_probe_faults_and_one_without_do
         main(["campaign", "--help"])
     assert "usb_stall, disconnect, frame_drops, overheating, reports_fault, only for a plan that requires imaging" in \
         " ".join(capsys.readouterr().out.split())
+
+
+def test_a_weak_stimulator_may_be_drawn_on_a_bipolar_partner_that_stimulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every electrode is nerve-tested, a bipolar pair's partner too (on its own channel): the campaign draws a weak
+    stimulator on any channel that stimulated in the fault-free run, so the partner's stimulation_mismatch is
+    exercised as the lead's is. It once offered the lead channels alone."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    device = DeviceTrace()
+    for t, mask, rf in ((1.0, 0b0001, 0), (2.0, 0, 0), (3.0, 0b0010, 0), (4.0, 0, 0), (5.0, 0b0100, 0),
+                        (6.0, 0, 0), (10.0, 0b0111, 0b0111), (70.0, 0, 0)):
+        device.sample(t, mask, rf_mask=rf)
+    baseline = campaign.RunOutcome(0, None, 0, "standby", None, None, False, 1)
+    monkeypatch.setattr(cli, "_campaign_run", lambda *args, **kwargs: (baseline, device))
+    seen: dict[int, tuple[float, float]] = {}
+
+    def draw(runs: int, seed: int, channels: Any, window_s: Any, kinds: Any, stim_windows_s: Any = None,
+             rf_window_s: Any = None) -> list[Injection]:
+        seen.update(stim_windows_s or {})
+        return []
+
+    monkeypatch.setattr(campaign, "draw_injections", draw)
+    main(["campaign", "--plan", str(Path(__file__).resolve().parents[2] / "docs" / "examples" /
+                                     "bipolar-pulsed.toml"), "--runs", "1", "--record", str(tmp_path), "--json"])
+    assert plan.lesions[0].channels == (1, 2)
+    assert seen == {1: (1.0, 2.0), 2: (3.0, 4.0), 3: (5.0, 6.0)}
