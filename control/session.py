@@ -718,7 +718,9 @@ class ProcedureSession:
         a stale reading is no tip temperature: cooldown faults rather than call an unseen tip cool. Tips still
         hot when the time is up are named to the operator and in the record's transition to standby."""
         end = self.clock.now() + COOLDOWN_MAX_S
-        lead = [lesion.channel for lesion in self.plan.lesions]
+        # Every electrode that was in the lesions, a bipolar pair's partner too: its tip heats as the lead's does,
+        # and an unknown partner tip (its thermocouple open) is no more known to be cool than a lead's.
+        electrodes = [ch for lesion in self.plan.lesions for ch in lesion.channels]
         hot: list[tuple[int, float | None]] = []
         while self.clock.now() < end:
             self._tick()
@@ -726,7 +728,7 @@ class ProcedureSession:
             if stale:
                 self._fault(f"cooldown: {stale[0]}: the tip temperatures are unknown",
                             still_present=lambda: bool(self._link_reasons()))
-            samples = [(ch, self._telemetry().channels[ch - 1]) for ch in lead]
+            samples = [(ch, self._telemetry().channels[ch - 1]) for ch in electrodes]
             # An open thermocouple or a disconnected electrode reads no temperature: not known to be cool.
             tips = [(ch, s.tip_temp_c if s.tip_measured else None) for ch, s in samples]
             known = [tip for _, tip in tips if tip is not None]

@@ -773,3 +773,18 @@ def test_a_pulsed_lesion_stopped_during_the_ramp_does_not_count_as_having_reache
     (to_lesioning,) = [r.payload for r in RecordReader(cart.record.path).rows("state")
                        if r.payload["dest"] == "lesioning"]
     assert to_lesioning.get("reason") == "every channel stopped before reaching its set temperature", to_lesioning
+
+
+def test_cooldown_does_not_call_a_bipolar_partner_with_an_open_thermocouple_cool(tmp_path: Path) -> None:
+    """The partner's thermocouple opens mid-lesion (the pair stops). Its tip heated as the lead's did, and its
+    temperature is now unknown: cooldown must not end "cooled" on the lead's reading alone, and its warning names the
+    partner as unknown, as it would a lead channel (an open thermocouple is not known to be cool)."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    cart = build_cart(plan, tmp_path, faults=[Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=30.0, channel=2)])
+    result = cart.session.run()
+    cart.record.close()
+    bipolar = next(s for s in result.summaries if s.channel == 1)
+    assert bipolar.tripped.startswith("thermocouple_open ch2"), bipolar
+    (to_standby,) = [r.payload for r in RecordReader(cart.record.path).rows("state")
+                     if r.payload["source"] == "cooldown"]
+    assert "ch2 temperature unknown (thermocouple open)" in str(to_standby.get("reason")), to_standby
