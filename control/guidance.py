@@ -170,7 +170,8 @@ class ProbeGuidance:
         return self.tip.confidence >= TIP_CONFIDENCE_MIN and not math.isnan(self.tip.depth_mm)
 
     def view(self) -> GuidanceView:
-        live = self.probe.last_frame_at_s is not None and self.clock.now() - self.probe.last_frame_at_s < 0.5
+        live = (self.probe_fault_bits is None  # the probe has said its images are not good
+                and self.probe.last_frame_at_s is not None and self.clock.now() - self.probe.last_frame_at_s < 0.5)
         watch = self.boiling.state(self.guided_channel)
         boiling_watch = None if watch is None else watch.name.lower()
         if not self.tip_found:

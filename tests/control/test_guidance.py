@@ -138,6 +138,29 @@ def test_a_failed_probe_status_read_is_tried_again_soon_so_the_face_reading_neve
     assert STATUS_PERIOD_S < oldest <= STATUS_PERIOD_S + STATUS_RETRY_S + 0.011
 
 
+def test_a_probe_reporting_its_fault_state_is_shown_not_live_as_the_gate_judges_it(tmp_path: Path) -> None:
+    """The gate takes a probe in its fault state as no imaging at its next status reading; the display said "live"
+    all the while, frames still streaming. Both follow the same reading, and its end."""
+    _, guidance, record, cart, clock = guided_session(tmp_path, 5)
+    assert cart.probe_sim is not None
+    pacer = Lockstep(clock, cart.devices)
+
+    def run_for(seconds: float) -> None:
+        for _ in range(round(seconds / 0.01)):
+            pacer.sleep_until(clock.now() + 0.01)
+            guidance.poll()
+
+    run_for(1.5)
+    assert guidance.view().live and guidance.poll().probe_fault_bits is None
+    cart.probe_sim.report_fault(True)
+    run_for(STATUS_PERIOD_S + 0.05)
+    assert guidance.poll().probe_fault_bits is not None and not guidance.view().live
+    cart.probe_sim.report_fault(False)
+    run_for(STATUS_PERIOD_S + 0.05)
+    assert guidance.poll().probe_fault_bits is None and guidance.view().live
+    record.close()
+
+
 def test_a_tip_the_image_no_longer_covers_stops_rf_as_imaging_lost(tmp_path: Path) -> None:
     """The depth set shallower than the tip mid-lesion: frames still stream, but the boiling monitor cannot see
     the tip's disk, so boiling would go unseen. Those frames age as if they had not come (the plan's frame age
