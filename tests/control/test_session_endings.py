@@ -720,13 +720,21 @@ def test_the_reading_that_stopped_a_lesion_is_in_its_summary(tmp_path: Path) -> 
     assert trace.impedance_ohm[-1] == stopped.impedance_end_ohm
 
 
+_EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+@pytest.mark.parametrize(("plan_of", "opens"), [
+    (plan_without_imaging, ((45.0, 1), (45.0, 2), (45.0, 3))),
+    (lambda: load_plan(_EXAMPLES / "bipolar-pulsed.toml"), ((22.0, 3), (24.0, 1))),
+], ids=["thermal", "bipolar-and-pulsed"])
 def test_lesions_all_stopped_during_the_ramp_are_not_recorded_as_having_reached_their_set_temperature(
-        tmp_path: Path) -> None:
-    """Every channel's thermocouple opens mid-ramp. The state machine only goes on through ``lesioning``, and the
+        tmp_path: Path, plan_of: Callable[[], LesionPlan], opens: tuple[tuple[float, int], ...]) -> None:
+    """Every lesion's thermocouple opens mid-ramp. The state machine only goes on through ``lesioning``, and the
     session meant to say why in that transition's record row; but the loop's own check (every lesion done or at
-    its set temperature) fired first, so the record said ``set_temperature_reached`` and nothing else."""
-    cart = build_cart(plan_without_imaging(), tmp_path, faults=[
-        Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=45.0, channel=channel) for channel in (1, 2, 3)])
+    its set temperature) fired first, so the record said ``set_temperature_reached`` and nothing else. A pulsed
+    lesion's set temperature is a ceiling, so a *running* one counts as at it; a stopped one reached nothing."""
+    cart = build_cart(plan_of(), tmp_path, faults=[
+        Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=at_s, channel=channel) for at_s, channel in opens])
     result = cart.session.run()
     cart.record.close()
     assert all(s.tripped.startswith("thermocouple_open") and s.time_to_set_s is None for s in result.summaries), \
@@ -756,30 +764,11 @@ def test_a_real_time_run_ended_by_a_loop_overrun_says_the_machine_may_be_the_cau
     assert "load average" not in calm
 
 
-def test_a_pulsed_lesion_stopped_during_the_ramp_does_not_count_as_having_reached_its_set_temperature(
-        tmp_path: Path) -> None:
-    """A bipolar lesion and a pulsed one (docs/examples/bipolar-pulsed.toml), both stopped by a trip during the ramp.
-    A pulsed lesion's set temperature is a ceiling, so a *running* one counts as at it; a stopped one is no lesion
-    that reached anything, and the record must say that every channel stopped before its set temperature, as it
-    does for a plan of thermal lesions alone."""
-    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
-    cart = build_cart(plan, tmp_path, faults=[
-        Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=22.0, channel=3), Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=24.0,
-                                                                         channel=1)])
-    result = cart.session.run()
-    cart.record.close()
-    assert all(s.tripped.startswith("thermocouple_open") and s.time_to_set_s is None for s in result.summaries), \
-        result.summaries
-    (to_lesioning,) = [r.payload for r in RecordReader(cart.record.path).rows("state")
-                       if r.payload["dest"] == "lesioning"]
-    assert to_lesioning.get("reason") == "every channel stopped before reaching its set temperature", to_lesioning
-
-
 def test_cooldown_does_not_call_a_bipolar_partner_with_an_open_thermocouple_cool(tmp_path: Path) -> None:
     """The partner's thermocouple opens mid-lesion (the pair stops). Its tip heated as the lead's did, and its
     temperature is now unknown: cooldown must not end "cooled" on the lead's reading alone, and its warning names the
     partner as unknown, as it would a lead channel (an open thermocouple is not known to be cool)."""
-    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    plan = load_plan(_EXAMPLES / "bipolar-pulsed.toml")
     cart = build_cart(plan, tmp_path, faults=[Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=30.0, channel=2)])
     result = cart.session.run()
     cart.record.close()
