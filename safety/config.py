@@ -69,6 +69,9 @@ _HARD_VALUES: Final[dict[str, float]] = {f.name: cast(float, f.default) for f in
 LIMIT_FIELDS: Final = tuple(_HARD_VALUES)
 # Limits that are minima: tightening raises them. Every other limit is a maximum.
 MINIMUM_LIMITS: Final = frozenset({"impedance_min_ohm"})
+USABLE_FLOORS: Final[dict[str, float]] = {"stim_amplitude_max_mv": hard.STIM_AMPLITUDE_STEP_MV}
+"""The least a maximum may be tightened to and still allow a plan: a stimulation maximum below the first 100 mV
+step would refuse every plan (each must reach that step), a cart configured to do nothing, found only at the cart."""
 
 
 def checked_limit(name: str, value: object) -> float:
@@ -90,6 +93,8 @@ def checked_limit(name: str, value: object) -> float:
         raise ValueError(f"{value} is below the hard limit {limit}")
     if name not in MINIMUM_LIMITS and number > limit:
         raise ValueError(f"{value} exceeds the hard limit {limit}")
+    if number < USABLE_FLOORS.get(name, 0.0):
+        raise ValueError(f"{value} is below {USABLE_FLOORS[name]:g}, under which no plan can be run")
     return number
 
 
@@ -148,7 +153,8 @@ class LimitsConfig(BaseModel):
         "`telemetry_stale` trips when the newest telemetry may be older than this.")
     link_loss_s: _Positive | None = _limit("`link_lost` trips after this long without a generator HEARTBEAT or STATUS.")
     stim_amplitude_max_mv: _PositiveInt | None = _limit(
-        "Highest stimulation amplitude a plan may reach (`max_amplitude_mv`) and the gate may send.")
+        "Highest stimulation amplitude a plan may reach (`max_amplitude_mv`) and the gate may send; at least 100 "
+        "(the first step).")
     stim_frequency_max_hz: _Positive | None = _limit("Highest sensory or motor test frequency a plan may set.")
     stim_pulse_width_max_us: _PositiveInt | None = _limit("Longest stimulation pulse width a plan may set.")
     ramp_rate_max_c_per_s: _Positive | None = _limit("Fastest ramp a lesion may plan (`ramp_rate_c_per_s`).")

@@ -352,6 +352,16 @@ def test_every_probe_rfa_run_accepts_is_accepted_in_the_configuration(probe: str
     assert parse_config({"probe": probe}).probe == probe
 
 
+def test_a_stimulation_maximum_below_the_first_step_is_refused_as_configuration() -> None:
+    """Tightened below 100 mV, stim_amplitude_max_mv would refuse every plan (each must reach the first step): a
+    cart that can do nothing, found only when a procedure is refused at the cart. Refused where it is written."""
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"limits": {"stim_amplitude_max_mv": 99}})
+    assert refused.value.fields == ("limits.stim_amplitude_max_mv",)
+    assert "99 is below 100, under which no plan can be run" in str(refused.value)
+    assert parse_config({"limits": {"stim_amplitude_max_mv": 100}}).effective_limits.stim_amplitude_max_mv == 100
+
+
 def test_the_config_error_names_the_limit() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"limits": {"power_max_w": 60.0}})
