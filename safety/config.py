@@ -76,7 +76,8 @@ step would refuse every plan (each must reach that step), a cart configured to d
 
 def checked_limit(name: str, value: object) -> float:
     """``value`` as a plain ``int``/``float`` for the limit ``name``; ``ValueError(reason)`` if it is not a
-    number, not positive and finite, or looser than the hard limit. Converted *before* it is checked, so the
+    number, not positive and finite, looser than the hard limit, or tighter than any plan could run under
+    (:data:`USABLE_FLOORS`). Converted *before* it is checked, so the
     number checked is the number kept. Shared by :class:`SafetyLimits` and :class:`LimitsConfig`."""
     limit = _HARD_VALUES[name]
     integral = isinstance(limit, int)
