@@ -987,10 +987,7 @@ def _lesion_power_w(lesion: Lesion, telemetry: Telemetry) -> float:
     """The power a lesion delivers: its channel's, or for a bipolar lesion the pair's, the sum of both sides (each
     side reports its own share, docs/contract.md; the plan's cap and the commanded setpoint are the pair's). The
     lead side alone showed half the pair's power against the pair's cap, and half its energy in the summary."""
-    power_w = telemetry.channels[lesion.channel - 1].power_w
-    if lesion.mode is LesionMode.BIPOLAR:
-        power_w += telemetry.channels[lesion.channel].power_w
-    return power_w
+    return sum(telemetry.channels[ch - 1].power_w for ch in lesion.channels)
 
 
 def _arming_text(lesion: Lesion) -> str:
