@@ -476,23 +476,50 @@ def _selftest(args: argparse.Namespace) -> int:
             print(f"rfa selftest: {reason}", file=sys.stderr)
             return EXIT_UNREACHABLE
         assert generator.self_test_result is not None
+        channels = args.channels
+        if channels is None:
+            channels, reason = _fitted_channels(generator, clock, pacer)
+            if reason is not None:
+                print(f"rfa selftest: {reason}", file=sys.stderr)
+                return EXIT_UNREACHABLE
         passed = SelfTestCheck(generator.self_test_result.msg.checks_passed)
         status = generator.status.msg if generator.status else None
         checks = {flag.name or str(int(flag)): bool(flag & passed) for flag in SelfTestCheck}
-        channels = args.channels or [n for n in range(1, 5) if checks[f"CHANNEL_{n}"]]
         required = SelfTestCheck.required(channels)
         ok = (required & passed) == required and bool(channels)
         if args.json:
-            print(json.dumps({"ok": ok, "checks": checks, "firmware": status.firmware if status else None,
-                              "link": generator.counters()}))
+            print(json.dumps({"ok": ok, "checks": checks, "required_channels": channels,
+                              "firmware": status.firmware if status else None, "link": generator.counters()}))
         else:
             print(f"generator firmware {status.firmware if status else '?'}")
             for name, good in checks.items():
-                print(f"  {name:12} {'pass' if good else 'FAIL'}")
+                unrequired = name.startswith("CHANNEL_") and int(name.removeprefix("CHANNEL_")) not in channels
+                why = ("  (not required: no electrode fitted)" if args.channels is None else "  (not required)"
+                       ) if unrequired and not good else ""
+                print(f"  {name:12} {'pass' if good else 'FAIL'}{why}")
             print("self-test " + ("passed" if ok else "FAILED") + f" for channel(s) {channels or 'none'}")
         return EXIT_OK if ok else EXIT_FAULT
     finally:
         generator.close()
+
+
+def _fitted_channels(generator: RfGenerator, clock: Clock, pacer: Pacer) -> tuple[list[int], str | None]:
+    """The channels with an electrode connected, by the generator's ELECTRODE_INFO (sent every second); or why
+    that is not known. These are the channels a self-test without ``--channels`` requires: a fitted electrode
+    whose channel fails (a broken thermocouple, a channel fault) fails the self-test, where requiring only the
+    channels that passed would call any self-test with one good channel a pass."""
+    deadline = clock.now() + GENERATOR_ANSWER_TIMEOUT_S
+    while generator.electrodes is None and clock.now() < deadline:
+        pacer.sleep_until(clock.now() + 0.01)
+        try:
+            generator.service()
+        except LinkError as exc:
+            return [], f"the link to the generator failed after its self-test: {exc}"
+    if generator.electrodes is None:
+        return [], (f"no ELECTRODE_INFO within {GENERATOR_ANSWER_TIMEOUT_S:.0f} s, so which channels have an electrode "
+                    "is not known: give --channels")
+    slots = generator.electrodes.msg.electrodes
+    return [index + 1 for index, slot in enumerate(slots) if slot.connected], None
 
 
 def _channel_list(text: str) -> list[int]:
@@ -702,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     selftest_cmd.add_argument("--generator", type=arguments.url, metavar="URL",
                               help="pyserial URL (default: the in-process simulator)")
     selftest_cmd.add_argument("--channels", type=_channel_list,
-                              help="channels that must pass, e.g. 1,2,3 (default: those fitted)")
+                              help="channels that must pass, e.g. 1,2,3 (default: every channel with an electrode "
+                                   "connected, by the generator's ELECTRODE_INFO)")
     selftest_cmd.add_argument("--seed", type=arguments.count, default=None,
                               help="simulator seed (in-process simulator only; default 0)")
     selftest_cmd.add_argument("--json", action="store_true", help="machine-readable output")

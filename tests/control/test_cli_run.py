@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ import control.cli as cli
 from control.cli import _stop_on_termination, main
 from control.record import ProcedureRecord, RecordError, RecordReader
 from control.session import ProcedureSession
+from sim.generator import Fault, FaultKind
 
 SHORT_PLAN = """
 name = "short"
@@ -316,6 +318,24 @@ def test_selftest_reports_each_check(capsys: pytest.CaptureFixture[str]) -> None
     # The simulated cart has no electrode on channel 4: requiring it fails the self-test.
     assert main(["selftest", "--channels", "1,4"]) == 1
     assert "CHANNEL_4    FAIL" in capsys.readouterr().out
+
+
+def test_selftest_requires_every_fitted_channel(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --channels, a fitted electrode's channel that fails (here an open thermocouple on channel 2) fails
+    the self-test; a channel with no electrode is not required and says so."""
+    simulated_cart = cli.simulated_cart
+
+    def with_open_thermocouple(*args: Any, **kwargs: Any) -> cli.SimulatedCart:
+        return simulated_cart(*args, **kwargs, faults=[Fault(FaultKind.THERMOCOUPLE_OPEN, 0.0, channel=2)])
+
+    monkeypatch.setattr(cli, "simulated_cart", with_open_thermocouple)
+    assert main(["selftest"]) == 1
+    out = capsys.readouterr().out
+    assert "CHANNEL_2    FAIL\n" in out and "CHANNEL_4    FAIL  (not required: no electrode fitted)" in out
+    assert "self-test FAILED for channel(s) [1, 2, 3]" in out
+    assert main(["selftest", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["required_channels"] == [1, 2, 3]
 
 
 def test_selftest_refuses_a_bad_channel_list() -> None:
