@@ -24,6 +24,7 @@ from firmware_bridge.errors import CapabilityError
 from firmware_bridge.framing import Frame, FrameEncoder, FrameParser, ParserStats
 from firmware_bridge.messages import (
     ALL_CHANNELS,
+    GENERATOR_TO_HOST,
     Ack,
     AckResult,
     ElectrodeInfo,
@@ -108,7 +109,7 @@ class RfGenerator:
         self.clock = clock
         self._encoder = FrameEncoder()
         self._send_lock = threading.Lock()
-        self._parser = FrameParser()
+        self._parser = FrameParser(GENERATOR_TO_HOST)
         self._capability: OutputCapability | None = None
         self._origin = clock.now() if uptime_origin is None else uptime_origin
         self._next_heartbeat = self._origin

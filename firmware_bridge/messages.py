@@ -344,3 +344,9 @@ MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     Heartbeat, OutputOff, SetOutput, Stim, Pump, Telemetry, Status, ElectrodeInfo, Ack, SelfTest,
 )
 MESSAGES_BY_ID: Final[dict[int, type[Message]]] = {m.MSG_ID: m for m in MESSAGE_TYPES}
+GENERATOR_TO_HOST: Final[dict[int, type[Message]]] = {
+    m.MSG_ID: m for m in (Heartbeat, Telemetry, Status, ElectrodeInfo, Ack, SelfTest)
+}
+"""The messages the host reads: section 4's "gen→host" and "both" rows. The host parses with this table: a frame
+with a command's id (echoed by a looped-back cable, or a generator defect) is an unknown id, counted and dropped,
+never taken or recorded as something the generator said."""

@@ -579,3 +579,20 @@ def test_repeat_sends_the_newest_command_again_only_while_it_is_the_newest() -> 
         driver.repeat(OutputCapability(object()), driver.newest_command.place)
     sent = [f.msg for f in FrameParser().feed(device.read()) if not isinstance(f.msg, Heartbeat)]
     assert sent == [stim, stim, OutputOff(0x0F), SelfTest(0, 0)]
+
+
+@pytest.mark.parametrize("echoed", [SetOutput(0x01, 1, (1000, 0, 0, 0), 0, 0), OutputOff(), Stim(0x01, 20, 1000, 500),
+                                    Pump(1, 150)])
+def test_each_end_drops_the_other_directions_messages(link: Lockstep, echoed: Message) -> None:
+    """A command coming back from the generator (a looped-back cable, a generator defect) is the other direction's
+    message: counted as an unknown id and dropped, never handed to the record as something the generator said. The
+    link goes on."""
+    heard: list[Frame] = []
+    link.driver.on_received(lambda frame, _t: heard.append(frame))
+    before = link.driver.stats.unknown_msg
+    link.device_end.write(FrameEncoder().encode(echoed)[1])
+    link.run(0.1)
+    assert link.driver.stats.unknown_msg == before + 1
+    assert not [f for f in heard if type(f.msg) is type(echoed)]
+    assert [f for f in heard if isinstance(f.msg, Telemetry)], "telemetry still flows"
+    assert link.ack(OutputOff.MSG_ID, link.driver.output_off()) == AckResult.OK, "the generator still takes commands"
