@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
+from pydantic import ValidationError
+
 import sim.cli
 import sim.tissue.cli
 from benchmarks import runner as bench_runner
@@ -43,6 +45,7 @@ from firmware_bridge.generator import RfGenerator
 from firmware_bridge.messages import MESSAGE_TYPES, ElectrodeFlag, ElectrodeSlot, GeneratorState, SelfTestCheck
 from firmware_bridge.probe import ProbeAddress, UltrasoundProbe
 from firmware_bridge.transport import Transport, memory_pair, open_transport
+from safety import limits as hard
 from safety.config import CartConfig, SafetyLimits, load_config
 from safety.errors import RefusedInput
 from safety.plan import Lesion, LesionPlan, check_plan, default_genicular_plan, load_plan
@@ -522,6 +525,40 @@ def _fitted_channels(generator: RfGenerator, clock: Clock, pacer: Pacer) -> tupl
     return [index + 1 for index, slot in enumerate(slots) if slot.connected], None
 
 
+def _lesion(args: argparse.Namespace) -> int:
+    """``rfa lesion``, saying after its estimate when no plan may have its settings: the model answers for any
+    electrode and temperature it can compute (100 °C, 80 W), the cart refuses them, and an estimate read without
+    that note reads as something the cart can deliver. (Settings the model itself refuses get its error only.)"""
+    status = sim.tissue.cli.run(args)
+    refusal = _plan_refusal(args)
+    if status == EXIT_OK and refusal is not None:
+        print(f"rfa lesion: note: the cart refuses a lesion with these settings ({refusal}); the estimate is the "
+              "tissue model's alone", file=sys.stderr)
+    return status
+
+
+def _plan_refusal(args: argparse.Namespace) -> str | None:
+    """Why a plan's lesion with ``rfa lesion``'s settings would be refused under the hard limits, or None (the
+    plan's own rules, :class:`~safety.plan.Lesion`; the impedance window, which the model does not use, at its
+    widest)."""
+    lesion = {
+        "channel": 1,
+        "electrode": {"gauge": args.gauge, "active_tip_mm": args.tip, "cooled": args.cooled},
+        "set_temp_c": args.temp,
+        "ramp_rate_c_per_s": args.ramp,
+        "lesion_time_s": args.time,
+        "power_cap_w": args.max_power,
+        "impedance_min_ohm": hard.IMPEDANCE_MIN_OHM,
+        "impedance_max_ohm": hard.IMPEDANCE_MAX_OHM,
+    }
+    try:
+        Lesion.model_validate(lesion)
+    except ValidationError as exc:
+        refused = RefusedInput.from_validation_error("rfa lesion", exc)
+        return "; ".join(f"{path}: {reason}" for path, reason in refused.problems)
+    return None
+
+
 def _channel_list(text: str) -> list[int]:
     try:
         channels = sorted({int(part) for part in text.split(",")})
@@ -745,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     protocol_cmd.set_defaults(handler=_protocol)
 
     _module_command(commands, "lesion", sim.tissue.cli, help="estimate a lesion's size with the tissue model")
+    commands.choices["lesion"].set_defaults(handler=_lesion)
 
     probe_cmd = commands.add_parser("probe", help="the ultrasound probe at the bench: info, stream, snapshot",
                                     description="Talk to the ultrasound probe without a procedure, for bring-up and "

@@ -338,6 +338,30 @@ def test_selftest_requires_every_fitted_channel(monkeypatch: pytest.MonkeyPatch,
     assert json.loads(capsys.readouterr().out)["required_channels"] == [1, 2, 3]
 
 
+@pytest.mark.parametrize(("argv", "note"), [
+    (["--temp", "100"], "set_temp_c: 100.0 °C exceeds tip_temp_max_c = 95.0 °C"),
+    (["--temp", "94"], "set_temp_c: 94.0 °C is within 2 °C of tip_temp_max_c"),
+    (["--max-power", "80"], "power_cap_w: 80.0 W exceeds power_max_w = 50.0 W"),
+    (["--temp", "60"], None),
+])
+def test_lesion_says_when_the_cart_would_refuse_its_settings(argv: list[str], note: str | None,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The tissue model estimates a 100 °C lesion; no plan may have one, and the estimate says so."""
+    assert main(["lesion", "--time", "20", "--spacing", "0.5", *argv]) == 0
+    captured = capsys.readouterr()
+    assert "mm wide" in captured.out
+    if note is None:
+        assert "refuses" not in captured.err
+    else:
+        assert f"rfa lesion: note: the cart refuses a lesion with these settings ({note}" in captured.err
+
+
+def test_lesion_gives_the_models_own_refusal_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lesion", "--gauge", "14"]) == 2
+    refusal = "rfa lesion: invalid gauge (--gauge): Input should be greater than or equal to 16\n"
+    assert capsys.readouterr().err == refusal
+
+
 def test_selftest_refuses_a_bad_channel_list() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["selftest", "--channels", "1,7"])
