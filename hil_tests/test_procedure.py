@@ -167,26 +167,36 @@ def test_a_guided_procedure_in_real_time_images_on_its_own_thread(tmp_path: Path
     assert all(f["tip_confidence"] >= 0.5 for f in rf_frames)
 
 
-@pytest.mark.sim_only(reason="it images the probe a simulator process of its own serves (`rfa sim --probe`)")
-def test_a_guided_procedure_against_the_simulator_process_images_through_its_served_probe(tmp_path: Path) -> None:
-    """Generator and probe both in the simulator's own process (`rfa sim --probe tcp:0`): the probe reached through
-    the pyusb backend that forwards to it (sim.probe.remote), imaging required, in real time."""
+@pytest.mark.needs_probe
+def test_a_guided_procedure_images_through_the_targets_probe(request: pytest.FixtureRequest,
+                                                            tmp_path: Path) -> None:
+    """Imaging required, in real time, the probe reached as on the cart. Against the simulator: generator and probe
+    both in its own process (`rfa sim --probe tcp:0`), the probe through the pyusb backend that forwards to it
+    (sim.probe.remote), a spoiled run tried again on a fresh process. Against hardware: ``--generator`` and
+    ``--probe`` (a 20 G, 10 mm electrode on channel 1 in the probe's view, as the short procedure's), once."""
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN.replace("imaging_required = false", "imaging_required = true"))
 
-    def attempt() -> Outcome:
+    def attempt(generator_url: str, probe: str) -> Outcome:
+        return rfa_run(["run", "--generator", generator_url, "--probe", probe, "--plan", str(plan), "--yes",
+                        "--json", "--record", str(tmp_path)])
+
+    def against_a_fresh_simulator() -> Outcome:
         sim = start_sim("tcp:0", probe=True)
         try:
             assert sim.probe_url is not None and sim.probe_url.startswith("tcp:127.0.0.1:")
-            return rfa_run(["run", "--generator", sim.url, "--probe", sim.probe_url, "--plan", str(plan), "--yes",
-                            "--json", "--record", str(tmp_path)])
+            return attempt(sim.url, sim.probe_url)
         finally:
             sim.stop()
 
-    outcome = run_until_unspoiled(attempt, broke_period, ended_as_a_stall_must)
-    if outcome is None:
-        return  # every run stalled: judged as a stall (hil_tests/stall_witness.py)
-    run, result = outcome
+    config = request.config
+    if config.getoption("--target") == "hw":
+        run, result = attempt(config.getoption("--generator"), config.getoption("--probe"))
+    else:
+        outcome = run_until_unspoiled(against_a_fresh_simulator, broke_period, ended_as_a_stall_must)
+        if outcome is None:
+            return  # every run stalled: judged as a stall (hil_tests/stall_witness.py)
+        run, result = outcome
     assert run.returncode == 0, (result.get("message"), result.get("first_trip"), run.stderr[-2000:])
     reader = RecordReader(Path(result["record_path"]))
     assert reader.verify().ok and reader.count("guidance_error") == 0
