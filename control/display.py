@@ -13,13 +13,28 @@ from typing import TextIO
 
 
 @dataclass(frozen=True)
+class PartnerView:
+    """A bipolar pair's second electrode: its own tip and impedance (the pair's power and time are the lesion's)."""
+
+    channel: int
+    tip_temp_c: float
+    impedance_ohm: float
+
+
+@dataclass(frozen=True)
 class ChannelView:
+    """One lesion on the live line: its (lead) channel's tip and impedance, its power, its time left."""
+
     channel: int
     tip_temp_c: float
     impedance_ohm: float
     power_w: float
     time_left_s: float | None
     status: str = ""
+    partner: PartnerView | None = None
+    """A bipolar lesion's partner electrode, shown beside the lead's (``ch1+2  80.2/83.9°C  168/175Ω``): the pair
+    is regulated on the lead's tip, and the partner's may run hotter (other tissue) or read nothing (its
+    thermocouple open), which a physician must see."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +61,13 @@ def format_line(t_s: float, state: str, channels: list[ChannelView], guidance: G
     for ch in channels:
         left = "" if ch.time_left_s is None else f" {ch.time_left_s:4.0f}s left"
         flag = f" {ch.status}" if ch.status else ""
-        parts.append(
-            f"ch{ch.channel} {format_tip(ch.tip_temp_c)}°C {ch.impedance_ohm:4.0f}Ω {ch.power_w:4.1f}W{left}{flag}"
-        )
+        where, tip, impedance = f"ch{ch.channel}", format_tip(ch.tip_temp_c), f"{ch.impedance_ohm:4.0f}"
+        if ch.partner is not None:
+            partner = ch.partner
+            where += f"+{partner.channel}"
+            tip += "/" + format_tip(partner.tip_temp_c).lstrip()
+            impedance += f"/{partner.impedance_ohm:.0f}"
+        parts.append(f"{where} {tip}°C {impedance}Ω {ch.power_w:4.1f}W{left}{flag}")
     if guidance is not None:
         if not guidance.live:
             parts.append("US: no image")

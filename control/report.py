@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from control.record import RecordDamaged, RecordReader, RecordRow, VerifyResult
-from control.summary import lesion_size_text
+from control.summary import lesion_size_text, partner_result
 from firmware_bridge.messages import TelemetryFlag, tip_temperature_measured
 
 WINDOW_MARGIN_S: Final = 5.0
@@ -703,17 +703,14 @@ def _summary_section(facts: RecordFacts) -> str:
     rows = []
     for item in _as_list(summary.get("summaries")):
         s = _as_dict(item)
-        rows.append([
-            _text(s.get("channel")), _fixed(s.get("set_temp_c"), ".1f"),
-            _fixed(s.get("time_to_set_s"), ".1f"),
-            _fixed(s.get("overshoot_c"), ".2f"), _fixed(s.get("hold_mean_c"), ".2f"),
-            _fixed(s.get("hold_max_c"), ".2f"), _fixed(s.get("hold_rms_error_c"), ".2f"),
-            _fixed(s.get("impedance_start_ohm"), ".0f"), _fixed(s.get("impedance_end_ohm"), ".0f"),
-            _fixed(s.get("energy_j"), ".0f"),
-            _text(lesion_size_text(_number(s.get("predicted_width_mm")), _number(s.get("predicted_length_mm")),
-                                   str(s.get("size_note") or ""))),
-            _text(s.get("tripped") or s.get("shortfall") or "complete"),
-        ])
+        size = lesion_size_text(_number(s.get("predicted_width_mm")), _number(s.get("predicted_length_mm")),
+                                str(s.get("size_note") or ""))
+        rows.append([*_tip_cells(s, s.get("set_temp_c")), _fixed(s.get("energy_j"), ".0f"), _text(size),
+                     _text(s.get("tripped") or s.get("shortfall") or "complete")])
+        partner = s.get("partner")
+        if isinstance(partner, dict):  # a bipolar lesion's second tip, on a row of its own (summary_table's)
+            rows.append([*_tip_cells(partner, s.get("set_temp_c")), _text(None), _text(None),
+                         _text(partner_result(s.get("channel")))])
     headers = ["channel", "set °C", "time to set s", "overshoot °C", "hold mean °C", "hold max °C",
                "hold RMS error °C", "Z start Ω", "Z end Ω", "energy J", "lesion W×L mm", "result"]
     trip = ""
@@ -721,6 +718,16 @@ def _summary_section(facts: RecordFacts) -> str:
         trip = (f"<p>First interlock trip: {_text(summary['first_trip'])} "
                 f"(record row {_text(summary.get('first_trip_row'))}).</p>")
     return f"<h2>Summary</h2>{_table(headers, rows)}{trip}"
+
+
+def _tip_cells(tip: dict[str, Any], set_temp_c: object) -> list[str]:
+    """A summary row's cells from the channel to the end impedance, for a lesion's (lead) tip or a bipolar partner's."""
+    return [
+        _text(tip.get("channel")), _fixed(set_temp_c, ".1f"), _fixed(tip.get("time_to_set_s"), ".1f"),
+        _fixed(tip.get("overshoot_c"), ".2f"), _fixed(tip.get("hold_mean_c"), ".2f"),
+        _fixed(tip.get("hold_max_c"), ".2f"), _fixed(tip.get("hold_rms_error_c"), ".2f"),
+        _fixed(tip.get("impedance_start_ohm"), ".0f"), _fixed(tip.get("impedance_end_ohm"), ".0f"),
+    ]
 
 
 def _frames_section(facts: RecordFacts, progress: TextIO | None) -> str:

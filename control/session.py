@@ -26,7 +26,7 @@ from typing import Any, Final, NoReturn, TextIO
 import numpy as np
 
 from control.controller import PULSED_GAINS, ChannelControllers, continuous_gains_for, warm_up
-from control.display import ChannelView, ProgressDisplay, format_line
+from control.display import ChannelView, PartnerView, ProgressDisplay, format_line
 from control.durable import CommitWaiter
 from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
 from control.operator import Operator, Question
@@ -584,6 +584,8 @@ class ProcedureSession:
             )
             controllers.start(index, tip_c=sample.tip_temp_c, impedance_ohm=sample.impedance_ohm)
             trace = ChannelTrace(lesion.channel, lesion.set_temp_c, rf_started_s=now, thermal=not pulsed)
+            for partner in lesion.channels[1:]:  # a bipolar pair's second electrode: its own tip, sampled beside
+                trace.partner = ChannelTrace(partner, lesion.set_temp_c, rf_started_s=now)
             self.traces.append(trace)
             active.append(_Active(lesion, index, trace, now))
         self._active = active
@@ -605,6 +607,8 @@ class ProcedureSession:
                 measured = sample.tip_measured
                 if measured:
                     a.trace.add(now, sample.tip_temp_c, sample.impedance_ohm, _lesion_power_w(a.lesion, telemetry))
+                if a.trace.partner is not None:
+                    _sample_partner(a.trace.partner, telemetry, now)
                 if a.done:
                     continue
                 if (
@@ -964,19 +968,41 @@ class ProcedureSession:
         for a in active:
             s = telemetry.channels[a.lesion.channel - 1]
             left = None if a.done else max(0.0, a.lesion.lesion_time_s - (now - a.rf_started_at))
+            # A bipolar pair's second electrode: its own tip and impedance beside the lead's.
+            partner = None
+            for ch in a.lesion.channels[1:]:
+                other = telemetry.channels[ch - 1]
+                partner = PartnerView(ch, _tip_or_nan(other), other.impedance_ohm)
             views.append(
                 ChannelView(
                     a.lesion.channel,
-                    s.tip_temp_c if s.tip_measured else math.nan,
+                    _tip_or_nan(s),
                     s.impedance_ohm,
                     _lesion_power_w(a.lesion, telemetry),
                     left,
                     "stopped" if a.trace.tripped else ("done" if a.done else ""),
+                    partner,
                 )
             )
         view = self.guidance.view() if self.guidance is not None else None
         with self._to_operator():
             self.display.update(self._wall(), format_line(self._elapsed_s(), self.procedure.state.value, views, view))
+
+
+def _sample_partner(partner: ChannelTrace, telemetry: Telemetry, now: float) -> None:
+    """A bipolar partner's tip, impedance and share of the pair's power, when its reading is one (an open
+    thermocouple's full scale is no temperature); its hold starts when its own tip reaches the set temperature."""
+    sample = telemetry.channels[partner.channel - 1]
+    if not sample.tip_measured:
+        return
+    partner.add(now, sample.tip_temp_c, sample.impedance_ohm, sample.power_w)
+    if partner.hold_started_s is None and sample.tip_temp_c >= partner.set_temp_c - SET_TEMP_BAND_C:
+        partner.hold_started_s = now
+
+
+def _tip_or_nan(sample: ChannelTelemetry) -> float:
+    """The tip temperature to show: NaN (shown ``--.-``) where the reading is none (``tip_temperature_measured``)."""
+    return sample.tip_temp_c if sample.tip_measured else math.nan
 
 
 def _unmeasured_why(sample: ChannelTelemetry) -> str:

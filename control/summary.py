@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 def _samples() -> array[float]:
@@ -38,6 +39,11 @@ class ChannelTrace:
     thermal: bool = True
     """A thermal lesion, whose size depends on holding the set temperature. For pulsed RF the set temperature
     is a ceiling (42 °C), not a target: a pulsed lesion held below it by its voltage cap has not fallen short."""
+    partner: ChannelTrace | None = None
+    """A bipolar lesion's second electrode, sampled beside this one (its own tip reading, impedance and share of
+    the pair's power; its ``hold_started_s`` is when its own tip reached the set temperature). The controller
+    regulates the pair on this trace's tip, the lead's; the partner's tip, heated by the same current through
+    tissue of its own, may run hotter or colder, and ``over_temperature`` judges each tip on its own."""
 
     @property
     def fell_short(self) -> bool:
@@ -49,6 +55,23 @@ class ChannelTrace:
         self.tip_temp_c.append(tip_temp_c)
         self.impedance_ohm.append(impedance_ohm)
         self.power_w.append(power_w)
+
+
+@dataclass(frozen=True)
+class PartnerSummary:
+    """The partner electrode's tip in a bipolar lesion: figures of its own trace, over the lesion's hold (from when
+    the lead tip, the one regulated, reached the set temperature), so that a partner running hot or cold beside a
+    well-held lead shows. ``None`` where there is nothing to give: no reading at all (a thermocouple open from the
+    start), no hold, or its tip never reached the set temperature (``time_to_set_s``)."""
+
+    channel: int
+    time_to_set_s: float | None = None
+    overshoot_c: float | None = None
+    hold_mean_c: float | None = None
+    hold_max_c: float | None = None
+    hold_rms_error_c: float | None = None
+    impedance_start_ohm: float | None = None
+    impedance_end_ohm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,9 @@ class LesionSummary:
     shortfall: str = ""
     """Why a lesion that ran its time without a trip is still not the planned lesion: its tip never reached
     the set temperature (a cold, smaller lesion), or it delivered no RF at all."""
+    partner: PartnerSummary | None = None
+    """A bipolar lesion's second tip (:class:`PartnerSummary`); the figures above are the lead tip's, on which the
+    pair is regulated, and the pair's energy."""
 
     @property
     def result(self) -> str:
@@ -95,7 +121,14 @@ def summary_from_record(item: dict[str, Any]) -> LesionSummary:
     a field a newer cart writes is ignored, one an older cart did not write takes its default. Raises
     ``TypeError`` for a row that lacks a field every cart writes."""
     known = {f.name for f in fields(LesionSummary)}
-    return LesionSummary(**{key: value for key, value in item.items() if key in known})
+    values = {key: value for key, value in item.items() if key in known}
+    partner = values.get("partner")
+    if partner is not None:  # a bipolar lesion's second tip
+        if not isinstance(partner, dict):
+            raise TypeError(f"a bipolar partner's figures are an object, not {partner!r}")
+        partner_known = {f.name for f in fields(PartnerSummary)}
+        values["partner"] = PartnerSummary(**{key: value for key, value in partner.items() if key in partner_known})
+    return LesionSummary(**values)
 
 
 def summarise(trace: ChannelTrace) -> LesionSummary:
@@ -104,32 +137,66 @@ def summarise(trace: ChannelTrace) -> LesionSummary:
     temp = np.asarray(trace.tip_temp_c)
     z = np.asarray(trace.impedance_ohm)
     p = np.asarray(trace.power_w)
+    start = trace.rf_started_s if trace.rf_started_s is not None else float(t[0]) if t.size else 0.0
+    partner = None if trace.partner is None else summarise_partner(trace.partner, trace.hold_started_s, start)
     if t.size == 0:
         return LesionSummary(
             trace.channel, trace.set_temp_c, None, 0.0, None, None, None, None, None, 0.0, trace.tripped,
-            shortfall="" if trace.tripped else "no RF delivered",
+            shortfall="" if trace.tripped else "no RF delivered", partner=partner,
         )
     peak_c = float(temp.max())
     shortfall = (f"set temperature not reached: peak {peak_c:.1f} °C of {trace.set_temp_c:.0f} °C"
                  if trace.fell_short else "")
     energy_j = float(np.sum(0.5 * (p[1:] + p[:-1]) * np.diff(t))) if t.size > 1 else 0.0
-    start = trace.rf_started_s if trace.rf_started_s is not None else float(t[0])
-    hold = temp[t >= trace.hold_started_s] if trace.hold_started_s is not None else temp[:0]
+    mean_c, max_c, rms_c = _hold_figures(t, temp, trace.hold_started_s, trace.set_temp_c)
     return LesionSummary(
         channel=trace.channel,
         set_temp_c=trace.set_temp_c,
         time_to_set_s=None if trace.hold_started_s is None else trace.hold_started_s - start,
         overshoot_c=max(0.0, peak_c - trace.set_temp_c),
-        hold_mean_c=float(hold.mean()) if hold.size else None,
-        hold_max_c=float(hold.max()) if hold.size else None,
-        hold_rms_error_c=float(np.sqrt(np.mean((hold - trace.set_temp_c) ** 2))) if hold.size else None,
+        hold_mean_c=mean_c,
+        hold_max_c=max_c,
+        hold_rms_error_c=rms_c,
         impedance_start_ohm=float(z[0]),
         impedance_end_ohm=float(z[-1]),
         energy_j=energy_j,
         tripped=trace.tripped,
         rf_time_s=float(t[-1]) - start,
         shortfall=shortfall,
+        partner=partner,
     )
+
+
+def summarise_partner(partner: ChannelTrace, hold_started_s: float | None, rf_started_s: float) -> PartnerSummary:
+    """A bipolar partner's tip figures (:class:`PartnerSummary`): its own time to set temperature and peak, and its
+    readings over the lesion's hold, which began at ``hold_started_s`` (the lead's; ``None``: never)."""
+    t = np.asarray(partner.t_s)
+    temp = np.asarray(partner.tip_temp_c)
+    z = np.asarray(partner.impedance_ohm)
+    if t.size == 0:
+        return PartnerSummary(partner.channel)
+    mean_c, max_c, rms_c = _hold_figures(t, temp, hold_started_s, partner.set_temp_c)
+    return PartnerSummary(
+        channel=partner.channel,
+        time_to_set_s=None if partner.hold_started_s is None else partner.hold_started_s - rf_started_s,
+        overshoot_c=max(0.0, float(temp.max()) - partner.set_temp_c),
+        hold_mean_c=mean_c,
+        hold_max_c=max_c,
+        hold_rms_error_c=rms_c,
+        impedance_start_ohm=float(z[0]),
+        impedance_end_ohm=float(z[-1]),
+    )
+
+
+def _hold_figures(
+    t: npt.NDArray[np.float64], temp: npt.NDArray[np.float64], hold_started_s: float | None, set_temp_c: float,
+) -> tuple[float | None, float | None, float | None]:
+    """Mean, maximum and RMS error from ``set_temp_c`` of the readings from ``hold_started_s`` on (``None`` each
+    where there is no hold)."""
+    hold = temp[t >= hold_started_s] if hold_started_s is not None else temp[:0]
+    if not hold.size:
+        return None, None, None
+    return float(hold.mean()), float(hold.max()), float(np.sqrt(np.mean((hold - set_temp_c) ** 2)))
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -153,17 +220,33 @@ def lesion_size_text(width_mm: float | None, length_mm: float | None, note: str 
 
 
 def summary_table(summaries: list[LesionSummary]) -> str:
-    """The end-of-procedure table, one row per lesion channel."""
+    """The end-of-procedure table, one row per lesion channel; a bipolar lesion's partner tip on a row of its own
+    under it (its channel, and "bipolar partner of chN" for a result: the lesion's energy, size and result are on
+    the lead's row), so that a partner running hotter than the regulated lead tip shows."""
     header = (
         f"{'ch':>2} {'set °C':>6} {'t→set s':>7} {'over °C':>7} {'mean °C':>7} {'max °C':>6} "
         f"{'rms °C':>6} {'Z0 Ω':>6} {'Zend Ω':>6} {'energy J':>8} {'lesion W×L mm':>13}  result"
     )
     lines = [header, "-" * len(header)]
     for s in summaries:
-        lines.append(
-            f"{s.channel:>2} {s.set_temp_c:>6.1f} {_fmt(s.time_to_set_s, '7.1f')} {s.overshoot_c:>7.2f} "
-            f"{_fmt(s.hold_mean_c, '7.2f')} {_fmt(s.hold_max_c, '6.2f')} {_fmt(s.hold_rms_error_c, '6.2f')} "
-            f"{_fmt(s.impedance_start_ohm, '6.0f')} {_fmt(s.impedance_end_ohm, '6.0f')} {s.energy_j:>8.0f} "
-            f"{lesion_size_text(s.predicted_width_mm, s.predicted_length_mm, s.size_note):>13}  {s.result}"
-        )
+        size = lesion_size_text(s.predicted_width_mm, s.predicted_length_mm, s.size_note)
+        lines.append(f"{_tip_columns(s, s.set_temp_c)} {s.energy_j:>8.0f} {size:>13}  {s.result}")
+        if s.partner is not None:
+            lines.append(f"{_tip_columns(s.partner, s.set_temp_c)} {_fmt(None, '8')} {_fmt(None, '13')}  "
+                         f"{partner_result(s.channel)}")
     return "\n".join(lines)
+
+
+def _tip_columns(tip: LesionSummary | PartnerSummary, set_temp_c: float) -> str:
+    """The table's columns from the channel to the end impedance, for a lesion's (lead) tip or a partner's."""
+    return (
+        f"{tip.channel:>2} {set_temp_c:>6.1f} {_fmt(tip.time_to_set_s, '7.1f')} {_fmt(tip.overshoot_c, '7.2f')} "
+        f"{_fmt(tip.hold_mean_c, '7.2f')} {_fmt(tip.hold_max_c, '6.2f')} {_fmt(tip.hold_rms_error_c, '6.2f')} "
+        f"{_fmt(tip.impedance_start_ohm, '6.0f')} {_fmt(tip.impedance_end_ohm, '6.0f')}"
+    )
+
+
+def partner_result(lead_channel: object) -> str:
+    """What a bipolar partner's row says in the result column (the table's, the report's): whose partner it is, and
+    that the pair is regulated on the other tip."""
+    return f"bipolar partner of ch{lead_channel} (pair regulated on ch{lead_channel}'s tip)"

@@ -74,13 +74,15 @@ def frame_payload() -> dict[str, object]:
     }
 
 
-def build_record(path: Path, *, telemetry: bool = True, ch2_from: ChannelChange | None = None) -> None:
+def build_record(path: Path, *, telemetry: bool = True, ch2_from: ChannelChange | None = None,
+                 partner: dict[str, Any] | None = None) -> None:
     """Self-test, a nerve test from 6 s to 8 s, one RF window from 10 s to 14 s on channels 1 and 2, an alarm, a
     frame and a summary.
 
     Telemetry is recorded for all four channels from 0 s to 20 s, as the session does, so the report has
     to pick the planned channels and the lesion window itself. Its flags are the simulator's: an electrode
-    connected, output on while RF is; ``ch2_from`` changes channel 2 from its time on (its output off).
+    connected, output on while RF is; ``ch2_from`` changes channel 2 from its time on (its output off); ``partner``
+    is a bipolar partner's figures in channel 1's summary.
     """
     clock = SimClock()
     record = ProcedureRecord(path, clock, meta={"plan_name": "two-channel <test>"})
@@ -128,6 +130,8 @@ def build_record(path: Path, *, telemetry: bool = True, ch2_from: ChannelChange 
                   "impedance_start_ohm": 250.0, "impedance_end_ohm": 110.0, "energy_j": 40.0, "tripped": "",
                   "predicted_width_mm": 8.06 - ch, "predicted_length_mm": 14.04}
                  for ch in PLANNED_CHANNELS]
+    if partner is not None:
+        summaries[0]["partner"] = partner
     record.append("summary", {"exit_code": 0, "final_state": "standby", "summaries": summaries,
                               "stimulation": [], "first_trip": "", "first_trip_row": None, "message": ""})
     record.close()
@@ -297,6 +301,19 @@ def test_without_rf_the_frames_spread_over_the_record_and_end_on_its_last(tmp_pa
         reader.close()
     assert [t.mono for t in facts.thumbnails] == [4.0, 7.0, 11.0, 14.0, 18.0, 22.0, 25.0, 29.0]  # every 29/8 s
     assert facts.thumbnails[-1].role == "last frame"
+
+
+def test_a_bipolar_partners_tip_has_a_row_of_its_own_in_the_summary(tmp_path: Path) -> None:
+    """As in ``rfa run``'s table: the partner's own tip under its lesion, which is regulated on the lead's."""
+    path = tmp_path / "bipolar.rfa.db"
+    build_record(path, partner={"channel": 2, "time_to_set_s": 1.5, "overshoot_c": 4.36, "hold_mean_c": 83.77,
+                                "hold_max_c": 84.36, "hold_rms_error_c": 3.81, "impedance_start_ohm": 260.0,
+                                "impedance_end_ohm": 110.0})
+    page = report_of(path, tmp_path)
+    summary = page[page.index("<h2>Summary</h2>"):]
+    cells = ["2", "80.0", "1.5", "4.36", "83.77", "84.36", "3.81", "260", "110", "–", "–",
+             "bipolar partner of ch1 (pair regulated on ch1&#x27;s tip)"]
+    assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>" in summary
 
 
 def test_record_text_is_escaped_not_markup(record_path: Path, tmp_path: Path) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from control.console import follow
 from control.display import ProgressDisplay
 from control.operator import ScriptedOperator
 from control.procedure import State
 from control.record import RecordReader
+from control.session import render_result
 from control.summary import ChannelTrace
 from firmware_bridge.messages import ElectrodeInfo, Message, Pump, SetOutput, Stim
 from safety import limits as hard
@@ -427,3 +431,55 @@ def test_a_pulsed_lesion_held_below_its_ceiling_does_not_keep_the_others_in_ramp
     assert bipolar.time_to_set_s is not None and bipolar.time_to_set_s < 40.0
     sizes = {s.channel: s.predicted_width_mm for s in result.summaries}
     assert sizes[1] == 0.0 and sizes[3] is None, "no thermal lesion to estimate for pulsed RF"
+
+
+_BIPOLAR_PULSED = Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml"
+
+
+def test_a_bipolar_partner_held_hotter_than_the_regulated_lead_shows_live_in_the_table_and_the_record(
+    tmp_path: Path,
+) -> None:
+    """The pair 1–2 is regulated on ch1's tip. ch2's tissue is 10 Ω higher, so it takes more of the pair's current's
+    heat and holds about 84 °C beside ch1's 80 °C, under 1 °C from its 85 °C over-temperature trip. The live line and
+    the table showed ch1's tip alone: "complete", overshoot 0.3 °C; the console's table and the --json result the
+    same (both are the record's summary row)."""
+    cart = build_cart(load_plan(_BIPOLAR_PULSED), tmp_path, lesion_estimator=lambda lesion, trace: (0.0, 0.0),
+                      faults=[Fault(FaultKind.IMPEDANCE_SPIKE, at_s=0.5, channel=2, value=10.0)])
+    cart.session.display = ProgressDisplay(out := io.StringIO(), log_period_s=0.0)
+    result = cart.session.run()
+    cart.record.close()
+    assert result.exit_code == 0, result.message
+    bipolar = next(s for s in result.summaries if s.channel == 1)
+    partner = bipolar.partner
+    assert partner is not None and partner.channel == 2
+    assert bipolar.overshoot_c < 1.0 and bipolar.hold_mean_c == pytest.approx(80.0, abs=0.5), "the lead is held"
+    assert partner.hold_mean_c is not None and partner.hold_mean_c > 82.5, partner
+    assert partner.overshoot_c is not None and partner.overshoot_c > 3.0, partner
+    assert next(s for s in result.summaries if s.channel == 3).partner is None, "a pulsed lesion has one electrode"
+    shown = [(float(lead), float(other)) for lead, other in re.findall(r"ch1\+2 +([\d.]+)/([\d.]+)°C", out.getvalue())]
+    assert shown and max(other - lead for lead, other in shown) > 3.0, shown[-3:]
+    table = render_result(result)
+    (row,) = [line for line in table.splitlines() if line.startswith(" 2 ")]
+    assert f" {partner.overshoot_c:.2f} " in row and f" {partner.hold_max_c:.2f} " in row, row
+    assert row.endswith("bipolar partner of ch1 (pair regulated on ch1's tip)")
+    (summary,) = RecordReader(result.record_path).rows("summary")
+    assert summary.payload["summaries"][0]["partner"] == json.loads(json.dumps(asdict(partner)))
+    follow(result.record_path, console := io.StringIO())
+    assert table[table.index("ch set °C"):table.index("\n\nProcedure complete")] in console.getvalue()
+
+
+def test_an_open_partner_thermocouples_full_scale_is_no_temperature_to_the_physician(tmp_path: Path) -> None:
+    """ch2's thermocouple opens mid-lesion (the pair stops): its 327.67 °C full scale is shown as no reading on the
+    live line and left out of the partner's figures, as a lead's is."""
+    cart = build_cart(load_plan(_BIPOLAR_PULSED), tmp_path, lesion_estimator=lambda lesion, trace: (0.0, 0.0),
+                      faults=[Fault(FaultKind.THERMOCOUPLE_OPEN, at_s=30.0, channel=2)])
+    cart.session.display = ProgressDisplay(out := io.StringIO(), log_period_s=0.0)
+    result = cart.session.run()
+    cart.record.close()
+    bipolar = next(s for s in result.summaries if s.channel == 1)
+    assert bipolar.tripped.startswith("thermocouple_open ch2"), bipolar
+    assert bipolar.partner is not None and bipolar.partner.overshoot_c is not None
+    assert bipolar.partner.overshoot_c < 5.0, bipolar.partner
+    shown = out.getvalue()
+    assert "327.7" not in shown
+    assert re.search(r"ch1\+2 +[\d.]+/--\.-°C", shown), shown[-500:]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from control.summary import ChannelTrace, summarise, summary_table
+from control.summary import ChannelTrace, PartnerSummary, summarise, summary_from_record, summary_table
 
 
 def trace() -> ChannelTrace:
@@ -91,3 +93,59 @@ def test_a_pulsed_lesion_held_below_its_ceiling_has_not_fallen_short() -> None:
         t.add(float(k), 37.0 + 0.25 * k, 250.0, 0.2)
     s = summarise(t)
     assert (s.shortfall, s.result, s.as_planned) == ("", "complete", True)
+
+
+def bipolar_trace() -> ChannelTrace:
+    """A bipolar pair 1–2: the lead tip (the one regulated) as :func:`trace`, the partner's 3 °C hotter throughout on
+    10 Ω more, reaching 79 °C a second before the lead's."""
+    lead = trace()
+    lead.channel = 1
+    partner = ChannelTrace(channel=2, set_temp_c=80.0, rf_started_s=10.0)
+    for t_s, tip_c, z_ohm in zip(lead.t_s, lead.tip_temp_c, lead.impedance_ohm, strict=True):
+        partner.add(t_s, tip_c + 3.0, z_ohm + 10.0, 2.0)
+    partner.hold_started_s = 19.0
+    lead.partner = partner
+    return lead
+
+
+def test_a_bipolar_partners_tip_has_a_row_of_its_own_under_its_lesion() -> None:
+    """The pair is regulated on its lead's tip, and over-temperature judges each tip on its own: a partner held 3 °C
+    hotter showed nowhere (the table had the lead's 1 °C overshoot alone, and "complete")."""
+    s = summarise(bipolar_trace())
+    assert (s.channel, s.overshoot_c, s.hold_max_c) == (1, pytest.approx(1.0), pytest.approx(81.0)), "the lead's"
+    p = s.partner
+    assert p is not None and p.channel == 2
+    assert p.time_to_set_s == pytest.approx(9.0), "its own tip's time to set temperature"
+    assert p.overshoot_c == pytest.approx(4.0) and p.hold_max_c == pytest.approx(84.0)
+    held = np.asarray(bipolar_trace().tip_temp_c)[10:] + 3.0  # from the lead's hold (20 s) on
+    assert p.hold_mean_c == pytest.approx(float(held.mean()))
+    assert p.hold_rms_error_c == pytest.approx(float(np.sqrt(np.mean((held - 80.0) ** 2))))
+    assert (p.impedance_start_ohm, p.impedance_end_ohm) == (210.0, 200.0)
+    header, _, lead_row, partner_row = summary_table([s]).splitlines()
+    assert partner_row.split()[:8] == ["2", "80.0", "9.0", "4.00", f"{p.hold_mean_c:.2f}", "84.00",
+                                       f"{p.hold_rms_error_c:.2f}", "210"]
+    assert partner_row[header.index("result"):] == "bipolar partner of ch1 (pair regulated on ch1's tip)"
+    assert lead_row[header.index("result"):] == "complete"
+    end = header.index("lesion W×L mm") + len("lesion W×L mm")
+    assert partner_row[:end].split()[-2:] == ["-", "-"], "the pair's energy and size are on the lead's row"
+
+
+def test_a_bipolar_partner_comes_back_from_the_record_and_json() -> None:
+    """``rfa console`` rebuilds the table from the record's summary row, ``rfa run --json`` prints the same dict."""
+    s = summarise(bipolar_trace())
+    assert summary_from_record(json.loads(json.dumps(s.as_dict()))) == s
+    assert summary_from_record({**s.as_dict(), "partner": None}).partner is None
+    with pytest.raises(TypeError):
+        summary_from_record({**s.as_dict(), "partner": [1, 2]})
+
+
+def test_a_partner_without_a_reading_shows_dashes_not_numbers() -> None:
+    """A partner whose thermocouple was open from the start has no reading to give (its full scale is none)."""
+    lead = trace()
+    lead.channel = 1
+    lead.partner = ChannelTrace(channel=2, set_temp_c=80.0, rf_started_s=10.0)
+    s = summarise(lead)
+    assert s.partner == PartnerSummary(2)
+    header, _, _, partner_row = summary_table([s]).splitlines()
+    assert partner_row.split()[:2] == ["2", "80.0"]
+    assert set(partner_row[:header.index("result")].split()[2:]) == {"-"}

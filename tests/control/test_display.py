@@ -1,0 +1,26 @@
+"""The live line of ``rfa run``: what a physician glances at while RF is on."""
+
+from __future__ import annotations
+
+import math
+
+from control.display import ChannelView, PartnerView, format_line
+
+
+def test_a_bipolar_lesion_shows_both_tips_and_both_impedances_beside_the_pairs_power() -> None:
+    """The pair is regulated on its lead's tip; the partner's, on tissue of its own, may run hotter, and
+    over-temperature judges it on its own. The line showed ``ch1  80.0°C  168Ω 12.7W``: nothing of the partner."""
+    line = format_line(50.0, "lesioning", [
+        ChannelView(1, 80.0, 168.0, 12.7, 28.0, partner=PartnerView(2, 84.2, 175.0)),
+        ChannelView(3, 42.0, 247.0, 0.2, 28.0),
+    ], None)
+    assert line == ("t=  50.0s lesioning   | ch1+2  80.0/84.2°C  168/175Ω 12.7W   28s left"
+                    " | ch3  42.0°C  247Ω  0.2W   28s left")
+
+
+def test_an_open_partner_thermocouple_shows_no_number() -> None:
+    """Its full scale (327.67 °C) is no temperature (firmware_bridge.messages.tip_temperature_measured)."""
+    line = format_line(50.0, "lesioning", [
+        ChannelView(1, 80.0, 168.0, 0.0, None, "stopped", PartnerView(2, math.nan, 175.0)),
+    ], None)
+    assert line.endswith("| ch1+2  80.0/--.-°C  168/175Ω  0.0W stopped")
