@@ -35,6 +35,10 @@ class ChannelView:
     """A bipolar lesion's partner electrode, shown beside the lead's (``ch1+2  80.2/83.9°C  168/175Ω``): the pair
     is regulated on the lead's tip, and the partner's may run hotter (other tissue) or read nothing (its
     thermocouple open), which a physician must see."""
+    peak_voltage_v: float | None = None
+    """Pulsed RF: the pulses' peak voltage, shown in place of the power (``45.0V``): it is what the lesion is
+    regulated and capped in (the arming question's "up to 45 V"), where its average power (0.2 W at 2 Hz × 20 ms)
+    tells a physician nothing."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ def format_line(t_s: float, state: str, channels: list[ChannelView], guidance: G
             where += f"+{partner.channel}"
             tip += "/" + format_tip(partner.tip_temp_c).lstrip()
             impedance += f"/{partner.impedance_ohm:.0f}"
-        parts.append(f"{where} {tip}°C {impedance}Ω {ch.power_w:4.1f}W{left}{flag}")
+        output = f"{ch.power_w:4.1f}W" if ch.peak_voltage_v is None else f"{ch.peak_voltage_v:4.1f}V"
+        parts.append(f"{where} {tip}°C {impedance}Ω {output}{left}{flag}")
     if guidance is not None:
         if not guidance.live:
             parts.append("US: no image")

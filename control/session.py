@@ -982,6 +982,7 @@ class ProcedureSession:
                     left,
                     "stopped" if a.trace.tripped else ("done" if a.done else ""),
                     partner,
+                    s.voltage_v if a.lesion.mode is LesionMode.PULSED else None,
                 )
             )
         view = self.guidance.view() if self.guidance is not None else None

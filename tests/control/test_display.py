@@ -24,3 +24,10 @@ def test_an_open_partner_thermocouple_shows_no_number() -> None:
         ChannelView(1, 80.0, 168.0, 0.0, None, "stopped", PartnerView(2, math.nan, 175.0)),
     ], None)
     assert line.endswith("| ch1+2  80.0/--.-°C  168/175Ω  0.0W stopped")
+
+
+def test_a_pulsed_lesion_shows_its_peak_voltage_not_its_average_power() -> None:
+    """Pulsed RF is regulated and capped in peak volts (the arming question says "up to 45 V"); its average power,
+    0.2 W at 2 Hz × 20 ms, read as if almost nothing were delivered."""
+    line = format_line(50.0, "lesioning", [ChannelView(3, 42.0, 247.0, 0.2, 28.0, peak_voltage_v=38.4)], None)
+    assert line.endswith("| ch3  42.0°C  247Ω 38.4V   28s left")

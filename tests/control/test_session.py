@@ -458,6 +458,8 @@ def test_a_bipolar_partner_held_hotter_than_the_regulated_lead_shows_live_in_the
     assert next(s for s in result.summaries if s.channel == 3).partner is None, "a pulsed lesion has one electrode"
     shown = [(float(lead), float(other)) for lead, other in re.findall(r"ch1\+2 +([\d.]+)/([\d.]+)°C", out.getvalue())]
     assert shown and max(other - lead for lead, other in shown) > 3.0, shown[-3:]
+    peaks_v = [float(v) for v in re.findall(r"ch3 +[\d.]+°C +\d+Ω +([\d.]+)V", out.getvalue())]
+    assert peaks_v and 20.0 < max(peaks_v) <= 46.0, "the pulsed lesion in its peak volts (cap 45 V), not 0.2 W"
     table = render_result(result)
     (row,) = [line for line in table.splitlines() if line.startswith(" 2 ")]
     assert f" {partner.overshoot_c:.2f} " in row and f" {partner.hold_max_c:.2f} " in row, row
