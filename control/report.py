@@ -69,6 +69,22 @@ class PlannedChannel:
     channel: int
     set_temp_c: float | None
     power_cap_w: float | None
+    pair: tuple[int, int] | None = None
+    """The bipolar pair the channel is one side of: its telemetry's power is this side's share, and the cap is the
+    pair's (both sides together)."""
+
+    @property
+    def title(self) -> str:
+        pair = "" if self.pair is None else f", bipolar pair {self.pair[0]}–{self.pair[1]}"
+        return f"Channel {self.channel}{pair}"
+
+    @property
+    def power_labels(self) -> tuple[str, str]:
+        """The power plot's legend: its line, and the cap's line (``power_cap_w`` set)."""
+        if self.pair is None:
+            return "power", f"cap {self.power_cap_w:g} W"
+        pair = f"{self.pair[0]}–{self.pair[1]}"
+        return "this side's share", f"cap {self.power_cap_w:g} W for the pair {pair} (both sides)"
 
 
 @dataclass(frozen=True)
@@ -170,10 +186,10 @@ def planned_channels(plan: dict[str, Any] | None) -> list[PlannedChannel]:
         if not isinstance(lesion, dict) or not isinstance(lesion.get("channel"), int):
             continue
         channel = lesion["channel"]
-        channels = (channel, channel + 1) if lesion.get("mode") == "bipolar" else (channel,)
-        for ch in channels:
+        pair = (channel, channel + 1) if lesion.get("mode") == "bipolar" else None
+        for ch in pair or (channel,):
             found.setdefault(
-                ch, PlannedChannel(ch, _number(lesion.get("set_temp_c")), _number(lesion.get("power_cap_w")))
+                ch, PlannedChannel(ch, _number(lesion.get("set_temp_c")), _number(lesion.get("power_cap_w")), pair)
             )
     return list(found.values())
 
@@ -495,13 +511,14 @@ def plot_channel(trace: ChannelTelemetry, planned: PlannedChannel, alarm_times_s
     temp_ax.legend(loc="lower right", fontsize="small")
     z_ax.plot(trace.t_s, trace.impedance_ohm, color="#2c7fb8", lw=1.2)
     z_ax.set_ylabel("impedance (Ω)")
-    p_ax.plot(trace.t_s, trace.power_w, color="#31a354", lw=1.2, label="power")
+    power_label, cap_label = planned.power_labels
+    p_ax.plot(trace.t_s, trace.power_w, color="#31a354", lw=1.2, label=power_label)
     if planned.power_cap_w is not None:
-        p_ax.axhline(planned.power_cap_w, color="#555", ls="--", lw=1, label=f"cap {planned.power_cap_w:g} W")
+        p_ax.axhline(planned.power_cap_w, color="#555", ls="--", lw=1, label=cap_label)
         p_ax.legend(loc="upper right", fontsize="small")
     p_ax.set_ylabel("power (W)")
     p_ax.set_xlabel("time since RF start (s); shaded: this channel's RF on; red lines: alarms")
-    fig.suptitle(f"Channel {trace.channel}")
+    fig.suptitle(planned.title)
     for ax in (temp_ax, z_ax, p_ax):
         ax.grid(True, alpha=0.3)
     return _png_data_uri(fig)

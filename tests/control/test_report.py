@@ -17,9 +17,9 @@ import pytest
 
 from control import record_cli
 from control.record import ProcedureRecord, RecordReader
-from control.report import MAX_THUMBNAILS, read_facts, write_report
+from control.report import MAX_THUMBNAILS, planned_channels, read_facts, write_report
 from firmware_bridge.clock import SimClock
-from safety.plan import parse_plan
+from safety.plan import load_plan, parse_plan
 
 PLANNED_CHANNELS = (1, 2)
 STIMULATION_S = (6, 8)
@@ -314,6 +314,18 @@ def test_a_bipolar_partners_tip_has_a_row_of_its_own_in_the_summary(tmp_path: Pa
     cells = ["2", "80.0", "1.5", "4.36", "83.77", "84.36", "3.81", "260", "110", "–", "–",
              "bipolar partner of ch1 (pair regulated on ch1&#x27;s tip)"]
     assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>" in summary
+
+
+def test_a_bipolar_sides_power_is_plotted_as_its_share_of_the_pairs_cap() -> None:
+    """Each side of a bipolar pair reports its own share of the pair's power, and the plan's cap is the pair's: the
+    plot of either side showed about 6 W under a line labelled "cap 25 W", as if the pair had run at a quarter of
+    its cap."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bipolar-pulsed.toml")
+    channels = planned_channels(plan.model_dump(mode="json"))
+    assert [(c.channel, c.pair) for c in channels] == [(1, (1, 2)), (2, (1, 2)), (3, None)]
+    assert channels[1].power_labels == ("this side's share", "cap 25 W for the pair 1–2 (both sides)")
+    assert channels[2].power_labels == ("power", "cap 25 W")
+    assert [c.title for c in channels] == ["Channel 1, bipolar pair 1–2", "Channel 2, bipolar pair 1–2", "Channel 3"]
 
 
 def test_record_text_is_escaped_not_markup(record_path: Path, tmp_path: Path) -> None:
