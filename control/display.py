@@ -33,7 +33,7 @@ class ChannelView:
     status: str = ""
     partner: PartnerView | None = None
     """A bipolar lesion's partner electrode, shown beside the lead's (``ch1+2  80.2/83.9°C  168/175Ω``): the pair
-    is regulated on the lead's tip, and the partner's may run hotter (other tissue) or read nothing (its
+    is held on its hotter tip, and the two may differ (tissue of its own under each) or one read nothing (its
     thermocouple open), which a physician must see."""
     peak_voltage_v: float | None = None
     """Pulsed RF: the pulses' peak voltage, shown in place of the power (``45.0V``): it is what the lesion is

@@ -582,7 +582,9 @@ class ProcedureSession:
                 gains=(PULSED_GAINS if pulsed
                        else continuous_gains_for(lesion.electrode.gauge, lesion.electrode.active_tip_mm)),
             )
-            controllers.start(index, tip_c=sample.tip_temp_c, impedance_ohm=sample.impedance_ohm)
+            start_c = _regulated_tip_c(lesion, telemetry)  # the ramp starts from it (body temperature if unread)
+            controllers.start(index, tip_c=start_c if math.isfinite(start_c) else hard.BODY_TEMP_C,
+                              impedance_ohm=sample.impedance_ohm)
             trace = ChannelTrace(lesion.channel, lesion.set_temp_c, rf_started_s=now, thermal=not pulsed)
             for partner in lesion.channels[1:]:  # a bipolar pair's second electrode: its own tip, sampled beside
                 trace.partner = ChannelTrace(partner, lesion.set_temp_c, rf_started_s=now)
@@ -598,7 +600,8 @@ class ProcedureSession:
             now = self.clock.now()
             for a, was_running in zip(active, running, strict=True):
                 sample = telemetry.channels[a.lesion.channel - 1]
-                tips[a.index], impedances[a.index] = sample.tip_temp_c, sample.impedance_ohm
+                regulated_c = _regulated_tip_c(a.lesion, telemetry)
+                tips[a.index], impedances[a.index] = regulated_c, sample.impedance_ohm
                 if not was_running:
                     continue
                 # The reading a trip in this tick stopped the lesion on belongs to it: a lesion stopped for a
@@ -611,11 +614,8 @@ class ProcedureSession:
                     _sample_partner(a.trace.partner, telemetry, now)
                 if a.done:
                     continue
-                if (
-                    measured
-                    and a.trace.hold_started_s is None
-                    and sample.tip_temp_c >= a.lesion.set_temp_c - SET_TEMP_BAND_C
-                ):
+                # The lesion's hold starts when its regulated tip (a pair's hotter one) is at the set temperature.
+                if a.trace.hold_started_s is None and regulated_c >= a.lesion.set_temp_c - SET_TEMP_BAND_C:
                     a.trace.hold_started_s = now
                 if now - a.rf_started_at >= a.lesion.lesion_time_s - 1e-9:
                     self._finish(a, "")
@@ -1008,6 +1008,22 @@ def _tip_or_nan(sample: ChannelTelemetry) -> float:
 
 def _unmeasured_why(sample: ChannelTelemetry) -> str:
     return "thermocouple open" if sample.electrode_connected else "no electrode connected"
+
+
+def _regulated_tip_c(lesion: Lesion, telemetry: Telemetry) -> float:
+    """The tip temperature a lesion's controller holds at the set temperature: its electrode's, or for a bipolar pair
+    the hotter of the two tips that read one (NaN if neither does).
+
+    Both electrodes of a pair carry the same current and each heats the tissue around it; tissue of other impedance
+    or perfusion under one of them makes its tip run hotter. Regulated on the lead's tip alone, a partner 10 Ω higher
+    held 82-84 °C beside an 80 °C lead, and 80 Ω higher it tripped ``over_temperature`` (85 °C) and ended the
+    procedure in fault. Held on the hotter tip, neither tip is driven past the set temperature; the cooler one makes
+    the smaller lesion, which its own row of the table shows. An open thermocouple's reading is no temperature
+    (``tip_measured``): a pair with one is stopped by ``thermocouple_open``, and until then held on the other tip;
+    with none readable the NaN makes the control step command nothing (``control.controller``)."""
+    measured = [telemetry.channels[ch - 1] for ch in lesion.channels]
+    readings = [sample.tip_temp_c for sample in measured if sample.tip_measured]
+    return max(readings) if readings else math.nan
 
 
 def _lesion_power_w(lesion: Lesion, telemetry: Telemetry) -> float:

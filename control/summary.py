@@ -42,8 +42,9 @@ class ChannelTrace:
     partner: ChannelTrace | None = None
     """A bipolar lesion's second electrode, sampled beside this one (its own tip reading, impedance and share of
     the pair's power; its ``hold_started_s`` is when its own tip reached the set temperature). The controller
-    regulates the pair on this trace's tip, the lead's; the partner's tip, heated by the same current through
-    tissue of its own, may run hotter or colder, and ``over_temperature`` judges each tip on its own."""
+    holds the pair on its hotter tip (``control.session._regulated_tip_c``), and this trace's ``hold_started_s`` is
+    when that one reached the set temperature; the partner's tip, heated by the same current through tissue of its
+    own, may run hotter or colder than the lead's, and ``over_temperature`` judges each tip on its own."""
 
     @property
     def fell_short(self) -> bool:
@@ -60,8 +61,8 @@ class ChannelTrace:
 @dataclass(frozen=True)
 class PartnerSummary:
     """The partner electrode's tip in a bipolar lesion: figures of its own trace, over the lesion's hold (from when
-    the lead tip, the one regulated, reached the set temperature), so that a partner running hot or cold beside a
-    well-held lead shows. ``None`` where there is nothing to give: no reading at all (a thermocouple open from the
+    the pair's hotter tip, the one regulated, reached the set temperature), so that a partner running hotter or
+    colder than the lead shows. ``None`` where there is nothing to give: no reading at all (a thermocouple open from the
     start), no hold, or its tip never reached the set temperature (``time_to_set_s``)."""
 
     channel: int
@@ -100,8 +101,8 @@ class LesionSummary:
     """Why a lesion that ran its time without a trip is still not the planned lesion: its tip never reached
     the set temperature (a cold, smaller lesion), or it delivered no RF at all."""
     partner: PartnerSummary | None = None
-    """A bipolar lesion's second tip (:class:`PartnerSummary`); the figures above are the lead tip's, on which the
-    pair is regulated, and the pair's energy."""
+    """A bipolar lesion's second tip (:class:`PartnerSummary`); the figures above are the lead tip's (its time to
+    set temperature is the pair's: when its hotter tip, the one regulated, reached it), and the pair's energy."""
 
     @property
     def result(self) -> str:
@@ -222,7 +223,7 @@ def lesion_size_text(width_mm: float | None, length_mm: float | None, note: str 
 def summary_table(summaries: list[LesionSummary]) -> str:
     """The end-of-procedure table, one row per lesion channel; a bipolar lesion's partner tip on a row of its own
     under it (its channel, and "bipolar partner of chN" for a result: the lesion's energy, size and result are on
-    the lead's row), so that a partner running hotter than the regulated lead tip shows."""
+    the lead's row), so that a partner running hotter or colder than the lead tip shows."""
     header = (
         f"{'ch':>2} {'set °C':>6} {'t→set s':>7} {'over °C':>7} {'mean °C':>7} {'max °C':>6} "
         f"{'rms °C':>6} {'Z0 Ω':>6} {'Zend Ω':>6} {'energy J':>8} {'lesion W×L mm':>13}  result"
@@ -248,5 +249,5 @@ def _tip_columns(tip: LesionSummary | PartnerSummary, set_temp_c: float) -> str:
 
 def partner_result(lead_channel: object) -> str:
     """What a bipolar partner's row says in the result column (the table's, the report's): whose partner it is, and
-    that the pair is regulated on the other tip."""
-    return f"bipolar partner of ch{lead_channel} (pair regulated on ch{lead_channel}'s tip)"
+    how the pair is regulated."""
+    return f"bipolar partner of ch{lead_channel} (pair held on its hotter tip)"

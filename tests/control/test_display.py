@@ -8,8 +8,8 @@ from control.display import ChannelView, PartnerView, format_line
 
 
 def test_a_bipolar_lesion_shows_both_tips_and_both_impedances_beside_the_pairs_power() -> None:
-    """The pair is regulated on its lead's tip; the partner's, on tissue of its own, may run hotter, and
-    over-temperature judges it on its own. The line showed ``ch1  80.0°C  168Ω 12.7W``: nothing of the partner."""
+    """The pair is held on its hotter tip; the other, on tissue of its own, runs cooler (a smaller lesion there), and
+    over-temperature judges each on its own. The line showed ``ch1  80.0°C  168Ω 12.7W``: nothing of the partner."""
     line = format_line(50.0, "lesioning", [
         ChannelView(1, 80.0, 168.0, 12.7, 28.0, partner=PartnerView(2, 84.2, 175.0)),
         ChannelView(3, 42.0, 247.0, 0.2, 28.0),

@@ -304,7 +304,7 @@ def test_without_rf_the_frames_spread_over_the_record_and_end_on_its_last(tmp_pa
 
 
 def test_a_bipolar_partners_tip_has_a_row_of_its_own_in_the_summary(tmp_path: Path) -> None:
-    """As in ``rfa run``'s table: the partner's own tip under its lesion, which is regulated on the lead's."""
+    """As in ``rfa run``'s table: the partner's own tip under its lesion."""
     path = tmp_path / "bipolar.rfa.db"
     build_record(path, partner={"channel": 2, "time_to_set_s": 1.5, "overshoot_c": 4.36, "hold_mean_c": 83.77,
                                 "hold_max_c": 84.36, "hold_rms_error_c": 3.81, "impedance_start_ohm": 260.0,
@@ -312,7 +312,7 @@ def test_a_bipolar_partners_tip_has_a_row_of_its_own_in_the_summary(tmp_path: Pa
     page = report_of(path, tmp_path)
     summary = page[page.index("<h2>Summary</h2>"):]
     cells = ["2", "80.0", "1.5", "4.36", "83.77", "84.36", "3.81", "260", "110", "–", "–",
-             "bipolar partner of ch1 (pair regulated on ch1&#x27;s tip)"]
+             "bipolar partner of ch1 (pair held on its hotter tip)"]
     assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>" in summary
 
 

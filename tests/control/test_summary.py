@@ -109,8 +109,8 @@ def bipolar_trace() -> ChannelTrace:
 
 
 def test_a_bipolar_partners_tip_has_a_row_of_its_own_under_its_lesion() -> None:
-    """The pair is regulated on its lead's tip, and over-temperature judges each tip on its own: a partner held 3 °C
-    hotter showed nowhere (the table had the lead's 1 °C overshoot alone, and "complete")."""
+    """Over-temperature judges each tip on its own, and the two tips of a pair may differ: a partner 3 °C hotter
+    showed nowhere (the table had the lead's 1 °C overshoot alone, and "complete")."""
     s = summarise(bipolar_trace())
     assert (s.channel, s.overshoot_c, s.hold_max_c) == (1, pytest.approx(1.0), pytest.approx(81.0)), "the lead's"
     p = s.partner
@@ -124,7 +124,7 @@ def test_a_bipolar_partners_tip_has_a_row_of_its_own_under_its_lesion() -> None:
     header, _, lead_row, partner_row = summary_table([s]).splitlines()
     assert partner_row.split()[:8] == ["2", "80.0", "9.0", "4.00", f"{p.hold_mean_c:.2f}", "84.00",
                                        f"{p.hold_rms_error_c:.2f}", "210"]
-    assert partner_row[header.index("result"):] == "bipolar partner of ch1 (pair regulated on ch1's tip)"
+    assert partner_row[header.index("result"):] == "bipolar partner of ch1 (pair held on its hotter tip)"
     assert lead_row[header.index("result"):] == "complete"
     end = header.index("lesion W×L mm") + len("lesion W×L mm")
     assert partner_row[:end].split()[-2:] == ["-", "-"], "the pair's energy and size are on the lead's row"
