@@ -262,13 +262,18 @@ def _stop_on_termination(session: ProcedureSession) -> Iterator[None]:
 
 def _await_generator(generator: RfGenerator, clock: Clock, pacer: Pacer, url: str) -> str | None:
     """Wait for the generator's first STATUS past boot; the reason it is unreachable, or None. A link that opened
-    and then went (a generator restarting, a serial-over-TCP bridge with nothing behind it) is unreachable too."""
+    and then went (a generator restarting, a serial-over-TCP bridge with nothing behind it, a simulator serving
+    another host) is unreachable too."""
     deadline = clock.now() + GENERATOR_ANSWER_TIMEOUT_S
     while clock.now() < deadline:
         try:
             generator.service()
         except LinkError as exc:
-            return f"the link to the generator at {url} opened, then failed: {exc}"
+            reason = f"the link to the generator at {url} opened, then failed: {exc}"
+            if url.startswith("socket://") and generator.stats.frames_ok == 0:
+                reason += ("; it was closed before the generator sent a frame: a simulator (rfa sim) does that while "
+                           "another host holds its generator (its console names that host)")
+            return reason
         status = generator.status
         if status is not None and status.msg.state != GeneratorState.BOOT:
             return None

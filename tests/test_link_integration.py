@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -27,18 +28,20 @@ from firmware_bridge.messages import AckResult, SelfTest
 from firmware_bridge.transport import Transport, open_transport
 from sim.generator import SELF_TEST_ALL_PASSED, SimGenerator
 from sim.link_faults import FaultyTransport, LinkFaultConfig
-from sim.server import Endpoint, Server, open_endpoint
+from sim.server import STALE_HOST_S, Endpoint, Server, open_endpoint
 
 WAIT_S = 3.0
 
 
 class Running:
-    def __init__(self, spec: str, wrap: Callable[[Transport], Transport] | None = None) -> None:
+    def __init__(self, spec: str, wrap: Callable[[Transport], Transport] | None = None, *,
+                 stale_host_s: float = STALE_HOST_S) -> None:
         self.clock = RealClock()
         self.endpoint: Endpoint = open_endpoint(spec)
         self.sim = SimGenerator(None, self.clock, seed=1)
         self.out = io.StringIO()
-        self.server = Server(self.sim, self.endpoint, self.clock, wrap=wrap, report_every_s=0.2, out=self.out)
+        self.server = Server(self.sim, self.endpoint, self.clock, wrap=wrap, report_every_s=0.2, out=self.out,
+                             stale_host_s=stale_host_s)
         self.thread = threading.Thread(target=self.server.serve, daemon=True)
         self.thread.start()
 
@@ -48,12 +51,16 @@ class Running:
         self.endpoint.close()
 
 
-def wait_for(driver: RfGenerator, predicate: Callable[[], bool], what: str) -> None:
+def wait_for(driver: RfGenerator | None, predicate: Callable[[], bool], what: str) -> None:
+    """Poll until ``predicate()``, servicing ``driver`` meanwhile as a host does (``None``: a host that has gone
+    quiet)."""
     deadline = time.monotonic() + WAIT_S
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; driver counters {driver.stats.as_dict()}")
-        driver.service()
+            counters = driver.stats.as_dict() if driver is not None else "(no host servicing)"
+            raise AssertionError(f"timed out waiting for {what}; driver counters {counters}")
+        if driver is not None:
+            driver.service()
         time.sleep(0.002)
 
 
@@ -135,6 +142,79 @@ def test_link_faults_on_the_server_side_show_in_the_driver_counters() -> None:
         r.stop()
 
 
+# -- what the simulator's console says about its hosts ---------------------------------------------------
+def said(running: Running, pattern: str) -> Callable[[], bool]:
+    """Whether the console has said a line matching ``pattern`` (after its time stamp)."""
+    return lambda: re.search(rf"^\[ *\d+\.\d\ds\] {pattern}$", running.out.getvalue(), re.MULTILINE) is not None
+
+
+def test_the_console_says_when_a_tcp_host_connects_talks_and_leaves() -> None:
+    """A rig engineer sees the cart reach the simulator, speak the protocol, and go."""
+    r = Running("tcp:0")
+    try:
+        driver = connect(r)
+        wait_for(driver, said(r, r"host 127\.0\.0\.1:\d+ connected"), "the connection said")
+        wait_for(driver, said(r, r"host 127\.0\.0\.1:\d+ is talking \(heartbeats arriving\)"), "heartbeats said")
+        driver.close()
+        wait_for(None, said(r, r"host 127\.0\.0\.1:\d+ disconnected after \d+\.\d s \(socket://127\.0\.0\.1:\d+: "
+                               r"host disconnected\)"), "the disconnection said")
+    finally:
+        r.stop()
+
+
+def test_the_console_says_when_a_host_on_the_pty_starts_and_stops_talking() -> None:
+    """A pty has no connecting: the host's heartbeats are what show it is there."""
+    r = Running("pty", stale_host_s=0.3)
+    try:
+        driver = connect(r)
+        who = re.escape(f"the host on {r.endpoint.url}")
+        wait_for(driver, said(r, who + r" is talking \(heartbeats arriving\)"), "heartbeats said")
+        driver.close()
+        wait_for(None, said(r, who + r" has sent no heartbeat for 0\.3 s \(the generator's watchdog holds output "
+                                     r"off\)"), "the silence said")
+    finally:
+        r.stop()
+
+
+def test_a_second_host_is_refused_while_the_first_holds_the_generator_and_both_ends_say_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It waited unserved and unsaid: `rfa selftest` said only "no answer within 3 s", the simulator nothing."""
+    r = Running("tcp:0", stale_host_s=60.0)  # the holder stays the holder, however the machine is loaded
+    try:
+        first = connect(r)
+        wait_for(first, said(r, r"host 127\.0\.0\.1:\d+ is talking \(heartbeats arriving\)"), "heartbeats said")
+        assert cli.main(["selftest", "--generator", r.endpoint.url]) == cli.EXIT_UNREACHABLE
+        err = capsys.readouterr().err
+        assert err.startswith(f"rfa selftest: the link to the generator at {r.endpoint.url} opened, then failed: ")
+        assert err.rstrip().endswith("it was closed before the generator sent a frame: a simulator (rfa sim) does "
+                                     "that while another host holds its generator (its console names that host)")
+        wait_for(first, said(r, r"refused host 127\.0\.0\.1:\d+: host 127\.0\.0\.1:\d+ holds the generator \(one "
+                               r"host at a time; one silent for 60 s gives way\)"), "the refusal said")
+        assert r.endpoint.counters.hosts_refused == 1
+        seq = first.request_self_test()
+        wait_for(first, lambda: first.ack_for(SelfTest.MSG_ID, seq) is not None, "the holder still served")
+        first.close()
+    finally:
+        r.stop()
+
+
+def test_a_holder_that_has_fallen_silent_gives_way_to_a_new_host() -> None:
+    """A cart powered off on a rig's network never closes its connection: the next one must not be locked out."""
+    r = Running("tcp:0", stale_host_s=0.3)
+    try:
+        first = connect(r)  # then silent: it sends nothing more and never closes
+        wait_for(None, said(r, r"host 127\.0\.0\.1:\d+ has sent no heartbeat for 0\.3 s .*"), "the silence said")
+        second = connect(r)
+        wait_for(second, said(r, r"host 127\.0\.0\.1:\d+ has sent no heartbeat for \d+\.\d s: dropped, for host "
+                                 r"127\.0\.0\.1:\d+"), "the hand-over said")
+        assert r.endpoint.counters.hosts_refused == 0 and r.sim.counters.connections == 2
+        second.close()
+        first.close()
+    finally:
+        r.stop()
+
+
 # -- the command line ----------------------------------------------------------------------------------
 def test_rfa_sim_serves_for_a_duration_and_prints_url_then_counters(
     capsys: pytest.CaptureFixture[str],
@@ -148,7 +228,8 @@ def test_rfa_sim_serves_for_a_duration_and_prints_url_then_counters(
 @pytest.mark.parametrize("command", [["-m", "sim"], ["-m", "control.cli", "sim"]], ids=["python -m sim", "rfa sim"])
 def test_the_simulator_keeps_serving_once_its_stdout_reader_has_gone(command: list[str]) -> None:
     """``rfa sim --serial tcp:0 | head -1``: the script took the URL and its reader went away. The counters it then
-    cannot print are dropped (said once on stderr); the generator stays up for the host given the URL."""
+    cannot print are dropped (said once on stderr, where the hosts' comings and goings are said from then on); the
+    generator stays up for the host given the URL."""
     sim = subprocess.Popen([sys.executable, *command, "--serial", "tcp:0", "--report-s", "0.1", "--duration-s", "60"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -165,7 +246,10 @@ def test_the_simulator_keeps_serving_once_its_stdout_reader_has_gone(command: li
     finally:
         sim.kill()
     assert sim.returncode == 0, err
-    assert err == f"rfa sim: stdout was closed by its reader; counters are no longer printed, still serving on {url}\n"
+    notice, *events = err.splitlines()
+    assert notice == (f"rfa sim: stdout was closed by its reader; counters are no longer printed (connections are said "
+                      f"here), still serving on {url}")
+    assert events and re.fullmatch(r"\[ *\d+\.\d\ds\] host 127\.0\.0\.1:\d+ connected", events[0]), err
 
 
 def test_rfa_sim_serves_on_physical_tissue(capsys: pytest.CaptureFixture[str]) -> None:

@@ -199,6 +199,8 @@ class SimGenerator:
         self.pump_on = False
         self.pump_flow_deci_ml_min = 0
         self.transport: Transport | None = None
+        self.link_loss: LinkError | None = None
+        """Why the last host's transport was dropped (its read or write failed), for the simulator's console."""
         self.origin = clock.now()
         """The generator's time zero: of fault-script times, TELEMETRY's generator time, the ticks. Taken once
         it is built (the frame parser's compilation and the tissue models can take seconds on a cold numba
@@ -248,6 +250,11 @@ class SimGenerator:
             return GeneratorState.OUTPUT
         return GeneratorState.IDLE
 
+    @property
+    def last_host_heartbeat(self) -> float | None:
+        """When the last host HEARTBEAT arrived (clock time), or ``None`` if none has."""
+        return self._last_host_heartbeat
+
     def host_silent_s(self, now: float) -> float:
         """Seconds since the last host heartbeat (since the generator started if none has come)."""
         last = self.origin if self._last_host_heartbeat is None else self._last_host_heartbeat
@@ -288,8 +295,8 @@ class SimGenerator:
             return
         try:
             data = self.transport.read()
-        except LinkError:
-            self._lose_link()
+        except LinkError as exc:
+            self._lose_link(exc)
             return
         if data:
             frames = self._parser.feed(data)
@@ -439,13 +446,14 @@ class SimGenerator:
         _, frame = self._encoder.encode(msg)
         try:
             self.transport.write(frame)
-        except LinkError:
-            self._lose_link()
+        except LinkError as exc:
+            self._lose_link(exc)
             return
         self.counters.frames_sent += 1
 
-    def _lose_link(self) -> None:
+    def _lose_link(self, exc: LinkError) -> None:
         self.counters.link_losses += 1
+        self.link_loss = exc
         self.detach()
 
     # -- the tick ------------------------------------------------------------------------------------
