@@ -25,7 +25,7 @@ from firmware_bridge.transport import Transport
 from sim.generator import SimGenerator, load_faults, lumped_tissue, physical_tissue
 from sim.generator.device import DEFAULT_ELECTRODE, NO_ELECTRODE
 from sim.link_faults import FaultyTransport, LinkFaultConfig, LinkFaultCounters, load_link_faults
-from sim.probe import SimProbeBackend, cart_probe, load_probe_faults
+from sim.probe import SimProbe, SimProbeBackend, cart_probe, load_probe_faults
 from sim.probe.remote import ProbeService, parse_tcp
 from sim.server import Server, open_endpoint
 from sim.tissue import TissueModel, warm_up_kernels
@@ -170,20 +170,22 @@ def run(args: argparse.Namespace) -> int:
         return total
 
     each_tick: list[Callable[[], None]] = []
-    service: ProbeService | None = None
+    probe: SimProbe | None = None
     if probe_port is not None:
-        probe = cart_probe(clock, args.seed)
-        probe.script_faults(probe_faults, lambda: sim.elapsed_s)  # on the generator's time line
+        probe = served = cart_probe(clock, args.seed)
+        served.script_faults(probe_faults, lambda: sim.elapsed_s)  # on the generator's time line
         guided = sim.channels[args.probe_channel - 1]
-        each_tick.append(lambda: probe.set_boiling(guided.reading.boiling))
+        each_tick.append(lambda: served.set_boiling(guided.reading.boiling))
+    server = Server(sim, endpoint, clock, wrap=wrap if link.any else None, report_every_s=args.report_s,
+                    out=sys.stdout, each_tick=each_tick, more_counters=link_fault_counters if link.any else None)
+    service: ProbeService | None = None
+    if probe is not None and probe_port is not None:
         try:
-            service = ProbeService(SimProbeBackend(probe), probe_port).start()
+            service = ProbeService(SimProbeBackend(probe), probe_port, say=server.console.say).start()
         except OSError as exc:
             endpoint.close()
             print(f"rfa sim: cannot serve the probe on {args.probe}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
-    server = Server(sim, endpoint, clock, wrap=wrap if link.any else None, report_every_s=args.report_s,
-                    out=sys.stdout, each_tick=each_tick, more_counters=link_fault_counters if link.any else None)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.stop()

@@ -30,9 +30,11 @@ import dataclasses
 import errno
 import io
 import json
+import select
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Final
 
@@ -40,6 +42,7 @@ import usb.backend
 import usb.core
 import usb.util
 
+from firmware_bridge.clock import RealClock
 from sim.probe.backend import SimProbeBackend
 
 _LIBUSB_ERROR_NO_DEVICE: Final = -4
@@ -47,11 +50,19 @@ _LIBUSB_ERROR_IO: Final = -1
 CONNECT_TIMEOUT_S: Final = 5.0
 CALL_TIMEOUT_S: Final = 5.0
 """Longer than any transfer timeout the driver asks for: a call not answered by then is a lost probe."""
+HOLDER_IDLE_S: Final = 5.0
+"""A served host that has asked nothing for this long gives way to a new one: a host that went without closing its end
+(powered off, its cable pulled) or is stopped. One in use asks far more often (the guidance thread every 5 ms)."""
+REFUSE_AFTER_S: Final = 0.1
+"""A connection that comes while a host is served is refused after this long, not at once: a host that has just
+closed its connection and made another (the driver's reconnect) is seen to leave first."""
+POLL_S: Final = 0.2
+"""How often the service looks at its stop flag while nothing happens."""
 
 
 def parse_tcp(spec: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """``tcp:PORT`` or ``tcp:HOST:PORT`` -> (host, port); ``ValueError`` naming the expected form. One host at a
-    time: a second one connecting waits until the first has gone, and sees its probe as not found meanwhile."""
+    time: another one connecting is refused (:class:`ProbeService`), and sees its probe as not found."""
     kind, _, rest = spec.partition(":")
     host, _, port = rest.rpartition(":")
     if kind != "tcp" or not port.isdigit() or int(port) > 65535:
@@ -59,20 +70,44 @@ def parse_tcp(spec: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
     return host or default_host, int(port)
 
 
-class ProbeService:
-    """Serves ``backend`` to one host at a time on a TCP port of this machine (a thread per service)."""
+@dataclass
+class _Client:
+    """A host's connection to the service: its socket, who it is for the console, and its unanswered bytes."""
 
-    def __init__(self, backend: SimProbeBackend, port: int = 0, host: str = "127.0.0.1") -> None:
+    conn: socket.socket
+    who: str
+    since: float
+    last_request: float
+    pending: bytearray = dataclasses.field(default_factory=bytearray)
+    """What it has sent past its last whole request line."""
+
+
+class ProbeService:
+    """Serves ``backend`` to one host at a time on a TCP port of this machine (a thread per service).
+
+    Another host that connects meanwhile is refused after ``REFUSE_AFTER_S`` (so that a host reconnecting at once is
+    not refused for its own last connection, not yet seen closed): its first request is answered ``{"error": "busy",
+    ...}`` naming the host being served, and its connection closed. A holder that has asked nothing for
+    ``holder_idle_s`` (gone without closing its end, or stopped) gives way to it instead. ``say`` is told each host
+    that connects, leaves, is refused or replaced (``rfa sim``'s console)."""
+
+    def __init__(self, backend: SimProbeBackend, port: int = 0, host: str = "127.0.0.1", *,
+                 say: Callable[[str], None] | None = None, holder_idle_s: float = HOLDER_IDLE_S) -> None:
         self._backend = backend
         self._listener = socket.create_server((host, port))
-        self._listener.settimeout(0.2)
+        self._listener.setblocking(False)
         self.url = f"tcp:{host}:{self._listener.getsockname()[1]}"
+        self._say = say if say is not None else (lambda event: None)
+        self._holder_idle_s = holder_idle_s
+        self._clock = RealClock()
         self._objects: dict[int, Any] = {}
         self._ids: dict[Any, int] = {}
         self._bulk = array.array("B")
         """The bulk transfer buffer, reused: the driver asks for up to a frame's worth (megabytes) per read."""
         self._stopping = threading.Event()
-        self._conn: socket.socket | None = None
+        self._holder: _Client | None = None
+        self._waiting: list[tuple[socket.socket, str, float]] = []
+        """Connections that came while a host was served, each with when it is refused."""
         self._thread = threading.Thread(target=self._serve, name="probe-service", daemon=True)
 
     def start(self) -> ProbeService:
@@ -82,31 +117,107 @@ class ProbeService:
     def stop(self) -> None:
         """Stop serving; a connected host sees its probe unplugged."""
         self._stopping.set()
-        conn = self._conn
-        if conn is not None:
+        holder = self._holder
+        if holder is not None:  # an answer being sent to a host that does not read it ends now, not in 5 s
             with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+                holder.conn.shutdown(socket.SHUT_RDWR)
         self._thread.join(2.0)
         self._listener.close()
 
     def _serve(self) -> None:
-        while not self._stopping.is_set():
+        try:
+            while not self._stopping.is_set():
+                holder = self._holder
+                watch = [self._listener] if holder is None else [self._listener, holder.conn]
+                now = self._clock.now()
+                wait_s = min([POLL_S, *(max(0.0, refuse_at - now) for _, _, refuse_at in self._waiting)])
+                try:
+                    readable = select.select(watch, [], [], wait_s)[0]
+                except (OSError, ValueError):  # the listener closed under us
+                    return
+                if holder is not None and holder.conn in readable:
+                    self._serve_requests(holder)
+                if self._listener in readable:
+                    self._accept()
+                self._admit()
+        finally:
+            for conn, _, _ in self._waiting:
+                conn.close()
+            if self._holder is not None:
+                self._holder.conn.close()
+
+    def _accept(self) -> None:
+        while True:
             try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
+                conn, (peer_host, peer_port, *_) = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
                 return
-            self._conn = conn
-            with conn, conn.makefile("rwb") as stream:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                with contextlib.suppress(OSError):  # the host went away, or stop() shut the connection
-                    for line in stream:
-                        answer, data = self._answer(line)
-                        stream.write(json.dumps(answer).encode() + b"\n")
-                        stream.write(data)
-                        stream.flush()
-            self._conn = None
+            conn.setblocking(True)
+            conn.settimeout(CALL_TIMEOUT_S)  # an answer the host does not take within it: a host gone
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._waiting.append((conn, f"host {peer_host}:{peer_port}", self._clock.now() + REFUSE_AFTER_S))
+
+    def _admit(self) -> None:
+        """Serve a new host while none is served, replace one that has asked nothing for a while, refuse the rest."""
+        now = self._clock.now()
+        waiting, self._waiting = self._waiting, []
+        for conn, who, refuse_at in waiting:
+            holder = self._holder
+            if holder is not None and (idle_s := now - holder.last_request) >= self._holder_idle_s:
+                self._say(f"probe: {holder.who} has asked nothing for {idle_s:.1f} s: dropped, for {who}")
+                self._let_go(holder)
+                holder = None
+            if holder is None:
+                self._holder = _Client(conn, who, now, now)
+                self._say(f"probe: {who} connected")
+            elif now >= refuse_at:
+                self._refuse(conn, who, holder)
+            else:
+                self._waiting.append((conn, who, refuse_at))
+
+    def _refuse(self, conn: socket.socket, who: str, holder: _Client) -> None:
+        """Answer what ``conn`` has asked (its first request, normally there by now) with ``busy``, and close it. What
+        it sent is read first, so that closing does not reset the connection under the answer."""
+        self._say(f"probe: refused {who}: {holder.who} holds the probe (one host at a time; one that has asked "
+                  f"nothing for {self._holder_idle_s:g} s gives way)")
+        busy = {"error": "busy", "text": f"the simulated probe serves another host ({holder.who}); one host at a time"}
+        with conn, contextlib.suppress(OSError):
+            conn.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                conn.recv(65536)
+            conn.setblocking(True)
+            conn.settimeout(CALL_TIMEOUT_S)
+            conn.sendall(json.dumps(busy).encode() + b"\n")
+            conn.shutdown(socket.SHUT_WR)
+
+    def _let_go(self, holder: _Client, why: str = "") -> None:
+        with contextlib.suppress(OSError):
+            holder.conn.close()
+        if self._holder is holder:
+            self._holder = None
+        if why:
+            self._say(f"probe: {holder.who} disconnected after {self._clock.now() - holder.since:.1f} s ({why})")
+
+    def _serve_requests(self, holder: _Client) -> None:
+        """Answer every whole request line ``holder`` has sent; let it go once its connection ends or fails."""
+        try:
+            data = holder.conn.recv(65536)
+            if not data:
+                self._let_go(holder, "it closed the connection")
+                return
+            holder.pending += data
+            holder.last_request = self._clock.now()
+            while (end := holder.pending.find(b"\n")) >= 0:
+                line = bytes(holder.pending[:end + 1])
+                del holder.pending[:end + 1]
+                answer, data_in = self._answer(line)
+                holder.conn.sendall(json.dumps(answer).encode() + b"\n")
+                if data_in:
+                    holder.conn.sendall(data_in)
+        except OSError as exc:  # the host went away, or stopped taking its answers
+            self._let_go(holder, f"{type(exc).__name__}: {exc}")
 
     def _answer(self, line: bytes) -> tuple[dict[str, Any], bytes | memoryview]:
         """The answer line's object, and the data read in that follows it (raw; empty for any other answer)."""
@@ -222,6 +333,10 @@ class RemoteProbeBackend(usb.backend.IBackend):
                 raise
         if error is None:
             return answer["ok"]
+        if error == "busy":  # it serves another host: no probe here for now (the driver's reconnect asks again)
+            self.close()
+            raise usb.core.USBError(f"No such device (probe service {self.spec}: {answer.get('text')})",
+                                    _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV)
         if error == "timeout":
             raise usb.core.USBTimeoutError(answer["text"], answer["code"], answer["errno"])
         if error == "usb":

@@ -5,10 +5,12 @@ from __future__ import annotations
 import array
 import errno
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +27,25 @@ from tests.probe.conftest import SMALL_RF, run_for
 
 
 @pytest.fixture
-def service(sim_probe: SimProbe) -> Iterator[ProbeService]:
-    served = ProbeService(SimProbeBackend(sim_probe)).start()
+def said() -> list[str]:
+    """What the service says of its hosts (``rfa sim``'s console)."""
+    return []
+
+
+@pytest.fixture
+def service(sim_probe: SimProbe, said: list[str]) -> Iterator[ProbeService]:
+    served = ProbeService(SimProbeBackend(sim_probe), say=said.append).start()
     yield served
     served.stop()
+
+
+def eventually(said: list[str], pattern: str) -> None:
+    """Wait until the service has said a line matching ``pattern`` (it speaks from its own thread)."""
+    deadline = time.monotonic() + 5.0
+    while not any(re.fullmatch(pattern, event) for event in said):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the service never said {pattern!r}; it said {said}")
+        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -180,6 +197,47 @@ def test_the_service_answers_what_it_cannot_follow_and_goes_on_serving(service: 
             assert json.loads(stream.readline())["error"] == "request"
     device = usb.core.find(backend=RemoteProbeBackend(service.url))
     assert device is not None and str(device), "pyusb walks the configuration (an IndexError ends it) and goes on"
+
+
+def test_the_service_says_when_a_host_connects_and_leaves(service: ProbeService, said: list[str]) -> None:
+    backend = RemoteProbeBackend(service.url)
+    assert list(backend.enumerate_devices())
+    eventually(said, r"probe: host 127\.0\.0\.1:\d+ connected")
+    backend.close()
+    eventually(said, r"probe: host 127\.0\.0\.1:\d+ disconnected after \d+\.\d s \(it closed the connection\)")
+
+
+def test_a_second_host_is_refused_while_one_is_served_and_both_ends_say_so(
+    clock: SimClock, remote: UltrasoundProbe, service: ProbeService, said: list[str]
+) -> None:
+    """It waited unserved until its call timed out (5 s), and then saw no probe, for no reason it was told."""
+    remote.unfreeze()
+    assert run_for(clock, remote, 0.1)
+    with pytest.raises(ProbeNotFound, match=r"the simulated probe serves another host \(host 127\.0\.0\.1:\d+\); one "
+                                            r"host at a time"):
+        UltrasoundProbe.open(clock, backend=RemoteProbeBackend(service.url))
+    eventually(said, r"probe: refused host 127\.0\.0\.1:\d+: host 127\.0\.0\.1:\d+ holds the probe \(one host at a "
+                     r"time; one that has asked nothing for 5 s gives way\)")
+    assert run_for(clock, remote, 0.1), "the first host is served still"
+
+
+def test_a_host_that_has_asked_nothing_for_a_while_gives_way_to_a_new_one(clock: SimClock, sim_probe: SimProbe,
+                                                                          said: list[str]) -> None:
+    """A host gone without closing its end (powered off on a rig's network) must not lock every later one out."""
+    service = ProbeService(SimProbeBackend(sim_probe), say=said.append, holder_idle_s=0.3).start()
+    first = RemoteProbeBackend(service.url)
+    try:
+        assert list(first.enumerate_devices())  # then it asks nothing more, its connection open
+        eventually(said, r"probe: host 127\.0\.0\.1:\d+ connected")
+        time.sleep(0.4)  # a precondition, not a check: the first host idle past holder_idle_s
+        second = UltrasoundProbe.open(clock, backend=RemoteProbeBackend(service.url))
+        assert second.info == sim_probe.info()
+        second.close()
+        eventually(said, r"probe: host 127\.0\.0\.1:\d+ has asked nothing for \d+\.\d s: dropped, for host "
+                         r"127\.0\.0\.1:\d+")
+    finally:
+        first.close()
+        service.stop()
 
 
 def test_rfa_run_takes_a_served_probe_only_with_its_simulators_generator(capsys: pytest.CaptureFixture[str]) -> None:
