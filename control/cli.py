@@ -366,6 +366,7 @@ def _run(args: argparse.Namespace) -> int:
         if cart is not None and cart.probe_sim is not None:
             probe = UltrasoundProbe.open(clock, backend=SimProbeBackend(cart.probe_sim))
         elif served_probe is not None:
+            served_probe.connect()  # a service that cannot serve us is said as such, not as USB enumeration failing
             probe = UltrasoundProbe.open(clock, backend=served_probe)
         elif isinstance(probe_address, ProbeAddress):
             probe = UltrasoundProbe.open(clock, address=probe_address)
@@ -720,7 +721,11 @@ def _campaign(args: argparse.Namespace) -> int:
 def _probe_factory(args: argparse.Namespace) -> probe_cli.ProbeFactory:
     if args.probe.startswith("tcp:"):  # the probe `rfa sim --probe tcp:PORT` serves
         served = RemoteProbeBackend(args.probe)
-        return lambda clock: UltrasoundProbe.open(clock, backend=served)
+
+        def open_served(clock: Clock) -> UltrasoundProbe:
+            served.connect()  # a service that cannot serve us is said as such, not as USB enumeration failing
+            return UltrasoundProbe.open(clock, backend=served)
+        return open_served
     address = probe_cli.parse_probe_target(args.probe)
     if address is None:
         def open_simulated(clock: Clock) -> UltrasoundProbe:

@@ -43,6 +43,7 @@ import usb.core
 import usb.util
 
 from firmware_bridge.clock import RealClock
+from firmware_bridge.probe import ProbeNotFound
 from sim.probe.backend import SimProbeBackend
 
 _LIBUSB_ERROR_NO_DEVICE: Final = -4
@@ -278,17 +279,35 @@ _HANDLE_CALLS: Final = frozenset({
 })
 
 
+class ProbeServiceUnreachable(ProbeNotFound):
+    """The probe service at ``tcp:[HOST:]PORT`` cannot serve this host, said in the network's terms: nothing listens
+    there, nothing answers, it serves another host, or what answers is not a probe service."""
+
+
 class RemoteProbeBackend(usb.backend.IBackend):
     """A pyusb backend for the probe a :class:`ProbeService` serves at ``spec`` (``tcp:[HOST:]PORT``)."""
 
     def __init__(self, spec: str) -> None:
         """``ValueError`` for a malformed ``spec``; the connection is made on the first call (``usb.core.find``), so
-        a service that is not there is a probe not found, as on a real bus."""
+        a service that is not there is a probe not found, as on a real bus (:meth:`connect` says why first)."""
         self._address = parse_tcp(spec)
         self.spec = spec
         self._socket: socket.socket | None = None
         self._stream: io.BufferedRWPair | None = None
         self._lock = threading.Lock()
+        self._lost_because = ""
+        """Why the last call found no service, in the network's terms."""
+        self._answered = False
+        """Whether the service has answered a call on this connection (a failure before it may be the wrong port)."""
+
+    def connect(self) -> None:
+        """Reach the service and ask it for its probe now: :class:`ProbeServiceUnreachable` saying why it cannot serve
+        this host. Call it before the driver's first ``usb.core.find``, whose error speaks of USB devices (pyusb's
+        calls can only see a service that is not there as an unplugged probe)."""
+        try:
+            self._rpc("enumerate_devices")
+        except usb.core.USBError as exc:
+            raise ProbeServiceUnreachable(f"probe service {self.spec}: {self._lost_because or exc}") from exc
 
     def close(self) -> None:
         """Drop the connection (the next call makes a new one, as pyusb's reconnection needs)."""
@@ -301,6 +320,7 @@ class RemoteProbeBackend(usb.backend.IBackend):
 
     def _connected(self) -> io.BufferedRWPair:
         if self._stream is None:
+            self._answered = False
             self._socket = socket.create_connection(self._address, timeout=CONNECT_TIMEOUT_S)
             self._socket.settimeout(CALL_TIMEOUT_S)
             self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -314,7 +334,12 @@ class RemoteProbeBackend(usb.backend.IBackend):
                 stream = self._connected()
                 stream.write(json.dumps({"op": op, "args": list(args)}).encode() + b"\n")
                 stream.flush()
-                answer = json.loads(stream.readline())  # b"" (closed) fails to decode, as a damaged line does
+                line = stream.readline()
+                if not line:
+                    raise _ClosedUnanswered(f"{self._address[0]}:{self._address[1]} closed the connection without "
+                                            "answering")
+                answer = json.loads(line)
+                self._answered = True
                 error = None if "ok" in answer else str(answer["error"])
                 if error is None and into is not None:  # a read: its data follows, as many bytes as it says
                     if answer.get("data_bytes") != answer["ok"]:
@@ -326,7 +351,8 @@ class RemoteProbeBackend(usb.backend.IBackend):
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # A lost or confused connection is an unplugged probe; the next call connects afresh.
                 self.close()
-                raise usb.core.USBError(f"No such device (probe service {self.spec}: {type(exc).__name__}: {exc})",
+                self._lost_because = _why_lost(exc, *self._address, first_call=not self._answered)
+                raise usb.core.USBError(f"No such device (probe service {self.spec}: {self._lost_because})",
                                         _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV) from exc
             except BaseException:  # interrupted mid-answer: the stream is no longer at a line's start
                 self.close()
@@ -335,7 +361,8 @@ class RemoteProbeBackend(usb.backend.IBackend):
             return answer["ok"]
         if error == "busy":  # it serves another host: no probe here for now (the driver's reconnect asks again)
             self.close()
-            raise usb.core.USBError(f"No such device (probe service {self.spec}: {answer.get('text')})",
+            self._lost_because = str(answer.get("text"))
+            raise usb.core.USBError(f"No such device (probe service {self.spec}: {self._lost_because})",
                                     _LIBUSB_ERROR_NO_DEVICE, errno.ENODEV)
         if error == "timeout":
             raise usb.core.USBTimeoutError(answer["text"], answer["code"], answer["errno"])
@@ -422,6 +449,34 @@ class RemoteProbeBackend(usb.backend.IBackend):
         sent = base64.b64encode(bytes(data)).decode()
         count: int = self._rpc("ctrl_transfer", dev_handle, bmRequestType, bRequest, wValue, wIndex, sent, timeout)
         return count
+
+
+class _ClosedUnanswered(ConnectionError):
+    """The service's end closed before it answered a call."""
+
+
+def _why_lost(exc: BaseException, host: str, port: int, *, first_call: bool) -> str:
+    """Why a call found no probe service at ``host:port``, for a person at a rig; ``first_call``: nothing had answered
+    on that connection yet (a port that is not the probe service's, likeliest the generator's)."""
+    not_the_generators = ("; if that is the generator's port, the probe's is on the line `probe tcp:HOST:PORT` rfa sim "
+                          "prints second") if first_call else ""
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"nothing listens on {host}:{port} (connection refused): is `rfa sim --probe tcp:{port}` running on "
+                f"{host}?")
+    if isinstance(exc, socket.gaierror):
+        return f"cannot find the host {host!r}: {exc.strerror}"
+    if isinstance(exc, TimeoutError):
+        return (f"no answer from {host}:{port} within {CALL_TIMEOUT_S:.0f} s (a machine that is down or busy, or a "
+                "firewall dropping the connection)")
+    if isinstance(exc, _ClosedUnanswered):
+        return f"{exc}{not_the_generators}"
+    if isinstance(exc, ConnectionError) and first_call:  # reset: the generator's port refusing a second host, say
+        return f"{host}:{port} closed the connection without answering ({exc}){not_the_generators}"
+    if isinstance(exc, ConnectionError):
+        return f"the connection to {host}:{port} was lost: {exc}"
+    if isinstance(exc, OSError):
+        return f"cannot reach {host}:{port}: {exc.strerror or exc}"
+    return f"{host}:{port} does not answer as a probe service ({type(exc).__name__}: {exc}){not_the_generators}"
 
 
 def _read_exactly(stream: io.BufferedRWPair, into: memoryview | None, count: object) -> None:

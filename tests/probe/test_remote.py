@@ -19,11 +19,14 @@ import pytest
 import usb.core
 
 from control.cli import main
-from firmware_bridge.clock import SimClock
+from firmware_bridge.clock import RealClock, SimClock
+from firmware_bridge.generator import RfGenerator
 from firmware_bridge.probe import ProbeDisconnected, ProbeNotFound, ProbeOptions, ProbeStalled, UltrasoundProbe
+from firmware_bridge.transport import open_transport
 from sim.probe import SimProbe, SimProbeBackend
 from sim.probe.remote import ProbeService, RemoteProbeBackend, parse_tcp
 from tests.probe.conftest import SMALL_RF, run_for
+from tests.test_link_integration import Running, wait_for
 
 
 @pytest.fixture
@@ -94,8 +97,10 @@ def test_a_service_that_goes_away_is_a_probe_unplugged(clock: SimClock, remote: 
     remote.unfreeze()
     assert run_for(clock, remote, 0.1)
     service.stop()
-    with pytest.raises(ProbeDisconnected):
+    with pytest.raises(ProbeDisconnected) as raised:
         run_for(clock, remote, 0.1)
+    assert "probe service" in str(raised.value) and "generator's port" not in str(raised.value), \
+        "a service that answered before is no wrong port"
 
 
 def test_closing_a_handle_whose_service_went_away_never_raises(service: ProbeService) -> None:
@@ -109,7 +114,8 @@ def test_closing_a_handle_whose_service_went_away_never_raises(service: ProbeSer
 
 
 EXIT_AFTER_THE_SERVICE_WENT = """
-from firmware_bridge.clock import SimClock
+from firmware_bridge.clock import RealClock, SimClock
+from firmware_bridge.generator import RfGenerator
 from firmware_bridge.probe import ProbeDisconnected, UltrasoundProbe
 from sim.probe import SimProbeBackend, cart_probe
 from sim.probe.remote import ProbeService, RemoteProbeBackend
@@ -134,12 +140,68 @@ def test_a_program_whose_probe_service_went_away_ends_without_a_traceback() -> N
     assert (run.returncode, run.stderr) == (0, "")
 
 
-def test_no_service_is_no_probe(clock: SimClock) -> None:
+def unused_port() -> int:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+        port: int = unused.getsockname()[1]
+    return port
+
+
+def test_no_service_is_no_probe(clock: SimClock) -> None:
     with pytest.raises(ProbeNotFound):
-        UltrasoundProbe.open(clock, backend=RemoteProbeBackend(f"tcp:{port}"))
+        UltrasoundProbe.open(clock, backend=RemoteProbeBackend(f"tcp:{unused_port()}"))
+
+
+def nothing_listens(port: int) -> str:
+    return (f"probe service tcp:{port}: nothing listens on 127.0.0.1:{port} (connection refused): is `rfa sim --probe "
+            f"tcp:{port}` running on 127.0.0.1?")
+
+
+def test_rfa_probe_says_in_the_networks_terms_that_nothing_listens_at_the_address(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It said "cannot enumerate USB devices: [Errno 19] No such device (... ConnectionRefusedError ...)"."""
+    port = unused_port()
+    assert main(["probe", "--probe", f"tcp:{port}", "info"]) == 3
+    assert capsys.readouterr().err == f"probe not reachable: {nothing_listens(port)}\n"
+
+
+@pytest.fixture
+def generator() -> Iterator[Running]:
+    """A simulated generator served on a TCP port of this machine, in a thread."""
+    running = Running("tcp:0")
+    yield running
+    running.stop()
+
+
+def test_rfa_run_says_in_the_networks_terms_that_nothing_listens_at_the_probes_address(
+    generator: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = unused_port()
+    assert main(["run", "--yes", "--generator", generator.endpoint.url, "--probe", f"tcp:{port}"]) == 3
+    assert capsys.readouterr().err == f"rfa run: ultrasound probe not reachable: {nothing_listens(port)}\n"
+
+
+@pytest.mark.parametrize("holder", [False, True], ids=["its-telemetry-answers", "it-refuses-a-second-host"])
+def test_the_generators_port_given_for_the_probes_is_said_to_be_no_probe_service(
+    generator: Running, capsys: pytest.CaptureFixture[str], holder: bool
+) -> None:
+    """The likeliest slip at a rig: `--probe tcp:5760` for the port of `--serial tcp:5760`. Its telemetry is no
+    answer; with the cart holding the generator, the port closes the probe's connection instead."""
+    port = int(generator.endpoint.url.rsplit(":", 1)[1])
+    cart = RfGenerator(open_transport(generator.endpoint.url), RealClock()) if holder else None
+    try:
+        if cart is not None:
+            wait_for(cart, lambda: cart.telemetry is not None, "the cart's telemetry")
+        assert main(["probe", "--probe", f"tcp:{port}", "info"]) == 3
+    finally:
+        if cart is not None:
+            cart.close()
+    err = capsys.readouterr().err
+    said = "closed the connection without answering (" if holder else "does not answer as a probe service ("
+    assert err.startswith(f"probe not reachable: probe service tcp:{port}: 127.0.0.1:{port} {said}")
+    assert err.endswith("; if that is the generator's port, the probe's is on the line `probe tcp:HOST:PORT` rfa sim "
+                        "prints second\n")
 
 
 @pytest.mark.parametrize("spec", ["tcp:", "tcp:x", "udp:5000", "tcp:70000", "5000"])
