@@ -25,6 +25,7 @@ from firmware_bridge.transport import Transport
 from sim.generator import SimGenerator, load_faults, lumped_tissue, physical_tissue
 from sim.generator.device import DEFAULT_ELECTRODE, NO_ELECTRODE
 from sim.link_faults import FaultyTransport, LinkFaultConfig, LinkFaultCounters, load_link_faults
+from sim.network import EVERY_INTERFACE, LOOPBACK, is_loopback, url_host
 from sim.probe import SimProbe, SimProbeBackend, cart_probe, load_probe_faults
 from sim.probe.remote import ProbeService, parse_tcp
 from sim.server import Server, open_endpoint
@@ -101,7 +102,8 @@ simulator keeps out of the loop's way."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--serial", default="pty", metavar="pty|tcp:PORT",
-                        help="serve on a new pseudo-terminal (default) or a TCP port (0 picks a free one)")
+                        help="serve on a new pseudo-terminal (default) or a TCP port (0 picks a free one; it listens "
+                             "on --bind)")
     parser.add_argument("--seed", type=_seed, default=0, help="seed of measurement noise and link faults")
     parser.add_argument("--faults", type=Path, metavar="FILE",
                         help="TOML fault script: [[fault]] tables (the generator), [[probe_fault]] tables (the "
@@ -123,13 +125,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "uses, for the electrode plugged in; it needs a core of its own beside a real-time host)")
     parser.add_argument("--probe-channel", type=int, default=1, choices=range(1, 5), metavar="1..4",
                         help="the generator channel whose electrode the probe images (default 1)")
+    parser.add_argument("--bind", metavar="ADDRESS",
+                        help=f"the IPv4 address or host name the TCP ports (--serial tcp:PORT, --probe tcp:PORT) "
+                             f"listen on: default {LOOPBACK}, this machine only. Give this machine's address on the "
+                             "rig's network (or 0.0.0.0: every interface, the URLs then name this machine by its host "
+                             "name) for a cart on another machine. Not the default because the simulated generator "
+                             "takes commands, output on included, from any host that connects, without authentication, "
+                             "and on a network its port looks like a real generator's serial-over-TCP bridge")
 
 
 def _probe_port(spec: str) -> int:
     """``tcp:PORT`` for ``--probe``: the probe is served on this machine, so a host part is refused."""
     host, port = parse_tcp(spec, default_host="")
     if host:
-        raise ValueError(f"--probe serves on this machine: tcp:PORT, not {spec!r}")
+        raise ValueError(f"--probe serves on this machine: tcp:PORT (--bind ADDRESS: where it listens), not {spec!r}")
     return port
 
 
@@ -142,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
         if probe_faults and probe_port is None:
             raise ValueError(f"{args.faults}: [[probe_fault]] scripts the probe this process serves: add --probe "
                              "tcp:PORT")
-        endpoint = open_endpoint(args.serial)
+        if args.bind is not None and args.serial == "pty" and probe_port is None:
+            raise ValueError("--bind names where TCP ports listen, and there is none: add --serial tcp:PORT or --probe "
+                             "tcp:PORT")
+        bind = LOOPBACK if args.bind is None else args.bind
+        endpoint = open_endpoint(args.serial, bind)
     except ValueError as exc:
         print(f"rfa sim: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -181,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     service: ProbeService | None = None
     if probe is not None and probe_port is not None:
         try:
-            service = ProbeService(SimProbeBackend(probe), probe_port, say=server.console.say).start()
+            service = ProbeService(SimProbeBackend(probe), probe_port, bind, say=server.console.say).start()
         except OSError as exc:
             endpoint.close()
             print(f"rfa sim: cannot serve the probe on {args.probe}: {exc}", file=sys.stderr)
@@ -194,6 +207,11 @@ def run(args: argparse.Namespace) -> int:
     print(endpoint.url, flush=True)
     if service is not None:
         print(f"probe {service.url}", flush=True)
+    if not is_loopback(bind):
+        where = f"every interface, named by this machine's host name {url_host(bind)!r}" if bind in EVERY_INTERFACE \
+            else bind
+        print(f"rfa sim: listening on {where}: any host that reaches this machine there can connect and command the "
+              "simulated generator, without authentication", file=sys.stderr, flush=True)
     try:
         server.serve(args.duration_s)
     finally:

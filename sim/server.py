@@ -29,6 +29,7 @@ from firmware_bridge.clock import Clock
 from firmware_bridge.errors import LinkError
 from firmware_bridge.transport import Transport
 from sim.generator import TICK_S, SimGenerator
+from sim.network import LOOPBACK, url_host
 
 STALE_HOST_S: Final = 2.0
 """A host silent this long (no heartbeat) is taken as gone: a pty has no 'disconnected', so its unread output is
@@ -161,21 +162,21 @@ class PtyEndpoint:
 
 
 class TcpEndpoint:
-    """A listening socket on ``host:port`` (port 0 picks a free one). Every connection is handed over: the server
-    serves one host at a time, and refuses the others."""
+    """A listening socket on ``host:port`` (port 0 picks a free one; ``host`` this machine's loopback unless told,
+    ``sim.network.LOOPBACK``). Every connection is handed over: the server serves one host at a time, and refuses the
+    others."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, host: str = LOOPBACK) -> None:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._listener.bind((host, port))
         except OSError as exc:
             self._listener.close()
-            raise LinkError(f"cannot listen on {host}:{port}: {exc}") from exc
+            raise LinkError(f"cannot listen on {host or '0.0.0.0'}:{port}: {exc}") from exc
         self._listener.listen(8)  # a second host's connection is taken to be refused, not left to time out
         self._listener.setblocking(False)
-        bound_host, bound_port = self._listener.getsockname()[:2]
-        self.url = f"socket://{bound_host}:{bound_port}"
+        self.url = f"socket://{url_host(host)}:{self._listener.getsockname()[1]}"
         self.counters = EndpointCounters()
         self._open: set[socket.socket] = set()
 
@@ -205,13 +206,14 @@ class TcpEndpoint:
         self._listener.close()
 
 
-def open_endpoint(spec: str) -> Endpoint:
-    """``pty`` or ``tcp:PORT`` (as given to ``rfa sim --serial``); ``ValueError`` for anything else."""
+def open_endpoint(spec: str, bind: str = LOOPBACK) -> Endpoint:
+    """``pty`` or ``tcp:PORT`` (as given to ``rfa sim --serial``), a TCP port listening on ``bind``; ``ValueError``
+    for anything else."""
     if spec == "pty":
         return PtyEndpoint()
     kind, _, port = spec.partition(":")
     if kind == "tcp" and port.isdigit() and int(port) < 65536:
-        return TcpEndpoint(int(port))
+        return TcpEndpoint(int(port), bind)
     raise ValueError(f"--serial must be 'pty' or 'tcp:PORT', not {spec!r}")
 
 

@@ -252,6 +252,61 @@ def test_the_simulator_keeps_serving_once_its_stdout_reader_has_gone(command: li
     assert events and re.fullmatch(r"\[ *\d+\.\d\ds\] host 127\.0\.0\.1:\d+ connected", events[0]), err
 
 
+def test_the_ports_listen_on_this_machines_loopback_only_by_default() -> None:
+    """127.0.0.2 is this machine too, but not the address the ports are bound to: what another machine would see."""
+    endpoint = open_endpoint("tcp:0")
+    try:
+        port = int(endpoint.url.rsplit(":", 1)[1])
+        assert endpoint.url == f"socket://127.0.0.1:{port}"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=WAIT_S).close()
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize(("bind", "named"), [("0.0.0.0", socket.gethostname()), ("127.0.0.2", "127.0.0.2")])
+def test_bound_elsewhere_the_generators_port_listens_there_and_its_url_names_it(bind: str, named: str) -> None:
+    endpoint = open_endpoint("tcp:0", bind)
+    try:
+        port = int(endpoint.url.rsplit(":", 1)[1])
+        assert endpoint.url == f"socket://{named}:{port}"
+        socket.create_connection(("127.0.0.2", port), timeout=WAIT_S).close()
+        assert endpoint.accept() is not None
+    finally:
+        endpoint.close()
+
+
+def test_rfa_sim_bound_to_every_interface_names_this_machine_and_says_who_can_connect(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["sim", "--serial", "tcp:0", "--probe", "tcp:0", "--bind", "0.0.0.0", "--duration-s", "0.3",
+                     "--report-s", "1"]) == cli.EXIT_OK
+    out, err = capsys.readouterr()
+    host = re.escape(socket.gethostname())
+    assert re.fullmatch(rf"socket://{host}:\d+", out.splitlines()[0])
+    assert re.fullmatch(rf"probe tcp:{host}:\d+", out.splitlines()[1])
+    assert err == (f"rfa sim: listening on every interface, named by this machine's host name "
+                   f"{socket.gethostname()!r}: any host that reaches this machine there can connect and command the "
+                   "simulated generator, without authentication\n")
+
+
+def test_rfa_sim_bind_without_a_tcp_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sim", "--bind", "0.0.0.0", "--duration-s", "0.1"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == ("rfa sim: --bind names where TCP ports listen, and there is none: add --serial "
+                                       "tcp:PORT or --probe tcp:PORT\n")
+
+
+def test_rfa_sim_help_says_where_the_ports_listen_and_why_only_on_this_machine(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["sim", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "listen on: default 127.0.0.1, this machine only." in text
+    assert ("Not the default because the simulated generator takes commands, output on included, from any host that "
+            "connects, without authentication") in text
+
+
 def test_rfa_sim_serves_on_physical_tissue(capsys: pytest.CaptureFixture[str]) -> None:
     """The finite-difference model is compiled before the URL is printed, and the simulator ticks on it."""
     assert cli.main(["sim", "--serial", "tcp:0", "--tissue", "physical", "--duration-s", "0.3",

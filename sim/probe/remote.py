@@ -44,6 +44,7 @@ import usb.util
 
 from firmware_bridge.clock import RealClock
 from firmware_bridge.probe import ProbeNotFound
+from sim.network import LOOPBACK, url_host
 from sim.probe.backend import SimProbeBackend
 
 _LIBUSB_ERROR_NO_DEVICE: Final = -4
@@ -84,7 +85,8 @@ class _Client:
 
 
 class ProbeService:
-    """Serves ``backend`` to one host at a time on a TCP port of this machine (a thread per service).
+    """Serves ``backend`` to one host at a time on a TCP port listening on ``host`` (this machine's loopback unless
+    told, ``sim.network.LOOPBACK``), a thread per service.
 
     Another host that connects meanwhile is refused after ``REFUSE_AFTER_S`` (so that a host reconnecting at once is
     not refused for its own last connection, not yet seen closed): its first request is answered ``{"error": "busy",
@@ -92,12 +94,12 @@ class ProbeService:
     ``holder_idle_s`` (gone without closing its end, or stopped) gives way to it instead. ``say`` is told each host
     that connects, leaves, is refused or replaced (``rfa sim``'s console)."""
 
-    def __init__(self, backend: SimProbeBackend, port: int = 0, host: str = "127.0.0.1", *,
+    def __init__(self, backend: SimProbeBackend, port: int = 0, host: str = LOOPBACK, *,
                  say: Callable[[str], None] | None = None, holder_idle_s: float = HOLDER_IDLE_S) -> None:
         self._backend = backend
         self._listener = socket.create_server((host, port))
         self._listener.setblocking(False)
-        self.url = f"tcp:{host}:{self._listener.getsockname()[1]}"
+        self.url = f"tcp:{url_host(host)}:{self._listener.getsockname()[1]}"
         self._say = say if say is not None else (lambda event: None)
         self._holder_idle_s = holder_idle_s
         self._clock = RealClock()

@@ -215,6 +215,25 @@ def test_an_address_names_its_host_or_this_machine() -> None:
     assert parse_tcp("tcp:10.0.0.2:5760") == ("10.0.0.2", 5760)
 
 
+def test_the_probe_service_listens_where_it_is_bound_and_its_url_names_it(sim_probe: SimProbe) -> None:
+    """127.0.0.2 is this machine, but not the loopback address the service listens on by default."""
+    default = ProbeService(SimProbeBackend(sim_probe)).start()
+    try:
+        port = parse_tcp(default.url)[1]
+        assert default.url == f"tcp:127.0.0.1:{port}"
+        with pytest.raises(ProbeNotFound, match="connection refused"):
+            RemoteProbeBackend(f"tcp:127.0.0.2:{port}").connect()
+    finally:
+        default.stop()
+    everywhere = ProbeService(SimProbeBackend(sim_probe), host="0.0.0.0").start()
+    try:
+        port = parse_tcp(everywhere.url)[1]
+        assert everywhere.url == f"tcp:{socket.gethostname()}:{port}"
+        assert list(RemoteProbeBackend(f"tcp:127.0.0.2:{port}").enumerate_devices())
+    finally:
+        everywhere.stop()
+
+
 def test_rfa_probe_info_reads_the_served_probe(service: ProbeService, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["probe", "--probe", service.url, "--json", "info"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == SMALL_RF.model
