@@ -249,6 +249,7 @@ class Console:
         self._elapsed_s = elapsed_s
         self._url = url
         self._events_to_stderr = False
+        self._closed = False
         self._lock = threading.Lock()
 
     def report(self, line: str) -> None:
@@ -256,10 +257,17 @@ class Console:
         with self._lock:
             self._write(line)
 
+    def close(self) -> None:
+        """Say nothing more: the final counters are the last line (a host let go as the simulator stops is not news)."""
+        with self._lock:
+            self._closed = True
+
     def say(self, event: str) -> None:
         """An event, stamped with the generator's time."""
         line = f"[{self._elapsed_s():7.2f}s] {event}"
         with self._lock:
+            if self._closed:
+                return
             if not self._events_to_stderr:
                 self._write(line)
             if self._events_to_stderr:  # stdout's reader has gone, perhaps just now
@@ -367,6 +375,7 @@ class Server:
                 next_tick = now
             self.clock.sleep_until(next_tick)
         self._report("final counters")
+        self.console.close()
 
     # -- hosts ---------------------------------------------------------------------------------------
     def _admit(self, now: float) -> None:

@@ -28,6 +28,7 @@ from firmware_bridge.messages import AckResult, SelfTest
 from firmware_bridge.transport import Transport, open_transport
 from sim.generator import SELF_TEST_ALL_PASSED, SimGenerator
 from sim.link_faults import FaultyTransport, LinkFaultConfig
+from sim.probe.remote import RemoteProbeBackend
 from sim.server import STALE_HOST_S, Endpoint, Server, open_endpoint
 
 WAIT_S = 3.0
@@ -305,6 +306,25 @@ def test_rfa_sim_help_says_where_the_ports_listen_and_why_only_on_this_machine(
     assert "listen on: default 127.0.0.1, this machine only." in text
     assert ("Not the default because the simulated generator takes commands, output on included, from any host that "
             "connects, without authentication") in text
+
+
+def test_the_final_counters_are_the_last_line_even_with_a_probe_host_connected_as_the_simulator_stops() -> None:
+    """The probe service lets its host go as the simulator stops; that is no news to print after the counters."""
+    sim = subprocess.Popen([sys.executable, "-m", "sim", "--serial", "tcp:0", "--probe", "tcp:0", "--report-s", "60",
+                            "--duration-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        sim.stdout.readline()
+        backend = RemoteProbeBackend(sim.stdout.readline().strip().removeprefix("probe "))
+        assert list(backend.enumerate_devices())
+        assert re.fullmatch(r"\[ *\d+\.\d\ds\] probe: host 127\.0\.0\.1:\d+ connected\n", sim.stdout.readline())
+        sim.send_signal(signal.SIGTERM)
+        out, err = sim.communicate(timeout=10)
+        backend.close()
+    finally:
+        sim.kill()
+    assert sim.returncode == 0, err
+    assert out.splitlines()[-1].startswith("final counters: "), out
 
 
 def test_rfa_sim_serves_on_physical_tissue(capsys: pytest.CaptureFixture[str]) -> None:
