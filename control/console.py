@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from control import arguments
-from control.display import format_tip
+from control.display import alarm_text, format_tip
 from control.record import RecordError, RecordReader, RecordRow
 from control.record_cli import DEFAULT_RECORD_DIR, records_in
 from control.summary import summary_from_record, summary_table
@@ -66,10 +66,9 @@ class Follower:
             why = f": {p['reason']}" if p.get("reason") else ""  # a fault's cause, an operator stop's
             return self._at(f"state {p.get('source', '')} → {self.state}{where}{why}")
         if row.kind == "alarm" and p.get("event") != "inhibit":
-            channel = "" if p.get("channel") is None else f" ch{p['channel']}"
             what = "ALARM" if p.get("event") == "trip" else str(p.get("event", "")).upper()
-            return self._at(f"{what} ({p.get('priority', '')}) {p.get('interlock', '')}{channel}: "
-                            f"{p.get('detail', '')} (record row {row.id})")
+            text = alarm_text(str(p.get("interlock", "")), p.get("channel"), str(p.get("detail", "")))
+            return self._at(f"{what} ({p.get('priority', '')}) {text} (record row {row.id})")
         if row.kind == "operator" and "question" in p:
             answer = p.get("answer")
             answer = "yes" if answer is True else "no" if answer is False else str(answer)

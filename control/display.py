@@ -12,6 +12,15 @@ from dataclasses import dataclass
 from typing import TextIO
 
 
+def alarm_text(interlock: str, channel: object, reason: str) -> str:
+    """An alarm as the operator reads it: ``over_temperature ch2: tip 86.00 °C above 85.00 °C``. A channel trip's
+    reason starts with its channel (``channel 2: ...``, as the record has it), which the ``ch2`` before it already
+    says: shown once (the screens read "ch2: channel 2: tip ...")."""
+    if channel is None or channel == "":
+        return f"{interlock}: {reason}"
+    return f"{interlock} ch{channel}: {reason.removeprefix(f'channel {channel}: ')}"
+
+
 @dataclass(frozen=True)
 class PartnerView:
     """A bipolar pair's second electrode: its own tip and impedance (the pair's power and time are the lesion's)."""

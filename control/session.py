@@ -26,7 +26,7 @@ from typing import Any, Final, NoReturn, TextIO
 import numpy as np
 
 from control.controller import PULSED_GAINS, ChannelControllers, continuous_gains_for, warm_up
-from control.display import ChannelView, PartnerView, ProgressDisplay, format_line
+from control.display import ChannelView, PartnerView, ProgressDisplay, alarm_text, format_line
 from control.durable import CommitWaiter
 from control.loop import PERIOD_S, ControlLoop, Guidance, Pacer
 from control.operator import Operator, Question
@@ -424,8 +424,7 @@ class ProcedureSession:
 
     def _tell_trip(self, trip: Trip) -> str:
         """The operator's alarm for a trip, with its record row (the first trip is the procedure's); its text."""
-        where = f" ch{trip.channel}" if trip.channel is not None else ""
-        text = f"{trip.interlock.value}{where}: {trip.reason}"
+        text = alarm_text(trip.interlock.value, trip.channel, trip.reason)
         row = self.recorder.trip_rows.get((trip.interlock.value, trip.channel))
         if not self.first_trip:
             self.first_trip, self.first_trip_row = text, row
@@ -760,8 +759,7 @@ class ProcedureSession:
         A trip found while the acknowledgement itself was being committed (the loop ticks through a commit in
         real time) is acted on before anything else: the procedure goes straight back to ``fault``."""
         while self.procedure.state is State.FAULT:
-            alarms = tuple(f"{t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + f": {t.reason}"
-                           for t in self.gate.active_alarms)
+            alarms = tuple(alarm_text(t.interlock.value, t.channel, t.reason) for t in self.gate.active_alarms)
             question = Question("Acknowledge (the causes must have cleared)?", "acknowledge", alarms=alarms)
             try:
                 if not (yield from self._ask(question)):
@@ -851,8 +849,7 @@ class ProcedureSession:
 
     def _alarm_reasons(self) -> list[str]:
         return [
-            f"alarm {t.interlock.value}" + (f" ch{t.channel}" if t.channel else "") + f": {t.reason}"
-            for t in self.gate.active_alarms
+            f"alarm {alarm_text(t.interlock.value, t.channel, t.reason)}" for t in self.gate.active_alarms
         ]
 
     def _link_reasons(self) -> list[str]:

@@ -46,7 +46,7 @@ def test_a_faulted_procedure_shows_its_trip_and_row_and_exits_1(
     capsys.readouterr()
     assert main(["console", "--dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "ALARM (medium) stimulation_mismatch ch1: channel 1: stimulation measured 0.05 V" in out
+    assert "ALARM (medium) stimulation_mismatch ch1: stimulation measured 0.05 V" in out
     assert "(record row " in out and "Procedure ended in fault (exit 1)" in out
 
 
@@ -82,7 +82,7 @@ def test_a_record_still_being_written_is_followed_until_its_summary(tmp_path: Pa
     assert waits == [0.0, 0.25, 0.25, 0.25] and not batches
     assert "state off → self_test" in text
     assert "ch1  61.5°C  180Ω  7.5W 36.70V" in text and "ch4" not in text, "only channels with an electrode"
-    assert "ALARM (high) over_temperature ch1: channel 1: tip 86.00 °C above 85.00 °C (record row 4)" in text
+    assert "ALARM (high) over_temperature ch1: tip 86.00 °C above 85.00 °C (record row 4)" in text
     assert text.rstrip().endswith("Procedure ended in fault (exit 1): over_temperature ch1")
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from control.display import ChannelView, PartnerView, format_line
+import pytest
+
+from control.display import ChannelView, PartnerView, alarm_text, format_line
 
 
 def test_a_bipolar_lesion_shows_both_tips_and_both_impedances_beside_the_pairs_power() -> None:
@@ -31,3 +33,13 @@ def test_a_pulsed_lesion_shows_its_peak_voltage_not_its_average_power() -> None:
     0.2 W at 2 Hz × 20 ms, read as if almost nothing were delivered."""
     line = format_line(50.0, "lesioning", [ChannelView(3, 42.0, 247.0, 0.2, 28.0, peak_voltage_v=38.4)], None)
     assert line.endswith("| ch3  42.0°C  247Ω 38.4V   28s left")
+
+
+@pytest.mark.parametrize(("channel", "reason", "shown"), [
+    (2, "channel 2: tip 86.00 °C above 85.00 °C", "over_temperature ch2: tip 86.00 °C above 85.00 °C"),
+    (None, "no telemetry received", "over_temperature: no telemetry received"),
+    (2, "channel 1: pair 1–2 31.00 W", "over_temperature ch2: channel 1: pair 1–2 31.00 W"),
+])
+def test_an_alarm_names_its_channel_once(channel: int | None, reason: str, shown: str) -> None:
+    """A channel trip's reason starts with its channel, as the record has it: the screens read "ch2: channel 2: tip"."""
+    assert alarm_text("over_temperature", channel, reason) == shown
