@@ -55,6 +55,10 @@ IMAGING_READY_TIMEOUT_S: Final = 10.0
 STIM_STEP_MV: Final = hard.STIM_AMPLITUDE_STEP_MV
 STIM_STEP_S: Final = 0.5
 """Stimulation amplitude climbs 0.1 V every 0.5 s until the patient responds or the plan's maximum."""
+MOTOR_QUESTION: Final = "motor twitch in a limb (the local multifidus twitch of a lumbar medial branch is expected: no)"
+"""What the motor test asks. "Motor twitch?" alone reads yes for the twitch a lumbar medial branch's stimulation is
+expected to give (multifidus, beside the spine), and any yes stops the procedure; what stops it is a twitch in a limb:
+a nerve root or a motor nerve near the tip, which the lesion would reach."""
 SET_TEMP_BAND_C: Final = 1.0
 """A channel has reached its set temperature within this band; its hold starts then."""
 COOLDOWN_TARGET_C: Final = 45.0
@@ -512,7 +516,7 @@ class ProcedureSession:
                             still_present=lambda: bool(self._alarm_reasons()))
             self._show(f"{kind.value} ch{channel} {amplitude_mv / 1000:.1f} V")
             yield from self._ticks(STIM_STEP_S)
-            what = "sensory response (tingling, concordant)" if kind is StimKind.SENSORY else "motor twitch"
+            what = "sensory response (tingling, concordant)" if kind is StimKind.SENSORY else MOTOR_QUESTION
             # What the generator measured, beside what was asked for: the physician's answer is about it.
             delivered_v = self._telemetry().channels[channel - 1].voltage_v
             question = Question(f"ch{channel} {kind.value} at {amplitude_mv / 1000:.2f} V (delivered "

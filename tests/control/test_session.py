@@ -368,6 +368,10 @@ def test_each_electrode_of_a_bipolar_pair_is_nerve_tested_and_a_twitch_at_the_pa
     assert stopped.final_state == "standby" and "ch2: motor response at 0.40 V" in stopped.message, stopped
     assert stopped.exit_code == 1, "a stop before the lesions is no success"
     assert not any(isinstance(msg, SetOutput) for msg in sent), "no RF after the partner's twitch"
+    asked = [row.payload["question"] for row in RecordReader(stopped.record_path).rows("operator")
+             if "question" in row.payload]
+    assert "ch2 motor at 0.40 V (delivered 0.40 V): motor twitch in a limb (the local multifidus twitch of a lumbar " \
+           "medial branch is expected: no)?" in asked, "the twitch that stops the procedure is named, not any twitch"
 
 
 class _DeclinesArmingAndKeepsTheQuestion(ScriptedOperator):
