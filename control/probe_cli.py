@@ -107,10 +107,10 @@ def run(
     try:
         probe = probe_factory(clock)
     except ProbeNotFound as exc:
-        print(f"probe not reachable: {exc}", file=sys.stderr)
+        print(f"rfa probe: probe not reachable: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except ProbeError as exc:
-        print(f"probe failed to open: {exc}", file=sys.stderr)
+        print(f"rfa probe: probe failed to open: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
         if args.probe_command == "info":
@@ -118,13 +118,13 @@ def run(
         try:
             _apply_settings(probe, args)
         except ValueError as exc:
-            print(f"bad setting: {exc}", file=sys.stderr)
+            print(f"rfa probe: bad setting: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if args.probe_command == "stream":
             return _stream(probe, clock, args.seconds, args.json, out)
         return _snapshot(probe, clock, args.file, args.json, out)
     except ProbeError as exc:
-        print(f"probe error: {exc}", file=sys.stderr)
+        print(f"rfa probe: probe error: {exc}", file=sys.stderr)
         return EXIT_FAULT
     finally:
         probe.close()
@@ -211,7 +211,7 @@ def _stream(probe: UltrasoundProbe, clock: Clock, seconds: float, as_json: bool,
         clock.sleep_until(now + POLL_PERIOD_S)
     elapsed = clock.now() - start
     if not probe.connected:
-        print(f"probe error: the probe disconnected and was not found again within the {seconds:g} s stream "
+        print(f"rfa probe: the probe disconnected and was not found again within the {seconds:g} s stream "
               f"({frames} frames, {_counters(probe)})", file=sys.stderr)
         return EXIT_FAULT
     status = probe.read_status()

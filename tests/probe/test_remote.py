@@ -163,7 +163,7 @@ def test_rfa_probe_says_in_the_networks_terms_that_nothing_listens_at_the_addres
     """It said "cannot enumerate USB devices: [Errno 19] No such device (... ConnectionRefusedError ...)"."""
     port = unused_port()
     assert main(["probe", "--probe", f"tcp:{port}", "info"]) == 3
-    assert capsys.readouterr().err == f"probe not reachable: {nothing_listens(port)}\n"
+    assert capsys.readouterr().err == f"rfa probe: probe not reachable: {nothing_listens(port)}\n"
 
 
 @pytest.fixture
@@ -199,7 +199,7 @@ def test_the_generators_port_given_for_the_probes_is_said_to_be_no_probe_service
             cart.close()
     err = capsys.readouterr().err
     said = "closed the connection without answering (" if holder else "does not answer as a probe service ("
-    assert err.startswith(f"probe not reachable: probe service tcp:{port}: 127.0.0.1:{port} {said}")
+    assert err.startswith(f"rfa probe: probe not reachable: probe service tcp:{port}: 127.0.0.1:{port} {said}")
     assert err.endswith("; if that is the generator's port, the probe's is on the line `probe tcp:HOST:PORT` rfa sim "
                         "prints second\n")
 
