@@ -33,13 +33,24 @@ class LesionLine:
     predicted_length_mm: float | None
     shortfall: str = ""
     size_note: str = ""
+    partner_channel: int | None = None
+    """A bipolar lesion's second electrode (its summary's ``partner``): the lesion is the pair's, ``ch1+2``."""
 
     def describe(self) -> str:
         text = lesion_size_text(self.predicted_width_mm, self.predicted_length_mm, self.size_note)
         size = {"-": "", "none": ", no lesion", "?": ", lesion size not estimated"}.get(text, f", lesion ≈ {text} mm")
         stop = f", stopped: {self.tripped}" if self.tripped else (f", {self.shortfall}" if self.shortfall else "")
-        return (f"ch{self.channel} {self.set_temp_c:.0f} °C, {self.rf_time_s:.0f} s RF, {self.energy_j:,.0f} J"
-                f"{size}{stop}")
+        where = f"ch{self.channel}" + ("" if self.partner_channel is None else f"+{self.partner_channel} bipolar")
+        return f"{where} {self.set_temp_c:.0f} °C, {self.rf_time_s:.0f} s RF, {self.energy_j:,.0f} J{size}{stop}"
+
+
+def _partner_channel(partner: object) -> int | None:
+    """The partner electrode's channel from a summary's ``partner`` (absent in monopolar lesions and older records)."""
+    if partner is None:
+        return None
+    if not isinstance(partner, dict):
+        raise TypeError(f"partner is {partner!r}, not a table")
+    return int(partner["channel"])
 
 
 @dataclass
@@ -96,6 +107,7 @@ def read_procedure(path: Path, *, verify: bool = False) -> Procedure:
                     lesion["channel"], lesion["set_temp_c"], lesion.get("rf_time_s", 0.0),
                     lesion.get("energy_j", 0.0), lesion.get("tripped", ""), lesion.get("predicted_width_mm"),
                     lesion.get("predicted_length_mm"), lesion.get("shortfall", ""), str(lesion.get("size_note") or ""),
+                    _partner_channel(lesion.get("partner")),
                 ))
             except (KeyError, TypeError) as exc:
                 raise RecordError(f"{path}: its summary row has a malformed lesion ({exc!r})") from exc

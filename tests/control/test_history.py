@@ -127,3 +127,18 @@ def test_a_lesions_size_reads_as_the_summary_table_shows_it(width_mm: float | No
     length_mm = None if width_mm is None else 14.04 if width_mm else 0.0
     line = LesionLine(2, 80.0, 90.0, 616.0, "", width_mm, length_mm, size_note=note).describe()
     assert line == f"ch2 80 °C, 90 s RF, 616 J, {said}"
+
+
+def test_a_bipolar_lesion_reads_as_its_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its summary carries the partner electrode: history said "ch1 80 °C", as if one electrode had made it."""
+    record = ProcedureRecord(tmp_path / "pair.rfa.db", SimClock(), meta={"plan_name": "p", "started": "2026-01-01"})
+    lesion = {"channel": 1, "set_temp_c": 80.0, "rf_time_s": 60.0, "energy_j": 1826.0, "tripped": "",
+              "predicted_width_mm": 7.0, "predicted_length_mm": 13.6, "partner": {"channel": 2}}
+    record.append_durable("summary", {"exit_code": 0, "summaries": [lesion, {**lesion, "channel": 3, "partner": None}]})
+    record.close()
+    assert main(["history", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ch1+2 bipolar 80 °C, 60 s RF, 1,826 J, lesion ≈ 7.0×13.6 mm" in out and "ch3 80 °C" in out, out
+    [entry] = _history(capsys, "--dir", str(tmp_path))
+    lines = entry["lesions"]
+    assert isinstance(lines, list) and [line["partner_channel"] for line in lines] == [2, None]
