@@ -7,8 +7,10 @@ property test draws ``k`` over a wide range. A maximum trips iff ``k > 0``, a mi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,7 +50,9 @@ from safety.interlocks import (
     ChannelRules,
     Evaluation,
     InterlockId,
+    Priority,
     SafetyRules,
+    Scope,
     Trip,
     evaluate_interlocks,
     only_time_has_moved,
@@ -294,6 +298,27 @@ CASES = [
         rules=PULSED_RULES,
         label="pulsed-voltage",
     ),
+    # A lowered pulsed setpoint's predecessor, still settling, allows its own peak voltage + 1 V.
+    Case(
+        InterlockId.OVER_POWER,
+        lambda v: inputs(
+            telemetry({1: channel(voltage_v=v, flags=ON)}),
+            commanded={1: on(30.0, mode=OutputMode.RF_PULSED, settling=(Settling(40.0, NOW + 0.05),))},
+        ),
+        41.0,
+        0.01,
+        rules=PULSED_RULES,
+        label="pulsed-settling",
+    ),
+    # The plan's pulsed maximum (45 V) + 1 V holds whatever was commanded, even nothing.
+    Case(
+        InterlockId.OVER_POWER,
+        lambda v: inputs(telemetry({1: channel(voltage_v=v)})),
+        45.0 + hard.OVER_VOLTAGE_TOLERANCE_V,
+        0.01,
+        rules=PULSED_RULES,
+        label="pulsed-maximum",
+    ),
     Case(InterlockId.LESION_TIME_EXCEEDED, lambda v: inputs(rf_on_s={1: v}), 92.0, 0.01),
     Case(
         InterlockId.LESION_TIME_EXCEEDED,
@@ -333,6 +358,11 @@ CASES = [
         label="power",
     ),
     Case(InterlockId.CONTROL_LOOP_OVERRUN, lambda v: inputs(loop_tick_age_s=v), 0.020, 0.001),
+    # The generator's clock against the host's: 0.5 and 2 times are the last rates allowed.
+    Case(InterlockId.GENERATOR_FAULT, lambda v: inputs()._replace(generator_clock_rate=v),
+         hard.GENERATOR_CLOCK_RATE_MIN, 0.001, maximum=False, label="clock-rate-min"),
+    Case(InterlockId.GENERATOR_FAULT, lambda v: inputs()._replace(generator_clock_rate=v),
+         hard.GENERATOR_CLOCK_RATE_MAX, 0.001, label="clock-rate-max"),
     Case(
         InterlockId.IMAGING_LOST,
         lambda v: inputs(imaging=ImagingStatus(NOW - v, 30.0, probe_face_read_at=NOW)),
@@ -355,6 +385,44 @@ CASES = [
         0.5 + hard.IMAGING_LOSS_GRACE_S,
         0.001,
         label="boiling-blind",
+    ),
+    # A time dated ahead of the clock by more than the loop may lag is from another clock: a frame, a face reading,
+    # the start of a blind monitor (each ahead by v).
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW + v, 30.0, probe_face_read_at=NOW)),
+        hard.IMAGING_FRAME_AHEAD_MAX_S,
+        0.001,
+        label="frame-ahead",
+    ),
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW, 30.0, probe_face_read_at=NOW + v)),
+        hard.IMAGING_FRAME_AHEAD_MAX_S,
+        0.001,
+        label="face-reading-ahead",
+    ),
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW, 30.0, probe_face_read_at=NOW, boiling_blind_since=NOW + v)),
+        hard.IMAGING_FRAME_AHEAD_MAX_S,
+        0.001,
+        label="boiling-blind-ahead",
+    ),
+    # The probe face's temperature read at 1 Hz: a reading older than 2 s is not known (+ the grace under power).
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW, 30.0, probe_face_read_at=NOW - v)),
+        hard.PROBE_FACE_READING_MAX_AGE_S,
+        0.001,
+        label="face-reading-idle",
+    ),
+    Case(
+        InterlockId.IMAGING_LOST,
+        lambda v: inputs(imaging=ImagingStatus(NOW, 30.0, probe_face_read_at=NOW - v), commanded={1: on()}),
+        hard.PROBE_FACE_READING_MAX_AGE_S + hard.IMAGING_LOSS_GRACE_S,
+        0.001,
+        label="face-reading-during-rf",
     ),
     Case(
         InterlockId.PROBE_FACE_OVER_TEMPERATURE,
@@ -428,6 +496,7 @@ _READY = (int(GeneratorState.IDLE), int(GeneratorState.OUTPUT))
 
 
 @given(state=st.integers(0, 255), bits=st.integers(0, 2**32 - 1))
+@example(state=int(GeneratorState.FAULT), bits=0)  # the FAULT state is the fault, with no bit set
 def test_generator_fault_iff_not_idle_or_output_or_any_bit(state: int, bits: int) -> None:
     trip = _generator_fault(inputs(status=Status(state, bits, 0x0102)))
     assert (trip is not None) == (state not in _READY or bits != 0)
@@ -510,6 +579,15 @@ def test_a_generator_clock_that_does_not_advance_is_a_generator_fault_under_powe
     assert not moving.clock_stalled and _generator_fault(inputs(trends={1: moving})) is None
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.499, 2.001, 1000.0])
+def test_a_generator_clock_that_crawls_or_races_refuses_output_while_idle_and_trips_under_power(rate: float) -> None:
+    """Like a stalled clock, a clock at the wrong rate blinds the trends that time RF (docs/safety.md: generator_fault
+    is idle-trip only for FAULT and the fault bits): while idle it refuses output, and latches nothing."""
+    trip = _generator_fault(inputs()._replace(generator_clock_rate=rate))
+    assert trip is not None and not trip.trips_when_idle and trip.mask == 0x0F
+    assert trip.reason.startswith(f"generator clock ran at {rate:.3g} times the host's")
+
+
 _TEMPERATURE_CHECKS = {InterlockId.OVER_TEMPERATURE, InterlockId.PULSED_OVER_TEMPERATURE,
                        InterlockId.THERMOCOUPLE_OPEN, InterlockId.THERMOCOUPLE_IMPLAUSIBLE}
 
@@ -550,6 +628,30 @@ def test_missing_messages_count_as_stale_or_lost() -> None:
     assert _tripped(InterlockId.ELECTRODE_MISMATCH, inputs(electrodes_age_s=float("nan")))
 
 
+def test_a_stimulus_with_no_telemetry_yet_is_judged_stale_and_the_evaluation_does_not_fail() -> None:
+    """Nothing measured the stimulus: telemetry_stale says so (all channels off); stimulation_mismatch has nothing to
+    judge, and must not take the missing frame for one (an exception here would leave the tick without a verdict)."""
+    snapshot = inputs(no_telemetry=True, commanded={1: stimulating(2000)})
+    assert [t.interlock for t in evaluate_interlocks(snapshot, RULES, NOW)] == [InterlockId.TELEMETRY_STALE]
+
+
+@pytest.mark.parametrize(("blind_for_s", "energised", "said"), [
+    (2.51, True, "for 2.51 s (limit 2.50 s)"),  # docs/safety.md's example
+    (0.6, False, "for 0.60 s (limit 0.50 s)"),
+    (-0.03, False, "dated 0.03 s ahead of the host clock (limit 0.50 s)"),
+    (-0.5, True, "dated 0.50 s ahead of the host clock (limit 2.50 s)"),
+])
+def test_a_blind_boiling_monitor_is_named_with_how_long_it_has_been_blind(
+    blind_for_s: float, energised: bool, said: str
+) -> None:
+    """The operator is told how long the monitor has not seen the tip, or that its time is from another clock."""
+    imaging = ImagingStatus(NOW, 30.0, probe_face_read_at=NOW, boiling_blind_since=NOW - blind_for_s)
+    snapshot = inputs(imaging=imaging, commanded={1: on()} if energised else None)
+    assert [t.reason for t in evaluate_interlocks(snapshot, RULES, NOW)] == [
+        f"boiling monitor blind to the tip (not in the image) {said}"
+    ]
+
+
 @given(error_bits=st.integers(0, 2**32 - 1), energised=st.booleans(), fault=st.booleans())
 def test_a_probe_that_reports_its_fault_state_is_imaging_lost_at_once_however_fresh_its_frames(
     error_bits: int, energised: bool, fault: bool
@@ -581,6 +683,19 @@ def test_a_pulled_electrode_is_named_first_from_the_telemetry_frame_that_shows_i
     connected = [t for t in evaluate_interlocks(inputs(telemetry({1: channel(flags=CONNECTED)})), RULES, NOW)
                  if t.channel == 1]
     assert connected == []
+
+
+@given(centi_c=st.integers(-32768, 32767), deci_ohm=st.integers(0, 65535), flags=st.integers(0, 255))
+@example(centi_c=9000, deci_ohm=2500, flags=0)  # a floating input that reads hot: over-temperature holds too
+def test_a_pulled_electrode_is_its_channels_first_alarm_whatever_the_readings_show(
+    centi_c: int, deci_ohm: int, flags: int
+) -> None:
+    """electrode_mismatch is checked first of a channel's interlocks (docs/safety.md), so the alarm names the cause
+    whatever an input with nothing plugged in reads: hot, cold, open or shorted."""
+    pulled = ChannelTelemetry(centi_c, deci_ohm, 0, 0, 0, flags & ~CONNECTED)
+    found = [t for t in evaluate_interlocks(inputs(telemetry({1: pulled})), RULES, NOW) if t.channel == 1]
+    assert found[0].key == (InterlockId.ELECTRODE_MISMATCH, 1)
+    assert found[0].reason == "channel 1: no electrode connected (telemetry)"
 
 
 def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
@@ -665,6 +780,9 @@ def test_a_2_v_motor_stimulus_is_judged_within_10_percent_plus_20_mv(measured_v:
 
 @given(amplitude_mv=st.integers(1, hard.STIM_AMPLITUDE_MAX_MV), measured_centi_v=st.integers(0, 500),
        age_s=st.floats(0.0, 5.0), stim_channel=st.integers(1, 4))
+# 2979 mV allows 297 + 20 mV: 2.66 V (319 mV under) trips, as 3.30 V (319 mV over) does for 2981 mV (298 + 20)
+@example(amplitude_mv=2979, measured_centi_v=266, age_s=1.0, stim_channel=1)
+@example(amplitude_mv=2981, measured_centi_v=330, age_s=1.0, stim_channel=1)
 def test_stimulation_trips_iff_measured_off_the_commanded_amplitude_once_settled(
     amplitude_mv: int, measured_centi_v: int, age_s: float, stim_channel: int
 ) -> None:
@@ -691,6 +809,53 @@ def test_every_interlock_has_a_spec_and_a_check() -> None:
     assert len(SYSTEM_CHECKS) + len(CHANNEL_CHECKS) == len(InterlockId)
     assert {check.__name__.removeprefix("check_") for check in (*SYSTEM_CHECKS, *CHANNEL_CHECKS)} == set(InterlockId)
     assert set(InterlockId) > CLOCKED
+
+
+_DOCUMENTED_ROW = re.compile(r"^\| `(\w+)` \| (.*) \| ([HML]) \| (yes|no) \| (ch|sys) \| .* \|$")
+
+
+def _documented_specs() -> dict[str, tuple[Priority, bool, Scope, bool]]:
+    """docs/safety.md's table of interlocks, row by row: priority, latch, scope, and whether the condition is marked
+    idle-trip."""
+    text = (Path(__file__).parents[2] / "docs" / "safety.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        if match := _DOCUMENTED_ROW.match(line):
+            interlock, condition, priority, latch, scope = match.groups()
+            rows[interlock] = (
+                {"H": Priority.HIGH, "M": Priority.MEDIUM, "L": Priority.LOW}[priority],
+                latch == "yes",
+                {"ch": Scope.CHANNEL, "sys": Scope.SYSTEM}[scope],
+                "idle-trip" in condition,
+            )
+    return rows
+
+
+def test_every_interlock_has_the_priority_latch_scope_and_idle_trip_docs_safety_md_gives_it() -> None:
+    """The alarm's priority (IEC 60601-1-8: how fast the physician must act), whether the gate latches it, which
+    channels it stops and whether it trips while idle are what SPECS says; the table in docs/safety.md is what the
+    operator's manual and the risk file rely on. A spec that drifted from it (over-temperature sounded as a medium
+    alarm, an impedance trip that no longer latches) would pass every other test."""
+    documented = _documented_specs()
+    assert set(documented) == {interlock.value for interlock in InterlockId}
+    for interlock, spec in SPECS.items():
+        assert (spec.priority, spec.latching, spec.scope, spec.trips_when_idle) == documented[interlock.value], (
+            interlock
+        )
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_a_trip_stops_what_its_interlocks_scope_says(case: Case) -> None:
+    """A system trip stops all four channels; a channel trip names its channel and stops it (its bipolar pair with
+    it), whatever the interlock's spec is used for elsewhere."""
+    snapshot = case.make(case.limit + (1 if case.maximum else -1) * case.step)
+    trips = evaluate_interlocks(snapshot, case.rules, NOW)
+    assert case.interlock in {t.interlock for t in trips}
+    for trip in trips:
+        if SPECS[trip.interlock].scope is Scope.SYSTEM:
+            assert (trip.channel, trip.mask) == (None, 0x0F), trip
+        else:
+            assert trip.channel is not None and trip.mask == case.rules.by_channel[trip.channel].mask, trip
 
 
 def test_channel_trips_stop_their_channel_and_system_trips_stop_all() -> None:
@@ -983,6 +1148,20 @@ def test_a_tip_that_warmed_under_power_is_tracking_whatever_the_energy() -> None
         trend = advance_trend(trend, channel(temp_c, power_w=20.0), 1.0 + i * 5.0, True)
     assert trend.energy_since_on_j > hard.NOT_TRACKING_ENERGY_J
     assert not _tripped(InterlockId.TEMPERATURE_NOT_TRACKING, inputs(trends={1: trend}))
+
+
+@given(start_centi_c=st.integers(3700, 8200), rise_centi_c=st.integers(0, 500))
+@example(start_centi_c=7700, rise_centi_c=99)  # set 80 °C: from 77 °C the tip needs 78 °C (set − 2), not 79
+@example(start_centi_c=7700, rise_centi_c=100)
+@example(start_centi_c=7500, rise_centi_c=199)  # from 75 °C: 77 °C (start + 2) is the lower
+@example(start_centi_c=7500, rise_centi_c=200)
+def test_not_tracking_needs_the_lower_of_start_plus_2_and_set_minus_2(start_centi_c: int, rise_centi_c: int) -> None:
+    """docs/safety.md: > 150 J since output on and the tip never reached min(start + 2 °C, set − 2 °C). A tip that
+    was already near its set temperature when RF came on (a restart) need not rise 2 °C past it."""
+    start_c, peak_c = start_centi_c / 100, (start_centi_c + rise_centi_c) / 100
+    trend = _tracking_trend(200.0, peak_c)._replace(temp_at_on_c=start_c)
+    needed_c = min(start_c + hard.NOT_TRACKING_RISE_C, CH1.set_temp_c - hard.NOT_TRACKING_RISE_C)
+    assert _tripped(InterlockId.TEMPERATURE_NOT_TRACKING, inputs(trends={1: trend})) == (peak_c < needed_c)
 
 
 def _frozen_then(samples: list[tuple[bool, float]], start_s: float = 10.0) -> ChannelTrend:
