@@ -702,6 +702,16 @@ def test_imaging_is_ignored_when_the_plan_does_not_need_it() -> None:
     assert not _tripped(InterlockId.IMAGING_LOST, inputs(imaging=None), PULSED_RULES)
 
 
+@given(amplitude_mv=st.integers(0, hard.STIM_AMPLITUDE_MAX_MV), rf=st.booleans())
+@example(amplitude_mv=1, rf=False)
+def test_a_channel_is_energised_by_rf_or_by_any_stimulus_the_gate_may_command(amplitude_mv: int, rf: bool) -> None:
+    """The gate commands stimuli from 1 mV up (request_stim: 1..the plan's maximum): any of them is energy flowing,
+    for the imaging grace, the refusal check and what counts as output the gate did not command."""
+    commanded = CommandedChannel(on=rf, since=NOW - 1.0, stim_amplitude_mv=amplitude_mv)
+    assert commanded.energised == (rf or amplitude_mv > 0)
+    assert inputs(commanded={2: commanded}).energised == commanded.energised
+
+
 def test_a_snapshot_is_energised_by_a_stimulus_as_by_rf() -> None:
     assert not inputs().energised
     assert inputs(commanded={3: stimulating(1000)}).energised
@@ -796,6 +806,16 @@ def test_stimulation_trips_iff_measured_off_the_commanded_amplitude_once_settled
     trips = [t for t in evaluate_interlocks(snapshot, RULES, NOW) if t.interlock is InterlockId.STIMULATION_MISMATCH]
     assert [t.channel for t in trips] == ([stim_channel] if expected else [])
     assert all("commanded" in t.reason and "measured" in t.reason for t in trips)
+
+
+def test_a_stimulation_mismatch_states_the_tolerance_it_was_judged_by() -> None:
+    """In integer millivolts, as judged: 10 % of 2979 mV is 297 mV, so the alarm states 317 mV, not 317.9."""
+    snapshot = inputs(telemetry({1: channel(voltage_v=2.66, flags=ON)}), commanded={1: stimulating(2979)})
+    found = [t for t in evaluate_interlocks(snapshot, RULES, NOW) if t.interlock is InterlockId.STIMULATION_MISMATCH]
+    assert [t.reason for t in found] == [
+        "channel 1: stimulation measured 2.66 V, commanded 2.98 V (tolerance 0.317 V): a response, or its absence, at "
+        "this amplitude would mislead"
+    ]
 
 
 @given(measured_centi_v=st.integers(0, 5000))
@@ -1100,6 +1120,10 @@ def test_each_clocked_interlock_can_begin_to_hold_with_time_alone_and_is_run_aga
 
 @given(samples=st.lists(st.tuples(st.integers(1, 30), st.integers(500, 9000)), min_size=1, max_size=60))
 @example(samples=[(1, 500)] + [(30, 9000)] * 20)  # the minimum left the window 0.1 s before the newest sample
+@example(samples=[(1, 500)] + [(26, 9000)] * 20)  # ... 0.02 s before it
+@example(samples=[(1, 500), (1, 600), (1, 700), (499, 800)])  # the oldest of three rising candidates leaves
+@example(samples=[(1, 500), (1, 3000), (1, 2000), (499, 2500)])  # 200 Ω undercut 300 Ω: the minimum once 50 Ω leaves
+@example(samples=[(1, 500), (600, 900)])  # a frame after more than the window (a link gap): every candidate left
 def test_rolloff_window_minimum_matches_brute_force(samples: list[tuple[int, int]]) -> None:
     trend = ChannelTrend()
     history: list[tuple[float, float]] = []

@@ -284,6 +284,14 @@ def test_the_clock_rate_is_measured_over_whole_windows_of_host_time(rate: float,
     assert abs(clock.rate - rate) <= rate * 2 * jitter_s / hard.GENERATOR_CLOCK_RATE_WINDOW_S + 1e-9
 
 
+def test_the_clock_rate_is_judged_as_soon_as_a_whole_window_has_passed() -> None:
+    """A window is whole at exactly GENERATOR_CLOCK_RATE_WINDOW_S of host time: its rate is judged then, not a frame
+    later, nor before."""
+    start = advance_clock_rate(ClockRate(), 10.0, 100.0)
+    assert advance_clock_rate(start, 10.0 + hard.GENERATOR_CLOCK_RATE_WINDOW_S - 0.001, 100.5) == start
+    assert advance_clock_rate(start, 10.0 + hard.GENERATOR_CLOCK_RATE_WINDOW_S, 100.5) == ClockRate(11.0, 100.5, 0.5)
+
+
 def test_a_generator_clock_that_went_back_starts_a_new_window() -> None:
     clock = advance_clock_rate(advance_clock_rate(ClockRate(), 0.0, 100.0), 1.5, 101.5)
     assert clock.rate == 1.0
